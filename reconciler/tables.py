@@ -1,0 +1,258 @@
+"""The schema as SQLAlchemy Core tables: the one source `alembic check` compares the migrations against.
+
+Desired state (spec) and actual state (status) live in separate tables, so write ownership reads off
+the schema: the API writes `strategies`, `strategy_credentials` and `run_requests`; replicas write
+`strategy_status`, `executions`, `replicas` and `orders`. Enumerations are text with CHECK constraints:
+they read as words in psql and grow without a type migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TIMESTAMPTZ = TIMESTAMP(timezone=True)
+NOW = text("now()")
+
+EXCHANGES = ("paper", "coindcx")
+DESIRED_STATES = ("running", "stopped")
+STRATEGY_STATUSES = ("pending", "running", "stopped", "error", "deleting")
+TRIGGERS = ("schedule", "manual")
+IN_FLIGHT = "running"
+TERMINAL_STATUSES = ("succeeded", "failed", "timed_out", "memory_exceeded", "lost", "interrupted")
+EXECUTION_STATUSES = (IN_FLIGHT, *TERMINAL_STATUSES)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# --- desired state: written by the API only -----------------------------------------------------
+
+strategies = Table(
+    "strategies",
+    metadata,
+    Column("strategy_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("config", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Seconds between ticks of the fixed-rate schedule.
+    Column("execution_interval", Integer, nullable=False),
+    Column("exchange", Text, nullable=False, server_default="paper"),
+    Column("desired_state", Text, nullable=False, server_default="running"),
+    # Bumped on every spec change; replicas report the generation they acted on as observed_generation.
+    Column("generation", BigInteger, nullable=False, server_default="1"),
+    # A deletion request: replicas stop scheduling, and delete the rows once nothing is in flight.
+    Column("delete_requested_at", TIMESTAMPTZ),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint("execution_interval > 0", name="execution_interval_positive"),
+    CheckConstraint(_one_of("exchange", EXCHANGES), name="exchange_known"),
+    CheckConstraint(_one_of("desired_state", DESIRED_STATES), name="desired_state_known"),
+    CheckConstraint("generation > 0", name="generation_positive"),
+    Index(None, "user_id"),
+)
+
+strategy_credentials = Table(
+    "strategy_credentials",
+    metadata,
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # Which ENCRYPTION_KEY sealed `credentials`, so keys can be rotated by re-encrypting.
+    Column("key_id", Text, nullable=False),
+    # AES-GCM ciphertext of {"api_key", "api_secret"}; never plaintext anywhere in the database.
+    Column("credentials", LargeBinary, nullable=False),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+)
+
+run_requests = Table(
+    "run_requests",
+    metadata,
+    Column("run_request_id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("requested_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    # Set by the replica that claimed it, in the same statement that creates the execution.
+    Column("claimed_at", TIMESTAMPTZ),
+    Column(
+        "execution_id",
+        UUID(as_uuid=True),
+        ForeignKey("executions.execution_id", ondelete="SET NULL"),
+    ),
+    Index("ix_run_requests_pending", "requested_at", postgresql_where=text("claimed_at IS NULL")),
+    Index(None, "strategy_id"),
+)
+
+# --- actual state: written by replicas only -----------------------------------------------------
+
+strategy_status = Table(
+    "strategy_status",
+    metadata,
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("status_reason", Text),
+    Column("observed_generation", BigInteger, nullable=False, server_default="0"),
+    # The fixed-rate grid: ticks fall on schedule_anchor_at + k * schedule_interval.
+    Column("schedule_anchor_at", TIMESTAMPTZ),
+    Column("schedule_interval", Integer),
+    Column("next_execution_at", TIMESTAMPTZ),
+    # The execution in flight, if any. Claims test it on the locked row itself, so two replicas can
+    # never both start one strategy (the partial unique index on executions is the backstop).
+    Column("running_execution_id", UUID(as_uuid=True)),
+    Column("execution_count", BigInteger, nullable=False, server_default="0"),
+    Column("successful_executions", BigInteger, nullable=False, server_default="0"),
+    Column("failed_executions", BigInteger, nullable=False, server_default="0"),
+    # Ticks that fell due while nothing could run them: coalesced into the next run, counted here.
+    Column("missed_executions", BigInteger, nullable=False, server_default="0"),
+    Column("avg_execution_time", Double),
+    Column("last_execution_duration", Double),
+    Column("last_execution_at", TIMESTAMPTZ),
+    Column("last_error", Text),
+    # The strategy's STATE dict, persisted between runs.
+    Column("state", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint(_one_of("status", STRATEGY_STATUSES), name="status_known"),
+    CheckConstraint("schedule_interval > 0", name="schedule_interval_positive"),
+    Index("ix_strategy_status_due", "next_execution_at", postgresql_where=text("next_execution_at IS NOT NULL")),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("execution_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("trigger", Text, nullable=False),
+    # The tick this execution is for (a manual run: the time it was requested).
+    Column("scheduled_for", TIMESTAMPTZ, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("status", Text, nullable=False, server_default=IN_FLIGHT),
+    Column("replica_id", Text, nullable=False),
+    Column("claimed_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("started_at", TIMESTAMPTZ),
+    Column("finished_at", TIMESTAMPTZ),
+    # Extended by the owning replica's heartbeat; once it passes, any replica may mark the row lost.
+    Column("lease_expires_at", TIMESTAMPTZ),
+    Column("duration", Double),
+    Column("output", Text),
+    Column("output_truncated", Boolean, nullable=False, server_default=text("false")),
+    Column("error", Text),
+    Column("result", JSONB),
+    CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger_known"),
+    CheckConstraint(_one_of("status", EXECUTION_STATUSES), name="status_known"),
+    CheckConstraint(f"(status = '{IN_FLIGHT}') = (finished_at IS NULL)", name="finished_iff_terminal"),
+    # One execution per (strategy, scheduled tick).
+    Index(
+        "uq_executions_strategy_tick",
+        "strategy_id",
+        "scheduled_for",
+        unique=True,
+        postgresql_where=text("trigger = 'schedule'"),
+    ),
+    # Never two in-flight executions of one strategy.
+    Index(
+        "uq_executions_one_in_flight",
+        "strategy_id",
+        unique=True,
+        postgresql_where=text("status = 'running'"),
+    ),
+    Index("ix_executions_strategy_recent", "strategy_id", text("scheduled_for DESC")),
+    Index("ix_executions_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
+    Index("ix_executions_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("replica_id", Text, primary_key=True),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    # Which sandbox layers are active on this replica's host ({"seccomp": true, ...}).
+    Column("sandbox_layers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("started_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("heartbeat_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("lease_expires_at", TIMESTAMPTZ, nullable=False),
+    Column("stopping", Boolean, nullable=False, server_default=text("false")),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("execution_id", UUID(as_uuid=True), ForeignKey("executions.execution_id", ondelete="SET NULL")),
+    Column("exchange", Text, nullable=False),
+    Column("client_order_id", Text, nullable=False),
+    Column("exchange_order_id", Text),
+    Column("market", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("order_type", Text, nullable=False),
+    Column("total_quantity", Numeric, nullable=False),
+    Column("price_per_unit", Numeric),
+    # The exchange's status for an accepted order; 'refused' when the broker's limits refused it,
+    # 'error' when the exchange rejected the request or could not be reached.
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("request", JSONB, nullable=False),
+    Column("response", JSONB),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint(_one_of("exchange", EXCHANGES), name="exchange_known"),
+    CheckConstraint(_one_of("side", ("buy", "sell")), name="side_known"),
+    UniqueConstraint("strategy_id", "client_order_id"),
+    Index("ix_orders_strategy_recent", "strategy_id", text("created_at DESC")),
+    Index(None, "execution_id"),
+)
