@@ -50,3 +50,23 @@ class BrokerError(Exception):
 # The sandbox forwards every `client.<method>(**params)` call of the strategy to a callable of this
 # shape, supplied per execution by the replica. It returns a JSON-able value, or raises BrokerError.
 BrokerCall = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+# The methods of the `CoinDCXClient` a strategy sees, with their parameter names in order; the names are
+# CoinDCX's own. The sandbox's proxy and the broker both read this table, so they cannot drift apart.
+CLIENT_METHODS: dict[str, tuple[str, ...]] = {
+    "get_ticker": (),
+    "get_markets": (),
+    "get_markets_details": (),
+    "get_candles": ("pair", "interval", "limit", "start_time", "end_time"),
+    "get_orderbook": ("pair",),
+    "get_trades": ("pair", "limit"),
+    "get_balances": (),
+    "get_user_info": (),
+    "create_order": ("side", "order_type", "market", "total_quantity", "price_per_unit", "client_order_id"),
+    "cancel_order": ("id", "client_order_id"),
+    "cancel_all_orders": ("market", "side"),
+    "get_order_status": ("id", "client_order_id"),
+    "get_active_orders": ("market", "side"),
+    "get_trade_history": ("symbol", "limit", "from_timestamp", "to_timestamp"),
+}
