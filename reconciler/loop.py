@@ -1,0 +1,344 @@
+"""The replica: one thin asyncio loop around the pure reconcile decision, the claims and the sandbox.
+
+This is the only place that sleeps. Each pass reconciles, claims as many due executions as there are
+free slots, and starts them; then it sleeps until the earliest due time, a NOTIFY from a desired-state
+write, a slot freeing up, or the poll interval, whichever comes first.
+
+Liveness: a heartbeat task renews the replica's lease and its executions' leases at half the lease
+length, and marks lost the executions of replicas whose leases ran out. Faults: every database call
+is retried with backoff while the database is unreachable; the replica stays up and reports itself
+unhealthy meanwhile. Shutdown: stop claiming, let executions finish within the grace period, then
+kill the rest and record them `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reconciler import __version__
+from reconciler.db import DatabaseUnavailable, StoreError, libpq_url, retrying
+from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
+from reconciler.replica_store import Claim, CodeChecker, ReplicaStore
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "strategy_executor"
+PRUNE_EVERY_SECONDS = 60.0
+
+
+class SandboxRunner(Protocol):
+    async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome: ...
+    async def interrupt_all(self) -> None: ...
+    @property
+    def layers(self) -> dict[str, bool]: ...
+
+
+class BrokerSessions(Protocol):
+    def session(
+        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+    ) -> AbstractAsyncContextManager[BrokerCall]: ...
+
+
+@dataclass
+class ReplicaHealth:
+    """What /health reports about this replica."""
+
+    replica_id: str
+    database_ok: bool = False
+    running: bool = False
+    in_flight: int = 0
+    executed: int = 0
+    last_error: str | None = None
+    layers: dict[str, bool] = field(default_factory=dict)
+
+
+class Replica:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        sandbox: SandboxRunner,
+        *,
+        check_code: CodeChecker,
+        brokers: BrokerSessions | None = None,
+        database_url: str,
+        replica_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sandbox = sandbox
+        self.brokers = brokers
+        self.check_code = check_code
+        self.database_url = database_url
+        self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.store = ReplicaStore(engine, replica_id=self.replica_id, lease_seconds=settings.lease_seconds)
+        self.slots = settings.max_concurrent_strategies
+        self.health = ReplicaHealth(replica_id=self.replica_id)
+        self._in_flight: dict[UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        # Lost-marking waits until this replica has been connected for a whole lease: after an outage
+        # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
+        self._connected_since: float | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then drain. Never returns early because of the database."""
+        self.health.layers = dict(self.sandbox.layers)
+        await self._with_db(
+            lambda: self.store.register(
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                slots=self.slots,
+                version=__version__,
+                layers=self.health.layers,
+            ),
+            stop,
+        )
+        self.health.running = True
+        log.info("replica %s started with %d slots", self.replica_id, self.slots)
+        background = [
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._listen_loop(stop), name="listen"),
+        ]
+        try:
+            await self._main_loop(stop)
+        finally:
+            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(StoreError):
+                await self.store.deregister()
+            self.health.running = False
+            log.info("replica %s stopped", self.replica_id)
+
+    async def _main_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                timeout = await self._pass()
+                self._db_ok()
+            except DatabaseUnavailable as exc:
+                self._db_down(exc)
+                timeout = 1.0
+            except StoreError as exc:
+                # Not a lost connection: a bug or bad data. Log it and keep the replica alive.
+                log.exception("reconcile pass failed: %s", exc)
+                self.health.last_error = str(exc)
+                timeout = 1.0
+            if timeout > 0:
+                await _wait_any(self._wake, stop, timeout)
+
+    async def _pass(self) -> float:
+        """One reconcile-and-claim pass; returns how long the loop may sleep afterwards."""
+        while True:
+            report = await self.store.reconcile(self.check_code)
+            if report.updated or report.finalized:
+                log.debug("reconciled %s", report)
+            if report.examined < 200 or not (report.updated or report.finalized):
+                break
+        free = self.slots - len(self._in_flight)
+        if free <= 0:
+            return self.settings.poll_interval_seconds  # a finishing execution sets the wake event
+        claims = await self.store.claim(free)
+        for claim in claims:
+            self._start(claim)
+        if len(claims) == free:
+            return 0.0 if self.slots - len(self._in_flight) > 0 else self.settings.poll_interval_seconds
+        wait = await self.store.seconds_until_due()
+        if wait is None:
+            return self.settings.poll_interval_seconds
+        return max(0.0, min(wait, self.settings.poll_interval_seconds))
+
+    # --- executions ---------------------------------------------------------------------------
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._execute(claim), name=f"execution-{claim.execution_id}")
+        self._in_flight[claim.execution_id] = task
+        self.health.in_flight = len(self._in_flight)
+
+    async def _execute(self, claim: Claim) -> None:
+        try:
+            outcome = await self._run_sandboxed(claim)
+            recorded = await retrying(
+                lambda: self.store.complete(claim.execution_id, outcome),
+                give_up_after=max(self.settings.lease_seconds * 4, 60.0),
+                what="record outcome",
+            )
+            if not recorded:
+                log.warning("execution %s already had an outcome (marked lost?)", claim.execution_id)
+            self.health.executed += 1
+        except StoreError as exc:
+            # The database stayed away longer than the lease: another replica marks the execution lost.
+            log.error("could not record execution %s: %s", claim.execution_id, exc)
+        finally:
+            self._in_flight.pop(claim.execution_id, None)
+            self.health.in_flight = len(self._in_flight)
+            self._wake.set()
+
+    async def _run_sandboxed(self, claim: Claim) -> ExecutionOutcome:
+        request = ExecutionRequest(
+            execution_id=str(claim.execution_id),
+            strategy_id=claim.strategy_id,
+            code=claim.code,
+            config=claim.config,
+            state=claim.state,
+        )
+        started = time.monotonic()
+        try:
+            if self.brokers is None:
+                return await self.sandbox.run(request, None)
+            async with self.brokers.session(
+                strategy_id=claim.strategy_id,
+                execution_id=str(claim.execution_id),
+                exchange=claim.exchange,
+                config=claim.config,
+            ) as broker:
+                return await self.sandbox.run(request, broker)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The sandbox never raises for user code; this is the broker failing to open (a missing
+            # or undecryptable credential, say). The user sees why; the replica carries on.
+            log.warning("execution %s could not start: %s", claim.execution_id, exc)
+            return ExecutionOutcome(
+                status="failed",
+                duration=time.monotonic() - started,
+                error=f"the execution could not start: {exc}",
+            )
+
+    async def _drain(self) -> None:
+        self._stopping = True
+        if not self._in_flight:
+            return
+        grace = self.settings.shutdown_grace_seconds
+        log.info("draining %d executions (grace %.0fs)", len(self._in_flight), grace)
+        _, pending = await asyncio.wait(list(self._in_flight.values()), timeout=grace)
+        if pending:
+            log.warning("grace period over: interrupting %d executions", len(pending))
+            await self.sandbox.interrupt_all()
+            await asyncio.wait(pending, timeout=max(self.settings.lease_seconds, 10.0))
+
+    # --- liveness -----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.lease_seconds / 2
+        last_prune = 0.0
+        while True:
+            try:
+                if not await self.store.heartbeat(stopping=stop.is_set()):
+                    # Our row was removed (we were presumed dead): come back.
+                    await self.store.register(
+                        hostname=socket.gethostname(),
+                        pid=os.getpid(),
+                        slots=self.slots,
+                        version=__version__,
+                        layers=self.health.layers,
+                    )
+                self._db_ok()
+                if not stop.is_set() and self._connected_for() >= self.settings.lease_seconds:
+                    lost = await self.store.mark_lost()
+                    if lost:
+                        log.warning("marked %d executions lost: %s", len(lost), [str(e) for e in lost])
+                        self._wake.set()
+                if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():
+                    last_prune = time.monotonic()
+                    await self._prune()
+                await asyncio.sleep(interval)
+            except DatabaseUnavailable as exc:
+                self._db_down(exc)
+                await asyncio.sleep(min(1.0, interval))
+            except StoreError as exc:
+                log.exception("heartbeat failed: %s", exc)
+                await asyncio.sleep(interval)
+
+    async def _prune(self) -> None:
+        retention = self.settings.execution_retention_days * 86_400
+        while True:
+            deleted = await self.store.prune(retention_seconds=retention, batch=self.settings.prune_batch_size)
+            if deleted:
+                log.info("pruned %d old executions and run requests", deleted)
+            if deleted < self.settings.prune_batch_size:
+                return
+
+    async def _listen_loop(self, stop: asyncio.Event) -> None:
+        """LISTEN for desired-state changes; only a wake-up, so any failure just falls back to polling."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_url(self.database_url), autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 0.5
+                    async for _ in _notifies(conn):
+                        self._wake.set()
+            except (psycopg.Error, OSError) as exc:
+                log.debug("listen connection lost: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # --- health -------------------------------------------------------------------------------
+
+    def _db_ok(self) -> None:
+        if not self.health.database_ok:
+            log.info("database reachable")
+            self._connected_since = time.monotonic()
+        self.health.database_ok = True
+
+    def _db_down(self, exc: Exception) -> None:
+        if self.health.database_ok or self._connected_since is None:
+            log.warning("database unavailable, retrying: %s", exc)
+        self.health.database_ok = False
+        self.health.last_error = str(exc)
+        self._connected_since = None
+
+    def _connected_for(self) -> float:
+        return 0.0 if self._connected_since is None else time.monotonic() - self._connected_since
+
+    async def _with_db(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+        """Retry `operation` until it succeeds or `stop` is set (then raise DatabaseUnavailable)."""
+        delay = 0.2
+        while True:
+            try:
+                result = await operation()
+                self._db_ok()
+                return result
+            except DatabaseUnavailable as exc:
+                self._db_down(exc)
+                if stop.is_set():
+                    raise
+                await _wait_any(stop, stop, delay)
+                delay = min(delay * 2, 5.0)
+
+
+async def _notifies(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg.Notify]:
+    async for notify in conn.notifies():
+        yield notify
+
+
+async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,341 @@
+"""Every statement a replica runs, named and kept in one place (procrastinate's queries.sql, in Python).
+
+Times always come from the database's clock (`now()`), never a replica's, so replicas whose clocks
+disagree still agree on what is due and what has expired.
+
+Locking protocol, which every statement here follows:
+- A `strategy_status` row is the strategy's lock. Claims take it with SKIP LOCKED and never wait;
+  completions, lost-marking and reconcile writes wait for it briefly. Nothing holds it while user
+  code runs: claims commit before the sandbox forks.
+- `strategy_status.running_execution_id` is tested on the locked row itself, so a claim that raced
+  with another replica's claim re-checks it on the newest row version (READ COMMITTED re-evaluates
+  the WHERE clause of a locked row that changed) and skips the strategy.
+- The partial unique indexes on `executions` are the backstop should any of this be wrong.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+# Strategies whose status does not reflect their spec yet. Locks the spec rows (skipping those another
+# replica is reconciling); the status rows are then locked with a wait, since claims hold them only
+# for the length of one statement.
+LOCK_UNRECONCILED = text(
+    """
+    SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code
+    FROM strategies s
+    LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
+    WHERE st.strategy_id IS NULL
+       OR st.observed_generation <> s.generation
+       OR (s.delete_requested_at IS NOT NULL)
+    ORDER BY s.updated_at
+    LIMIT :batch
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+
+LOCK_STATUS_ROWS = text(
+    """
+    SELECT strategy_id, status, observed_generation, schedule_anchor_at, schedule_interval,
+           next_execution_at, running_execution_id
+    FROM strategy_status
+    WHERE strategy_id = ANY(:strategy_ids)
+    FOR UPDATE
+    """
+)
+
+UPSERT_STATUS = text(
+    """
+    INSERT INTO strategy_status (strategy_id, status, status_reason, observed_generation,
+                                 schedule_anchor_at, schedule_interval, next_execution_at)
+    VALUES (:strategy_id, :status, :status_reason, :observed_generation,
+            :schedule_anchor_at, :schedule_interval, :next_execution_at)
+    ON CONFLICT (strategy_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        status_reason = EXCLUDED.status_reason,
+        observed_generation = EXCLUDED.observed_generation,
+        schedule_anchor_at = EXCLUDED.schedule_anchor_at,
+        schedule_interval = EXCLUDED.schedule_interval,
+        next_execution_at = EXCLUDED.next_execution_at,
+        updated_at = now()
+    """
+)
+
+FINALIZE_DELETION = text(
+    """
+    DELETE FROM strategies
+    WHERE strategy_id = :strategy_id AND delete_requested_at IS NOT NULL
+    """
+)
+
+# --- claims ---------------------------------------------------------------------------------------
+
+# Claims due scheduled ticks, oldest first, at most :slots of them, and commits before any code runs.
+# A tick missed while nothing could run it is coalesced: the execution is for the latest grid point
+# at or before now(), the grid points skipped are counted in missed_executions, and the next tick is
+# the first grid point after now(). The execution ids are drawn in `due` so the status rows and the
+# execution rows written by the same statement agree on them.
+CLAIM_SCHEDULED = text(
+    """
+    WITH due AS (
+        SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
+               st.next_execution_at, st.schedule_anchor_at AS anchor,
+               make_interval(secs => st.schedule_interval) AS step,
+               gen_random_uuid() AS execution_id
+        FROM strategy_status st
+        JOIN strategies s ON s.strategy_id = st.strategy_id
+        WHERE st.next_execution_at <= now()
+          AND st.status = 'running'
+          AND st.running_execution_id IS NULL
+          AND st.observed_generation = s.generation
+          AND s.desired_state = 'running'
+          AND s.delete_requested_at IS NULL
+        ORDER BY st.next_execution_at
+        LIMIT :slots
+        FOR UPDATE OF st SKIP LOCKED
+    ),
+    ticks AS (
+        SELECT due.*,
+               GREATEST(due.next_execution_at, due.anchor + due.step * k.now_index) AS tick,
+               GREATEST(due.next_execution_at + due.step, due.anchor + due.step * (k.now_index + 1)) AS next_tick,
+               GREATEST(k.now_index - k.due_index, 0) AS missed
+        FROM due,
+        LATERAL (
+            SELECT floor(extract(epoch FROM now() - due.anchor) / extract(epoch FROM due.step))::bigint AS now_index,
+                   round(extract(epoch FROM due.next_execution_at - due.anchor) / extract(epoch FROM due.step))::bigint
+                       AS due_index
+        ) k
+    ),
+    claimed AS (
+        INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id,
+                                lease_expires_at)
+        SELECT execution_id, strategy_id, 'schedule', tick, generation, :replica_id,
+               now() + make_interval(secs => :lease_seconds)
+        FROM ticks
+        RETURNING execution_id, strategy_id, scheduled_for, claimed_at
+    ),
+    advanced AS (
+        UPDATE strategy_status st
+        SET next_execution_at = t.next_tick,
+            missed_executions = st.missed_executions + t.missed,
+            running_execution_id = t.execution_id,
+            updated_at = now()
+        FROM ticks t
+        WHERE st.strategy_id = t.strategy_id
+    )
+    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, 'schedule' AS trigger,
+           t.generation, t.code, t.config, t.exchange, t.state
+    FROM claimed c JOIN ticks t ON t.execution_id = c.execution_id
+    ORDER BY c.scheduled_for
+    """
+)
+
+# Claims manual run requests: one execution per strategy with pending requests, which answers all of
+# them (pressing "run" twice while the first is pending runs once). The requests are marked first and
+# the executions created only for strategies whose requests this statement really marked, so a request
+# claimed concurrently elsewhere never yields a second run.
+CLAIM_REQUESTED = text(
+    """
+    WITH picked AS (
+        SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
+               gen_random_uuid() AS execution_id
+        FROM strategy_status st
+        JOIN strategies s ON s.strategy_id = st.strategy_id
+        WHERE st.running_execution_id IS NULL
+          AND st.observed_generation = s.generation
+          AND st.status IN ('running', 'stopped', 'error')
+          AND s.delete_requested_at IS NULL
+          AND EXISTS (SELECT 1 FROM run_requests r WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL)
+        ORDER BY (SELECT min(r.requested_at) FROM run_requests r
+                  WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL)
+        LIMIT :slots
+        FOR UPDATE OF st SKIP LOCKED
+    ),
+    marked AS (
+        UPDATE run_requests r
+        SET claimed_at = now(), execution_id = p.execution_id
+        FROM picked p
+        WHERE r.strategy_id = p.strategy_id AND r.claimed_at IS NULL
+        RETURNING r.strategy_id, r.requested_at
+    ),
+    requested AS (
+        SELECT strategy_id, min(requested_at) AS requested_at FROM marked GROUP BY strategy_id
+    ),
+    claimed AS (
+        INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id,
+                                lease_expires_at)
+        SELECT p.execution_id, p.strategy_id, 'manual', q.requested_at, p.generation, :replica_id,
+               now() + make_interval(secs => :lease_seconds)
+        FROM picked p JOIN requested q ON q.strategy_id = p.strategy_id
+        RETURNING execution_id, strategy_id, scheduled_for, claimed_at
+    ),
+    running AS (
+        UPDATE strategy_status st
+        SET running_execution_id = c.execution_id, updated_at = now()
+        FROM claimed c
+        WHERE st.strategy_id = c.strategy_id
+    )
+    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, 'manual' AS trigger,
+           p.generation, p.code, p.config, p.exchange, p.state
+    FROM claimed c JOIN picked p ON p.execution_id = c.execution_id
+    ORDER BY c.scheduled_for
+    """
+)
+
+DATABASE_NOW = text("SELECT now()")
+
+# When the loop has nothing to claim, it sleeps until the earliest of these (or a NOTIFY).
+NEXT_DUE = text(
+    """
+    SELECT LEAST(
+        (SELECT min(st.next_execution_at) FROM strategy_status st
+         WHERE st.status = 'running' AND st.running_execution_id IS NULL),
+        (SELECT min(r.requested_at) FROM run_requests r WHERE r.claimed_at IS NULL)
+    ) - now() AS wait
+    """
+)
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+# Records the outcome and folds it into the strategy's statistics in one statement. `status =
+# 'running'` makes it a no-op for an execution another replica already marked lost: every claimed
+# execution ends in exactly one recorded outcome, whichever replica records it first.
+COMPLETE_EXECUTION = text(
+    """
+    WITH finished AS (
+        UPDATE executions
+        SET status = :status,
+            finished_at = now(),
+            started_at = now() - make_interval(secs => :duration),
+            duration = :duration,
+            output = :output,
+            output_truncated = :output_truncated,
+            error = :error,
+            result = CAST(:result AS jsonb),
+            lease_expires_at = NULL
+        WHERE execution_id = :execution_id AND status = 'running'
+        RETURNING execution_id, strategy_id, status, duration, finished_at, error
+    )
+    UPDATE strategy_status st
+    SET running_execution_id = CASE WHEN st.running_execution_id = f.execution_id
+                                    THEN NULL ELSE st.running_execution_id END,
+        execution_count = st.execution_count + 1,
+        successful_executions = st.successful_executions + (f.status = 'succeeded')::int,
+        failed_executions = st.failed_executions + (f.status <> 'succeeded')::int,
+        avg_execution_time = (COALESCE(st.avg_execution_time, 0) * st.execution_count + f.duration)
+                             / (st.execution_count + 1),
+        last_execution_duration = f.duration,
+        last_execution_at = f.finished_at,
+        last_error = CASE WHEN f.status = 'succeeded' THEN st.last_error ELSE f.error END,
+        state = COALESCE(CAST(:state AS jsonb), st.state),
+        updated_at = now()
+    FROM finished f
+    WHERE st.strategy_id = f.strategy_id
+    RETURNING st.strategy_id
+    """
+)
+
+# Executions whose lease ran out while their replica's lease also ran out: that replica is gone (or
+# cut off from the database), so the execution is recorded as lost and its strategy is free to run
+# its next tick on any replica. A replica that is merely slow keeps its executions by heartbeating.
+MARK_LOST = text(
+    """
+    WITH lost AS (
+        UPDATE executions e
+        SET status = 'lost',
+            finished_at = now(),
+            lease_expires_at = NULL,
+            error = 'replica ' || e.replica_id || ' stopped renewing its lease while this execution ran'
+        WHERE e.status = 'running'
+          AND e.lease_expires_at < now()
+          AND NOT EXISTS (SELECT 1 FROM replicas r
+                          WHERE r.replica_id = e.replica_id AND r.lease_expires_at >= now())
+        RETURNING e.execution_id, e.strategy_id, e.finished_at, e.error
+    )
+    UPDATE strategy_status st
+    SET running_execution_id = CASE WHEN st.running_execution_id = l.execution_id
+                                    THEN NULL ELSE st.running_execution_id END,
+        execution_count = st.execution_count + 1,
+        failed_executions = st.failed_executions + 1,
+        last_execution_at = l.finished_at,
+        last_error = l.error,
+        updated_at = now()
+    FROM lost l
+    WHERE st.strategy_id = l.strategy_id
+    RETURNING l.execution_id
+    """
+)
+
+# --- replicas -------------------------------------------------------------------------------------
+
+REGISTER_REPLICA = text(
+    """
+    INSERT INTO replicas (replica_id, hostname, pid, slots, version, sandbox_layers, lease_expires_at)
+    VALUES (:replica_id, :hostname, :pid, :slots, :version, CAST(:sandbox_layers AS jsonb),
+            now() + make_interval(secs => :lease_seconds))
+    ON CONFLICT (replica_id) DO UPDATE SET
+        heartbeat_at = now(),
+        lease_expires_at = EXCLUDED.lease_expires_at,
+        stopping = false
+    """
+)
+
+# A heartbeat renews the replica's lease; RENEW_LEASES then renews those of all its executions in flight.
+HEARTBEAT = text(
+    """
+    UPDATE replicas
+    SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        stopping = :stopping
+    WHERE replica_id = :replica_id
+    RETURNING replica_id
+    """
+)
+
+RENEW_LEASES = text(
+    """
+    UPDATE executions
+    SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    WHERE replica_id = :replica_id AND status = 'running'
+    """
+)
+
+DEREGISTER_REPLICA = text("DELETE FROM replicas WHERE replica_id = :replica_id")
+
+# Rows of replicas that died long ago (their executions were marked lost by then).
+FORGET_DEAD_REPLICAS = text(
+    """
+    DELETE FROM replicas
+    WHERE lease_expires_at < now() - make_interval(secs => :after_seconds)
+    """
+)
+
+# --- retention ------------------------------------------------------------------------------------
+
+PRUNE_EXECUTIONS = text(
+    """
+    DELETE FROM executions
+    WHERE execution_id IN (
+        SELECT execution_id FROM executions
+        WHERE finished_at < now() - make_interval(secs => :retention_seconds)
+        ORDER BY finished_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+PRUNE_RUN_REQUESTS = text(
+    """
+    DELETE FROM run_requests
+    WHERE run_request_id IN (
+        SELECT run_request_id FROM run_requests
+        WHERE claimed_at < now() - make_interval(secs => :retention_seconds)
+        ORDER BY claimed_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)

@@ -1,0 +1,139 @@
+"""The pure reconcile decision: (spec, status, now) -> what the status row must become.
+
+Level-based, like a controller-runtime Reconciler: it looks only at the current desired and actual
+state, never at which API call changed them, so a missed notification or a crashed replica costs a
+pass, never a wrong result. Nothing here does I/O; the loop reads the rows, calls `decide`, and
+writes what it returns under the rows' locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    strategy_id: str
+    generation: int
+    desired_state: Literal["running", "stopped"]
+    execution_interval: int  # seconds
+    delete_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    status: str
+    observed_generation: int
+    schedule_anchor_at: datetime | None
+    schedule_interval: int | None
+    next_execution_at: datetime | None
+    running_execution_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    """Write these fields to the strategy's status row (creating it if missing)."""
+
+    status: Literal["running", "stopped", "error", "deleting"]
+    observed_generation: int
+    schedule_anchor_at: datetime | None
+    schedule_interval: int | None
+    next_execution_at: datetime | None
+    status_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finalize:
+    """Deletion was requested and nothing is in flight: delete the strategy and everything it owns."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoChange:
+    pass
+
+
+Action = SetStatus | Finalize | NoChange
+
+
+def decide(spec: Spec, status: Status | None, now: datetime, compile_error: str | None = None) -> Action:
+    """What to do with one strategy. `compile_error` is the language policy's verdict on the spec's code."""
+    if spec.delete_requested:
+        if status is not None and status.running_execution_id is not None:
+            # Let the execution in flight finish and be recorded; finalize on a later pass.
+            return _set_if_changed(status, _deleting(spec, status))
+        return Finalize()
+
+    if spec.desired_state == "stopped":
+        return _set_if_changed(
+            status,
+            SetStatus(
+                status="stopped",
+                observed_generation=spec.generation,
+                schedule_anchor_at=None,
+                schedule_interval=None,
+                next_execution_at=None,
+            ),
+        )
+
+    if compile_error is not None:
+        return _set_if_changed(
+            status,
+            SetStatus(
+                status="error",
+                observed_generation=spec.generation,
+                schedule_anchor_at=None,
+                schedule_interval=None,
+                next_execution_at=None,
+                status_reason=compile_error,
+            ),
+        )
+
+    return _set_if_changed(status, _schedule(spec, status, now))
+
+
+def _schedule(spec: Spec, status: Status | None, now: datetime) -> SetStatus:
+    interval = spec.execution_interval
+    scheduled = (
+        status is not None
+        and status.status == "running"
+        and status.schedule_anchor_at is not None
+        and status.schedule_interval is not None
+        and status.next_execution_at is not None
+    )
+    if not scheduled:
+        # Newly deployed or (re)started: the first tick is now, and the grid is anchored on it.
+        return SetStatus("running", spec.generation, now, interval, now)
+    assert status is not None and status.next_execution_at is not None and status.schedule_interval is not None
+    if status.schedule_interval == interval:
+        # Same interval (a code or config change): the schedule carries on untouched.
+        return SetStatus("running", spec.generation, status.schedule_anchor_at, interval, status.next_execution_at)
+    # The interval changed: it applies from the next tick, which is now one *new* interval after the
+    # last tick instead of one old interval after it. A next tick already in the past is simply due;
+    # the claim coalesces whatever grid points it missed.
+    last_tick = status.next_execution_at - timedelta(seconds=status.schedule_interval)
+    next_tick = last_tick + timedelta(seconds=interval)
+    return SetStatus("running", spec.generation, last_tick, interval, next_tick)
+
+
+def _deleting(spec: Spec, status: Status) -> SetStatus:
+    return SetStatus(
+        status="deleting",
+        observed_generation=spec.generation,
+        schedule_anchor_at=None,
+        schedule_interval=None,
+        next_execution_at=None,
+    )
+
+
+def _set_if_changed(status: Status | None, target: SetStatus) -> Action:
+    if status is not None and (
+        status.status == target.status
+        and status.observed_generation == target.observed_generation
+        and status.schedule_anchor_at == target.schedule_anchor_at
+        and status.schedule_interval == target.schedule_interval
+        and status.next_execution_at == target.next_execution_at
+    ):
+        return NoChange()
+    return target

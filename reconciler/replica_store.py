@@ -1,0 +1,244 @@
+"""The replica's side of the database: each method is one short transaction over named statements.
+
+Driver errors are wrapped once here (`reconciler.db.wrap`): callers see `DatabaseUnavailable` for a
+lost or refused connection, which the loop retries with backoff, and `StoreError` for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from reconciler import queries
+from reconciler.db import wrap
+from reconciler.outcome import ExecutionOutcome
+from reconciler.reconcile import Finalize, NoChange, SetStatus, Spec, Status, decide
+
+# Given a strategy's code, the language policy's error message, or None when it compiles.
+CodeChecker = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An execution this replica claimed: everything needed to run it, read in the claiming statement."""
+
+    execution_id: UUID
+    strategy_id: str
+    trigger: str
+    scheduled_for: datetime
+    claimed_at: datetime
+    generation: int
+    code: str
+    config: dict[str, Any]
+    exchange: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    examined: int
+    updated: int
+    finalized: int
+
+
+class ReplicaStore:
+    def __init__(self, engine: AsyncEngine, *, replica_id: str, lease_seconds: float) -> None:
+        self.engine = engine
+        self.replica_id = replica_id
+        self.lease_seconds = lease_seconds
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
+        try:
+            async with self.engine.begin() as conn:
+                return await work(conn)
+        except Exception as exc:
+            raise wrap(exc) from exc
+
+    # --- replicas -----------------------------------------------------------------------------
+
+    async def register(self, *, hostname: str, pid: int, slots: int, version: str, layers: dict[str, Any]) -> None:
+        params = {
+            "replica_id": self.replica_id,
+            "hostname": hostname,
+            "pid": pid,
+            "slots": slots,
+            "version": version,
+            "sandbox_layers": json.dumps(layers),
+            "lease_seconds": self.lease_seconds,
+        }
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(queries.REGISTER_REPLICA, params)
+
+        await self._transaction(work)
+
+    async def heartbeat(self, *, stopping: bool = False) -> bool:
+        """Renew this replica's lease and its executions' leases. False if the replica row was gone."""
+
+        async def work(conn: AsyncConnection) -> bool:
+            params = {"replica_id": self.replica_id, "lease_seconds": self.lease_seconds, "stopping": stopping}
+            found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
+            await conn.execute(queries.RENEW_LEASES, params)
+            return found
+
+        return bool(await self._transaction(work))
+
+    async def deregister(self) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(queries.DEREGISTER_REPLICA, {"replica_id": self.replica_id})
+
+        await self._transaction(work)
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    async def reconcile(self, check_code: CodeChecker, *, batch: int = 200) -> ReconcileReport:
+        """One batch of the reconcile pass: lock unreconciled specs, decide, write, commit."""
+
+        async def work(conn: AsyncConnection) -> ReconcileReport:
+            specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
+            if not specs:
+                return ReconcileReport(0, 0, 0)
+            ids = [row["strategy_id"] for row in specs]
+            status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
+            statuses = {row["strategy_id"]: _status(row) for row in status_rows}
+            now = (await conn.execute(queries.DATABASE_NOW)).scalar_one()
+            writes: list[dict[str, Any]] = []
+            finalized = 0
+            for row in specs:
+                spec = Spec(
+                    strategy_id=row["strategy_id"],
+                    generation=row["generation"],
+                    desired_state=row["desired_state"],
+                    execution_interval=row["execution_interval"],
+                    delete_requested=row["delete_requested"],
+                )
+                status = statuses.get(spec.strategy_id)
+                needs_check = spec.desired_state == "running" and not spec.delete_requested
+                compile_error = check_code(row["code"]) if needs_check else None
+                action = decide(spec, status, now, compile_error)
+                if isinstance(action, SetStatus):
+                    writes.append(_status_params(spec.strategy_id, action))
+                elif isinstance(action, Finalize):
+                    await conn.execute(queries.FINALIZE_DELETION, {"strategy_id": spec.strategy_id})
+                    finalized += 1
+                else:
+                    assert isinstance(action, NoChange)
+            if writes:
+                await conn.execute(queries.UPSERT_STATUS, writes)
+            return ReconcileReport(len(specs), len(writes), finalized)
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    # --- claims and outcomes ------------------------------------------------------------------
+
+    async def claim(self, slots: int) -> list[Claim]:
+        """Claim up to `slots` due executions, manual requests first; committed before returning."""
+        if slots <= 0:
+            return []
+        params = {"slots": slots, "replica_id": self.replica_id, "lease_seconds": self.lease_seconds}
+
+        async def work(conn: AsyncConnection) -> list[Claim]:
+            rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
+            claims = [_claim(row) for row in rows]
+            left = slots - len(claims)
+            if left > 0:
+                rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
+                claims.extend(_claim(row) for row in rows)
+            return claims
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    async def seconds_until_due(self) -> float | None:
+        async def work(conn: AsyncConnection) -> float | None:
+            wait = (await conn.execute(queries.NEXT_DUE)).scalar_one()
+            return None if wait is None else wait.total_seconds()
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> bool:
+        """Record the outcome. False when the execution already had one (marked lost meanwhile)."""
+        params = {
+            "execution_id": execution_id,
+            "status": outcome.status,
+            "duration": outcome.duration,
+            "output": _no_nul(outcome.output),
+            "output_truncated": outcome.output_truncated,
+            "error": _no_nul(outcome.error) if outcome.error is not None else None,
+            "result": None if outcome.result is None else json.dumps(outcome.result),
+            "state": None if outcome.state is None else json.dumps(outcome.state),
+        }
+
+        async def work(conn: AsyncConnection) -> bool:
+            return (await conn.execute(queries.COMPLETE_EXECUTION, params)).first() is not None
+
+        return bool(await self._transaction(work))
+
+    async def mark_lost(self) -> list[UUID]:
+        async def work(conn: AsyncConnection) -> list[UUID]:
+            return list((await conn.execute(queries.MARK_LOST)).scalars().all())
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    # --- retention ----------------------------------------------------------------------------
+
+    async def prune(self, *, retention_seconds: float, batch: int) -> int:
+        """Delete one batch of old executions and claimed run requests; the count deleted."""
+        params = {"retention_seconds": retention_seconds, "batch": batch}
+
+        async def work(conn: AsyncConnection) -> int:
+            executions = (await conn.execute(queries.PRUNE_EXECUTIONS, params)).rowcount
+            requests = (await conn.execute(queries.PRUNE_RUN_REQUESTS, params)).rowcount
+            await conn.execute(queries.FORGET_DEAD_REPLICAS, {"after_seconds": 86_400})
+            return int(executions or 0) + int(requests or 0)
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+
+def _status(row: Any) -> Status:
+    running = row["running_execution_id"]
+    return Status(
+        status=row["status"],
+        observed_generation=row["observed_generation"],
+        schedule_anchor_at=row["schedule_anchor_at"],
+        schedule_interval=row["schedule_interval"],
+        next_execution_at=row["next_execution_at"],
+        running_execution_id=None if running is None else str(running),
+    )
+
+
+def _status_params(strategy_id: str, action: SetStatus) -> dict[str, Any]:
+    return {
+        "strategy_id": strategy_id,
+        "status": action.status,
+        "status_reason": action.status_reason,
+        "observed_generation": action.observed_generation,
+        "schedule_anchor_at": action.schedule_anchor_at,
+        "schedule_interval": action.schedule_interval,
+        "next_execution_at": action.next_execution_at,
+    }
+
+
+def _claim(row: Any) -> Claim:
+    return Claim(
+        execution_id=row["execution_id"],
+        strategy_id=row["strategy_id"],
+        trigger=row["trigger"],
+        scheduled_for=row["scheduled_for"],
+        claimed_at=row["claimed_at"],
+        generation=row["generation"],
+        code=row["code"],
+        config=row["config"] or {},
+        exchange=row["exchange"],
+        state=row["state"] or {},
+    )
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; user output may contain it.
+    return text.replace("\x00", "\\x00")

@@ -1,0 +1,291 @@
+"""The replica's statements against a real PostgreSQL: reconcile, claims, outcomes, leases, retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from reconciler.db import create_engine
+from reconciler.outcome import ExecutionOutcome
+from reconciler.replica_store import ReplicaStore
+
+T = TypeVar("T")
+
+
+def python_check(code: str) -> str | None:
+    try:
+        compile(code, "<strategy>", "exec")
+    except SyntaxError as exc:
+        return f"line {exc.lineno}: {exc.msg}"
+    return None
+
+
+def run(database_url: str, work: Callable[..., Awaitable[T]], replicas: int = 1, lease: float = 30.0) -> T:
+    async def main() -> T:
+        engine = create_engine(database_url, pool_size=4)
+        stores = [ReplicaStore(engine, replica_id=f"r{i}", lease_seconds=lease) for i in range(replicas)]
+        try:
+            for store in stores:
+                await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
+            return await work(*stores)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def deploy(conn: psycopg.Connection, strategy_id: str, interval: int = 5, code: str = "x = 1", **spec: Any) -> None:
+    conn.execute(
+        "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, desired_state) "
+        "VALUES (%s, 'u1', %s, %s, %s, %s)",
+        (strategy_id, strategy_id, code, interval, spec.get("desired_state", "running")),
+    )
+
+
+def status_of(conn: psycopg.Connection, strategy_id: str) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM strategy_status WHERE strategy_id = %s", (strategy_id,)).fetchone()
+    assert row is not None
+    names = [d.name for d in conn.execute("SELECT * FROM strategy_status LIMIT 0").description]
+    return dict(zip(names, row, strict=True))
+
+
+def ok(duration: float = 0.01, **fields: Any) -> ExecutionOutcome:
+    return ExecutionOutcome(status="succeeded", duration=duration, **fields)
+
+
+def test_reconcile_schedules_a_running_strategy_due_now(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+    report = run(database_url, lambda s: s.reconcile(python_check))
+    assert (report.examined, report.updated, report.finalized) == (1, 1, 0)
+    status = status_of(pg_conn, "s1")
+    assert status["status"] == "running"
+    assert status["observed_generation"] == 1
+    assert status["next_execution_at"] == status["schedule_anchor_at"]
+    assert status["schedule_interval"] == 5
+    # A second pass finds nothing to do.
+    assert run(database_url, lambda s: s.reconcile(python_check)).examined == 0
+
+
+def test_reconcile_puts_code_that_no_longer_compiles_in_error(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "bad", code="def f(:\n  pass")
+    run(database_url, lambda s: s.reconcile(python_check))
+    status = status_of(pg_conn, "bad")
+    assert status["status"] == "error"
+    assert "line 1" in status["status_reason"]
+    assert status["next_execution_at"] is None
+
+
+def test_claim_runs_each_due_strategy_once_and_advances_the_grid(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    for i in range(3):
+        deploy(pg_conn, f"s{i}")
+
+    async def work(store: ReplicaStore) -> tuple[list[Any], list[Any]]:
+        await store.reconcile(python_check)
+        first = await store.claim(5)
+        second = await store.claim(5)  # all three are in flight: nothing more to claim
+        return first, second
+
+    first, second = run(database_url, work)
+    assert sorted(c.strategy_id for c in first) == ["s0", "s1", "s2"]
+    assert second == []
+    for claim in first:
+        status = status_of(pg_conn, claim.strategy_id)
+        assert status["running_execution_id"] == claim.execution_id
+        assert status["next_execution_at"] == claim.scheduled_for + timedelta(seconds=5)
+    rows = pg_conn.execute("SELECT count(*) FROM executions WHERE status = 'running' AND replica_id = 'r0'")
+    assert rows.fetchone() == (3,)
+
+
+def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_conn: psycopg.Connection) -> None:
+    for i in range(8):
+        deploy(pg_conn, f"s{i}")
+
+    async def work(store: ReplicaStore) -> list[Any]:
+        await store.reconcile(python_check)
+        return await store.claim(5)
+
+    run(database_url, lambda s: s.reconcile(python_check))
+    # Make s7 the most overdue: it must be among the first claimed.
+    pg_conn.execute(
+        "UPDATE strategy_status SET next_execution_at = next_execution_at - interval '1 hour', "
+        "schedule_anchor_at = schedule_anchor_at - interval '1 hour' WHERE strategy_id = 's7'"
+    )
+    claims = run(database_url, lambda s: s.claim(5))
+    assert len(claims) == 5
+    assert claims[0].strategy_id == "s7"
+    waiting = pg_conn.execute(
+        "SELECT count(*) FROM strategy_status WHERE running_execution_id IS NULL AND next_execution_at <= now()"
+    ).fetchone()
+    assert waiting == (3,)
+
+
+def test_missed_ticks_are_coalesced_and_counted(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "late", interval=10)
+    run(database_url, lambda s: s.reconcile(python_check))
+    # The replica was away for 95 s: ticks at -95, -85, ..., -5 fell due; only the latest one runs.
+    pg_conn.execute(
+        "UPDATE strategy_status SET schedule_anchor_at = now() - interval '95 seconds', "
+        "next_execution_at = now() - interval '95 seconds'"
+    )
+    (claim,) = run(database_url, lambda s: s.claim(5))
+    status = status_of(pg_conn, "late")
+    anchor = status["schedule_anchor_at"]
+    assert claim.scheduled_for == anchor + timedelta(seconds=90)
+    assert status["next_execution_at"] == anchor + timedelta(seconds=100)
+    assert status["missed_executions"] == 9
+
+
+def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+
+    async def work(store: ReplicaStore) -> tuple[bool, bool]:
+        await store.reconcile(python_check)
+        (claim,) = await store.claim(5)
+        first = await store.complete(claim.execution_id, ok(0.5, output="hi\n", result={"a": 1}, state={"n": 1}))
+        again = await store.complete(claim.execution_id, ok(0.7))
+        return first, again
+
+    first, again = run(database_url, work)
+    assert (first, again) == (True, False)  # exactly one recorded outcome
+    execution = pg_conn.execute(
+        "SELECT status, output, result, duration, finished_at - started_at FROM executions"
+    ).fetchone()
+    assert execution[:4] == ("succeeded", "hi\n", {"a": 1}, 0.5)
+    assert execution[4] == timedelta(seconds=0.5)
+    status = status_of(pg_conn, "s1")
+    assert (status["execution_count"], status["successful_executions"], status["failed_executions"]) == (1, 1, 0)
+    assert status["state"] == {"n": 1}
+    assert status["avg_execution_time"] == pytest.approx(0.5)
+    assert status["running_execution_id"] is None
+
+
+def test_failed_outcome_keeps_state_and_records_error(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+    pg_conn.execute("INSERT INTO strategy_status (strategy_id, state) VALUES ('s1', '{\"kept\": true}')")
+
+    async def work(store: ReplicaStore) -> None:
+        await store.reconcile(python_check)
+        (claim,) = await store.claim(5)
+        await store.complete(claim.execution_id, ExecutionOutcome(status="failed", duration=0.1, error="boom"))
+
+    run(database_url, work)
+    status = status_of(pg_conn, "s1")
+    assert status["state"] == {"kept": True}
+    assert status["last_error"] == "boom"
+    assert (status["execution_count"], status["failed_executions"]) == (1, 1)
+
+
+def test_concurrent_claims_get_disjoint_sets(database_url: str, pg_conn: psycopg.Connection) -> None:
+    for i in range(40):
+        deploy(pg_conn, f"s{i:02d}")
+
+    async def work(*stores: ReplicaStore) -> list[list[Any]]:
+        await stores[0].reconcile(python_check)
+        return list(await asyncio.gather(*(store.claim(10) for store in stores)))
+
+    results = run(database_url, work, replicas=4)
+    claimed = [c.strategy_id for result in results for c in result]
+    assert len(claimed) == 40
+    assert len(set(claimed)) == 40
+
+
+def test_manual_run_requests_are_claimed_once_per_strategy(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1", desired_state="stopped")
+    run(database_url, lambda s: s.reconcile(python_check))
+    pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1'), ('s1')")
+    claims = run(database_url, lambda s: s.claim(5))
+    assert [(c.strategy_id, c.trigger) for c in claims] == [("s1", "manual")]
+    linked = pg_conn.execute("SELECT count(*) FROM run_requests WHERE execution_id = %s", (claims[0].execution_id,))
+    assert linked.fetchone() == (2,)
+    assert run(database_url, lambda s: s.claim(5)) == []
+
+
+def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+
+    async def work(dead: ReplicaStore, alive: ReplicaStore) -> Any:
+        await dead.reconcile(python_check)
+        (claim,) = await dead.claim(5)
+        assert await alive.mark_lost() == []  # lease still valid
+        return claim
+
+    claim = run(database_url, work, replicas=2)
+    pg_conn.execute("UPDATE replicas SET lease_expires_at = now() - interval '1 second' WHERE replica_id = 'r0'")
+    pg_conn.execute("UPDATE executions SET lease_expires_at = now() - interval '1 second'")
+
+    async def later(dead: ReplicaStore, alive: ReplicaStore) -> tuple[list[Any], bool]:
+        # Both registered again by `run`; only the lease timestamps matter, so expire r0 once more.
+        async with alive.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(
+                text("UPDATE replicas SET lease_expires_at = now() - interval '1 s' WHERE replica_id='r0'")
+            )
+        lost = await alive.mark_lost()
+        late = await dead.complete(claim.execution_id, ok())
+        return lost, late
+
+    lost, late = run(database_url, later, replicas=2)
+    assert lost == [claim.execution_id]
+    assert late is False  # the dead replica's late answer does not overwrite the recorded outcome
+    row = pg_conn.execute("SELECT status, error FROM executions").fetchone()
+    assert row[0] == "lost" and "r0" in row[1]
+    status = status_of(pg_conn, "s1")
+    assert status["running_execution_id"] is None and status["failed_executions"] == 1
+
+
+def test_stop_then_delete_finalizes_once_nothing_is_in_flight(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+
+    async def work(store: ReplicaStore) -> Any:
+        await store.reconcile(python_check)
+        return (await store.claim(5))[0]
+
+    claim = run(database_url, work)
+    pg_conn.execute("UPDATE strategies SET delete_requested_at = now(), generation = generation + 1")
+    run(database_url, lambda s: s.reconcile(python_check))
+    assert status_of(pg_conn, "s1")["status"] == "deleting"
+
+    async def finish(store: ReplicaStore) -> Any:
+        await store.complete(claim.execution_id, ok())
+        return await store.reconcile(python_check)
+
+    report = run(database_url, finish)
+    assert report.finalized == 1
+    assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
+    assert pg_conn.execute("SELECT count(*) FROM executions").fetchone() == (0,)
+
+
+def test_interval_change_applies_from_the_next_tick(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1", interval=60)
+    run(database_url, lambda s: s.reconcile(python_check))
+    before = status_of(pg_conn, "s1")
+    pg_conn.execute("UPDATE strategies SET execution_interval = 10, generation = 2")
+    run(database_url, lambda s: s.reconcile(python_check))
+    after = status_of(pg_conn, "s1")
+    # The next tick was one old interval (60 s) after the last; it is now one new interval (10 s) after it.
+    assert after["next_execution_at"] == before["next_execution_at"] - timedelta(seconds=50)
+    assert after["schedule_interval"] == 10 and after["observed_generation"] == 2
+
+
+def test_prune_deletes_old_finished_executions_in_batches(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+    pg_conn.execute(
+        "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id, finished_at) "
+        "SELECT 's1', 'schedule', now() - make_interval(days => 10, secs => g), 1, 'succeeded', 'r', "
+        "now() - make_interval(days => 10) FROM generate_series(1, 25) g"
+    )
+    pg_conn.execute(
+        "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id, finished_at) "
+        "VALUES ('s1', 'schedule', now(), 1, 'succeeded', 'r', now())"
+    )
+    deleted = run(database_url, lambda s: s.prune(retention_seconds=7 * 86400, batch=10))
+    assert deleted == 10
+    assert pg_conn.execute("SELECT count(*) FROM executions").fetchone() == (16,)
