@@ -1,0 +1,81 @@
+"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from reconciler.settings import SettingsError, load_settings
+
+log = logging.getLogger("strategy-executor")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="strategy-executor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the API and a reconciler replica (embedded PostgreSQL if DATABASE_URL is unset)")
+    commands.add_parser("worker", help="run a reconciler replica alone")
+    commands.add_parser("migrate", help="upgrade the database schema and exit")
+    commands.add_parser("generate-key", help="print a new ENCRYPTION_KEY")
+    commands.add_parser("rotate-keys", help="re-encrypt every stored credential with the first ENCRYPTION_KEY")
+    args = parser.parse_args(argv)
+
+    if args.command == "generate-key":
+        from reconciler.crypto import generate_key
+
+        print(generate_key())
+        return 0
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"strategy-executor: {exc}", file=sys.stderr)
+        return 2
+
+    from reconciler.logging_setup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return _run(args.command, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from reconciler.crypto import CryptoError
+        from reconciler.db import StoreError
+        from reconciler.embedded import EmbeddedError
+        from reconciler.service import StartupError
+
+        if isinstance(exc, StartupError | EmbeddedError | CryptoError | StoreError):
+            print(f"strategy-executor: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _run(command: str, settings: object) -> int:
+    from reconciler import service
+    from reconciler.settings import Settings
+
+    assert isinstance(settings, Settings)
+    if command == "migrate":
+        runtime = service.prepare(settings, with_api=False)
+        print(f"database schema is up to date ({'embedded' if runtime.embedded else 'DATABASE_URL'})")
+        return 0
+    if command == "rotate-keys":
+        runtime = service.prepare(settings, with_api=False)
+        count = asyncio.run(service.rotate_keys(runtime))
+        print(f"re-encrypted {count} credential rows with key {service.current_key_id(runtime)}")
+        return 0
+    with_api = command == "serve"
+    runtime = service.prepare(settings, with_api=with_api)
+    try:
+        asyncio.run(service.run(runtime, with_api=with_api))
+    finally:
+        if runtime.embedded is not None and runtime.embedded.started_here:
+            runtime.embedded.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The composition root: resolve the database, migrate, and run a replica with or without the API.
+
+`serve` runs the API and one reconciler replica in one process and event loop; `worker` runs a
+replica alone, so replicas scale separately from the API. Both drain on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from pydantic import SecretStr
+
+from reconciler.crypto import CredentialCipher, Credentials, generate_key
+from reconciler.db import create_engine
+from reconciler.embedded import EmbeddedPostgres, default_data_dir
+from reconciler.exchange.broker import BrokerFactory
+from reconciler.loop import Replica
+from reconciler.migrate import migrate
+from reconciler.policy import PolicyError, check_code
+from reconciler.sandbox import Sandbox, SandboxLimits
+from reconciler.secrets_file import load_or_create, new_api_token
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line that says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings  # with the secrets an embedded installation generated filled in
+    database_url: str
+    embedded: EmbeddedPostgres | None
+
+
+def prepare(settings: Settings, *, with_api: bool) -> Runtime:
+    """Resolve the database (starting the embedded one if DATABASE_URL is unset), secrets, schema."""
+    embedded = None
+    if settings.database_url is None:
+        data_dir = settings.data_dir or default_data_dir()
+        embedded = EmbeddedPostgres(data_dir=data_dir)
+        url = embedded.start()
+        log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
+        log.info("connect with: %s", embedded.psql_command())
+        settings = _embedded_secrets(settings, data_dir, with_api=with_api)
+    else:
+        url = settings.database_url.get_secret_value()
+        if with_api and settings.executor_api_token is None:
+            raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
+        if settings.encryption_key is None:
+            raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
+    CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
+    migrate(url)
+    return Runtime(settings=settings, database_url=url, embedded=embedded)
+
+
+def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> Settings:
+    updates: dict[str, SecretStr] = {}
+    if settings.executor_api_token is None:
+        token, created = load_or_create(data_dir / "api-token", new_api_token)
+        updates["executor_api_token"] = SecretStr(token)
+        if with_api:
+            # Printed once, on the console of whoever started the service; never logged again.
+            print(f"API token ({'generated' if created else 'stored'} in {data_dir / 'api-token'}): {token}")
+    if settings.encryption_key is None:
+        key, created = load_or_create(data_dir / "encryption-key", generate_key)
+        updates["encryption_key"] = SecretStr(key)
+        if created:
+            log.info("generated an encryption key in %s", data_dir / "encryption-key")
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def policy_verdict(code: str) -> str | None:
+    try:
+        check_code(code)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
+async def run(runtime: Runtime, *, with_api: bool) -> None:
+    settings = runtime.settings
+    engine = create_engine(runtime.database_url, pool_size=settings.db_pool_size)
+    sandbox = Sandbox(SandboxLimits.from_settings(settings))
+    await sandbox.start()
+    for layer, active in sandbox.layers.items():
+        if not active:
+            log.warning("sandbox layer %r is NOT active on this host", layer)
+    cipher = CredentialCipher.from_settings(settings)
+    brokers = BrokerFactory(settings, engine, cipher)
+    replica = Replica(
+        settings,
+        engine,
+        sandbox,
+        check_code=policy_verdict,
+        brokers=brokers,
+        database_url=runtime.database_url,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = None
+    tasks = [asyncio.create_task(replica.run(stop), name="replica")]
+    if with_api:
+        server = _api_server(settings, engine, cipher, replica)
+        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    try:
+        await stop.wait()
+        log.info("stopping: draining executions")
+        await tasks[0]  # the replica drains within the grace period
+    finally:
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await brokers.aclose()
+        await sandbox.close()
+        await engine.dispose()
+
+
+def _api_server(settings: Settings, engine: object, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
+    from api.app import create_app
+    from reconciler.store import Store
+
+    def seal(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
+        sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)
+        return sealed.key_id, sealed.ciphertext
+
+    app = create_app(settings, Store(engine), seal_credentials=seal, check_code=check_code, replica=replica.health)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    return _Server(config)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service drains the replica first, then stops HTTP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
