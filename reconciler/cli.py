@@ -15,7 +15,7 @@ log = logging.getLogger("strategy-executor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strategy-executor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the API and a reconciler replica (embedded PostgreSQL if DATABASE_URL is unset)")
+    commands.add_parser("serve", help="run the API and a replica (embedded PostgreSQL when DATABASE_URL is unset)")
     commands.add_parser("worker", help="run a reconciler replica alone")
     commands.add_parser("migrate", help="upgrade the database schema and exit")
     commands.add_parser("generate-key", help="print a new ENCRYPTION_KEY")

@@ -25,7 +25,7 @@ def services(tmp_path: Path) -> Iterator[list[Service]]:
 
 
 def start_workers(services: list[Service], database_url: str, tmp_path: Path, count: int, **settings: object) -> None:
-    for i in range(count):
+    for _ in range(count):
         services.append(Service("worker", service_env(database_url, **settings), tmp_path, f"worker{len(services)}"))
     conn = connect(database_url)
     try:
@@ -100,11 +100,13 @@ def test_killed_replica_executions_become_lost_and_strategies_carry_on(
         deploy_sql(pg_conn, f"slow{i}", "import time\ntime.sleep(3)\n", interval=1)
     victim = services[0]
     wait_for(
-        lambda: pg_conn.execute(
-            "SELECT count(*) FROM executions WHERE status = 'running' AND replica_id LIKE %s",
-            (f"%-{victim.pid}-%",),
-        ).fetchone()[0]
-        > 0,
+        lambda: (
+            pg_conn.execute(
+                "SELECT count(*) FROM executions WHERE status = 'running' AND replica_id LIKE %s",
+                (f"%-{victim.pid}-%",),
+            ).fetchone()[0]
+            > 0
+        ),
         30,
         "the victim to run something",
     )
@@ -119,10 +121,12 @@ def test_killed_replica_executions_become_lost_and_strategies_carry_on(
     killed_at = time.monotonic()
     # Within the lease (3 s) plus one heartbeat period of the survivor, they are lost.
     wait_for(
-        lambda: pg_conn.execute(
-            "SELECT count(*) FROM executions WHERE execution_id = ANY(%s) AND status = 'lost'", (in_flight,)
-        ).fetchone()[0]
-        == len(in_flight),
+        lambda: (
+            pg_conn.execute(
+                "SELECT count(*) FROM executions WHERE execution_id = ANY(%s) AND status = 'lost'", (in_flight,)
+            ).fetchone()[0]
+            == len(in_flight)
+        ),
         3 + 1.5 + 5,
         "the killed replica's executions to be marked lost",
     )
@@ -130,12 +134,14 @@ def test_killed_replica_executions_become_lost_and_strategies_carry_on(
     survivor = services[1]
     # The strategies keep running on the survivor.
     wait_for(
-        lambda: pg_conn.execute(
-            "SELECT count(DISTINCT strategy_id) FROM executions WHERE status = 'succeeded' AND replica_id LIKE %s "
-            "AND claimed_at > now() - interval '8 seconds'",
-            (f"%-{survivor.pid}-%",),
-        ).fetchone()[0]
-        >= 3,
+        lambda: (
+            pg_conn.execute(
+                "SELECT count(DISTINCT strategy_id) FROM executions WHERE status = 'succeeded' AND replica_id LIKE %s "
+                "AND claimed_at > now() - interval '8 seconds'",
+                (f"%-{survivor.pid}-%",),
+            ).fetchone()[0]
+            >= 3
+        ),
         30,
         "the survivor to carry the strategies on",
     )

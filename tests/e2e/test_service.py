@@ -46,7 +46,11 @@ def test_serve_deploys_runs_and_reports_through_http(database_url: str, tmp_path
     service, base = start_serve(service_env(database_url), tmp_path, "serve")
     try:
         with httpx.Client(base_url=base, headers=AUTH, timeout=30) as client:
-            code = "STATE['runs'] = STATE.get('runs', 0) + 1\nprint('run', STATE['runs'])\nRESULT = {'runs': STATE['runs']}\n"
+            code = (
+                "STATE['runs'] = STATE.get('runs', 0) + 1\n"
+                "print('run', STATE['runs'])\n"
+                "RESULT = {'runs': STATE['runs']}\n"
+            )
             deployed = client.post(
                 "/strategies/deploy",
                 json={"strategy_id": "hello", "user_id": "u1", "code": code, "execution_interval": 3600},

@@ -84,8 +84,14 @@ def test_fixed_code_after_error_schedules_afresh() -> None:
 def test_deletion_waits_for_the_execution_in_flight() -> None:
     action = decide(spec(delete_requested=True), status(running_execution_id="e1"), NOW)
     assert action == SetStatus("deleting", 2, None, None, None)
-    already = status(status="deleting", observed_generation=2, running_execution_id="e1",
-                     schedule_anchor_at=None, schedule_interval=None, next_execution_at=None)
+    already = status(
+        status="deleting",
+        observed_generation=2,
+        running_execution_id="e1",
+        schedule_anchor_at=None,
+        schedule_interval=None,
+        next_execution_at=None,
+    )
     assert decide(spec(delete_requested=True), already, NOW) == NoChange()
 
 
