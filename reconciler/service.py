@@ -114,7 +114,16 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
     if with_api:
         server = _api_server(settings, engine, cipher, replica)
-        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    elif settings.worker_health_port is not None:
+        from reconciler.health import health_app
+
+        server = _Server(
+            uvicorn.Config(
+                health_app(replica.health), host=settings.host, port=settings.worker_health_port, log_config=None
+            )
+        )
+    if server is not None:
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
     try:
         await stop.wait()
         log.info("stopping: draining executions")

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # `worker` serves GET /health on this port when set (`serve` answers /health on PORT).
+    worker_health_port: int | None = Field(None, ge=1, le=65535)
 
     # Database: unset means "start the embedded PostgreSQL in data_dir".
     database_url: SecretStr | None = None

@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reconciler.embedded import EmbeddedPostgres
 from reconciler.migrate import migrate
-from tests.e2e.harness import Service, connect, deploy_sql, service_env, wait_for
+from tests.e2e.harness import Service, connect, deploy_sql, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,12 @@ def own_server() -> Iterator[EmbeddedPostgres]:
 def test_database_restart_under_load(own_server: EmbeddedPostgres, tmp_path: Path) -> None:
     url = own_server.url()
     migrate(url)
-    workers = [Service("worker", service_env(url, lease_seconds=4), tmp_path, f"w{i}") for i in range(2)]
+    port = free_port()
+    workers = [
+        Service("worker", service_env(url, lease_seconds=4, worker_health_port=port), tmp_path, "w0"),
+        Service("worker", service_env(url, lease_seconds=4), tmp_path, "w1"),
+    ]
+    health = f"http://127.0.0.1:{port}/health"
     try:
         conn = connect(url)
         for i in range(30):
@@ -40,8 +46,12 @@ def test_database_restart_under_load(own_server: EmbeddedPostgres, tmp_path: Pat
         wait_for(lambda: conn.execute("SELECT count(*) FROM executions").fetchone()[0] > 50, 60, "load")
         conn.close()
 
+        assert httpx.get(health, timeout=5).json()["status"] == "healthy"
         own_server.stop()  # fast shutdown: every connection is cut mid-whatever
-        time.sleep(3)
+        # The replica stays up and says it is unhealthy while the database is away.
+        wait_for(lambda: httpx.get(health, timeout=5).status_code == 503, 10, "the replica to report unhealthy")
+        assert httpx.get(health, timeout=5).json()["database_ok"] is False
+        time.sleep(2)
         assert all(w.alive() for w in workers)
         own_server.start()
         restarted = time.monotonic()
@@ -62,6 +72,7 @@ def test_database_restart_under_load(own_server: EmbeddedPostgres, tmp_path: Pat
         )
         assert all(w.alive() for w in workers), [w.log()[-3000:] for w in workers]
         assert time.monotonic() - restarted < 90
+        assert httpx.get(health, timeout=5).status_code == 200
         statuses = dict(conn.execute("SELECT status, count(*) FROM executions GROUP BY 1").fetchall())
         assert set(statuses) <= {"succeeded", "lost"}, statuses
         assert statuses["succeeded"] > 100

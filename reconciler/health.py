@@ -1,0 +1,26 @@
+"""A replica's own /health, for `worker` processes that run without the API (liveness probes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from reconciler.loop import ReplicaHealth
+
+
+def replica_report(health: ReplicaHealth) -> tuple[dict[str, object], int]:
+    healthy = health.database_ok and health.running
+    body = {"status": "healthy" if healthy else "unhealthy", **asdict(health)}
+    return body, 200 if healthy else 503
+
+
+def health_app(health: ReplicaHealth) -> Starlette:
+    async def endpoint(request: Request) -> JSONResponse:
+        body, code = replica_report(health)
+        return JSONResponse(body, status_code=code)
+
+    return Starlette(routes=[Route("/health", endpoint)])
