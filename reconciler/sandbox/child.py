@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import linecache
 import marshal
+import mmap
 import os
 import signal
 import socket
@@ -34,6 +35,9 @@ from reconciler.sandbox.jsonable import strict_default, to_jsonable
 MAX_REQUEST_BYTES = 64 << 20  # from the trusted supervisor: code, CONFIG and STATE
 MAX_REPLY_BYTES = 16 << 20  # broker replies (market data can be large)
 _FLUSH_BYTES = 8192
+# Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
+# strategy can reach it to modify it (`__builtins__` starts with `_`).
+_BUILTINS = guards.make_builtins()
 _ERROR_CAP = 16384
 
 
@@ -160,9 +164,11 @@ class Execution:
 
     def namespace(self) -> dict[str, Any]:
         output = self.output
-        client_class = make_client_class(self.call)
+        global _current
+        _current = self
+        client_class = _CLIENT_CLASS
         return {
-            "__builtins__": guards.make_builtins(),
+            "__builtins__": _BUILTINS,
             "__name__": guards.STRATEGY_MODULE,
             "_print_": lambda _getattr_=None: _PrintCollector(output),
             "CONFIG": self.header["config"],
@@ -179,7 +185,9 @@ class Execution:
     def run(self) -> dict[str, Any]:
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
-        ballast: bytearray | None = bytearray(1 << 20)  # freed on MemoryError so the report fits
+        # Address space held back from the strategy and released on MemoryError so the report fits
+        # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
+        ballast: mmap.mmap | None = mmap.mmap(-1, 1 << 20)
         status, error = "succeeded", None
         namespace = self.namespace()
         signal.signal(signal.SIGXCPU, _raise(CpuTimeExceeded, "CPU time limit exceeded"))
@@ -190,14 +198,17 @@ class Execution:
         except (CpuTimeExceeded, WallTimeExceeded) as exc:
             status, error = "timed_out", strategy_traceback(exc)
         except MemoryError as exc:
-            ballast = None
+            if ballast is not None:
+                ballast.close()
+                ballast = None
             status, error = "memory_exceeded", strategy_traceback(exc)
         except BaseException as exc:  # the strategy's own failure, reported with its traceback
             status, error = "failed", strategy_traceback(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit still applies
-        del ballast
+        if ballast is not None:
+            ballast.close()
         report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
         report["result"] = self._result(namespace.get("RESULT"))
         if status == "succeeded":
@@ -231,6 +242,20 @@ class Execution:
         if size > cap:
             return None, f"STATE is {size} bytes, over the cap of {cap} bytes; the previous STATE is kept"
         return json.loads(text), None
+
+
+# The one execution of this process (a child runs exactly one); the client class, built once in the
+# zygote, forwards its calls here.
+_current: Execution | None = None
+
+
+def _forward_call(method: str, params: dict[str, Any]) -> Any:
+    if _current is None:
+        raise ExchangeError("unavailable", "the client is not connected")
+    return _current.call(method, params)
+
+
+_CLIENT_CLASS = make_client_class(_forward_call)
 
 
 def _raise(kind: type[BaseException], message: str) -> Any:

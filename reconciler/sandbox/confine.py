@@ -35,6 +35,7 @@ class ChildPlan:
     cpu_seconds: int
     uid: int | None  # drop to this uid/gid when the zygote runs as root
     gid: int | None
+    seccomp_program: seccomp.Program | None  # compiled once in the zygote; None: libseccomp absent
 
 
 def _prctl(option: int, arg: int) -> None:
@@ -170,12 +171,11 @@ def confine_child(plan: ChildPlan, keep_fd: int) -> dict[str, bool]:
     set_parent_death_signal(signal.SIGKILL)
 
     # 6. Last, seccomp: it forbids some of the calls above (setns, prlimit on others, ...).
-    if seccomp.available():
+    layers["seccomp"] = False
+    if plan.seccomp_program is not None:
         try:
-            seccomp.load_filter(os.getpid())
+            plan.seccomp_program.install()
             layers["seccomp"] = True
         except OSError:
-            layers["seccomp"] = False
-    else:
-        layers["seccomp"] = False
+            pass
     return layers

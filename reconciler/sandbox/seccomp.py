@@ -9,6 +9,7 @@ process: libseccomp's default bad-arch action.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from typing import Any
@@ -61,8 +62,13 @@ def _known(name: str) -> bool:
     return True
 
 
-def load_filter(own_pid: int) -> None:
-    """Install the filter on the calling process (irreversible; needs no_new_privs or CAP_SYS_ADMIN)."""
+def compile_filter() -> bytes:
+    """Build the filter with libseccomp and return its BPF program (done once, in the zygote).
+
+    Compiling costs milliseconds; installing a ready program is one prctl. The filter therefore does
+    not depend on the child's pid: signals to any other process are refused outright (CPython needs
+    no kill/tgkill of its own; the kernel delivers SIGXCPU and SIGALRM itself).
+    """
     if _seccomp is None:
         raise OSError(errno.ENOSYS, "libseccomp is not available")
     s: Any = _seccomp
@@ -81,11 +87,40 @@ def load_filter(own_pid: int) -> None:
         f.add_rule(eperm, "openat", s.Arg(2, s.MASKED_EQ, flag, flag))
         if _known("open"):
             f.add_rule(eperm, "open", s.Arg(1, s.MASKED_EQ, flag, flag))
-    # Signals only to itself: sibling children run as the same unprivileged uid, and pid 0 / -1 would
-    # mean "my process group" / "everyone I may signal".
-    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        f.add_rule(eperm, name, s.Arg(0, s.NE, own_pid))
-    f.add_rule(eperm, "tkill", s.Arg(0, s.NE, own_pid))
-    # Limits of itself only (glibc's setrlimit passes pid 0); a sibling's limits are not its business.
-    f.add_rule(eperm, "prlimit64", s.Arg(0, s.NE, 0))
-    f.load()
+    # Siblings run as the same unprivileged uid: no signals, no prlimit on anything but itself.
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        f.add_rule(eperm, name)
+    f.add_rule(eperm, "prlimit64", s.Arg(0, s.NE, 0))  # glibc's setrlimit passes pid 0
+    fd = os.memfd_create("seccomp-bpf")
+    try:
+        with os.fdopen(fd, "w+b", closefd=False) as fh:
+            f.export_bpf(fh)
+            fh.seek(0)
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Program:
+    """A compiled filter, ready to install with a single prctl in a freshly forked child."""
+
+    def __init__(self, bpf: bytes) -> None:
+        if not bpf or len(bpf) % 8:
+            raise ValueError("not a BPF program")
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buffer))
+
+    def install(self) -> None:
+        """Irreversible; requires no_new_privs (or CAP_SYS_ADMIN)."""
+        if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self._prog), 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))

@@ -91,13 +91,21 @@ def _recv_control(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]
 
 class Zygote:
     def __init__(self, config: dict[str, Any]) -> None:
+        from reconciler.sandbox import seccomp
         from reconciler.sandbox.confine import ChildPlan
 
+        program = None
+        if seccomp.available():
+            try:
+                program = seccomp.Program(seccomp.compile_filter())
+            except (OSError, ValueError) as exc:
+                print(f"sandbox zygote: cannot build the seccomp filter: {exc!r}", file=sys.stderr)
         self.plan = ChildPlan(
             memory_mb=int(config["memory_mb"]),
             cpu_seconds=int(config["cpu_seconds"]),
             uid=config.get("uid"),
             gid=config.get("gid"),
+            seccomp_program=program,
         )
         self.wall_seconds = float(config["wall_seconds"])
         self.control = socket.socket(fileno=int(config["control_fd"]))
