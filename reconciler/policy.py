@@ -76,11 +76,16 @@ class _PositionedTransformer(RestrictingNodeTransformer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.positioned: list[tuple[int | None, int | None, str]] = []
+        self.positioned: list[tuple[tuple[int, int, int, int], int | None, int | None, str]] = []
 
     def error(self, node: ast.AST, info: str) -> None:
         super().error(node, info)
-        self.positioned.append((getattr(node, "lineno", None), getattr(node, "col_offset", None), info))
+        line, column = getattr(node, "lineno", None), getattr(node, "col_offset", None)
+        # Sort key: where the problem starts, then where it ends, so that in `().__class__.__base__`
+        # the innermost (first written) attribute is reported, not the outermost node visited first.
+        end = (getattr(node, "end_lineno", 0) or 0, getattr(node, "end_col_offset", 0) or 0)
+        key = (line or 0, column or 0, *end)
+        self.positioned.append((key, line, column, info))
 
     def visit_Import(self, node: ast.Import) -> ast.AST:
         for alias in node.names:
@@ -114,7 +119,7 @@ def _transform(code: str) -> ast.Module:
     except RecursionError:
         raise PolicyError("the code is nested too deeply") from None
     if transformer.positioned:
-        line, column, message = transformer.positioned[0]
+        _key, line, column, message = min(transformer.positioned, key=lambda item: item[0])
         extra = len(transformer.positioned) - 1
         if extra:
             message += f" (and {extra} more problem{'s' if extra > 1 else ''})"

@@ -44,9 +44,13 @@ _ERROR_CAP = 16384
 class CpuTimeExceeded(BaseException):
     """SIGXCPU: the CPU limit was reached (BaseException, so `except Exception` does not swallow it)."""
 
+    __module__ = "builtins"  # shown as `CpuTimeExceeded: ...`, not with this module's path
+
 
 class WallTimeExceeded(BaseException):
     """SIGALRM: the wall-clock limit was reached; the zygote's SIGKILL follows shortly if ignored."""
+
+    __module__ = "builtins"
 
 
 class Output:

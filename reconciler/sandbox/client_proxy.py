@@ -17,6 +17,8 @@ from reconciler.sandbox.jsonable import strict_default
 class ExchangeError(Exception):
     """What a failed client call raises; `kind` says why (e.g. "limit", "exchange", "rate_limited")."""
 
+    __module__ = "builtins"  # shown as `ExchangeError: ...` in the strategy's traceback
+
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind

@@ -316,9 +316,33 @@ def _exception_names() -> list[str]:
     ]
 
 
+# Builtins that exist in Python but not here: a clear policy error instead of a NameError.
+_REFUSED_BUILTINS = {
+    "open": "open() is not available: strategies cannot read or write files",
+    "input": "input() is not available to strategies",
+    "globals": "globals() is not available to strategies",
+    "locals": "locals() is not available to strategies",
+    "vars": "vars() is not available to strategies",
+    "dir": "dir() is not available to strategies",
+    "compile": "compile() is not available to strategies",
+    "memoryview": "memoryview() is not available to strategies",
+    "help": "help() is not available to strategies",
+    "exit": "exit() is not available: end the strategy by returning from it",
+    "quit": "quit() is not available: end the strategy by returning from it",
+}
+
+
+def _refuser(message: str) -> Callable[..., Any]:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise _deny(message)
+
+    return refused
+
+
 def make_builtins() -> dict[str, Any]:
     """The builtins a strategy sees, including the guard functions RestrictedPython's code calls."""
-    table: dict[str, Any] = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
+    table: dict[str, Any] = {name: _refuser(message) for name, message in _REFUSED_BUILTINS.items()}
+    table.update({name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES})
     table.update({name: getattr(builtins, name) for name in _exception_names()})
     table.update(
         {
