@@ -1,0 +1,141 @@
+"""The language policy of the sandbox: which Python a strategy may be written in.
+
+Pure (no I/O): the API imports it at deploy time to answer a 422 with line and column, and the
+sandbox compiles every strategy through `compile_strategy` before any code runs. RestrictedPython
+rewrites attribute, item and iteration access into calls of guard functions (provided at run time by
+`reconciler.sandbox.guards`) and rejects names starting with `_`; this module adds structured
+positions and the allow-list of modules.
+
+The policy is one layer of several: the process around the code (a fork of a zygote with no secrets,
+no network, an unprivileged uid, rlimits and a seccomp filter) is what holds if the policy is escaped.
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+
+from RestrictedPython import RestrictingNodeTransformer
+
+STRATEGY_FILENAME = "<strategy>"
+
+# Modules a strategy may import. pandas and numpy are handed out as guarded views (no file or network
+# I/O); `typing` as a curated view (no `get_type_hints`, which evaluates strings). Anything that reaches
+# the operating system (os, sys, subprocess, socket, ctypes, io, pathlib, importlib, pickle, ...) or
+# reflects on frames and objects (inspect, gc, operator.attrgetter) is deliberately absent.
+ALLOWED_MODULES: frozenset[str] = frozenset(
+    {
+        "math",
+        "cmath",
+        "statistics",
+        "datetime",
+        "json",
+        "time",
+        "random",
+        "collections",
+        "collections.abc",
+        "itertools",
+        "functools",
+        "decimal",
+        "fractions",
+        "numbers",
+        "re",
+        "typing",
+        "string",
+        "bisect",
+        "heapq",
+        "copy",
+        "calendar",
+        "pandas",
+        "numpy",
+    }
+)
+
+
+class PolicyError(Exception):
+    """The code does not compile or breaks the policy; `line` is 1-based, `column` 0-based."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        return f"line {self.line}, column {self.column or 0}: {self.message}"
+
+
+class PolicyViolation(Exception):
+    """Raised at run time by the guards when a strategy reaches for something the policy forbids."""
+
+
+class _PositionedTransformer(RestrictingNodeTransformer):
+    """RestrictedPython's transformer, keeping (line, column, message) instead of a formatted string."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positioned: list[tuple[tuple[int, int, int, int], int | None, int | None, str]] = []
+
+    def error(self, node: ast.AST, info: str) -> None:
+        super().error(node, info)
+        line, column = getattr(node, "lineno", None), getattr(node, "col_offset", None)
+        # Sort key: where the problem starts, then where it ends, so that in `().__class__.__base__`
+        # the innermost (first written) attribute is reported, not the outermost node visited first.
+        end = (getattr(node, "end_lineno", 0) or 0, getattr(node, "end_col_offset", 0) or 0)
+        key = (line or 0, column or 0, *end)
+        self.positioned.append((key, line, column, info))
+
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        for alias in node.names:
+            self._check_module(node, alias.name)
+        return super().visit_Import(node)  # type: ignore[return-value]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.level:
+            self.error(node, "relative imports are not allowed")
+        else:
+            self._check_module(node, node.module or "")
+        return super().visit_ImportFrom(node)  # type: ignore[return-value]
+
+    def _check_module(self, node: ast.AST, name: str) -> None:
+        if name not in ALLOWED_MODULES:
+            allowed = ", ".join(sorted(ALLOWED_MODULES))
+            self.error(node, f"import of module {name!r} is not allowed (allowed: {allowed})")
+
+
+def _transform(code: str) -> ast.Module:
+    try:
+        tree = ast.parse(code, filename=STRATEGY_FILENAME, mode="exec")
+    except SyntaxError as exc:
+        column = (exc.offset - 1) if exc.offset else None
+        raise PolicyError(f"SyntaxError: {exc.msg}", exc.lineno, column) from None
+    except (ValueError, MemoryError, RecursionError) as exc:  # NUL bytes, absurd nesting
+        raise PolicyError(f"the code cannot be parsed: {exc}") from None
+    transformer = _PositionedTransformer()
+    try:
+        tree = transformer.visit(tree)
+    except RecursionError:
+        raise PolicyError("the code is nested too deeply") from None
+    if transformer.positioned:
+        _key, line, column, message = min(transformer.positioned, key=lambda item: item[0])
+        extra = len(transformer.positioned) - 1
+        if extra:
+            message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+        raise PolicyError(message, line, column)
+    return tree
+
+
+def check_code(code: str) -> None:
+    """Raise PolicyError (with line and column) if `code` does not compile or breaks the policy."""
+    _transform(code)
+
+
+def compile_strategy(code: str) -> types.CodeType:
+    """Compile `code` under the policy into a code object whose filename is `<strategy>`."""
+    tree = _transform(code)
+    try:
+        return compile(tree, STRATEGY_FILENAME, "exec")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        raise PolicyError(f"the code cannot be compiled: {exc}", getattr(exc, "lineno", None)) from None

@@ -1,0 +1,305 @@
+"""The sandboxed child: forked from the zygote, confined, runs one strategy, reports, exits.
+
+Everything here runs after `confine_child`, as an unprivileged uid under seccomp, in a process that
+only ever holds this one execution's data. It imports neither the settings nor any store: nothing that
+holds a secret or a connection is loaded beside user code.
+
+Messages to the supervisor (length-prefixed JSON, see `protocol`):
+  {"t": "out", "data": str}                                  captured print/log output, in chunks
+  {"t": "call", "method": str, "params": {...}}              a client call; the reply comes back
+  {"t": "done", "status", "error", "result", "state", "dropped"}  the end of the execution
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import marshal
+import mmap
+import os
+import signal
+import socket
+import traceback
+import types
+from typing import Any, NoReturn
+
+import numpy
+import pandas
+
+from reconciler.policy import STRATEGY_FILENAME, PolicyViolation
+from reconciler.sandbox import guards, protocol
+from reconciler.sandbox.client_proxy import ExchangeError, make_client_class
+from reconciler.sandbox.confine import CHILD_FD, ChildPlan, confine_child
+from reconciler.sandbox.jsonable import strict_default, to_jsonable
+
+MAX_REQUEST_BYTES = 64 << 20  # from the trusted supervisor: code, CONFIG and STATE
+MAX_REPLY_BYTES = 16 << 20  # broker replies (market data can be large)
+_FLUSH_BYTES = 8192
+# Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
+# strategy can reach it to modify it (`__builtins__` starts with `_`).
+_BUILTINS = guards.make_builtins()
+_ERROR_CAP = 16384
+
+
+class CpuTimeExceeded(BaseException):
+    """SIGXCPU: the CPU limit was reached (BaseException, so `except Exception` does not swallow it)."""
+
+    __module__ = "builtins"  # shown as `CpuTimeExceeded: ...`, not with this module's path
+
+
+class WallTimeExceeded(BaseException):
+    """SIGALRM: the wall-clock limit was reached; the zygote's SIGKILL follows shortly if ignored."""
+
+    __module__ = "builtins"
+
+
+class Output:
+    """Captured print and log output, capped, streamed to the supervisor in chunks.
+
+    Streaming (rather than one message at the end) keeps what was printed before a SIGKILL.
+    """
+
+    def __init__(self, sock: socket.socket, cap: int) -> None:
+        self._sock = sock
+        self._cap = cap
+        self._kept = 0
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self.dropped = 0
+
+    def write(self, text: str) -> None:
+        if not isinstance(text, str):
+            text = str(text)
+        data = text.encode("utf-8", "replace")
+        room = self._cap - self._kept
+        if len(data) > room:
+            self.dropped += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if not data:
+            return
+        self._kept += len(data)
+        self._pending.append(data.decode("utf-8", "ignore"))
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= _FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            protocol.send(self._sock, {"t": "out", "data": "".join(self._pending)})
+            self._pending.clear()
+            self._pending_bytes = 0
+
+
+class _PrintCollector:
+    """RestrictedPython's `print` target: `print(x)` becomes `_print._call_print(x)`."""
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+
+    def write(self, text: str) -> None:
+        self._output.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def __call__(self) -> str:  # the `printed` name of RestrictedPython: not kept, output is streamed
+        return ""
+
+    def _call_print(self, *objects: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") is None:
+            kwargs["file"] = self
+        else:
+            guards.guarded_getattr(kwargs["file"], "write")
+        print(*objects, **kwargs)
+
+
+class StrategyLog:
+    """`log("...")`, `log.info(...)`, `log.warning(...)`, `log.error(...)`: lines in the output."""
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+
+    def _emit(self, level: str, args: tuple[Any, ...]) -> None:
+        self._output.write(f"[{level}] {' '.join(str(arg) for arg in args)}\n")
+
+    def __call__(self, *args: Any) -> None:
+        self._emit("info", args)
+
+    def debug(self, *args: Any) -> None:
+        self._emit("debug", args)
+
+    def info(self, *args: Any) -> None:
+        self._emit("info", args)
+
+    def warning(self, *args: Any) -> None:
+        self._emit("warning", args)
+
+    def error(self, *args: Any) -> None:
+        self._emit("error", args)
+
+
+def strategy_traceback(exc: BaseException) -> str:
+    """The traceback as the user wrote the code: only frames of `<strategy>`, its own line numbers."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == STRATEGY_FILENAME]
+    lines = traceback.format_exception_only(type(exc), exc)
+    if isinstance(exc, PolicyViolation):
+        lines = [f"Policy violation: {exc}\n"]
+    text = "".join(["Traceback (most recent call last):\n", *traceback.format_list(frames), *lines])
+    if len(text) > _ERROR_CAP:
+        half = _ERROR_CAP // 2
+        text = text[:half] + "\n[... traceback shortened ...]\n" + text[-half:]
+    return text
+
+
+class Execution:
+    def __init__(self, sock: socket.socket, header: dict[str, Any], code: types.CodeType) -> None:
+        self.sock = sock
+        self.header = header
+        self.code = code
+        self.output = Output(sock, int(header["output_bytes"]))
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        self.output.flush()  # keep output in order with the broker's own records
+        protocol.send(self.sock, {"t": "call", "method": method, "params": params})
+        reply = protocol.decode(protocol.recv_frame(self.sock, MAX_REPLY_BYTES))
+        if reply.get("ok"):
+            return reply.get("value")
+        raise ExchangeError(str(reply.get("kind", "error")), str(reply.get("message", "client call failed")))
+
+    def namespace(self) -> dict[str, Any]:
+        output = self.output
+        global _current
+        _current = self
+        client_class = _CLIENT_CLASS
+        return {
+            "__builtins__": _BUILTINS,
+            "__name__": guards.STRATEGY_MODULE,
+            "_print_": lambda _getattr_=None: _PrintCollector(output),
+            "CONFIG": self.header["config"],
+            "STATE": self.header["state"],
+            "RESULT": None,
+            "pd": guards.module_view(pandas),
+            "np": guards.module_view(numpy),
+            "CoinDCXClient": client_class,
+            "client": client_class(),
+            "ExchangeError": ExchangeError,
+            "log": StrategyLog(output),
+        }
+
+    def run(self) -> dict[str, Any]:
+        source = str(self.header.get("source", ""))
+        linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
+        # Address space held back from the strategy and released on MemoryError so the report fits
+        # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
+        ballast: mmap.mmap | None = mmap.mmap(-1, 1 << 20)
+        status, error = "succeeded", None
+        namespace = self.namespace()
+        signal.signal(signal.SIGXCPU, _raise(CpuTimeExceeded, "CPU time limit exceeded"))
+        signal.signal(signal.SIGALRM, _raise(WallTimeExceeded, "wall-clock time limit exceeded"))
+        signal.setitimer(signal.ITIMER_REAL, float(self.header["wall_seconds"]))
+        try:
+            exec(self.code, namespace)
+        except (CpuTimeExceeded, WallTimeExceeded) as exc:
+            status, error = "timed_out", strategy_traceback(exc)
+        except MemoryError as exc:
+            if ballast is not None:
+                ballast.close()
+                ballast = None
+            status, error = "memory_exceeded", strategy_traceback(exc)
+        except BaseException as exc:  # the strategy's own failure, reported with its traceback
+            status, error = "failed", strategy_traceback(exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit still applies
+        if ballast is not None:
+            ballast.close()
+        report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
+        report["result"] = self._result(namespace.get("RESULT"))
+        if status == "succeeded":
+            state, state_error = self._state(namespace.get("STATE"))
+            if state_error:
+                report["status"], report["error"] = "failed", state_error
+            report["state"] = state
+        return report
+
+    def _result(self, value: Any) -> Any:
+        try:
+            text = json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            text = json.dumps(f"<RESULT could not be stored: {exc}>")
+        cap = int(self.header["result_bytes"])
+        size = len(text.encode("utf-8", "replace"))
+        if size <= cap:
+            return json.loads(text)
+        return {"truncated": True, "original_bytes": size, "preview": text[: min(cap // 2, 1024)]}
+
+    def _state(self, value: Any) -> tuple[dict[str, Any] | None, str | None]:
+        if not isinstance(value, dict):
+            kind = type(value).__name__
+            return None, f"STATE must be a dict (JSON object), not {kind}; the previous STATE is kept"
+        try:
+            text = json.dumps(value, default=strict_default, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            return None, f"STATE is not JSON ({exc}); the previous STATE is kept"
+        size = len(text.encode("utf-8", "replace"))
+        cap = int(self.header["state_bytes"])
+        if size > cap:
+            return None, f"STATE is {size} bytes, over the cap of {cap} bytes; the previous STATE is kept"
+        return json.loads(text), None
+
+
+# The one execution of this process (a child runs exactly one); the client class, built once in the
+# zygote, forwards its calls here.
+_current: Execution | None = None
+
+
+def _forward_call(method: str, params: dict[str, Any]) -> Any:
+    if _current is None:
+        raise ExchangeError("unavailable", "the client is not connected")
+    return _current.call(method, params)
+
+
+_CLIENT_CLASS = make_client_class(_forward_call)
+
+
+def _raise(kind: type[BaseException], message: str) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        raise kind(message)
+
+    return handler
+
+
+def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
+    """Entry point of a forked child: confine, receive the request, run it, report, exit.
+
+    Never returns: `os._exit` skips the zygote's atexit handlers and buffered-stream flushes.
+    """
+    code = 70
+    try:
+        confine_child(plan, sock_fd)
+        sock = socket.socket(fileno=CHILD_FD)
+        sock.setblocking(True)
+        header = protocol.decode(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
+        strategy = marshal.loads(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
+        execution = Execution(sock, header, strategy)
+        report = execution.run()
+        execution.output.flush()
+        report["dropped"] = execution.output.dropped
+        protocol.send(sock, report)
+        code = 0
+    except BaseException:  # nothing can be reported; the supervisor classifies from the exit status
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def probe(sock_fd: int, plan: ChildPlan) -> NoReturn:
+    """A child that only confines itself and reports which layers took effect (at zygote start)."""
+    code = 70
+    try:
+        layers = confine_child(plan, sock_fd)
+        sock = socket.socket(fileno=CHILD_FD)
+        protocol.send(sock, {"layers": layers})
+        code = 0
+    finally:
+        os._exit(code)

@@ -1,0 +1,146 @@
+"""From what the supervisor observed of one execution to the `ExecutionOutcome` the loop records.
+
+Pure: no I/O, so every path is unit-testable. The child's final report is untrusted input: its fields
+are type-checked and size-checked again here, and the exit status (from the zygote, trusted) wins over
+anything the child claims when the two disagree about how it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.outcome import ExecutionOutcome
+from reconciler.sandbox.limits import SandboxLimits
+
+_REPORTABLE = frozenset({"succeeded", "failed", "timed_out", "memory_exceeded"})
+_ERROR_CAP = 32768
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How the child process ended, as the zygote reaped it."""
+
+    status: int  # raw wait status
+    wall_killed: bool
+    cpu: float
+    duration: float
+
+
+@dataclass
+class Observed:
+    """Everything the supervisor saw of one execution."""
+
+    output: list[str] = field(default_factory=list)
+    output_bytes: int = 0
+    output_dropped: int = 0
+    report: dict[str, Any] | None = None
+    violation: str | None = None
+    interrupted: bool = False
+    zygote_died: bool = False
+    lost: bool = False  # the zygote never reported the exit within the supervisor's own deadline
+
+    def add_output(self, text: str, cap: int) -> None:
+        data = text.encode("utf-8", "replace")
+        room = cap - self.output_bytes
+        if len(data) > room:
+            self.output_dropped += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if data:
+            self.output.append(data.decode("utf-8", "ignore"))
+            self.output_bytes += len(data)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8", "replace"))
+
+
+def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, str | None, Any, Any]:
+    status = report.get("status")
+    error = report.get("error")
+    if status not in _REPORTABLE or not (error is None or isinstance(error, str)):
+        return "failed", "the strategy process sent a malformed report", None, None
+    if isinstance(error, str) and len(error) > _ERROR_CAP:
+        error = error[:_ERROR_CAP] + "\n[error shortened]"
+    result = report.get("result")
+    try:
+        if _json_size(result) > limits.result_bytes + 4096:  # the child truncates; never trust it did
+            result = {"truncated": True, "original_bytes": _json_size(result), "preview": ""}
+    except (TypeError, ValueError, RecursionError):
+        result = None
+    state = report.get("state")
+    if status == "succeeded":
+        if not isinstance(state, dict):
+            return "failed", "STATE must be a dict (JSON object); the previous STATE is kept", result, None
+        try:
+            size = _json_size(state)
+        except (TypeError, ValueError, RecursionError):
+            return "failed", "STATE is not JSON; the previous STATE is kept", result, None
+        if size > limits.state_bytes:
+            return "failed", (f"STATE is {size} bytes, over the cap of {limits.state_bytes} bytes; "
+                              "the previous STATE is kept"), result, None
+    else:
+        state = None
+    return str(status), error, result, state
+
+
+def classify(observed: Observed, exit_info: ExitInfo | None, limits: SandboxLimits,
+             duration: float) -> ExecutionOutcome:
+    result: Any = None
+    state: dict[str, Any] | None = None
+    report_error = observed.report.get("error") if observed.report else None
+    if observed.interrupted:
+        status, error = "interrupted", "the execution was interrupted (the replica stopped or cancelled it)"
+    elif observed.zygote_died:
+        status, error = "failed", "the sandbox process died during the execution (it is restarted)"
+    elif observed.lost or exit_info is None:
+        status, error = "failed", "the sandbox did not report the end of the execution (it is restarted)"
+    elif exit_info.wall_killed:
+        status = "timed_out"
+        error = f"wall-clock time limit exceeded ({limits.wall_seconds:g} s): the process was killed"
+        if isinstance(report_error, str) and observed.report and observed.report.get("status") == "timed_out":
+            error = report_error[:_ERROR_CAP]
+    elif observed.violation is not None:
+        status, error = "failed", f"the strategy process broke the sandbox protocol: {observed.violation}"
+    elif observed.report is not None:
+        status, error, result, state = _from_report(observed.report, limits)
+    elif os.WIFSIGNALED(exit_info.status):
+        number = os.WTERMSIG(exit_info.status)
+        cpu_spent = exit_info.cpu >= limits.cpu_seconds - 0.05
+        if number == signal.SIGXCPU or (number == signal.SIGKILL and cpu_spent):
+            status = "timed_out"
+            error = f"CPU time limit exceeded ({limits.cpu_seconds} s): the process was killed"
+        else:
+            status, error = "failed", f"the strategy process was killed by {_signal_name(number)}"
+    else:
+        code = os.WEXITSTATUS(exit_info.status) if os.WIFEXITED(exit_info.status) else exit_info.status
+        status, error = "failed", f"the strategy process exited without reporting (exit code {code})"
+
+    dropped = observed.output_dropped
+    if observed.report is not None:
+        reported = observed.report.get("dropped")
+        if isinstance(reported, int) and reported > 0:
+            dropped += reported
+    output = "".join(observed.output)
+    if dropped:
+        cap = limits.output_bytes
+        output += f"\n[output truncated: {dropped} more bytes over the {cap}-byte cap were dropped]\n"
+    return ExecutionOutcome(
+        status=status,  # type: ignore[arg-type]
+        duration=exit_info.duration if exit_info is not None else duration,
+        output=output,
+        output_truncated=dropped > 0,
+        error=error,
+        result=result,
+        state=state,
+    )

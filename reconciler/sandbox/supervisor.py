@@ -1,0 +1,403 @@
+"""The replica's side of the sandbox: owns the zygote, runs executions, turns what it sees into outcomes.
+
+Runs in the replica's event loop; many `run()` calls share one zygote concurrently. Trust boundaries:
+the zygote is trusted (no user code runs in it), every byte from a child is not (frames are capped,
+JSON only, re-validated in `classify`). Code objects only ever flow from here to a child, compiled here
+under the policy and cached by the hash of the source.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import marshal
+import os
+import pwd
+import socket
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import reconciler
+from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
+from reconciler.policy import PolicyError, compile_strategy
+from reconciler.sandbox import protocol
+from reconciler.sandbox.classify import ExitInfo, Observed, classify
+from reconciler.sandbox.confine import set_dumpable
+from reconciler.sandbox.limits import SandboxLimits
+
+logger = logging.getLogger(__name__)
+
+LAYER_NAMES = ("network_namespace", "seccomp", "privilege_drop", "rlimits", "no_new_privs", "language_policy")
+MAX_CLIENT_CALLS = 1000  # per execution; the broker rate-limits too, this bounds the replica's work
+_READY_TIMEOUT = 120.0
+_LOST_GRACE = 10.0  # beyond the wall limit, how long before the zygote itself is presumed hung
+_COMPILE_CACHE = 512
+
+
+def harden_replica_process() -> None:
+    """Make the calling (replica) process non-dumpable: its /proc files become root-owned and it cannot
+    be ptraced by its own uid. Needed when the replica does not run as root (children then share its
+    uid inside a user namespace); harmless and recommended when it does. Call once at start-up."""
+    set_dumpable(False)
+
+
+class ZygoteDied(Exception):
+    pass
+
+
+@dataclass
+class _Pending:
+    started: asyncio.Future[int]
+    exited: asyncio.Future[ExitInfo]
+
+
+@dataclass
+class _Zygote:
+    process: asyncio.subprocess.Process
+    control: socket.socket
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    layers: dict[str, bool] = field(default_factory=dict)
+    ready: asyncio.Future[dict[str, Any]] | None = None
+    reader: asyncio.Task[None] | None = None
+    alive: bool = True
+
+
+@dataclass
+class _Run:
+    id: int
+    zygote: _Zygote
+    observed: Observed
+
+
+def _refusal(kind: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "kind": kind, "message": message}
+
+
+def _project_root() -> str:
+    return str(Path(reconciler.__file__).resolve().parents[1])
+
+
+def _scrubbed_environment() -> dict[str, str]:
+    """The zygote's whole environment: no DATABASE_URL, no keys, no tokens; only what Python needs."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": _project_root(),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "HOME": "/nonexistent",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                 "VECLIB_MAXIMUM_THREADS"):
+        env[name] = "1"
+    return env
+
+
+class Sandbox:
+    def __init__(self, limits: SandboxLimits) -> None:
+        self.limits = limits
+        self._zygote: _Zygote | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._layers: dict[str, bool] = {}
+        self._compiled: OrderedDict[str, bytes | PolicyError] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._runs: dict[int, _Run] = {}
+        self._max_frame = 8 * (limits.output_bytes + limits.result_bytes + limits.state_bytes) + 65536
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> dict[str, bool]:
+        """Which isolation layers are active on this host (as a real confined child reported them)."""
+        return {name: bool(self._layers.get(name, False)) for name in LAYER_NAMES} | {
+            key: value for key, value in self._layers.items() if key not in LAYER_NAMES
+        }
+
+    async def start(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._zygote is not None and self._zygote.alive:
+                return
+            first = not self._layers
+            self._zygote = await self._spawn_zygote()
+            self._layers = dict(self._zygote.layers)
+            if first:
+                for name in LAYER_NAMES:
+                    if not self._layers.get(name):
+                        logger.warning("sandbox isolation layer %r is NOT active on this host", name)
+
+    def _zygote_config(self, control_fd: int) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "control_fd": control_fd,
+            "memory_mb": self.limits.memory_mb,
+            "cpu_seconds": self.limits.cpu_seconds,
+            "wall_seconds": self.limits.wall_seconds,
+            "uid": None,
+            "gid": None,
+        }
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam(self.limits.sandbox_user)
+            except KeyError:
+                raise RuntimeError(f"SANDBOX_USER {self.limits.sandbox_user!r} does not exist") from None
+            if entry.pw_uid == 0:
+                raise RuntimeError("SANDBOX_USER must not be root")
+            config["uid"], config["gid"] = entry.pw_uid, entry.pw_gid
+        return config
+
+    async def _spawn_zygote(self) -> _Zygote:
+        loop = asyncio.get_running_loop()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine.setblocking(False)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-s", "-m", "reconciler.sandbox.zygote",
+                json.dumps(self._zygote_config(theirs.fileno())),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), env=_scrubbed_environment(), cwd="/",
+            )
+        finally:
+            theirs.close()
+        zygote = _Zygote(process=process, control=mine, ready=loop.create_future())
+        zygote.reader = asyncio.create_task(self._read_zygote(zygote))
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(zygote.ready), _READY_TIMEOUT)  # type: ignore[arg-type]
+        except (TimeoutError, ZygoteDied) as exc:
+            await self._discard(zygote)
+            raise RuntimeError(f"the sandbox zygote did not start: {exc!r}") from None
+        zygote.layers = {str(k): bool(v) for k, v in ready.get("layers", {}).items()}
+        return zygote
+
+    async def _read_zygote(self, zygote: _Zygote) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(zygote.control, 65536)
+                if not data:
+                    break
+                self._on_zygote_message(zygote, json.loads(data))
+        except (OSError, ValueError) as exc:
+            logger.error("sandbox zygote control channel failed: %r", exc)
+        finally:
+            zygote.alive = False
+            if zygote.ready is not None and not zygote.ready.done():
+                zygote.ready.set_exception(ZygoteDied("exited before it was ready"))
+            for pending in zygote.pending.values():
+                for future in (pending.started, pending.exited):
+                    if not future.done():
+                        future.set_exception(ZygoteDied("the sandbox zygote died"))
+                        future.exception()  # mark retrieved: the run may already have given up on it
+
+    def _on_zygote_message(self, zygote: _Zygote, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == "ready" and zygote.ready is not None and not zygote.ready.done():
+            zygote.ready.set_result(message)
+            return
+        pending = zygote.pending.get(int(message.get("id", -1)))
+        if pending is None:
+            return
+        if kind == "started" and not pending.started.done():
+            pending.started.set_result(int(message["pid"]))
+        elif kind == "exited" and not pending.exited.done():
+            pending.exited.set_result(ExitInfo(
+                status=int(message["status"]), wall_killed=bool(message["wall_killed"]),
+                cpu=float(message["cpu"]), duration=float(message["duration"]),
+            ))
+
+    async def _send_control(self, zygote: _Zygote, message: dict[str, Any], fd: int | None = None) -> None:
+        payload = [json.dumps(message).encode()]
+        ancillary = [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+        while True:
+            try:
+                zygote.control.sendmsg(payload, ancillary)
+                return
+            except BlockingIOError:  # the zygote drains continuously; a full buffer is momentary
+                await asyncio.sleep(0.001)
+            except OSError as exc:
+                raise ZygoteDied(f"cannot reach the sandbox zygote: {exc}") from None
+
+    async def _discard(self, zygote: _Zygote) -> None:
+        zygote.alive = False
+        with contextlib.suppress(OSError):
+            zygote.control.close()
+        if zygote.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                zygote.process.kill()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(zygote.process.wait(), 5)
+        if zygote.reader is not None:
+            zygote.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await zygote.reader
+
+    async def interrupt_all(self) -> None:
+        for run in list(self._runs.values()):
+            run.observed.interrupted = True
+            with contextlib.suppress(ZygoteDied):
+                await self._send_control(run.zygote, {"op": "kill", "id": run.id})
+
+    async def close(self) -> None:
+        await self.interrupt_all()
+        if self._zygote is not None:
+            zygote, self._zygote = self._zygote, None
+            await self._discard(zygote)
+
+    # -- one execution --------------------------------------------------------------------------------
+
+    def _compile(self, code: str) -> bytes:
+        key = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+        cached = self._compiled.get(key)
+        if cached is None:
+            try:
+                cached = marshal.dumps(compile_strategy(code))
+            except PolicyError as exc:
+                cached = exc
+            self._compiled[key] = cached
+            if len(self._compiled) > _COMPILE_CACHE:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        if isinstance(cached, PolicyError):
+            raise cached
+        return cached
+
+    def _failed_before_start(self, message: str) -> ExecutionOutcome:
+        return ExecutionOutcome(status="failed", duration=0.0, error=message)
+
+    async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
+        started = time.monotonic()
+        try:
+            code = self._compile(request.code)
+        except PolicyError as exc:
+            return self._failed_before_start(f"Policy violation: {exc}")
+        try:
+            header = protocol.encode({
+                "config": request.config, "state": request.state, "source": request.code,
+                "output_bytes": self.limits.output_bytes, "result_bytes": self.limits.result_bytes,
+                "state_bytes": self.limits.state_bytes, "wall_seconds": self.limits.wall_seconds,
+            })
+        except (TypeError, ValueError) as exc:
+            return self._failed_before_start(f"CONFIG or the stored STATE is not JSON: {exc}")
+        try:
+            await self.start()
+        except RuntimeError as exc:
+            logger.error("sandbox unavailable: %s", exc)
+            return self._failed_before_start(f"the sandbox is unavailable: {exc}")
+        assert self._zygote is not None
+        run = _Run(next(self._ids), self._zygote, Observed())
+        self._runs[run.id] = run
+        try:
+            exit_info = await self._execute(run, header, code, broker)
+        finally:
+            del self._runs[run.id]
+        if run.observed.zygote_died or run.observed.lost:
+            await self._discard(run.zygote)
+        return classify(run.observed, exit_info, self.limits, time.monotonic() - started)
+
+    async def _execute(
+        self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None
+    ) -> ExitInfo | None:
+        loop = asyncio.get_running_loop()
+        zygote = run.zygote
+        pending = _Pending(loop.create_future(), loop.create_future())
+        zygote.pending[run.id] = pending
+        mine, theirs = socket.socketpair()
+        conversation: asyncio.Task[None] | None = None
+        try:
+            try:
+                await self._send_control(zygote, {"op": "spawn", "id": run.id}, theirs.fileno())
+            finally:
+                theirs.close()  # the zygote has its own copy now (or never will)
+            reader, writer = await asyncio.open_unix_connection(sock=mine, limit=1 << 16)
+            writer.write(header + protocol.encode_bytes(code))
+            conversation = asyncio.create_task(self._converse(run, reader, writer, broker))
+            deadline = self.limits.wall_seconds + _LOST_GRACE
+            try:
+                exit_info = await asyncio.wait_for(asyncio.shield(pending.exited), deadline)
+            except TimeoutError:
+                run.observed.lost = True
+                return None
+            # The child is gone, so its socket is at EOF: let the conversation drain what was sent.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conversation), 1.0)
+            return exit_info
+        except ZygoteDied:
+            run.observed.zygote_died = True
+            return None
+        finally:
+            zygote.pending.pop(run.id, None)
+            if conversation is not None and not conversation.done():
+                conversation.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await conversation
+            with contextlib.suppress(OSError):
+                mine.close()
+
+    async def _converse(self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        broker: BrokerCall | None) -> None:
+        observed = run.observed
+        calls = 0
+        try:
+            while True:
+                frame = await protocol.read_frame(reader, self._max_frame)
+                if frame is None:
+                    return
+                message = protocol.decode(frame)
+                if not isinstance(message, dict) or observed.report is not None:
+                    raise protocol.ProtocolError("unexpected message")
+                kind = message.get("t")
+                if kind == "out" and isinstance(message.get("data"), str):
+                    observed.add_output(message["data"], self.limits.output_bytes)
+                elif kind == "call":
+                    calls += 1
+                    reply = await self._broker_call(message, broker, calls)
+                    writer.write(protocol.encode(reply))
+                    await writer.drain()
+                elif kind == "done":
+                    observed.report = message
+                else:
+                    raise protocol.ProtocolError(f"unknown message type {str(kind)[:40]!r}")
+        except protocol.ProtocolError as exc:
+            observed.violation = str(exc)
+            with contextlib.suppress(ZygoteDied):
+                await self._send_control(run.zygote, {"op": "kill", "id": run.id})
+        except (ConnectionError, OSError):
+            return  # the child died mid-conversation; its exit status tells the rest
+
+    async def _broker_call(
+        self, message: dict[str, Any], broker: BrokerCall | None, calls: int
+    ) -> dict[str, Any]:
+        method, params = message.get("method"), message.get("params")
+        if not isinstance(method, str) or method not in CLIENT_METHODS:
+            return {"ok": False, "kind": "invalid", "message": f"unknown client method {str(method)[:60]!r}"}
+        if not isinstance(params, dict) or not set(params) <= set(CLIENT_METHODS[method]):
+            return {"ok": False, "kind": "invalid", "message": f"invalid parameters for {method}"}
+        if calls > MAX_CLIENT_CALLS:
+            return _refusal("limit", f"more than {MAX_CLIENT_CALLS} client calls in one run")
+        if broker is None:
+            return _refusal("unavailable", "no exchange client is configured for this run")
+        try:
+            value = await broker(method, params)
+            json.dumps(value, allow_nan=False)
+        except BrokerError as exc:
+            return {"ok": False, "kind": exc.kind, "message": exc.message}
+        except (TypeError, ValueError):
+            logger.exception("broker returned a value that is not JSON for %s", method)
+            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
+        except Exception:
+            # Never forward the text of an unexpected exception: it may carry the replica's secrets.
+            logger.exception("broker call %s failed", method)
+            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
+        return {"ok": True, "value": value}
+

@@ -1,0 +1,292 @@
+"""Hostile strategies, each through the real execution path (real Sandbox, real zygote, real fork).
+
+Every case asserts the outcome recorded for the hostile run, and (in `Harness.run`) that a
+well-behaved strategy running concurrently beside it succeeded with its exact result and state, that
+the zygote and the supervisor's event loop are unaffected, that no process was left behind, and that
+nothing recorded contains the planted secret.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.sandbox.conftest import PLANTED_SECRET, TEST_LIMITS, Harness
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    code: str
+    status: str
+    error: tuple[str, ...] = ()  # substrings the recorded error must contain
+    line: int | None = None  # the strategy line the traceback must point at
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = [
+    Case("infinite-loop", "x = 0\nwhile True:\n    x += 1\n", "timed_out", ("CPU time limit",), line=3),
+    Case("sleep-past-wall", "import time\ntime.sleep(30)\n", "timed_out", ("wall-clock",), line=2),
+    Case(
+        "ignores-wall-alarm",
+        "import time\nwhile True:\n    try:\n        time.sleep(30)\n"
+        "    except BaseException:\n        pass\n",
+        "timed_out", ("wall-clock time limit exceeded", "killed"),
+    ),
+    Case("allocate-1gb-str", "x = 'a' * (1 << 30)\n", "memory_exceeded", ("MemoryError",), line=1),
+    Case("allocate-1gb-numpy", "a = np.ones(1 << 27)\n", "memory_exceeded", ("MemoryError",), line=1),
+    Case(
+        "allocate-1gb-gradually",
+        "chunks = []\nwhile True:\n    chunks.append(' ' * (16 << 20))\n",
+        "memory_exceeded", ("MemoryError",),
+    ),
+    Case("fork-bomb", "import os\nwhile True:\n    os.fork()\n", "failed",
+         ("Policy violation", "'os'"), line=1),
+    Case("import-subprocess", "import subprocess\nsubprocess.run(['sh', '-c', 'id'])\n", "failed",
+         ("Policy violation", "'subprocess'"), line=1),
+    Case("import-socket", "import socket\n", "failed", ("Policy violation", "'socket'"), line=1),
+    Case("import-ctypes", "import ctypes\n", "failed", ("Policy violation", "'ctypes'"), line=1),
+    Case("import-via-module-attribute", "import statistics\nstatistics.sys.modules['os'].system('id')\n",
+         "failed", ("Policy violation", "'sys'"), line=2),
+    Case("from-import-of-os-module", "from calendar import sys\n", "failed", ("Policy violation", "'sys'"),
+         line=1),
+    Case("typing-get-type-hints", "import typing\ntyping.get_type_hints\n", "failed",
+         ("Policy violation", "typing.get_type_hints"), line=2),
+    Case("open-file", "data = open('/etc/passwd').read()\n", "failed",
+         ("Policy violation", "open()"), line=1),
+    Case("subclasses-escape", "x = ().__class__.__base__.__subclasses__()\n", "failed",
+         ("Policy violation", "__class__"), line=1),
+    Case("subclasses-escape-getattr", "base = getattr(getattr((), '__cl' + 'ass__'), '__base__')\n", "failed",
+         ("Policy violation", "starts with"), line=1),
+    Case("subclasses-escape-mro", "obj = type(()).mro()[-1]\nsubs = getattr(obj, '__subclasses__')()\n",
+         "failed", ("Policy violation",), line=2),
+    Case("generator-gi-frame", "def g():\n    yield 1\nf = g().gi_frame.f_back.f_globals\n", "failed",
+         ("Policy violation", "gi_frame"), line=3),
+    Case(
+        "generator-frame-walk-runtime",
+        "def g():\n    yield 1\ngen = g()\nframe = getattr(gen, 'gi_' + 'frame')\n"
+        "up = getattr(frame, 'f_' + 'back')\n",
+        "failed", ("Policy violation", "gi_frame"), line=4,
+    ),
+    Case(
+        "traceback-frame-walk",
+        "try:\n    1 / 0\nexcept ZeroDivisionError as exc:\n    tb = getattr(exc, '__trace' + 'back__')\n",
+        "failed", ("Policy violation",), line=4,
+    ),
+    Case("format-string-attribute", "s = '{0.__class__.__mro__}'.format(1)\n", "failed",
+         ("Policy violation", "format"), line=1),
+    Case("format-map-attribute", "s = '{x.__class__}'.format_map({'x': 1})\n", "failed",
+         ("Policy violation", "format"), line=1),
+    Case("string-formatter", "import string\nf = string.Formatter()\n", "failed",
+         ("Policy violation", "Formatter"), line=2),
+    Case("pandas-read-csv-local", "df = pd.read_csv('/etc/passwd')\n", "failed",
+         ("Policy violation", "read_csv"), line=1),
+    Case("pandas-read-csv-url", "df = pd.read_csv('http://127.0.0.1:5432/x.csv')\n", "failed",
+         ("Policy violation", "read_csv"), line=1),
+    Case("pandas-read-pickle", "df = pd.read_pickle('/tmp/x.pkl')\n", "failed",
+         ("Policy violation",), line=1),
+    Case("pandas-to-csv-file", "pd.DataFrame({'a': [1]}).to_csv('/tmp/owned.csv')\n", "failed",
+         ("Policy violation", "cannot write files"), line=1),
+    Case("pandas-eval-escape", "pd.DataFrame({'a': [1]}).eval('a.__class__')\n", "failed",
+         ("Policy violation",), line=1),
+    Case("pandas-agg-string-dispatch", "pd.DataFrame({'a': [1]}).agg('eval', 'a')\n", "failed",
+         ("Policy violation", "'eval'"), line=1),
+    Case("numpy-load-local", "a = np.load('/etc/passwd')\n", "failed",
+         ("Policy violation", "numpy.load"), line=1),
+    Case("numpy-fromfile-environ", "a = np.fromfile('/proc/self/environ', dtype='uint8')\n", "failed",
+         ("Policy violation", "numpy.fromfile"), line=1),
+    Case("numpy-save", "np.save('/tmp/owned.npy', np.arange(3))\n", "failed", ("Policy violation",), line=1),
+    Case("numpy-tofile", "np.arange(3).tofile('/tmp/owned.bin')\n", "failed", ("Policy violation",), line=1),
+    Case("numpy-ctypes", "p = np.arange(3).ctypes\n", "failed", ("Policy violation",), line=1),
+    Case("numpy-lib-npyio", "f = np.lib.npyio\n", "failed", ("Policy violation",), line=1),
+    Case("proc-self-environ", "env = pd.read_table('/proc/self/environ')\n", "failed", ("Policy violation",),
+         line=1),
+    Case("recursion-without-end", "def f(n):\n    return f(n + 1)\nf(0)\n", "failed", ("RecursionError",),
+         line=2),
+    Case("raise-system-exit", "raise SystemExit(0)\n", "failed", ("SystemExit",), line=1),
+    Case("client-call-flood", "while True:\n    client.get_ticker()\n", "failed",
+         ("ExchangeError", "more than 1000 client calls"), line=2),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_hostile_case(harness: Harness, case: Case) -> None:
+    outcome = harness.run(case.code, config=case.config)
+    assert outcome.status == case.status, outcome
+    for fragment in case.error:
+        assert fragment in (outcome.error or ""), outcome.error
+    if case.line is not None:
+        assert f'File "<strategy>", line {case.line}' in (outcome.error or "") or (
+            f"line {case.line}," in (outcome.error or "")  # compile-time policy errors: "line N, column M"
+        ), outcome.error
+    assert outcome.state is None  # a run that did not succeed never replaces the stored STATE
+
+
+def test_no_file_was_written_by_the_cases_above() -> None:
+    for path in ("/tmp/owned.csv", "/tmp/owned.npy", "/tmp/owned.bin"):
+        assert not os.path.exists(path)
+
+
+def test_print_100_mb_is_capped_with_a_marker(harness: Harness) -> None:
+    outcome = harness.run("chunk = 'x' * 1000000\nfor i in range(100):\n    print(chunk)\nRESULT = 'done'\n")
+    assert outcome.status == "succeeded", outcome
+    assert outcome.result == "done"
+    assert outcome.output_truncated
+    assert outcome.output.startswith("x" * 1000)
+    kept = outcome.output.split("\n[output truncated:")[0]
+    assert len(kept.encode()) <= TEST_LIMITS.output_bytes
+    assert "[output truncated:" in outcome.output and "bytes over the 65536-byte cap" in outcome.output
+
+
+def test_huge_result_is_replaced_by_a_truncation_marker(harness: Harness) -> None:
+    outcome = harness.run("RESULT = {'blob': 'y' * (10 << 20)}\n")
+    assert outcome.status == "succeeded", outcome
+    assert outcome.result["truncated"] is True
+    assert outcome.result["original_bytes"] > 10 << 20
+    assert len(outcome.result["preview"]) <= 1024
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("STATE = {'positions': {1, 2}}\n", "STATE is not JSON"),
+        ("STATE = 'not a dict'\n", "STATE must be a dict"),
+        ("STATE['nan'] = float('nan')\n", "STATE is not JSON"),
+        ("STATE['big'] = 'z' * 100000\n", "over the cap"),
+    ],
+    ids=["set", "string", "nan", "over-cap"],
+)
+def test_state_that_is_not_json_fails_and_keeps_the_old_state(
+    harness: Harness, code: str, message: str
+) -> None:
+    outcome = harness.run(code, state={"kept": True})
+    assert outcome.status == "failed"
+    assert message in (outcome.error or "")
+    assert "previous STATE is kept" in (outcome.error or "")
+    assert outcome.state is None
+
+
+def test_database_port_is_unreachable(harness: Harness, fake_database: socket.socket) -> None:
+    port = fake_database.getsockname()[1]
+    code = (
+        "port = CONFIG['port']\n"
+        "tried = []\n"
+        "for attempt in [\n"
+        "    lambda: pd.read_csv('http://127.0.0.1:' + str(port) + '/'),\n"
+        "    lambda: pd.read_json('http://127.0.0.1:' + str(port) + '/'),\n"
+        "    lambda: np.DataSource().open('http://127.0.0.1:' + str(port) + '/'),\n"
+        "    lambda: pd.io,\n"
+        "]:\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        tried.append('CONNECTED')\n"
+        "    except Exception as exc:\n"
+        "        tried.append('denied' if isinstance(exc, PolicyViolation) else repr(exc))\n"
+        "RESULT = tried\n"
+    )
+    outcome = harness.run(code, config={"port": port})
+    assert outcome.status == "succeeded", outcome
+    assert outcome.result == ["denied"] * 4
+    with pytest.raises(BlockingIOError):
+        fake_database.accept()  # nothing ever connected to the "database"
+
+
+def test_search_everything_reachable_for_another_tenants_secret(harness: Harness) -> None:
+    """Walk every object reachable from the strategy's globals and try every file and /proc path it
+    could name (its own and the supervisor's environ, cmdline and mem) with every reader it has; also
+    ask the broker, whose closure holds the secret. The planted secret must appear nowhere."""
+    code = """
+found = []
+seen = []
+def look(value, path, depth):
+    if depth > 3 or len(seen) > 20000:
+        return
+    for other in seen:
+        if other is value:
+            return
+    seen.append(value)
+    text = ''
+    try:
+        text = str(value)
+    except Exception:
+        pass
+    if 'sk-live' in text:
+        found.append(path)
+    for name in ['CONFIG', 'STATE', 'environ', 'env', 'secret', 'api_secret', 'credentials', 'options',
+                 'random', 'linalg', 'api', 'errors', 'offsets', 'DataFrame', 'Series', 'core', 'io',
+                 'modules', 'os', 'sys', 'globals', 'closure', 'cell_contents', 'values', 'index',
+                 'columns', 'dtypes', 'T', 'iloc', 'loc', 'str', 'dt', 'base', 'flags', 'attrs', 'types',
+                 'arrays', 'tseries', 'frequencies', 'fft', 'polynomial', 'dtype', 'type', 'kind', 'mro',
+                 'default_rng', 'bit_generator', 'state', 'shape', 'data', 'display', 'mode', 'compute',
+                 'kind', 'message', 'args', 'get_ticker', 'create_order', 'info', 'warning']:
+        try:
+            child = getattr(value, name)
+        except Exception:
+            continue
+        look(child, path + '.' + name, depth + 1)
+    if isinstance(value, dict):
+        for key in list(value):
+            look(value[key], path + '[' + repr(key) + ']', depth + 1)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            look(item, path + '[' + str(index) + ']', depth + 1)
+
+frame = pd.DataFrame({'close': np.arange(5.0)}, index=pd.date_range('2024-01-01', periods=5))
+roots = {'CONFIG': CONFIG, 'STATE': STATE, 'pd': pd, 'np': np, 'client': client, 'log': log,
+         'frame': frame, 'array': np.arange(3), 'rng': np.random.default_rng(0),
+         'CoinDCXClient': CoinDCXClient, 'ExchangeError': ExchangeError}
+for root_name in roots:
+    look(roots[root_name], root_name, 0)
+
+"""
+    code += """
+pids = CONFIG['pids']
+paths = []
+for pid in pids:
+    for leaf in ['environ', 'cmdline', 'mem', 'maps']:
+        paths.append('/proc/' + str(pid) + '/' + leaf)
+paths += ['/proc/self/environ', '/proc/1/environ', '/etc/shadow']
+attempts = []
+def try_open(path):
+    return open(path).read()
+def try_pd(path):
+    return pd.read_csv(path)
+def try_np(path):
+    return np.fromfile(path)
+def try_table(path):
+    return pd.read_table(path)
+for path in paths:
+    for reader in [try_open, try_pd, try_np, try_table]:
+        try:
+            data = reader(path)
+            if 'sk-live' in str(data):
+                found.append(path)
+            attempts.append('READ ' + path)
+        except Exception as exc:
+            attempts.append(repr(exc))
+replies = []
+for method in ['get_balances', 'get_user_info', 'get_ticker']:
+    try:
+        replies.append(str(getattr(client, method)()))
+    except ExchangeError as exc:
+        replies.append(exc.kind + ': ' + exc.message)
+for reply in replies:
+    if 'sk-live' in reply:
+        found.append('broker')
+RESULT = {'found': found, 'reads': [a for a in attempts if a.startswith('READ')],
+          'denied': len(attempts), 'replies': replies, 'objects': len(seen)}
+"""
+    pids = [os.getpid(), os.getppid(), harness.box._zygote.process.pid]  # type: ignore[union-attr]
+    outcome = harness.run(code, config={"pids": pids})
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result["found"] == []
+    assert outcome.result["reads"] == []
+    assert outcome.result["denied"] == (len(pids) * 4 + 3) * 4
+    assert outcome.result["objects"] > 100, outcome.result["objects"]  # the walk really ran
+    assert outcome.result["replies"][0] == "internal: get_balances failed inside the service"
+    assert outcome.result["replies"][1] == "rejected: not allowed for this strategy"
+    assert PLANTED_SECRET not in repr(outcome)
