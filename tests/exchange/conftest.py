@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
 from reconciler.tables import metadata
+from tests.exchange.fake_coindcx import FakeCoinDCX
 
 _LOCAL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
@@ -47,3 +48,18 @@ def database_url() -> Iterator[str]:
         engine.dispose()
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeCoinDCX]:
+    server = FakeCoinDCX().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake(fake_server: FakeCoinDCX) -> FakeCoinDCX:
+    fake_server.state.reset()
+    return fake_server
