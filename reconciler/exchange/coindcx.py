@@ -41,8 +41,9 @@ def new_client_order_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 4
-    budget_seconds: float = 20.0
+    # Kept well inside the sandbox's wall-clock limit: a strategy waits for its call to come back.
+    attempts: int = 3
+    budget_seconds: float = 15.0
     initial_wait: float = 0.25
     max_wait: float = 4.0
 

@@ -24,21 +24,26 @@ async def load_credentials(
 
 
 async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[str, int]:
-    """At start-up: raise DecryptionError if any stored credentials use a key id not configured.
+    """At start-up: raise CryptoError unless every key id in use is configured and opens its rows.
 
-    Returns the row count per key id (an operator sees how far a rotation has got).
+    A key id that ENCRYPTION_KEY does not list is named; for each listed one, one row is opened, so
+    wrong key material under the right id is found now rather than in the middle of a run. Returns the
+    row count per key id (an operator sees how far a rotation has got).
     """
     async with engine.connect() as conn:
         counts = {
             key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()
         }
-    missing = sorted(set(counts) - set(cipher.key_ids))
-    if missing:
-        raise DecryptionError(
-            f"strategy credentials are sealed with key id(s) {', '.join(map(repr, missing))}"
-            f" that ENCRYPTION_KEY does not list (configured: {', '.join(cipher.key_ids) or 'none'});"
-            " add the old key after the new one"
-        )
+        missing = sorted(set(counts) - set(cipher.key_ids))
+        if missing:
+            raise DecryptionError(
+                f"strategy credentials are sealed with key id(s) {', '.join(map(repr, missing))}"
+                f" that ENCRYPTION_KEY does not list (configured: {', '.join(cipher.key_ids) or 'none'});"
+                " add the old key after the new one"
+            )
+        for key_id in counts:
+            row = (await conn.execute(queries.select_one_credential_with_key(key_id))).one()
+            cipher.decrypt(Sealed(key_id, row.credentials), strategy_id=row.strategy_id)
     return counts
 
 

@@ -44,6 +44,14 @@ def update_credentials(strategy_id: str, key_id: str, ciphertext: bytes) -> Upda
     )
 
 
+def select_one_credential_with_key(key_id: str) -> Select[Any]:
+    return (
+        select(strategy_credentials.c.strategy_id, strategy_credentials.c.credentials)
+        .where(strategy_credentials.c.key_id == key_id)
+        .limit(1)
+    )
+
+
 def count_credentials_by_key() -> Select[Any]:
     return select(strategy_credentials.c.key_id, func.count()).group_by(strategy_credentials.c.key_id)
 

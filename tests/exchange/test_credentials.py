@@ -96,6 +96,15 @@ def test_startup_check_names_a_key_that_is_not_configured(database_url: str) -> 
         run(database_url, body)
 
 
+def test_startup_check_opens_a_row_per_key_id(database_url: str) -> None:
+    async def body(engine: AsyncEngine) -> Any:
+        await seal_rows(engine, CredentialCipher.from_key_string(OLD), 2)
+        await check_key_ids(engine, CredentialCipher.from_key_string(generate_key("old")))
+
+    with pytest.raises(DecryptionError, match="do not open with key 'old'"):
+        run(database_url, body)
+
+
 def test_wrong_key_material_stops_rotation_without_changing_rows(database_url: str) -> None:
     impostor = generate_key("old")  # same id, other key material
 
