@@ -45,8 +45,8 @@ INTERNAL = "internal"
 PUBLIC_METHODS = frozenset(
     {"get_ticker", "get_markets", "get_markets_details", "get_candles", "get_orderbook", "get_trades"}
 )
-# Methods whose answer carries an order's latest status, mirrored into the `orders` record.
-_ORDER_ANSWERS = frozenset({"get_order_status"})
+# Methods whose answer carries orders' latest status, mirrored into the `orders` record.
+_ORDER_ANSWERS = frozenset({"get_order_status", "get_active_orders"})
 
 DEFAULT_MAX_ORDERS_PER_EXECUTION = 10
 # Per quote currency; "*" covers the others. In the quote's units: 1 000 USDT, 100 000 INR.
@@ -242,8 +242,8 @@ class BrokerSession:
             if method == "create_order":
                 return await self._create_order(arguments)
             result = await getattr(self._target, method)(**arguments)
-            if method in _ORDER_ANSWERS and isinstance(result, dict):
-                await self._mirror_status(result)
+            if method in _ORDER_ANSWERS:
+                await self._mirror_status(result if isinstance(result, list) else [result])
             return result
         except BrokerError:
             raise
@@ -395,14 +395,16 @@ class BrokerSession:
             # The order's fate must reach the strategy even if the audit update failed; log it loudly.
             log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
 
-    async def _mirror_status(self, order: dict[str, Any]) -> None:
-        if order.get("id") is None or order.get("status") is None:
+    async def _mirror_status(self, answered: list[Any]) -> None:
+        known = [o for o in answered if isinstance(o, dict) and o.get("id") is not None and o.get("status")]
+        if not known:
             return
         async with self._engine.begin() as conn:
-            statement = queries.update_order_by_exchange_id(
-                self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
-            )
-            await conn.execute(statement)
+            for order in known:
+                statement = queries.update_order_by_exchange_id(
+                    self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
+                )
+                await conn.execute(statement)
 
 
 def _positive(name: str, value: Any) -> Decimal:

@@ -4,6 +4,7 @@ live calls through the fake CoinDCX with sealed credentials, and the readers the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -437,3 +438,71 @@ def test_readers_page_orders_newest_first_and_show_paper_balances(database_url: 
     assert isinstance(page1.items[0]["order_id"], str) and page1.items[0]["status"] == "filled"
     assert {b["currency"] for b in wallet} == {"BTC", "USDT", "INR"}
     assert empty.items == [] and empty.total == 0
+
+
+def test_live_create_that_times_out_is_placed_and_recorded_once(database_url: str, fake: FakeCoinDCX) -> None:
+    cipher = CredentialCipher.from_key_string(KEY)
+    fake.state.fail("/exchange/v1/orders/create", "place_then_slow")
+    settings = Settings(coindcx_api_url=fake.url, coindcx_public_url=fake.url, exchange_timeout_seconds=0.3)
+
+    async def body(engine: AsyncEngine) -> Any:
+        await add_strategy(engine, "live-1", exchange="coindcx")
+        await _store_credentials(engine, cipher, "live-1", API_SECRET)
+        factory = BrokerFactory(settings, engine, cipher, retry=FAST)
+        params = {
+            "side": "sell",
+            "order_type": "limit_order",
+            "market": "BTCUSDT",
+            "total_quantity": 0.001,
+            "price_per_unit": 70000,
+            "client_order_id": "once",
+        }
+        order = await execute(
+            factory, engine, "live-1", lambda call: call("create_order", params), exchange="coindcx"
+        )
+        await factory.aclose()
+        return order, await order_rows(engine, "live-1")
+
+    order, rows = run(database_url, body)
+    assert len(fake.state.orders) == 1 and fake.state.calls("/exchange/v1/orders/create") == 1
+    assert [(r["client_order_id"], r["status"], r["exchange_order_id"]) for r in rows] == [
+        ("once", "open", order["id"])
+    ]
+
+
+def test_no_secret_in_logs_errors_or_records(
+    database_url: str, fake: FakeCoinDCX, caplog: pytest.LogCaptureFixture
+) -> None:
+    cipher = CredentialCipher.from_key_string(KEY)
+    fake.state.fail("/exchange/v1/users/balances", "500", "500", "500")
+    caplog.set_level(logging.DEBUG)
+
+    async def body(engine: AsyncEngine) -> Any:
+        await add_strategy(engine, "live-1", exchange="coindcx")
+        await _store_credentials(engine, cipher, "live-1", API_SECRET)
+        factory = BrokerFactory(settings_for(fake.url), engine, cipher, retry=FAST)
+        seen: list[str] = []
+
+        async def calls(call: BrokerCall) -> None:
+            seen.append(repr(call))
+            for method, params in (
+                ("get_balances", {}),
+                ("get_order_status", {"id": "missing"}),
+                (
+                    "create_order",
+                    {"side": "buy", "order_type": "market_order", "market": "BTCUSDT", "total_quantity": 1},
+                ),
+            ):
+                try:
+                    await call(method, params)
+                except BrokerError as exc:
+                    seen.extend([str(exc), repr(exc), exc.message])
+
+        await execute(factory, engine, "live-1", calls, exchange="coindcx")
+        await factory.aclose()
+        return seen, await order_rows(engine, "live-1")
+
+    seen, rows = run(database_url, body)
+    assert len(seen) == 1 + 3 * 3
+    for text in [*seen, caplog.text, repr([dict(r) for r in rows])]:
+        assert API_SECRET not in text
