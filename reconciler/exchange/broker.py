@@ -156,6 +156,13 @@ class BrokerFactory:
                     errors.CREDENTIALS,
                     "this strategy's CoinDCX credentials cannot be decrypted; ask the operator",
                 )
+            except SQLAlchemyError:
+                # The run goes on (it may not trade at all); its signed calls say what went wrong.
+                log.exception("strategy %s: could not load credentials", strategy_id)
+                setup_error = setup_error or BrokerError(
+                    errors.CREDENTIALS,
+                    "this strategy's CoinDCX credentials could not be loaded; try again later",
+                )
             target = CoinDCXClient.from_settings(
                 self._settings, credentials=credentials, http=self._http, retry=self._retry
             )
