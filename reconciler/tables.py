@@ -256,3 +256,71 @@ orders = Table(
     Index("ix_orders_strategy_recent", "strategy_id", text("created_at DESC")),
     Index(None, "execution_id"),
 )
+
+# --- paper exchange -----------------------------------------------------------------------------
+# The simulated exchange's own book-keeping, written by replicas only (the broker of a paper
+# strategy). Amounts are NUMERIC so balances add up exactly; `orders` above stays the audit trail of
+# what the strategy asked for, these tables are the paper exchange's side of it.
+
+PAPER_ORDER_STATUSES = ("open", "partially_filled", "filled", "cancelled", "rejected")
+
+paper_balances = Table(
+    "paper_balances",
+    metadata,
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("currency", Text, primary_key=True),
+    # As CoinDCX reports it: `balance` is available, `locked_balance` is held by open orders.
+    Column("balance", Numeric, nullable=False),
+    Column("locked_balance", Numeric, nullable=False, server_default="0"),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint("balance >= 0", name="balance_non_negative"),
+    CheckConstraint("locked_balance >= 0", name="locked_balance_non_negative"),
+)
+
+paper_orders = Table(
+    "paper_orders",
+    metadata,
+    # The paper exchange's order id, the `id` a strategy sees.
+    Column("paper_order_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column(
+        "strategy_id",
+        Text,
+        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("client_order_id", Text, nullable=False),
+    Column("market", Text, nullable=False),
+    Column("side", Text, nullable=False),
+    Column("order_type", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("price_per_unit", Numeric),
+    Column("total_quantity", Numeric, nullable=False),
+    Column("remaining_quantity", Numeric, nullable=False),
+    Column("avg_price", Numeric, nullable=False, server_default="0"),
+    Column("fee_amount", Numeric, nullable=False, server_default="0"),
+    # What an open order holds (quote for buys, base for sells), released on fill or cancel.
+    Column("locked_currency", Text, nullable=False),
+    Column("locked_amount", Numeric, nullable=False, server_default="0"),
+    # Limit orders fill when the price crosses; this is how far along the price path they were checked.
+    Column("checked_until", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint(_one_of("side", ("buy", "sell")), name="side_known"),
+    CheckConstraint(_one_of("order_type", ("market_order", "limit_order")), name="order_type_known"),
+    CheckConstraint(_one_of("status", PAPER_ORDER_STATUSES), name="status_known"),
+    CheckConstraint("total_quantity > 0", name="total_quantity_positive"),
+    CheckConstraint("remaining_quantity >= 0", name="remaining_quantity_non_negative"),
+    UniqueConstraint("strategy_id", "client_order_id"),
+    Index(
+        "ix_paper_orders_open",
+        "strategy_id",
+        "market",
+        postgresql_where=text("status IN ('open', 'partially_filled')"),
+    ),
+    Index("ix_paper_orders_strategy_recent", "strategy_id", text("created_at DESC")),
+)

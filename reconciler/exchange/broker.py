@@ -1,0 +1,442 @@
+"""The broker: the replica-side object that answers a sandboxed strategy's `client.<method>(...)` calls.
+
+One `BrokerFactory` per replica holds what is shared (HTTP connection pool, price feed, rate-limit
+buckets, market metadata). `session(...)` is opened around one execution: it decrypts that strategy's
+credentials (live exchange only), builds its client or paper account, and yields a `BrokerCall`.
+Each call is checked against the method table, the strategy's limits and its key's rate limit, then
+answered by the live or paper exchange. Every `create_order` request is written to `orders` *before*
+it is sent and updated with the answer, so even a crash mid-call leaves it on record; refusals by the
+limits are recorded too. On exit the session drops the credentials and closes what it opened.
+
+Every failure a strategy can cause or see is a `BrokerError(kind, message)`; anything else (a bug, the
+database going away) is logged here and surfaces to the strategy as `BrokerError("internal", ...)`
+without internals, so the sandbox boundary only ever carries BrokerErrors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reconciler.crypto import CredentialCipher, CryptoError
+from reconciler.exchange import errors, queries
+from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
+from reconciler.exchange.credentials import load_credentials
+from reconciler.exchange.errors import ExchangeError
+from reconciler.exchange.feed import CoinDCXFeed, PriceFeed, SimulatedFeed
+from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
+from reconciler.exchange.ratelimit import RateLimiter
+from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INTERNAL = "internal"
+PUBLIC_METHODS = frozenset(
+    {"get_ticker", "get_markets", "get_markets_details", "get_candles", "get_orderbook", "get_trades"}
+)
+# Methods whose answer carries orders' latest status, mirrored into the `orders` record.
+_ORDER_ANSWERS = frozenset({"get_order_status", "get_active_orders"})
+
+DEFAULT_MAX_ORDERS_PER_EXECUTION = 10
+# Per quote currency; "*" covers the others. In the quote's units: 1 000 USDT, 100 000 INR.
+DEFAULT_MAX_ORDER_NOTIONAL: Mapping[str, float] = {"INR": 100_000.0, "*": 1_000.0}
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyLimits:
+    """The guard rails from the strategy's CONFIG, with defaults for what it leaves out."""
+
+    allowed_markets: frozenset[str] | None  # None: any market
+    max_order_notional: Mapping[str, float]  # quote currency (or "*") -> cap
+    max_orders_per_execution: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> StrategyLimits:
+        """Raise BrokerError(invalid_request) naming the CONFIG key when a limit is malformed."""
+        markets = config.get("allowed_markets")
+        if markets is not None and (
+            not isinstance(markets, list | tuple) or not all(isinstance(m, str) for m in markets)
+        ):
+            raise BrokerError(errors.INVALID, 'CONFIG["allowed_markets"] must be a list of market names')
+        notional = config.get("max_order_notional")
+        caps: dict[str, float] = dict(DEFAULT_MAX_ORDER_NOTIONAL)
+        if isinstance(notional, int | float) and not isinstance(notional, bool) and notional > 0:
+            caps = {"*": float(notional)}
+        elif isinstance(notional, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in notional.values()
+        ):
+            caps.update({str(k): float(v) for k, v in notional.items()})
+        elif notional is not None:
+            raise BrokerError(
+                errors.INVALID,
+                'CONFIG["max_order_notional"] must be a positive number or {"USDT": 500, "INR": 40000, ...}',
+            )
+        count = config.get("max_orders_per_execution", DEFAULT_MAX_ORDERS_PER_EXECUTION)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BrokerError(
+                errors.INVALID, 'CONFIG["max_orders_per_execution"] must be a whole number >= 0'
+            )
+        return cls(frozenset(markets) if markets is not None else None, caps, count)
+
+    def notional_cap(self, quote: str) -> float:
+        return self.max_order_notional.get(
+            quote, self.max_order_notional.get("*", DEFAULT_MAX_ORDER_NOTIONAL["*"])
+        )
+
+
+class BrokerFactory:
+    """Shared per replica; `session()` per execution. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        cipher: CredentialCipher,
+        *,
+        feed: PriceFeed | None = None,
+        limiter: RateLimiter | None = None,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._cipher = cipher
+        self._retry = retry
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=settings.exchange_timeout_seconds)
+        # Public CoinDCX data for the live exchange's limit checks (prices, quote currencies).
+        self._live_market = CoinDCXFeed(CoinDCXClient.from_settings(settings, http=self._http, retry=retry))
+        if feed is None:
+            if settings.paper_price_feed == "coindcx":
+                feed = CoinDCXFeed(CoinDCXClient.from_settings(settings, http=self._http, retry=retry))
+            else:
+                feed = SimulatedFeed()
+        self._feed = feed
+        self._limiter = limiter or RateLimiter()
+
+    def session(
+        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+    ) -> AbstractAsyncContextManager[BrokerCall]:
+        return self._session(strategy_id, execution_id, exchange, config)
+
+    @asynccontextmanager
+    async def _session(
+        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+    ) -> AsyncIterator[BrokerCall]:
+        setup_error: BrokerError | None = None
+        try:
+            limits = StrategyLimits.from_config(config or {})
+        except BrokerError as exc:
+            # A bad CONFIG is the strategy's to fix: every call tells it so, the run itself goes on.
+            setup_error, limits = exc, StrategyLimits.from_config({})
+        target: CoinDCXClient | PaperExchange
+        if exchange == "coindcx":
+            credentials = None
+            try:
+                credentials = await load_credentials(self._engine, self._cipher, strategy_id)
+                if credentials is None:
+                    setup_error = setup_error or BrokerError(
+                        errors.CREDENTIALS,
+                        "this strategy has no CoinDCX API key; add one or use exchange 'paper'",
+                    )
+            except CryptoError as exc:
+                log.error("strategy %s: credentials do not open: %s", strategy_id, exc)
+                setup_error = setup_error or BrokerError(
+                    errors.CREDENTIALS,
+                    "this strategy's CoinDCX credentials cannot be decrypted; ask the operator",
+                )
+            except SQLAlchemyError:
+                # The run goes on (it may not trade at all); its signed calls say what went wrong.
+                log.exception("strategy %s: could not load credentials", strategy_id)
+                setup_error = setup_error or BrokerError(
+                    errors.CREDENTIALS,
+                    "this strategy's CoinDCX credentials could not be loaded; try again later",
+                )
+            target = CoinDCXClient.from_settings(
+                self._settings, credentials=credentials, http=self._http, retry=self._retry
+            )
+            # Buckets are per API key: strategies sharing a key share its exchange quota.
+            rate_key = "coindcx:" + (credentials.api_key if credentials else strategy_id)
+            market: PriceFeed = self._live_market
+            del credentials  # only the client holds it now, until forget_credentials()
+        elif exchange == "paper":
+            target = PaperExchange(
+                self._engine,
+                self._feed,
+                strategy_id=strategy_id,
+                initial_balances=self._settings.paper_initial_balances,
+            )
+            rate_key = "paper:" + strategy_id
+            market = self._feed
+        else:
+            raise ValueError(f"unknown exchange {exchange!r}")
+        session = BrokerSession(
+            engine=self._engine,
+            strategy_id=strategy_id,
+            execution_id=execution_id,
+            exchange=exchange,
+            limits=limits,
+            target=target,
+            market=market,
+            limiter=self._limiter,
+            rate_key=rate_key,
+            setup_error=setup_error,
+        )
+        try:
+            yield session
+        finally:
+            # The live client forgets the credentials here; the shared HTTP pool stays open.
+            await target.aclose()
+
+    async def aclose(self) -> None:
+        await self._feed.aclose()
+        await self._live_market.aclose()
+        if self._owns_http:
+            await self._http.aclose()
+
+
+class BrokerSession:
+    """The `BrokerCall` of one execution: `await session(method, params)`."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        limits: StrategyLimits,
+        target: CoinDCXClient | PaperExchange,
+        market: PriceFeed,
+        limiter: RateLimiter,
+        rate_key: str,
+        setup_error: BrokerError | None,
+    ) -> None:
+        self._engine = engine
+        self._strategy_id = strategy_id
+        self._execution_id = uuid.UUID(str(execution_id))
+        self._exchange = exchange
+        self._limits = limits
+        self._target = target
+        self._market = market
+        self._limiter = limiter
+        self._rate_key = rate_key
+        self._setup_error = setup_error
+        self.orders_sent = 0
+
+    def __repr__(self) -> str:
+        return f"BrokerSession(strategy_id={self._strategy_id!r}, exchange={self._exchange!r})"
+
+    async def __call__(self, method: str, params: dict[str, Any]) -> Any:
+        try:
+            arguments = self._arguments(method, params)
+            if self._setup_error is not None and (
+                self._setup_error.kind != errors.CREDENTIALS or method not in PUBLIC_METHODS
+            ):
+                raise self._setup_error
+            await self._limiter.acquire(self._rate_key)
+            if method == "create_order":
+                return await self._create_order(arguments)
+            result = await getattr(self._target, method)(**arguments)
+            if method in _ORDER_ANSWERS:
+                await self._mirror_status(result if isinstance(result, list) else [result])
+            return result
+        except BrokerError:
+            raise
+        except Exception:
+            log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
+            raise BrokerError(
+                INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged"
+            ) from None
+
+    def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        names = CLIENT_METHODS.get(method)
+        if names is None:
+            raise BrokerError(errors.INVALID, f"CoinDCXClient has no method {method!r}")
+        if not isinstance(params, dict):
+            raise BrokerError(errors.INVALID, f"{method}: parameters must be given by name")
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise BrokerError(
+                errors.INVALID,
+                f"{method}() got unexpected argument(s) {', '.join(unknown)};"
+                f" it takes {', '.join(names) or 'none'}",
+            )
+        signature = inspect.signature(getattr(self._target, method))
+        missing = [
+            name
+            for name, parameter in signature.parameters.items()
+            if parameter.default is inspect.Parameter.empty and params.get(name) is None
+        ]
+        if missing:
+            raise BrokerError(
+                errors.INVALID, f"{method}() is missing required argument(s) {', '.join(missing)}"
+            )
+        return {key: value for key, value in params.items() if value is not None}
+
+    async def _create_order(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        side, order_type, market = arguments["side"], arguments["order_type"], arguments["market"]
+        client_order_id = arguments.get("client_order_id") or new_client_order_id()
+        # Checks whose failure cannot be stored in `orders` (its columns are typed): refused unrecorded.
+        if side not in SIDES:
+            raise BrokerError(errors.INVALID, f"create_order: side must be 'buy' or 'sell', got {side!r}")
+        if order_type not in ORDER_TYPES:
+            raise BrokerError(
+                errors.INVALID,
+                f"create_order: order_type must be 'market_order' or 'limit_order', got {order_type!r}",
+            )
+        if not isinstance(market, str) or not market:
+            raise BrokerError(errors.INVALID, "create_order: market must be a market name such as 'BTCUSDT'")
+        if not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= CLIENT_ORDER_ID_MAX:
+            raise BrokerError(
+                errors.INVALID,
+                f"create_order: client_order_id must be a string of 1-{CLIENT_ORDER_ID_MAX} characters",
+            )
+        quantity = _positive("total_quantity", arguments["total_quantity"])
+        price = arguments.get("price_per_unit")
+        limit_price = _positive("price_per_unit", price) if price is not None else None
+        if order_type == "limit_order" and limit_price is None:
+            raise BrokerError(errors.INVALID, "create_order: a limit_order needs price_per_unit")
+        if order_type == "market_order":
+            arguments.pop("price_per_unit", None)  # CoinDCX takes no price for market orders
+            limit_price = None
+        request = {**arguments, "client_order_id": client_order_id}
+        record = {
+            "strategy_id": self._strategy_id,
+            "execution_id": self._execution_id,
+            "exchange": self._exchange,
+            "client_order_id": client_order_id,
+            "market": market,
+            "side": side,
+            "order_type": order_type,
+            "total_quantity": quantity,
+            "price_per_unit": limit_price,
+            "request": _jsonable(request),
+        }
+
+        refusal = await self._refusal(market, quantity, limit_price)
+        if refusal is not None:
+            await self._record(record | {"status": "refused", "error": refusal}, client_order_id)
+            raise BrokerError(errors.REFUSED, f"create_order: {refusal}")
+
+        order_id = await self._record(record | {"status": "submitting"}, client_order_id)
+        self.orders_sent += 1
+        try:
+            order = await self._target.create_order(**request)
+        except ExchangeError as exc:
+            status = "unknown" if exc.kind == errors.ORDER_UNKNOWN else "error"
+            response = {"kind": exc.kind, "message": exc.message, "status_code": exc.status_code}
+            await self._update(order_id, {"status": status, "error": exc.message, "response": response})
+            raise
+        except BaseException:
+            # Neither answered nor refused (a bug, a cancellation): say so rather than leave "submitting".
+            await self._update(order_id, {"status": "unknown", "error": "the broker failed while sending"})
+            raise
+        await self._update(
+            order_id,
+            {
+                "status": str(order.get("status") or "unknown"),
+                "exchange_order_id": str(order.get("id")) if order.get("id") is not None else None,
+                "response": _jsonable(order),
+            },
+        )
+        return order
+
+    async def _refusal(self, market: str, quantity: Decimal, limit_price: Decimal | None) -> str | None:
+        """Why the strategy's own limits refuse this order, or None."""
+        limits = self._limits
+        allowed = limits.allowed_markets
+        if allowed is not None and market not in allowed:
+            names = ", ".join(sorted(allowed)) or "none"
+            return f"market {market!r} is not in CONFIG['allowed_markets'] ({names})"
+        if self.orders_sent >= limits.max_orders_per_execution:
+            return (
+                f"this run already placed {self.orders_sent} order(s), the most"
+                f" CONFIG['max_orders_per_execution'] allows ({limits.max_orders_per_execution})"
+            )
+        quote = await self._quote_currency(market)
+        if quote is None:
+            return None  # an unknown market: let the exchange answer that in its own words
+        price = limit_price if limit_price is not None else Decimal(str(await self._market.price(market)))
+        notional = quantity * price
+        cap = Decimal(str(limits.notional_cap(quote)))
+        if notional > cap:
+            return (
+                f"order value {_plain(notional)} {quote} ({_plain(quantity)} x {_plain(price)}) is over"
+                f" CONFIG['max_order_notional'] of {_plain(cap)} {quote}"
+            )
+        return None
+
+    async def _quote_currency(self, market: str) -> str | None:
+        for details in await self._market.markets_details():
+            if details.get("coindcx_name") == market or details.get("symbol") == market:
+                return str(details.get("base_currency_short_name"))
+        return None
+
+    async def _record(self, values: dict[str, Any], client_order_id: str) -> uuid.UUID:
+        async with self._engine.begin() as conn:
+            order_id = (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
+        if order_id is None:
+            raise BrokerError(
+                errors.INVALID,
+                f"create_order: client_order_id {client_order_id!r} was already used by this strategy",
+            )
+        return order_id
+
+    async def _update(self, order_id: uuid.UUID, values: dict[str, Any]) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(queries.update_order(order_id, values))
+        except SQLAlchemyError:
+            # The order's fate must reach the strategy even if the audit update failed; log it loudly.
+            log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
+
+    async def _mirror_status(self, answered: list[Any]) -> None:
+        known = [o for o in answered if isinstance(o, dict) and o.get("id") is not None and o.get("status")]
+        if not known:
+            return
+        async with self._engine.begin() as conn:
+            for order in known:
+                statement = queries.update_order_by_exchange_id(
+                    self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
+                )
+                await conn.execute(statement)
+
+
+def _positive(name: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise BrokerError(
+            errors.INVALID, f"create_order: {name} must be a number, got {type(value).__name__}"
+        )
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise BrokerError(errors.INVALID, f"create_order: {name} must be a number, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise BrokerError(errors.INVALID, f"create_order: {name} must be a positive number, got {value!r}")
+    return number
+
+
+def _plain(number: Decimal) -> str:
+    return f"{number.normalize():f}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

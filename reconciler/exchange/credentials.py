@@ -1,0 +1,70 @@
+"""Loading, checking and rotating the sealed exchange credentials stored in `strategy_credentials`.
+
+The database side of `reconciler.crypto` (which stays pure so the API can seal at deploy without a
+connection). Decrypted credentials exist only in the broker of the replica running the execution.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reconciler.crypto import CredentialCipher, Credentials, DecryptionError, Sealed
+from reconciler.exchange import queries
+
+
+async def load_credentials(
+    engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str
+) -> Credentials | None:
+    """This strategy's decrypted credentials, None if it has none; raises CryptoError if they do not open."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(queries.select_credentials(strategy_id))).first()
+    if row is None:
+        return None
+    return cipher.decrypt(Sealed(key_id=row.key_id, ciphertext=row.credentials), strategy_id=strategy_id)
+
+
+async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[str, int]:
+    """At start-up: raise CryptoError unless every key id in use is configured and opens its rows.
+
+    A key id that ENCRYPTION_KEY does not list is named; for each listed one, one row is opened, so
+    wrong key material under the right id is found now rather than in the middle of a run. Returns the
+    row count per key id (an operator sees how far a rotation has got).
+    """
+    async with engine.connect() as conn:
+        counts = {
+            key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()
+        }
+        missing = sorted(set(counts) - set(cipher.key_ids))
+        if missing:
+            raise DecryptionError(
+                f"strategy credentials are sealed with key id(s) {', '.join(map(repr, missing))}"
+                f" that ENCRYPTION_KEY does not list (configured: {', '.join(cipher.key_ids) or 'none'});"
+                " add the old key after the new one"
+            )
+        for key_id in counts:
+            row = (await conn.execute(queries.select_one_credential_with_key(key_id))).one()
+            cipher.decrypt(Sealed(key_id, row.credentials), strategy_id=row.strategy_id)
+    return counts
+
+
+async def rotate(engine: AsyncEngine, cipher: CredentialCipher, *, batch_size: int = 100) -> int:
+    """Re-seal every `strategy_credentials` row under the current (first) key; returns rows re-sealed.
+
+    Batches of rows are locked, re-sealed and committed one batch per transaction, so a rotation of
+    many rows does not hold one long lock; running it twice is harmless. A row that does not open
+    stops the rotation with DecryptionError naming its strategy, before anything of its batch commits.
+    """
+    done = 0
+    after: str | None = None
+    while True:
+        async with engine.begin() as conn:
+            rows = (await conn.execute(queries.select_all_credentials_for_update(batch_size, after))).all()
+            for row in rows:
+                sealed = cipher.reseal(Sealed(row.key_id, row.credentials), strategy_id=row.strategy_id)
+                await conn.execute(
+                    queries.update_credentials(row.strategy_id, sealed.key_id, sealed.ciphertext)
+                )
+        done += len(rows)
+        if len(rows) < batch_size:
+            return done
+        after = rows[-1].strategy_id

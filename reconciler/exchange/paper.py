@@ -1,0 +1,455 @@
+"""The paper exchange: CoinDCX's interface and answer shapes, with balances and orders in PostgreSQL.
+
+Market orders fill at once at the feed's current price. Limit orders fill at once if marketable
+(at the current price, as a taker), otherwise they rest, holding (locking) the funds they need, and
+fill at their limit price once the price path has crossed it. Resting orders are settled lazily:
+every call first checks this strategy's open orders against the price range since their last check,
+so nothing has to run between executions and a restart loses nothing.
+
+Each call is one database transaction that locks the strategy's balance rows, so balances never go
+negative and a fill is never applied twice. Amounts are Decimal end to end; answers carry floats
+like CoinDCX's JSON does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from reconciler.exchange import errors, queries
+from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, new_client_order_id
+from reconciler.exchange.errors import ExchangeError
+from reconciler.exchange.feed import PriceFeed
+
+DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, like a CoinDCX taker fee
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("market_order", "limit_order")
+_SUCCESS = {"message": "success", "status": 200, "code": 200}
+
+
+def _decimal(name: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ExchangeError(errors.REJECTED, f"{name} must be a number, got {type(value).__name__}")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ExchangeError(errors.REJECTED, f"{name} must be a number, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise ExchangeError(errors.REJECTED, f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+def _decimals(number: Decimal) -> int:
+    exponent = number.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _f(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class PaperExchange:
+    """One strategy's paper account. Methods mirror `CoinDCXClient` (CoinDCX's names and shapes)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        feed: PriceFeed,
+        *,
+        strategy_id: str,
+        initial_balances: Mapping[str, float],
+        fee_rate: Decimal = DEFAULT_FEE_RATE,
+    ) -> None:
+        self._engine = engine
+        self._feed = feed
+        self._strategy_id = strategy_id
+        self._initial = {currency: Decimal(str(amount)) for currency, amount in initial_balances.items()}
+        self._fee_rate = fee_rate
+        self._seeded = False
+
+    # --- market data: straight from the feed ------------------------------------------------------
+
+    async def get_ticker(self) -> list[dict[str, Any]]:
+        return await self._feed.ticker()
+
+    async def get_markets(self) -> list[str]:
+        return [m["coindcx_name"] for m in await self._feed.markets_details()]
+
+    async def get_markets_details(self) -> list[dict[str, Any]]:
+        return await self._feed.markets_details()
+
+    async def get_candles(
+        self,
+        pair: str,
+        interval: str,
+        limit: int | None = None,
+        start_time: int | None = None,
+        end_time: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return await self._feed.candles(pair, interval, limit, start_time, end_time)
+
+    async def get_orderbook(self, pair: str) -> dict[str, Any]:
+        return await self._feed.orderbook(pair)
+
+    async def get_trades(self, pair: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._feed.trades(pair, limit)
+
+    # --- account ----------------------------------------------------------------------------------
+
+    async def get_balances(self) -> list[dict[str, Any]]:
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            rows = (await conn.execute(queries.select_paper_balances(self._strategy_id))).mappings()
+            return [
+                {
+                    "currency": r["currency"],
+                    "balance": float(r["balance"]),
+                    "locked_balance": float(r["locked_balance"]),
+                }
+                for r in rows
+            ]
+
+    async def get_user_info(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "coindcx_id": f"paper-{self._strategy_id}",
+                "first_name": "Paper",
+                "last_name": "Trader",
+                "mobile_number": "",
+                "email": "",
+            }
+        ]
+
+    async def create_order(
+        self,
+        side: str,
+        order_type: str,
+        market: str,
+        total_quantity: float,
+        price_per_unit: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        if side not in SIDES:
+            raise ExchangeError(errors.REJECTED, f"side must be 'buy' or 'sell', got {side!r}")
+        if order_type not in ORDER_TYPES:
+            raise ExchangeError(
+                errors.REJECTED, f"order_type must be one of {ORDER_TYPES}, got {order_type!r}"
+            )
+        quantity = _decimal("total_quantity", total_quantity)
+        limit = _decimal("price_per_unit", price_per_unit) if order_type == "limit_order" else None
+        client_order_id = client_order_id or new_client_order_id()
+        if not isinstance(client_order_id, str) or len(client_order_id) > CLIENT_ORDER_ID_MAX:
+            raise ExchangeError(
+                errors.REJECTED, f"client_order_id must be a string of at most {CLIENT_ORDER_ID_MAX}"
+            )
+        details = await self._market(market)
+        self._check_precision(details, quantity, limit)
+        price = Decimal(str(await self._feed.price(market)))
+        target, base = details["target_currency_short_name"], details["base_currency_short_name"]
+        notional = quantity * (limit if limit is not None else price)
+        if notional < Decimal(str(details["min_notional"])):
+            raise ExchangeError(
+                errors.REJECTED,
+                f"order value {notional} {base} is below {market}'s minimum of {details['min_notional']}",
+            )
+        now = self._now()
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            balances = await self._balances(conn, {target, base})
+            marketable = (
+                limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
+            )
+            row: dict[str, Any] = {
+                "paper_order_id": uuid.uuid4(),
+                "strategy_id": self._strategy_id,
+                "client_order_id": client_order_id,
+                "market": market,
+                "side": side,
+                "order_type": order_type,
+                "price_per_unit": limit,
+                "total_quantity": quantity,
+                "created_at": now,
+                "updated_at": now,
+                "checked_until": now,
+            }
+            if marketable:
+                fill = await self._fill(
+                    conn, balances, side, target, base, quantity, price, locked=Decimal(0)
+                )
+                row |= {"status": "filled", "remaining_quantity": 0, "avg_price": price, "fee_amount": fill}
+                row |= {"locked_currency": base if side == "buy" else target, "locked_amount": 0}
+            else:
+                assert limit is not None
+                currency, amount = (
+                    (base, quantity * limit * (1 + self._fee_rate)) if side == "buy" else (target, quantity)
+                )
+                self._require(balances, currency, amount)
+                await self._add(conn, currency, -amount, amount)
+                row |= {"status": "open", "remaining_quantity": quantity, "avg_price": 0, "fee_amount": 0}
+                row |= {"locked_currency": currency, "locked_amount": amount}
+            inserted = (await conn.execute(queries.insert_paper_order(row))).mappings().first()
+            if inserted is None:
+                # Raising rolls back the balance changes above with the transaction.
+                raise ExchangeError(errors.REJECTED, f"Duplicate client order id {client_order_id!r}")
+            return self._order(inserted)
+
+    async def get_order_status(
+        self, id: str | None = None, client_order_id: str | None = None
+    ) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            return self._order(await self._one_order(conn, id, client_order_id))
+
+    async def get_active_orders(
+        self, market: str | None = None, side: str | None = None
+    ) -> list[dict[str, Any]]:
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            rows = (
+                await conn.execute(queries.select_open_paper_orders(self._strategy_id, market, side))
+            ).mappings()
+            return [self._order(r) for r in rows]
+
+    async def cancel_order(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            order = await self._one_order(conn, id, client_order_id)
+            if order["status"] not in queries.OPEN_PAPER_STATUSES:
+                raise ExchangeError(
+                    errors.REJECTED, f"Order is already {order['status']} and cannot be cancelled"
+                )
+            await self._cancel(conn, order)
+            return dict(_SUCCESS)
+
+    async def cancel_all_orders(self, market: str, side: str | None = None) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            statement = queries.select_open_paper_orders(self._strategy_id, market, side, lock=True)
+            for order in (await conn.execute(statement)).mappings().all():
+                await self._cancel(conn, order)
+            return dict(_SUCCESS)
+
+    async def get_trade_history(
+        self,
+        symbol: str | None = None,
+        limit: int | None = None,
+        from_timestamp: int | None = None,
+        to_timestamp: int | None = None,
+    ) -> list[dict[str, Any]]:
+        since = datetime.fromtimestamp(from_timestamp / 1000, UTC) if from_timestamp else None
+        until = datetime.fromtimestamp(to_timestamp / 1000, UTC) if to_timestamp else None
+        async with self._engine.begin() as conn:
+            await self._prepare(conn)
+            statement = queries.select_paper_fills(
+                self._strategy_id, symbol, since, until, min(limit or 500, 5000)
+            )
+            rows = (await conn.execute(statement)).mappings().all()
+        return [
+            {
+                "id": str(r["paper_order_id"]),
+                "order_id": str(r["paper_order_id"]),
+                "side": r["side"],
+                "fee_amount": _f(r["fee_amount"]),
+                "ecode": "paper",
+                "quantity": _f(r["total_quantity"]),
+                "price": _f(r["avg_price"]),
+                "symbol": r["market"],
+                "timestamp": _ms(r["updated_at"]),
+            }
+            for r in rows
+        ]
+
+    async def aclose(self) -> None:
+        return None  # the engine and feed belong to the broker factory
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._feed.now(), UTC)
+
+    async def _market(self, market: str) -> dict[str, Any]:
+        for details in await self._feed.markets_details():
+            if details.get("coindcx_name") == market:
+                if details.get("status", "active") != "active":
+                    raise ExchangeError(errors.REJECTED, f"market {market!r} is not active")
+                return details
+        raise ExchangeError(
+            errors.REJECTED, f"unknown market {market!r} (names like 'BTCUSDT'; see get_markets())"
+        )
+
+    @staticmethod
+    def _check_precision(details: Mapping[str, Any], quantity: Decimal, limit: Decimal | None) -> None:
+        market = details["coindcx_name"]
+        quantity_digits = int(details.get("target_currency_precision") or 0)
+        if _decimals(quantity) > quantity_digits:
+            raise ExchangeError(
+                errors.REJECTED,
+                f"total_quantity {quantity} has more than {quantity_digits} decimals allowed for {market}",
+            )
+        minimum = max(Decimal(str(details.get("min_quantity") or 0)), Decimal(10) ** -quantity_digits)
+        if quantity < minimum:
+            raise ExchangeError(
+                errors.REJECTED, f"total_quantity {quantity} is below {market}'s minimum {minimum}"
+            )
+        price_digits = int(details.get("base_currency_precision") or 0)
+        if limit is not None and _decimals(limit) > price_digits:
+            raise ExchangeError(
+                errors.REJECTED,
+                f"price_per_unit {limit} has more than {price_digits} decimals allowed for {market}",
+            )
+
+    async def _prepare(self, conn: AsyncConnection) -> None:
+        """Seed the starting wallet on first use, then settle resting orders the price has crossed."""
+        if not self._seeded:
+            count = (await conn.execute(queries.count_paper_balances(self._strategy_id))).scalar_one()
+            if count == 0 and self._initial:
+                await conn.execute(queries.seed_paper_balances(self._strategy_id, self._initial))
+            self._seeded = True
+        await self._settle(conn)
+
+    async def _settle(self, conn: AsyncConnection) -> None:
+        statement = queries.select_open_paper_orders(self._strategy_id, lock=True)
+        open_orders = (await conn.execute(statement)).mappings().all()
+        if not open_orders:
+            return
+        now = self._now()
+        for order in open_orders:
+            low, high = await self._feed.price_range(
+                order["market"], order["checked_until"].timestamp(), now.timestamp()
+            )
+            limit: Decimal = order["price_per_unit"]
+            crossed = low <= limit if order["side"] == "buy" else high >= limit
+            if not crossed:
+                await conn.execute(
+                    queries.update_paper_order(order["paper_order_id"], {"checked_until": now})
+                )
+                continue
+            details = await self._market(order["market"])
+            target, base = details["target_currency_short_name"], details["base_currency_short_name"]
+            balances = await self._balances(conn, {target, base})
+            fee = await self._fill(
+                conn, balances, order["side"], target, base, order["remaining_quantity"], limit,
+                locked=order["locked_amount"],
+            )  # fmt: skip
+            values = {
+                "status": "filled",
+                "remaining_quantity": 0,
+                "avg_price": limit,
+                "fee_amount": order["fee_amount"] + fee,
+                "locked_amount": 0,
+                "checked_until": now,
+                "updated_at": now,
+            }
+            await conn.execute(queries.update_paper_order(order["paper_order_id"], values))
+            filled = self._order({**order, **values})
+            await conn.execute(
+                queries.update_order_by_exchange_id(self._strategy_id, filled["id"], "filled", filled)
+            )
+
+    async def _fill(
+        self,
+        conn: AsyncConnection,
+        balances: dict[str, Decimal],
+        side: str,
+        target: str,
+        base: str,
+        quantity: Decimal,
+        price: Decimal,
+        *,
+        locked: Decimal,
+    ) -> Decimal:
+        """Move the funds of a fill; `locked` is what a resting order held. Returns the fee charged."""
+        value = quantity * price
+        fee = value * self._fee_rate
+        if side == "buy":
+            # A resting buy pays from its lock and gets back what the lock held beyond the cost.
+            cost = value + fee
+            if not locked:
+                self._require(balances, base, cost)
+            await self._add(conn, base, locked - cost, -locked)
+            await self._add(conn, target, quantity, Decimal(0))
+        else:
+            if not locked:
+                self._require(balances, target, quantity)
+            await self._add(conn, target, locked - quantity, -locked)
+            await self._add(conn, base, value - fee, Decimal(0))
+        return fee
+
+    async def _cancel(self, conn: AsyncConnection, order: RowMapping | Mapping[str, Any]) -> None:
+        amount: Decimal = order["locked_amount"]
+        if amount:
+            await self._add(conn, order["locked_currency"], amount, -amount)
+        now = self._now()
+        values = {"status": "cancelled", "locked_amount": 0, "updated_at": now}
+        await conn.execute(queries.update_paper_order(order["paper_order_id"], values))
+        cancelled = self._order({**order, **values})
+        await conn.execute(
+            queries.update_order_by_exchange_id(self._strategy_id, cancelled["id"], "cancelled", cancelled)
+        )
+
+    async def _add(self, conn: AsyncConnection, currency: str, balance: Decimal, locked: Decimal) -> None:
+        await conn.execute(queries.ensure_paper_balance(self._strategy_id, currency))
+        await conn.execute(queries.add_paper_balance(self._strategy_id, currency, balance, locked))
+
+    async def _balances(self, conn: AsyncConnection, currencies: set[str]) -> dict[str, Decimal]:
+        statement = queries.select_paper_balances(self._strategy_id, currencies, lock=True)
+        rows = (await conn.execute(statement)).mappings().all()
+        return {r["currency"]: r["balance"] for r in rows}
+
+    @staticmethod
+    def _require(balances: Mapping[str, Decimal], currency: str, amount: Decimal) -> None:
+        available = balances.get(currency, Decimal(0))
+        if available < amount:
+            raise ExchangeError(
+                errors.REJECTED,
+                f"Insufficient funds: needs {amount.normalize():f} {currency},"
+                f" available {available.normalize():f}",
+            )
+
+    async def _one_order(
+        self, conn: AsyncConnection, id: str | None, client_order_id: str | None
+    ) -> RowMapping:
+        if (id is None) == (client_order_id is None):
+            raise ExchangeError(errors.INVALID, "pass exactly one of id or client_order_id")
+        order_uuid = None
+        if id is not None:
+            try:
+                order_uuid = uuid.UUID(str(id))
+            except ValueError:
+                raise ExchangeError(errors.NOT_FOUND, "Order not found") from None
+        statement = queries.select_paper_order(
+            self._strategy_id, id=order_uuid, client_order_id=client_order_id
+        )
+        row = (await conn.execute(statement)).mappings().first()
+        if row is None:
+            raise ExchangeError(errors.NOT_FOUND, "Order not found")
+        return row
+
+    def _order(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A paper order in CoinDCX's Order shape."""
+        return {
+            "id": str(row["paper_order_id"]),
+            "client_order_id": row["client_order_id"],
+            "market": row["market"],
+            "order_type": row["order_type"],
+            "side": row["side"],
+            "status": row["status"],
+            "fee_amount": _f(Decimal(str(row["fee_amount"]))),
+            "fee": float(self._fee_rate * 100),
+            "total_quantity": _f(Decimal(str(row["total_quantity"]))),
+            "remaining_quantity": _f(Decimal(str(row["remaining_quantity"]))),
+            "avg_price": _f(Decimal(str(row["avg_price"]))),
+            "price_per_unit": _f(row["price_per_unit"]),
+            "created_at": _ms(row["created_at"]),
+            "updated_at": _ms(row["updated_at"]),
+        }

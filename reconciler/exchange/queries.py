@@ -1,0 +1,195 @@
+"""Every SQL statement of the exchange layer, named and kept in one place (procrastinate's idea).
+
+Each function builds one SQLAlchemy Core statement; callers own connections and transactions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Delete, Insert, Select, Update, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from reconciler.tables import orders, paper_balances, paper_orders, strategy_credentials
+
+OPEN_PAPER_STATUSES = ("open", "partially_filled")
+
+# --- credentials ----------------------------------------------------------------------------------
+
+
+def select_credentials(strategy_id: str) -> Select[Any]:
+    return select(strategy_credentials.c.key_id, strategy_credentials.c.credentials).where(
+        strategy_credentials.c.strategy_id == strategy_id
+    )
+
+
+def select_all_credentials_for_update(batch: int, after: str | None) -> Select[Any]:
+    query = select(
+        strategy_credentials.c.strategy_id, strategy_credentials.c.key_id, strategy_credentials.c.credentials
+    )
+    if after is not None:
+        query = query.where(strategy_credentials.c.strategy_id > after)
+    return query.order_by(strategy_credentials.c.strategy_id).limit(batch).with_for_update()
+
+
+def update_credentials(strategy_id: str, key_id: str, ciphertext: bytes) -> Update:
+    return (
+        update(strategy_credentials)
+        .where(strategy_credentials.c.strategy_id == strategy_id)
+        .values(key_id=key_id, credentials=ciphertext, updated_at=func.now())
+    )
+
+
+def select_one_credential_with_key(key_id: str) -> Select[Any]:
+    return (
+        select(strategy_credentials.c.strategy_id, strategy_credentials.c.credentials)
+        .where(strategy_credentials.c.key_id == key_id)
+        .limit(1)
+    )
+
+
+def count_credentials_by_key() -> Select[Any]:
+    return select(strategy_credentials.c.key_id, func.count()).group_by(strategy_credentials.c.key_id)
+
+
+# --- the orders audit trail -------------------------------------------------------------------------
+
+
+def insert_order(values: Mapping[str, Any]) -> Insert:
+    """One order request, written before it is sent (so a crash mid-call still leaves a record)."""
+    return pg_insert(orders).values(**values).on_conflict_do_nothing().returning(orders.c.order_id)
+
+
+def update_order(order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:
+    return update(orders).where(orders.c.order_id == order_id).values(**values, updated_at=func.now())
+
+
+def update_order_by_exchange_id(
+    strategy_id: str, exchange_order_id: str, status: str, response: Any
+) -> Update:
+    return (
+        update(orders)
+        .where(and_(orders.c.strategy_id == strategy_id, orders.c.exchange_order_id == exchange_order_id))
+        .values(status=status, response=response, updated_at=func.now())
+    )
+
+
+def select_orders_page(strategy_id: str, limit: int, offset: int) -> Select[Any]:
+    return (
+        select(orders)
+        .where(orders.c.strategy_id == strategy_id)
+        .order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+
+
+def count_orders(strategy_id: str) -> Select[Any]:
+    return select(func.count()).select_from(orders).where(orders.c.strategy_id == strategy_id)
+
+
+# --- paper exchange ----------------------------------------------------------------------------------
+
+
+def count_paper_balances(strategy_id: str) -> Select[Any]:
+    return select(func.count()).select_from(paper_balances).where(paper_balances.c.strategy_id == strategy_id)
+
+
+def seed_paper_balances(strategy_id: str, balances: Mapping[str, Decimal]) -> Insert:
+    """The starting paper wallet; a no-op for currencies the strategy already has rows for."""
+    rows = [
+        {"strategy_id": strategy_id, "currency": c, "balance": b, "locked_balance": 0}
+        for c, b in balances.items()
+    ]
+    return pg_insert(paper_balances).values(rows).on_conflict_do_nothing()
+
+
+def select_paper_balances(
+    strategy_id: str, currencies: Iterable[str] | None = None, *, lock: bool = False
+) -> Select[Any]:
+    query = select(
+        paper_balances.c.currency, paper_balances.c.balance, paper_balances.c.locked_balance
+    ).where(paper_balances.c.strategy_id == strategy_id)
+    if currencies is not None:
+        query = query.where(paper_balances.c.currency.in_(sorted(currencies)))
+    query = query.order_by(paper_balances.c.currency)
+    # Locked in currency order, so two transactions of one strategy cannot deadlock on them.
+    return query.with_for_update() if lock else query
+
+
+def ensure_paper_balance(strategy_id: str, currency: str) -> Insert:
+    """A zero row for a currency the strategy did not hold yet (before `add_paper_balance` credits it)."""
+    statement = pg_insert(paper_balances).values(
+        strategy_id=strategy_id, currency=currency, balance=0, locked_balance=0
+    )
+    return statement.on_conflict_do_nothing()
+
+
+def add_paper_balance(strategy_id: str, currency: str, balance: Decimal, locked: Decimal) -> Update:
+    """Add (signed) amounts to a balance. An UPDATE, not an upsert: PostgreSQL checks the CHECK
+    constraints on an upsert's proposed row before it finds the conflict, and a delta may be negative."""
+    return (
+        update(paper_balances)
+        .where(paper_balances.c.strategy_id == strategy_id, paper_balances.c.currency == currency)
+        .values(
+            balance=paper_balances.c.balance + balance,
+            locked_balance=paper_balances.c.locked_balance + locked,
+            updated_at=func.now(),
+        )
+    )
+
+
+def insert_paper_order(values: Mapping[str, Any]) -> Insert:
+    return pg_insert(paper_orders).values(**values).on_conflict_do_nothing().returning(paper_orders)
+
+
+def select_paper_order(strategy_id: str, *, id: uuid.UUID | None, client_order_id: str | None) -> Select[Any]:
+    query = select(paper_orders).where(paper_orders.c.strategy_id == strategy_id)
+    if id is not None:
+        return query.where(paper_orders.c.paper_order_id == id).with_for_update()
+    return query.where(paper_orders.c.client_order_id == client_order_id).with_for_update()
+
+
+def select_open_paper_orders(
+    strategy_id: str, market: str | None = None, side: str | None = None, *, lock: bool = False
+) -> Select[Any]:
+    query = select(paper_orders).where(
+        paper_orders.c.strategy_id == strategy_id, paper_orders.c.status.in_(OPEN_PAPER_STATUSES)
+    )
+    if market is not None:
+        query = query.where(paper_orders.c.market == market)
+    if side is not None:
+        query = query.where(paper_orders.c.side == side)
+    query = query.order_by(paper_orders.c.created_at, paper_orders.c.paper_order_id)
+    return query.with_for_update() if lock else query
+
+
+def update_paper_order(paper_order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:
+    return update(paper_orders).where(paper_orders.c.paper_order_id == paper_order_id).values(**values)
+
+
+def select_paper_fills(
+    strategy_id: str, symbol: str | None, since: datetime | None, until: datetime | None, limit: int
+) -> Select[Any]:
+    query = select(paper_orders).where(
+        paper_orders.c.strategy_id == strategy_id, paper_orders.c.status == "filled"
+    )
+    if symbol is not None:
+        query = query.where(paper_orders.c.market == symbol)
+    if since is not None:
+        query = query.where(paper_orders.c.updated_at >= since)
+    if until is not None:
+        query = query.where(paper_orders.c.updated_at <= until)
+    return query.order_by(paper_orders.c.updated_at.desc()).limit(limit)
+
+
+def delete_paper_account(strategy_id: str) -> tuple[Delete, Delete]:
+    """Reset a strategy's paper wallet and book (the next call re-seeds the starting balances)."""
+    return (
+        paper_orders.delete().where(paper_orders.c.strategy_id == strategy_id),
+        paper_balances.delete().where(paper_balances.c.strategy_id == strategy_id),
+    )
