@@ -1,0 +1,50 @@
+"""The executor API's app factory. The caller owns the engine and the Store; the app only uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.auth import BearerAuthMiddleware
+from api.codecheck import compile_check
+from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
+from api.openapi import build_openapi
+from api.routes import Endpoint, ExecutorApi
+from reconciler import __version__
+from reconciler.settings import Settings
+from reconciler.store import Store
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    seal_credentials: Callable[[str, str], tuple[str, bytes]] | None = None,
+    # Becomes reconciler.policy.check_code once the language policy is merged.
+    check_code: Callable[[str], None] = compile_check,
+) -> Starlette:
+    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code)
+    endpoints = api.endpoints()
+    document: dict[str, object] = {}
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This document", {}))
+    document.update(build_openapi(endpoints, title="strategy-executor executor API", version=__version__))
+    document["paths"]["/openapi.json"]["get"]["responses"]["200"] = {  # type: ignore[index]
+        "description": "The OpenAPI document",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+    token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
+    return Starlette(
+        routes=[Route(e.path, e.handler, methods=[e.method]) for e in endpoints],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
+    )
