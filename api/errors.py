@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -147,6 +147,8 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            log.info("request %s: the client went away before its body was read", rid)
         except Exception:
             log.exception("request %s %s %s failed", rid, scope.get("method"), scope.get("path"))
             if started:

@@ -324,5 +324,7 @@ def field_errors(exc: ValidationError, *, root: str = "body") -> list[FieldError
         loc = [str(part) for part in error["loc"]]
         field = ".".join(loc) if loc else root
         reason = _REASONS.get(error["type"], error["msg"])
+        if error["type"] == "extra_forbidden" and root == "query":
+            reason = "unknown query parameter"
         errors.append(FieldError(field=field, reason=reason))
     return errors

@@ -81,15 +81,24 @@ class RunWait:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, *, health_timeout: float = 2.0) -> None:
+    def __init__(self, engine: AsyncEngine, *, operation_timeout: float = 10.0, health_timeout: float = 2.0) -> None:
         self._engine = engine
+        self._operation_timeout = operation_timeout
         self._health_timeout = health_timeout
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        """One transaction, bounded in time: a server that accepts and never answers reads as unavailable.
+
+        Cancelling on timeout is safe here: psycopg cancels the running statement on the server and
+        the connection is rolled back (or discarded) before it returns to the pool.
+        """
+        limit = timeout if timeout is not None else self._operation_timeout
         try:
-            async with self._engine.begin() as conn:
+            async with asyncio.timeout(limit), self._engine.begin() as conn:
                 yield conn
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
         except _DRIVER_ERRORS as exc:
             raise wrap(exc) from exc
 
@@ -227,16 +236,10 @@ class Store:
     # --- health ----------------------------------------------------------------------------------
 
     async def health(self) -> Health:
-        """Counts for /health, bounded by `health_timeout` so a hung server reads as unavailable."""
-        try:
-            async with asyncio.timeout(self._health_timeout):
-                async with self._transaction() as conn:
-                    active = (await conn.execute(q.COUNT_ACTIVE_STRATEGIES)).scalar_one()
-                    live = (await conn.execute(q.SELECT_LIVE_REPLICAS)).all()
-        except TimeoutError:
-            raise DatabaseUnavailable(
-                f"database unavailable: no answer within {self._health_timeout:g} seconds"
-            ) from None
+        """Counts for /health, bounded by the (shorter) `health_timeout`."""
+        async with self._transaction(self._health_timeout) as conn:
+            active = (await conn.execute(q.COUNT_ACTIVE_STRATEGIES)).scalar_one()
+            live = (await conn.execute(q.SELECT_LIVE_REPLICAS)).all()
         reports = [r.sandbox_layers if isinstance(r.sandbox_layers, dict) else {} for r in live]
         names = sorted(set().union(*reports))
         layers = {name: all(bool(report.get(name)) for report in reports) for name in names}

@@ -41,12 +41,18 @@ def build_client(database_url: str) -> Iterator[BuildClient]:
     """
     with ExitStack() as stack:
 
-        def build(*, url: str | None = None, health_timeout: float = 2.0, **overrides: Any) -> TestClient:
+        def build(
+            *, url: str | None = None, health_timeout: float = 2.0, operation_timeout: float = 10.0, **overrides: Any
+        ) -> TestClient:
             app_options = {k: overrides.pop(k) for k in ("seal_credentials", "check_code") if k in overrides}
             app_options.setdefault("seal_credentials", fake_seal)
             settings = Settings(**{"executor_api_token": TOKEN, **overrides})
             engine = create_engine(url or database_url, pool_size=2)
-            app = create_app(settings, Store(engine, health_timeout=health_timeout), **app_options)
+            app = create_app(
+                settings,
+                Store(engine, health_timeout=health_timeout, operation_timeout=operation_timeout),
+                **app_options,
+            )
             client = stack.enter_context(TestClient(app, headers=AUTH, raise_server_exceptions=False))
             stack.callback(client.portal.call, engine.dispose)  # type: ignore[union-attr]
             return client

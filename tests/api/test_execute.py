@@ -130,4 +130,4 @@ def test_wait_out_of_range_is_422(deployed: TestClient, pg_conn: psycopg.Connect
 def test_unknown_query_parameter_is_422(deployed: TestClient) -> None:
     response = deployed.post("/strategies/s1/execute?wiat=5")
     assert response.status_code == 422
-    assert response.json()["detail"] == [{"field": "wiat", "reason": "unknown field"}]
+    assert response.json()["detail"] == [{"field": "wiat", "reason": "unknown query parameter"}]

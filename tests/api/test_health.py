@@ -102,3 +102,14 @@ def test_stopped_database_is_503(build_client: BuildClient, database_url: str, p
         with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
     assert client.get("/health").status_code == 200
+
+
+def test_hung_database_during_a_request_is_503_within_the_timeout(
+    build_client: BuildClient, silent_server: int
+) -> None:
+    client = build_client(url=f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/x", operation_timeout=0.5)
+    started = time.monotonic()
+    response = client.post("/strategies/deploy", json=deploy_body())
+    assert time.monotonic() - started < 3
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
