@@ -35,16 +35,12 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This document", {}))
+    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", {200: None}))
     document.update(build_openapi(endpoints, title="strategy-executor executor API", version=__version__))
-    document["paths"]["/openapi.json"]["get"]["responses"]["200"] = {  # type: ignore[index]
-        "description": "The OpenAPI document",
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
     return Starlette(
         routes=[Route(e.path, e.handler, methods=[e.method]) for e in endpoints],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
     )

@@ -41,7 +41,6 @@ def _bearer(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return None
+            presented = token.strip()
+            return presented if scheme.lower() == b"bearer" and presented else None
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -36,7 +37,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
     for endpoint in endpoints:
         if endpoint.body is not None:
             wanted.append((endpoint.body, "validation"))
-        wanted.extend((model, "serialization") for model in endpoint.responses.values())
+        wanted.extend((model, "serialization") for model in endpoint.responses.values() if model is not None)
     unique = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(unique, ref_template=_REF)
 
@@ -48,13 +49,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         operation: dict[str, Any] = {
             "operationId": endpoint.handler.__name__,
             "summary": endpoint.summary,
-            "responses": {
-                str(code): {
-                    "description": model.__doc__ or model.__name__,
-                    "content": _json(ref(model, "serialization")),
-                }
-                for code, model in sorted(endpoint.responses.items())
-            },
+            "responses": {str(code): _response(model, ref) for code, model in sorted(endpoint.responses.items())},
         }
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
@@ -98,6 +93,14 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _response(
+    model: type[BaseModel] | None, ref: Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+) -> dict[str, Any]:
+    if model is None:
+        return {"description": "A JSON object", "content": _json({"type": "object"})}
+    return {"description": (model.__doc__ or model.__name__).strip(), "content": _json(ref(model, "serialization"))}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class Endpoint:
     path: str
     handler: Handler
     summary: str
-    responses: dict[int, type[BaseModel]]
+    # None: any JSON object (the OpenAPI document itself).
+    responses: dict[int, type[BaseModel] | None]
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     public: bool = False

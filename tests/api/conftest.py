@@ -54,7 +54,9 @@ def build_client(database_url: str) -> Iterator[BuildClient]:
                 **app_options,
             )
             client = stack.enter_context(TestClient(app, headers=AUTH, raise_server_exceptions=False))
-            stack.callback(client.portal.call, engine.dispose)  # type: ignore[union-attr]
+            portal = client.portal
+            assert portal is not None
+            stack.callback(lambda: portal.call(engine.dispose))
             return client
 
         yield build

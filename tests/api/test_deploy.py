@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import psycopg
+import pytest
 from starlette.testclient import TestClient
 
 from api.codecheck import PolicyError
 from tests.api.conftest import KEY_ID, BuildClient, deploy_body, unseal
 
 
-def strategy_row(conn: psycopg.Connection, strategy_id: str = "s1") -> dict:
+def strategy_row(conn: psycopg.Connection, strategy_id: str = "s1") -> dict[str, Any]:
     cur = conn.execute("SELECT * FROM strategies WHERE strategy_id = %s", (strategy_id,))
     row = cur.fetchone()
     assert row is not None
@@ -125,7 +128,9 @@ def test_credentials_without_sealing_configured_are_refused(
     assert client.post("/strategies/deploy", json=deploy_body()).status_code == 201
 
 
-def test_a_failing_seal_is_a_503_that_does_not_leak(build_client: BuildClient, caplog) -> None:
+def test_a_failing_seal_is_a_503_that_does_not_leak(
+    build_client: BuildClient, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(api_key: str, api_secret: str) -> tuple[str, bytes]:
         raise RuntimeError(f"cannot seal {api_secret}")
 
@@ -188,7 +193,7 @@ def test_redeploy_by_another_user_is_a_conflict(client: TestClient, pg_conn: psy
     assert (row["user_id"], row["code"], row["generation"]) == ("u1", "x = 1\n", 1)
 
 
-def assert_422(response, *fields: str) -> None:
+def assert_422(response: httpx.Response, *fields: str) -> None:
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"] == "validation_error"

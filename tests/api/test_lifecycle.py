@@ -10,7 +10,7 @@ from tests.api.conftest import deploy_body
 from tests.api.replica import write_status
 
 
-def spec(conn: psycopg.Connection, strategy_id: str = "s1") -> tuple:
+def spec(conn: psycopg.Connection, strategy_id: str = "s1") -> tuple[object, ...] | None:
     return conn.execute(
         "SELECT desired_state, generation, delete_requested_at IS NOT NULL FROM strategies WHERE strategy_id = %s",
         (strategy_id,),
