@@ -14,7 +14,7 @@ from api.auth import BearerAuthMiddleware
 from api.codecheck import compile_check
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
-from api.routes import Endpoint, ExecutorApi
+from api.routes import Endpoint, ExecutorApi, Handler
 from reconciler import __version__
 from reconciler.settings import Settings
 from reconciler.store import Store
@@ -40,7 +40,25 @@ def create_app(
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
     return Starlette(
-        routes=[Route(e.path, e.handler, methods=[e.method]) for e in endpoints],
+        routes=routes(endpoints),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
     )
+
+
+def routes(endpoints: list[Endpoint]) -> list[Route]:
+    """One Route per path, so a 405 lists every method the path allows (not just the first route's)."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+    return [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return dispatch

@@ -118,3 +118,9 @@ def test_database_outage_during_a_request_is_503(build_client: BuildClient) -> N
         assert response.headers["retry-after"] == "1"
     # Validation happens before the database is touched.
     assert client.post("/strategies/deploy", json=deploy_body(execution_interval=0)).status_code == 422
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    response = client.put("/strategies/s1")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
