@@ -7,6 +7,7 @@ query strings are parsed leniently (they are text) but still refuse unknown para
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -56,20 +57,27 @@ class _Response(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-def _no_nul(value: Any, where: str) -> None:
-    """PostgreSQL text and jsonb cannot hold U+0000: refuse it here rather than fail in the database."""
+def _storable(value: Any, where: str = "") -> None:
+    """Refuse what PostgreSQL text and jsonb cannot hold, here rather than as a database error:
+    U+0000 in any string, and NaN or infinite numbers (JSON has no such values; the parser allows them).
+    """
     if isinstance(value, str):
         if "\x00" in value:
             raise PydanticCustomError(
                 "nul_character", "must not contain NUL (U+0000) characters{where}", {"where": where}
             )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError(
+                "non_finite_number", "NaN and infinite numbers are not valid JSON{where}", {"where": where}
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key, f" (in key {key[:40]!r})" if isinstance(key, str) and "\x00" not in key else where)
-            _no_nul(item, where)
+            _storable(key, where)
+            _storable(item, f" (in {key[:40]!r})" if not where and "\x00" not in key else where)
     elif isinstance(value, list):
         for item in value:
-            _no_nul(item, where)
+            _storable(item, where)
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -98,7 +106,7 @@ class DeployRequest(_Request):
     @field_validator("code", "name", "config")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        _no_nul(value, "")
+        _storable(value)
         return value
 
     @field_validator("execution_interval")

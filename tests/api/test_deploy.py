@@ -219,6 +219,8 @@ def test_wrong_types_missing_and_unknown_fields(client: TestClient, pg_conn: psy
     assert_422(client.post("/strategies/deploy", json=deploy_body(user_id="")), "user_id")
     assert_422(client.post("/strategies/deploy", json=deploy_body(code="x = '\x00'")), "code")
     assert_422(client.post("/strategies/deploy", json=deploy_body(config={"k": "\x00"})), "config")
+    nan = b'{"user_id": "u1", "code": "x = 1", "execution_interval": 5, "config": {"k": NaN}}'
+    assert_422(client.post("/strategies/deploy", content=nan), "config")
     assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
 
 

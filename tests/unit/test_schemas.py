@@ -135,3 +135,18 @@ def test_cursor_round_trip_and_garbage() -> None:
     for garbage in ("", "!!!", "bm90IGpzb24", encode_cursor(at, "s1")[:-3]):
         with pytest.raises(RequestInvalid):
             decode_cursor(garbage, uuid.UUID)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_in_config_are_refused(number: str) -> None:
+    body = '{"user_id": "u", "code": "x", "execution_interval": 5, "config": {"a": [1, ' + number + "]}}"
+    with pytest.raises(ValidationError) as caught:
+        DeployRequest.model_validate_json(body, context=BOUNDS)
+    assert [e.field for e in field_errors(caught.value)] == ["config"]
+
+
+def test_deeply_nested_config_is_refused_by_the_parser() -> None:
+    body = '{"user_id": "u", "code": "x", "execution_interval": 5, "config": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+    with pytest.raises(ValidationError) as caught:
+        DeployRequest.model_validate_json(body, context=BOUNDS)
+    assert field_errors(caught.value)
