@@ -14,7 +14,7 @@ from api.auth import BearerAuthMiddleware
 from api.codecheck import compile_check
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
-from api.routes import Endpoint, ExecutorApi, Handler
+from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
 from reconciler import __version__
 from reconciler.settings import Settings
 from reconciler.store import Store
@@ -24,11 +24,14 @@ def create_app(
     settings: Settings,
     store: Store,
     *,
-    seal_credentials: Callable[[str, str], tuple[str, bytes]] | None = None,
+    # (strategy_id, api_key, api_secret) -> (key_id, ciphertext); None: coindcx deploys are refused.
+    seal_credentials: Callable[[str, str, str], tuple[str, bytes]] | None = None,
     # Becomes reconciler.policy.check_code once the language policy is merged.
     check_code: Callable[[str], None] = compile_check,
+    # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
+    replica: LocalReplica | None = None,
 ) -> Starlette:
-    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code)
+    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code, replica=replica)
     endpoints = api.endpoints()
     document: dict[str, object] = {}
 

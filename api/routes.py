@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
@@ -36,6 +36,7 @@ from api.schemas import (
     ListExecutionsQuery,
     ListOrdersQuery,
     ListStrategiesQuery,
+    LocalReplicaHealth,
     Order,
     OrderList,
     RunRequest,
@@ -51,12 +52,27 @@ from reconciler.store import SealedCredentials, Store, StrategyConflict, Strateg
 
 log = logging.getLogger("api")
 
-SealCredentials = Callable[[str, str], tuple[str, bytes]]
+# (strategy_id, api_key, api_secret) -> (key_id, ciphertext); the strategy id is the cipher's associated
+# data, so a sealed row cannot be moved to another strategy.
+SealCredentials = Callable[[str, str, str], tuple[str, bytes]]
 CheckCode = Callable[[str], None]
 Handler = Callable[[Request], Awaitable[Response]]
 Q = TypeVar("Q", bound=BaseModel)
 
 _STRATEGY_ID = re.compile(STRATEGY_ID_PATTERN)
+
+
+class LocalReplica(Protocol):
+    """Read-only view of the replica in this process (`reconciler.loop.ReplicaHealth`; not imported:
+    the API does not depend on the loop)."""
+
+    replica_id: str
+    database_ok: bool
+    running: bool
+    in_flight: int
+    executed: int
+    last_error: str | None
+    layers: dict[str, bool]
 
 
 @dataclass(frozen=True)
@@ -120,20 +136,24 @@ class ExecutorApi:
         *,
         seal_credentials: SealCredentials | None,
         check_code: CheckCode,
+        replica: LocalReplica | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.seal_credentials = seal_credentials
         self.check_code = check_code
+        self.replica = replica
 
     # --- health ----------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
+        replica = self._local_replica()
         try:
             health = await self.store.health()
         except StoreError as exc:
             log.warning("health check failed: %s", exc)
-            return respond(HealthResponse(status="unhealthy", database="unavailable", reason=str(exc)), 503)
+            body = HealthResponse(status="unhealthy", database="unavailable", reason=str(exc), replica=replica)
+            return respond(body, 503)
         return respond(
             HealthResponse(
                 status="healthy",
@@ -142,7 +162,22 @@ class ExecutorApi:
                 scheduler_running=health.live_replicas > 0,
                 replicas=health.live_replicas,
                 sandbox_layers=health.sandbox_layers,
+                replica=replica,
             )
+        )
+
+    def _local_replica(self) -> LocalReplicaHealth | None:
+        if self.replica is None:
+            return None
+        r = self.replica
+        return LocalReplicaHealth(
+            replica_id=r.replica_id,
+            database_ok=r.database_ok,
+            running=r.running,
+            in_flight=r.in_flight,
+            executed=r.executed,
+            last_error=r.last_error,
+            layers=dict(r.layers),
         )
 
     # --- desired state ---------------------------------------------------------------------------
@@ -162,9 +197,8 @@ class ExecutorApi:
             raise PayloadTooLarge(f"config is {config_bytes} bytes as JSON; the limit is {MAX_CONFIG_BYTES} bytes")
         credentials = self._check_credentials(deploy)
         await self._check_code(deploy.code)
-        sealed = self._seal(credentials) if credentials is not None else None
-
         strategy_id = deploy.strategy_id or uuid.uuid4().hex
+        sealed = self._seal(strategy_id, credentials) if credentials is not None else None
         spec = StrategySpec(
             strategy_id=strategy_id,
             user_id=deploy.user_id,
@@ -218,10 +252,10 @@ class ExecutorApi:
             reason = exc.message if exc.line is None else f"{exc.message} (line {exc.line}, column {exc.column})"
             raise RequestInvalid([FieldError(field="code", reason=reason, line=exc.line, column=exc.column)]) from None
 
-    def _seal(self, credentials: tuple[str, str]) -> SealedCredentials:
+    def _seal(self, strategy_id: str, credentials: tuple[str, str]) -> SealedCredentials:
         assert self.seal_credentials is not None
         try:
-            key_id, ciphertext = self.seal_credentials(*credentials)
+            key_id, ciphertext = self.seal_credentials(strategy_id, *credentials)
         except Exception as exc:
             # Only the type: a message could quote what was being sealed.
             log.error("sealing credentials failed: %s", type(exc).__name__)

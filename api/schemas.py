@@ -173,6 +173,18 @@ class ErrorResponse(_Response):
     request_id: str | None = None
 
 
+class LocalReplicaHealth(_Response):
+    """The reconciler replica running in this process beside the API (`serve`), as it sees itself."""
+
+    replica_id: str
+    database_ok: bool
+    running: bool
+    in_flight: int
+    executed: int
+    last_error: str | None
+    layers: dict[str, bool]
+
+
 class HealthResponse(_Response):
     status: Literal["healthy", "unhealthy"]
     database: Literal["ok", "unavailable"]
@@ -183,6 +195,7 @@ class HealthResponse(_Response):
         default_factory=dict, description="Per isolation layer: active on every live replica."
     )
     reason: str | None = None
+    replica: LocalReplicaHealth | None = Field(None, description="This process's own replica, when it runs one.")
 
 
 class StrategyStats(_Response):

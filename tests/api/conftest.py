@@ -20,9 +20,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEY_ID = "test-key-1"
 
 
-def fake_seal(api_key: str, api_secret: str) -> tuple[str, bytes]:
+def fake_seal(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
     """Not encryption: a reversible scramble, so tests can tell sealed bytes from plaintext."""
-    return KEY_ID, bytes(b ^ 0x5A for b in json.dumps([api_key, api_secret]).encode())
+    return KEY_ID, bytes(b ^ 0x5A for b in json.dumps([strategy_id, api_key, api_secret]).encode())
 
 
 def unseal(ciphertext: bytes) -> list[str]:
@@ -44,7 +44,7 @@ def build_client(database_url: str) -> Iterator[BuildClient]:
         def build(
             *, url: str | None = None, health_timeout: float = 2.0, operation_timeout: float = 10.0, **overrides: Any
         ) -> TestClient:
-            app_options = {k: overrides.pop(k) for k in ("seal_credentials", "check_code") if k in overrides}
+            app_options = {k: overrides.pop(k) for k in ("seal_credentials", "check_code", "replica") if k in overrides}
             app_options.setdefault("seal_credentials", fake_seal)
             settings = Settings(**{"executor_api_token": TOKEN, **overrides})
             engine = create_engine(url or database_url, pool_size=2)

@@ -86,7 +86,7 @@ def test_credentials_are_stored_sealed_only(client: TestClient, pg_conn: psycopg
     key_id, sealed = pg_conn.execute("SELECT key_id, credentials FROM strategy_credentials").fetchone()
     assert key_id == KEY_ID
     assert b"PLAINTEXT" not in sealed
-    assert unseal(sealed) == ["KEY-PLAINTEXT", "SECRET-PLAINTEXT"]
+    assert unseal(sealed) == ["s1", "KEY-PLAINTEXT", "SECRET-PLAINTEXT"]
     for table in ("strategies", "run_requests", "strategy_status"):
         dump = pg_conn.execute(f"SELECT coalesce(json_agg(t)::text, '') FROM {table} t").fetchone()[0]
         assert "PLAINTEXT" not in dump
@@ -97,7 +97,7 @@ def test_redeploy_replaces_credentials_and_paper_removes_them(client: TestClient
     client.post("/strategies/deploy", json=deploy_body(exchange="coindcx", api_key="k1", api_secret="s1"))
     client.post("/strategies/deploy", json=deploy_body(exchange="coindcx", api_key="k2", api_secret="s2"))
     (sealed,) = pg_conn.execute("SELECT credentials FROM strategy_credentials").fetchone()
-    assert unseal(sealed) == ["k2", "s2"]
+    assert unseal(sealed) == ["s1", "k2", "s2"]
     response = client.post("/strategies/deploy", json=deploy_body(exchange="paper"))
     assert response.json()["has_credentials"] is False
     assert pg_conn.execute("SELECT count(*) FROM strategy_credentials").fetchone() == (0,)
@@ -131,7 +131,7 @@ def test_credentials_without_sealing_configured_are_refused(
 def test_a_failing_seal_is_a_503_that_does_not_leak(
     build_client: BuildClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(api_key: str, api_secret: str) -> tuple[str, bytes]:
+    def broken(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
         raise RuntimeError(f"cannot seal {api_secret}")
 
     client = build_client(seal_credentials=broken)
@@ -273,3 +273,10 @@ def test_a_streamed_body_within_the_limit_is_read_whole(client: TestClient) -> N
             yield raw[i : i + 7]
 
     assert client.post("/strategies/deploy", content=chunks()).status_code == 201
+
+
+def test_credentials_are_sealed_for_the_generated_strategy_id(client: TestClient, pg_conn: psycopg.Connection) -> None:
+    body = deploy_body(strategy_id=..., exchange="coindcx", api_key="k", api_secret="s")
+    strategy_id = client.post("/strategies/deploy", json=body).json()["strategy_id"]
+    (sealed,) = pg_conn.execute("SELECT credentials FROM strategy_credentials").fetchone()
+    assert unseal(sealed) == [strategy_id, "k", "s"]

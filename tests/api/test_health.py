@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import psycopg
 import pytest
@@ -30,6 +31,7 @@ def test_healthy_without_replicas(client: TestClient) -> None:
         "replicas": 0,
         "sandbox_layers": {},
         "reason": None,
+        "replica": None,
     }
 
 
@@ -113,3 +115,45 @@ def test_hung_database_during_a_request_is_503_within_the_timeout(
     assert time.monotonic() - started < 3
     assert response.status_code == 503
     assert response.json()["error"] == "database_unavailable"
+
+
+@dataclass
+class FakeReplicaHealth:
+    """The shape of reconciler.loop.ReplicaHealth."""
+
+    replica_id: str = "local-1"
+    database_ok: bool = True
+    running: bool = True
+    in_flight: int = 2
+    executed: int = 40
+    last_error: str | None = None
+    layers: dict[str, bool] = field(default_factory=lambda: {"seccomp": True, "netns": False})
+
+
+def test_the_local_replica_is_reported(build_client: BuildClient) -> None:
+    replica = FakeReplicaHealth()
+    client = build_client(replica=replica)
+    body = client.get("/health").json()
+    assert body["replica"] == {
+        "replica_id": "local-1",
+        "database_ok": True,
+        "running": True,
+        "in_flight": 2,
+        "executed": 40,
+        "last_error": None,
+        "layers": {"seccomp": True, "netns": False},
+    }
+    replica.in_flight = 0  # read live, not copied at start-up
+    assert client.get("/health").json()["replica"]["in_flight"] == 0
+
+
+def test_the_local_replica_is_reported_while_the_database_is_away(build_client: BuildClient) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = build_client(
+        url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/x", replica=FakeReplicaHealth(database_ok=False)
+    )
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["replica"]["database_ok"] is False
