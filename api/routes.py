@@ -249,8 +249,10 @@ class ExecutorApi:
         except Exception as exc:
             if not isinstance(exc, CodeRejection):
                 raise
-            reason = exc.message if exc.line is None else f"{exc.message} (line {exc.line}, column {exc.column})"
-            raise RequestInvalid([FieldError(field="code", reason=reason, line=exc.line, column=exc.column)]) from None
+            # Checkers report ast's 0-based columns; clients get 1-based ones, like the lines.
+            column = exc.column + 1 if exc.line is not None and exc.column is not None else None
+            reason = exc.message if exc.line is None else f"{exc.message} (line {exc.line}, column {column})"
+            raise RequestInvalid([FieldError(field="code", reason=reason, line=exc.line, column=column)]) from None
 
     def _seal(self, strategy_id: str, credentials: tuple[str, str]) -> SealedCredentials:
         assert self.seal_credentials is not None

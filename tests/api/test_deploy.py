@@ -160,12 +160,14 @@ def test_code_that_does_not_compile_is_refused_with_line_and_column(
 def test_the_injected_code_check_decides(build_client: BuildClient) -> None:
     def policy(code: str) -> None:
         if "import os" in code:
-            raise PolicyError("module 'os' is not allowed", 1, 1)
+            raise PolicyError("module 'os' is not allowed", 1, 0)
 
     client = build_client(check_code=policy)
     response = client.post("/strategies/deploy", json=deploy_body(code="import os\n"))
     assert response.status_code == 422
-    assert response.json()["detail"][0]["reason"].startswith("module 'os' is not allowed")
+    detail = response.json()["detail"][0]
+    assert detail["reason"] == "module 'os' is not allowed (line 1, column 1)"
+    assert (detail["line"], detail["column"]) == (1, 1)
     assert client.post("/strategies/deploy", json=deploy_body(code="import math\n")).status_code == 201
 
 
@@ -280,3 +282,17 @@ def test_credentials_are_sealed_for_the_generated_strategy_id(client: TestClient
     strategy_id = client.post("/strategies/deploy", json=body).json()["strategy_id"]
     (sealed,) = pg_conn.execute("SELECT credentials FROM strategy_credentials").fetchone()
     assert unseal(sealed) == [strategy_id, "k", "s"]
+
+
+def test_with_the_real_language_policy(build_client: BuildClient) -> None:
+    policy = pytest.importorskip("reconciler.policy")  # merged from the sandbox branch
+    client = build_client(check_code=policy.check_code)
+    response = client.post("/strategies/deploy", json=deploy_body(code="x = 1\nimport os\n"))
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert (detail["field"], detail["line"], detail["column"]) == ("code", 2, 1)
+    response = client.post("/strategies/deploy", json=deploy_body(code="x = ().__class__\n"))
+    assert response.status_code == 422
+    response = client.post("/strategies/deploy", json=deploy_body(code="def f(:\n"))
+    assert (response.json()["detail"][0]["line"], response.json()["detail"][0]["column"]) == (1, 7)
+    assert client.post("/strategies/deploy", json=deploy_body(code="import math\nRESULT = 1\n")).status_code == 201

@@ -122,7 +122,7 @@ def test_compile_check_reports_line_and_column() -> None:
     assert isinstance(caught.value, CodeRejection)
     with pytest.raises(PolicyError) as caught:
         compile_check("def f(:\n    pass\n")
-    assert (caught.value.line, caught.value.column) == (1, 7)
+    assert (caught.value.line, caught.value.column) == (1, 6)  # 0-based, like reconciler.policy
     compile_check("import math\nRESULT = math.sqrt(4)\n")
 
 
