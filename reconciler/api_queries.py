@@ -37,6 +37,10 @@ from reconciler.tables import strategy_status as status_t
 
 s = strategies
 
+# The channel the replicas LISTEN on (reconciler.loop.NOTIFY_CHANNEL; not imported: the API side does
+# not depend on the loop).
+NOTIFY_CHANNEL = "strategy_executor"
+
 # The status a client sees: a deletion request wins, then what a replica last wrote, else pending.
 DERIVED_STATUS: ColumnElement[str] = case(
     (s.c.delete_requested_at.is_not(None), literal("deleting")),
@@ -152,6 +156,11 @@ def insert_run_request(strategy_id: str) -> Insert:
         .with_for_update(key_share=True)
     )
     return insert(run_requests).from_select(["strategy_id"], live).returning(*run_requests.c)
+
+
+def notify_replicas(strategy_id: str) -> Select[Any]:
+    """Wake the replicas' reconcile loops (delivered at commit; only a wake-up, they poll anyway)."""
+    return select(func.pg_notify(NOTIFY_CHANNEL, strategy_id))
 
 
 # --- reads ----------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Every driver error leaves here wrapped by `reconciler.db.wrap`, so callers see only `StoreError` or
 `DatabaseUnavailable`. Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
 Records are plain dicts keyed by column name; the API turns them into its response models.
+Every desired-state write also NOTIFYs the replicas in its transaction, so they act at once rather
+than at their next poll.
 The Store wraps an engine it does not own: whoever created the engine disposes it.
 """
 
@@ -134,6 +136,7 @@ class Store:
                 await conn.execute(q.delete_credentials(spec.strategy_id))
             else:
                 await conn.execute(q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext))
+            await conn.execute(q.notify_replicas(spec.strategy_id))
             strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
         return Deployed(strategy=dict(strategy), created=bool(row.created))
 
@@ -142,18 +145,23 @@ class Store:
         async with self._transaction() as conn:
             if (await conn.execute(q.set_desired_state(strategy_id, desired_state))).first() is None:
                 return None
+            await conn.execute(q.notify_replicas(strategy_id))
             return await _one(conn, q.select_status(strategy_id))
 
     async def request_deletion(self, strategy_id: str) -> Record | None:
         """Mark for deletion (idempotent); the strategy's status, or None when unknown."""
         async with self._transaction() as conn:
-            await conn.execute(q.request_deletion(strategy_id))
+            if (await conn.execute(q.request_deletion(strategy_id))).first() is not None:
+                await conn.execute(q.notify_replicas(strategy_id))
             return await _one(conn, q.select_status(strategy_id))
 
     async def request_run(self, strategy_id: str) -> Record | None:
         """Record a manual run request; None when the strategy is unknown or being deleted."""
         async with self._transaction() as conn:
-            return await _one(conn, q.insert_run_request(strategy_id))
+            request = await _one(conn, q.insert_run_request(strategy_id))
+            if request is not None:
+                await conn.execute(q.notify_replicas(strategy_id))
+            return request
 
     # --- reads -----------------------------------------------------------------------------------
 

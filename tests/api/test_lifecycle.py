@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from reconciler.db import libpq_url
 from tests.api.conftest import deploy_body
 from tests.api.replica import write_status
 
@@ -163,3 +164,23 @@ def test_get_strategy_returns_the_spec_but_never_credentials(client: TestClient)
     assert "api_key" not in spec_body and "api_secret" not in spec_body
     for path in ("/strategies/s1", "/strategies/s1/status", "/strategies?include_code=true"):
         assert "PLAINTEXT" not in client.get(path).text
+
+
+def test_every_desired_state_write_wakes_the_replicas(client: TestClient, database_url: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute("LISTEN strategy_executor")
+
+        def woken() -> list[str]:
+            return [n.payload for n in listener.notifies(timeout=0.5, stop_after=1)]
+
+        client.post("/strategies/deploy", json=deploy_body())
+        assert woken() == ["s1"]
+        client.post("/strategies/s1/stop")
+        assert woken() == ["s1"]
+        client.post("/strategies/s1/execute")
+        assert woken() == ["s1"]
+        client.delete("/strategies/s1")
+        assert woken() == ["s1"]
+        client.get("/strategies/s1/status")  # reads and refusals wake nobody
+        client.post("/strategies/s1/start")
+        assert woken() == []
