@@ -1,0 +1,67 @@
+"""The executor API's app factory. The caller owns the engine and the Store; the app only uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.auth import BearerAuthMiddleware
+from api.codecheck import compile_check
+from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
+from api.openapi import build_openapi
+from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
+from reconciler import __version__
+from reconciler.settings import Settings
+from reconciler.store import Store
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    # (strategy_id, api_key, api_secret) -> (key_id, ciphertext); None: coindcx deploys are refused.
+    seal_credentials: Callable[[str, str, str], tuple[str, bytes]] | None = None,
+    # Becomes reconciler.policy.check_code once the language policy is merged.
+    check_code: Callable[[str], None] = compile_check,
+    # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
+    replica: LocalReplica | None = None,
+) -> Starlette:
+    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code, replica=replica)
+    endpoints = api.endpoints()
+    document: dict[str, object] = {}
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", {200: None}))
+    document.update(build_openapi(endpoints, title="strategy-executor executor API", version=__version__))
+
+    token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
+    return Starlette(
+        routes=routes(endpoints),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
+    )
+
+
+def routes(endpoints: list[Endpoint]) -> list[Route]:
+    """One Route per path, so a 405 lists every method the path allows (not just the first route's)."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+    return [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return dispatch

@@ -1,0 +1,107 @@
+"""The OpenAPI 3.1 document, built from the route table and the pydantic models (no hand-kept copy)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from api.routes import Endpoint
+from api.schemas import STRATEGY_ID_PATTERN, ErrorResponse, ValidationErrorResponse
+
+_REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "strategy_id": {"type": "string", "pattern": STRATEGY_ID_PATTERN},
+    "execution_id": {"type": "string", "format": "uuid"},
+}
+_ERROR_DESCRIPTIONS = {
+    401: "Missing or invalid bearer token",
+    404: "Unknown id or route",
+    409: "The strategy cannot be replaced (being deleted, or another user's)",
+    413: "Request body, code or config too large",
+    422: "Invalid request",
+    500: "Unexpected error (the body carries the request id)",
+    503: "The database is unavailable",
+}
+
+
+def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dict[str, Any]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (ErrorResponse, "serialization"),
+        (ValidationErrorResponse, "serialization"),
+    ]
+    for endpoint in endpoints:
+        if endpoint.body is not None:
+            wanted.append((endpoint.body, "validation"))
+        wanted.extend((model, "serialization") for model in endpoint.responses.values() if model is not None)
+    unique = list(dict.fromkeys(wanted))
+    refs, top = models_json_schema(unique, ref_template=_REF)
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[(model, mode)])
+
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": endpoint.handler.__name__,
+            "summary": endpoint.summary,
+            "responses": {str(code): _response(model, ref) for code, model in sorted(endpoint.responses.items())},
+        }
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
+            for name in _PATH_PARAM.findall(endpoint.path)
+        ]
+        if endpoint.query is not None:
+            schema = endpoint.query.model_json_schema(ref_template=_REF)
+            required = set(schema.get("required", ()))
+            for name, prop in schema["properties"].items():
+                param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                parameters.append(param)
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.body is not None:
+            operation["requestBody"] = {"required": True, "content": _json(ref(endpoint.body, "validation"))}
+
+        errors = set(endpoint.errors) | {500, 503}
+        if not endpoint.public:
+            errors.add(401)
+            operation["security"] = [{"bearerAuth": []}]
+        if parameters:
+            errors.add(422)
+        if any(name.endswith("_id") for name in _PATH_PARAM.findall(endpoint.path)):
+            errors.add(404)
+        for code in sorted(errors - set(endpoint.responses)):
+            model = ValidationErrorResponse if code == 422 else ErrorResponse
+            operation["responses"][str(code)] = {
+                "description": _ERROR_DESCRIPTIONS[code],
+                "content": _json(ref(model, "serialization")),
+            }
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _response(
+    model: type[BaseModel] | None, ref: Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+) -> dict[str, Any]:
+    if model is None:
+        return {"description": "A JSON object", "content": _json({"type": "object"})}
+    return {"description": (model.__doc__ or model.__name__).strip(), "content": _json(ref(model, "serialization"))}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}

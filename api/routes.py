@@ -1,0 +1,461 @@
+"""The executor API's handlers and its route table (the one list both Starlette and OpenAPI read).
+
+Handlers write desired state through the Store and read status back; they never run code.
+Every input is validated before the database is touched; a refusal is an `ApiError` (JSON body).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import anyio.to_thread
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.codecheck import CodeRejection
+from api.errors import ApiError, Conflict, NotFound, PayloadTooLarge, RequestInvalid
+from api.pagination import decode_cursor, encode_cursor
+from api.schemas import (
+    MAX_BODY_BYTES,
+    MAX_CODE_BYTES,
+    MAX_CONFIG_BYTES,
+    STRATEGY_ID_PATTERN,
+    DeployRequest,
+    ExecuteQuery,
+    Execution,
+    ExecutionList,
+    FieldError,
+    HealthResponse,
+    ListExecutionsQuery,
+    ListOrdersQuery,
+    ListStrategiesQuery,
+    LocalReplicaHealth,
+    Order,
+    OrderList,
+    RunRequest,
+    Strategy,
+    StrategyList,
+    StrategyStatus,
+    StrategySummary,
+    field_errors,
+)
+from reconciler.db import StoreError
+from reconciler.settings import Settings
+from reconciler.store import SealedCredentials, Store, StrategyConflict, StrategySpec
+
+log = logging.getLogger("api")
+
+# (strategy_id, api_key, api_secret) -> (key_id, ciphertext); the strategy id is the cipher's associated
+# data, so a sealed row cannot be moved to another strategy.
+SealCredentials = Callable[[str, str, str], tuple[str, bytes]]
+CheckCode = Callable[[str], None]
+Handler = Callable[[Request], Awaitable[Response]]
+Q = TypeVar("Q", bound=BaseModel)
+
+_STRATEGY_ID = re.compile(STRATEGY_ID_PATTERN)
+
+
+class LocalReplica(Protocol):
+    """Read-only view of the replica in this process (`reconciler.loop.ReplicaHealth`; not imported:
+    the API does not depend on the loop)."""
+
+    replica_id: str
+    database_ok: bool
+    running: bool
+    in_flight: int
+    executed: int
+    last_error: str | None
+    layers: dict[str, bool]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    # None: any JSON object (the OpenAPI document itself).
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    public: bool = False
+    errors: tuple[int, ...] = field(default=())
+
+
+def respond(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit` (header or bytes streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_query(request: Request, model: type[Q]) -> Q:
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise RequestInvalid(field_errors(exc, root="query")) from None
+
+
+def strategy_id_param(request: Request) -> str:
+    strategy_id: str = request.path_params["strategy_id"]
+    if not _STRATEGY_ID.fullmatch(strategy_id):
+        raise RequestInvalid.one(
+            "strategy_id", "must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
+    return strategy_id
+
+
+def _missing(strategy_id: str) -> NotFound:
+    return NotFound(f"no strategy {strategy_id!r}")
+
+
+class ExecutorApi:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        seal_credentials: SealCredentials | None,
+        check_code: CheckCode,
+        replica: LocalReplica | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.seal_credentials = seal_credentials
+        self.check_code = check_code
+        self.replica = replica
+
+    # --- health ----------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        replica = self._local_replica()
+        try:
+            health = await self.store.health()
+        except StoreError as exc:
+            log.warning("health check failed: %s", exc)
+            body = HealthResponse(status="unhealthy", database="unavailable", reason=str(exc), replica=replica)
+            return respond(body, 503)
+        return respond(
+            HealthResponse(
+                status="healthy",
+                database="ok",
+                active_strategies=health.active_strategies,
+                scheduler_running=health.live_replicas > 0,
+                replicas=health.live_replicas,
+                sandbox_layers=health.sandbox_layers,
+                replica=replica,
+            )
+        )
+
+    def _local_replica(self) -> LocalReplicaHealth | None:
+        if self.replica is None:
+            return None
+        r = self.replica
+        return LocalReplicaHealth(
+            replica_id=r.replica_id,
+            database_ok=r.database_ok,
+            running=r.running,
+            in_flight=r.in_flight,
+            executed=r.executed,
+            last_error=r.last_error,
+            layers=dict(r.layers),
+        )
+
+    # --- desired state ---------------------------------------------------------------------------
+
+    async def deploy(self, request: Request) -> Response:
+        body = await read_body(request, MAX_BODY_BYTES)
+        bounds = (self.settings.min_execution_interval, self.settings.max_execution_interval)
+        try:
+            deploy = DeployRequest.model_validate_json(body, context={"interval_bounds": bounds})
+        except ValidationError as exc:
+            raise RequestInvalid(field_errors(exc)) from None
+        code_bytes = len(deploy.code.encode())
+        if code_bytes > MAX_CODE_BYTES:
+            raise PayloadTooLarge(f"code is {code_bytes} bytes; the limit is {MAX_CODE_BYTES} bytes")
+        config_bytes = len(json.dumps(deploy.config, separators=(",", ":"), ensure_ascii=False).encode())
+        if config_bytes > MAX_CONFIG_BYTES:
+            raise PayloadTooLarge(f"config is {config_bytes} bytes as JSON; the limit is {MAX_CONFIG_BYTES} bytes")
+        credentials = self._check_credentials(deploy)
+        await self._check_code(deploy.code)
+        strategy_id = deploy.strategy_id or uuid.uuid4().hex
+        sealed = self._seal(strategy_id, credentials) if credentials is not None else None
+        spec = StrategySpec(
+            strategy_id=strategy_id,
+            user_id=deploy.user_id,
+            name=deploy.name or strategy_id,
+            code=deploy.code,
+            config=deploy.config,
+            execution_interval=deploy.execution_interval,
+            exchange=deploy.exchange,
+            desired_state="running" if deploy.auto_start else "stopped",
+        )
+        try:
+            deployed = await self.store.deploy(spec, sealed)
+        except StrategyConflict as exc:
+            raise Conflict(str(exc)) from None
+        log.info(
+            "deployed strategy %s (user %s, generation %s)",
+            strategy_id,
+            spec.user_id,
+            deployed.strategy["generation"],
+        )
+        return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
+
+    def _check_credentials(self, deploy: DeployRequest) -> tuple[str, str] | None:
+        given = [name for name in ("api_key", "api_secret") if getattr(deploy, name) is not None]
+        if deploy.exchange == "paper":
+            if given:
+                raise RequestInvalid(
+                    [FieldError(field=name, reason="only used with exchange 'coindcx'") for name in given]
+                )
+            return None
+        if deploy.api_key is None or deploy.api_secret is None:
+            missing = [name for name in ("api_key", "api_secret") if name not in given]
+            raise RequestInvalid(
+                [FieldError(field=name, reason="required with exchange 'coindcx'") for name in missing]
+            )
+        if self.seal_credentials is None:
+            raise RequestInvalid.one(
+                "exchange",
+                "this server cannot store exchange credentials (no ENCRYPTION_KEY is configured); "
+                "deploy with exchange 'paper'",
+            )
+        return deploy.api_key.get_secret_value(), deploy.api_secret.get_secret_value()
+
+    async def _check_code(self, code: str) -> None:
+        # Compiling up to 256 KB takes long enough to matter to every other request: off the loop.
+        try:
+            await anyio.to_thread.run_sync(self.check_code, code)
+        except Exception as exc:
+            if not isinstance(exc, CodeRejection):
+                raise
+            # Checkers report ast's 0-based columns; clients get 1-based ones, like the lines.
+            column = exc.column + 1 if exc.line is not None and exc.column is not None else None
+            reason = exc.message if exc.line is None else f"{exc.message} (line {exc.line}, column {column})"
+            raise RequestInvalid([FieldError(field="code", reason=reason, line=exc.line, column=column)]) from None
+
+    def _seal(self, strategy_id: str, credentials: tuple[str, str]) -> SealedCredentials:
+        assert self.seal_credentials is not None
+        try:
+            key_id, ciphertext = self.seal_credentials(strategy_id, *credentials)
+        except Exception as exc:
+            # Only the type: a message could quote what was being sealed.
+            log.error("sealing credentials failed: %s", type(exc).__name__)
+            raise ApiError(503, "credentials_unavailable", "the credentials could not be sealed") from None
+        return SealedCredentials(key_id=key_id, ciphertext=ciphertext)
+
+    async def start(self, request: Request) -> Response:
+        return await self._set_desired_state(request, "running")
+
+    async def stop(self, request: Request) -> Response:
+        return await self._set_desired_state(request, "stopped")
+
+    async def _set_desired_state(self, request: Request, desired_state: str) -> Response:
+        strategy_id = strategy_id_param(request)
+        record = await self.store.set_desired_state(strategy_id, desired_state)
+        if record is None:
+            raise _missing(strategy_id)
+        return respond(StrategyStatus.from_record(record))
+
+    async def delete(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        record = await self.store.request_deletion(strategy_id)
+        if record is None:
+            raise _missing(strategy_id)
+        return respond(StrategyStatus.from_record(record), 202)
+
+    async def execute(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        query = parse_query(request, ExecuteQuery)
+        run = await self.store.request_run(strategy_id)
+        if run is None:
+            raise _missing(strategy_id)
+        if query.wait is None:
+            return respond(RunRequest.model_validate(run), 202)
+        waited = await self.store.wait_for_run(run["run_request_id"], timeout=query.wait)
+        if waited is None:  # the strategy was deleted meanwhile, and its run requests with it
+            return respond(RunRequest.model_validate(run), 202)
+        if waited.finished:
+            return respond(Execution.model_validate(waited.execution), 200)
+        return respond(RunRequest.model_validate({**waited.run_request, "execution": waited.execution}), 202)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def get_strategy(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        record = await self.store.get_spec(strategy_id)
+        if record is None:
+            raise _missing(strategy_id)
+        return respond(Strategy.model_validate(record))
+
+    async def get_status(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        record = await self.store.get_status(strategy_id)
+        if record is None:
+            raise _missing(strategy_id)
+        return respond(StrategyStatus.from_record(record))
+
+    async def list_strategies(self, request: Request) -> Response:
+        query = parse_query(request, ListStrategiesQuery)
+        rows = await self.store.list_strategies(
+            limit=query.limit + 1,
+            after=decode_cursor(query.cursor, str),
+            user_id=query.user_id,
+            status=query.status,
+            include_code=query.include_code,
+        )
+        page = rows[: query.limit]
+        next_cursor = (
+            encode_cursor(page[-1]["created_at"], page[-1]["strategy_id"]) if len(rows) > query.limit else None
+        )
+        items = [StrategySummary.model_validate(row) for row in page]
+        return respond(StrategyList(items=items, next_cursor=next_cursor))
+
+    async def list_executions(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        query = parse_query(request, ListExecutionsQuery)
+        rows = await self.store.list_executions(
+            strategy_id, limit=query.limit + 1, after=decode_cursor(query.cursor, uuid.UUID), status=query.status
+        )
+        if rows is None:
+            raise _missing(strategy_id)
+        page = rows[: query.limit]
+        next_cursor = (
+            encode_cursor(page[-1]["scheduled_for"], page[-1]["execution_id"]) if len(rows) > query.limit else None
+        )
+        return respond(ExecutionList(items=[Execution.model_validate(row) for row in page], next_cursor=next_cursor))
+
+    async def get_execution(self, request: Request) -> Response:
+        raw = request.path_params["execution_id"]
+        try:
+            execution_id = uuid.UUID(raw)
+        except ValueError:
+            raise RequestInvalid.one("execution_id", "must be a UUID") from None
+        record = await self.store.get_execution(execution_id)
+        if record is None:
+            raise NotFound(f"no execution {raw!r}")
+        return respond(Execution.model_validate(record))
+
+    async def list_orders(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        query = parse_query(request, ListOrdersQuery)
+        rows = await self.store.list_orders(
+            strategy_id, limit=query.limit + 1, after=decode_cursor(query.cursor, uuid.UUID)
+        )
+        if rows is None:
+            raise _missing(strategy_id)
+        page = rows[: query.limit]
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["order_id"]) if len(rows) > query.limit else None
+        return respond(OrderList(items=[Order.model_validate(row) for row in page], next_cursor=next_cursor))
+
+    # --- the route table -------------------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                "GET",
+                "/health",
+                self.health,
+                "Liveness of the database and the replicas",
+                {200: HealthResponse, 503: HealthResponse},
+                public=True,
+            ),
+            Endpoint(
+                "POST",
+                "/strategies/deploy",
+                self.deploy,
+                "Create a strategy or replace its spec",
+                {200: Strategy, 201: Strategy},
+                body=DeployRequest,
+                errors=(409, 413, 422),
+            ),
+            Endpoint(
+                "GET",
+                "/strategies",
+                self.list_strategies,
+                "List strategies, newest first",
+                {200: StrategyList},
+                query=ListStrategiesQuery,
+                errors=(422,),
+            ),
+            Endpoint(
+                "GET",
+                "/strategies/{strategy_id}",
+                self.get_strategy,
+                "A strategy's spec (never its credentials)",
+                {200: Strategy},
+            ),
+            Endpoint(
+                "DELETE",
+                "/strategies/{strategy_id}",
+                self.delete,
+                "Request deletion; replicas finalize it",
+                {202: StrategyStatus},
+            ),
+            Endpoint(
+                "GET",
+                "/strategies/{strategy_id}/status",
+                self.get_status,
+                "A strategy's status and statistics",
+                {200: StrategyStatus},
+            ),
+            Endpoint(
+                "POST",
+                "/strategies/{strategy_id}/start",
+                self.start,
+                "Set desired_state to running",
+                {200: StrategyStatus},
+            ),
+            Endpoint(
+                "POST",
+                "/strategies/{strategy_id}/stop",
+                self.stop,
+                "Set desired_state to stopped",
+                {200: StrategyStatus},
+            ),
+            Endpoint(
+                "POST",
+                "/strategies/{strategy_id}/execute",
+                self.execute,
+                "Request a manual run, optionally waiting for it",
+                {200: Execution, 202: RunRequest},
+                query=ExecuteQuery,
+            ),
+            Endpoint(
+                "GET",
+                "/strategies/{strategy_id}/executions",
+                self.list_executions,
+                "A strategy's executions, newest first",
+                {200: ExecutionList},
+                query=ListExecutionsQuery,
+            ),
+            Endpoint(
+                "GET",
+                "/strategies/{strategy_id}/orders",
+                self.list_orders,
+                "A strategy's orders, newest first",
+                {200: OrderList},
+                query=ListOrdersQuery,
+            ),
+            Endpoint("GET", "/executions/{execution_id}", self.get_execution, "One execution", {200: Execution}),
+        ]

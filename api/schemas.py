@@ -1,0 +1,351 @@
+"""The request and response bodies of the executor API, as named pydantic models.
+
+They are the contract the OpenAPI document (and the TypeScript client generated from it) is built
+from, so each is explicit and named. Request bodies are strict (no type coercion, no unknown fields);
+query strings are parsed leniently (they are text) but still refuse unknown parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+STRATEGY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
+
+MAX_BODY_BYTES = 512 * 1024
+MAX_CODE_BYTES = 256 * 1024
+MAX_CONFIG_BYTES = 64 * 1024
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_WAIT_SECONDS = 60.0
+
+Exchange = Literal["paper", "coindcx"]
+DesiredState = Literal["running", "stopped"]
+StrategyStatusName = Literal["pending", "running", "stopped", "error", "deleting"]
+ExecutionStatus = Literal["running", "succeeded", "failed", "timed_out", "memory_exceeded", "lost", "interrupted"]
+Trigger = Literal["schedule", "manual"]
+
+StrategyId = Annotated[str, Field(pattern=STRATEGY_ID_PATTERN, examples=["my-strategy.v2"])]
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN)]
+Credential = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def _storable(value: Any, where: str = "") -> None:
+    """Refuse what PostgreSQL text and jsonb cannot hold, here rather than as a database error:
+    U+0000 in any string, and NaN or infinite numbers (JSON has no such values; the parser allows them).
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PydanticCustomError(
+                "nul_character", "must not contain NUL (U+0000) characters{where}", {"where": where}
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError(
+                "non_finite_number", "NaN and infinite numbers are not valid JSON{where}", {"where": where}
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, where)
+            _storable(item, f" (in {key[:40]!r})" if not where and "\x00" not in key else where)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, where)
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+class DeployRequest(_Request):
+    """Create a strategy, or replace the spec of an existing one (its generation is bumped)."""
+
+    strategy_id: StrategyId | None = Field(None, description="Generated (a UUID hex) when absent.")
+    user_id: UserId
+    name: str | None = Field(None, min_length=1, max_length=200, description="Defaults to the strategy_id.")
+    code: str = Field(min_length=1, description=f"Python source, at most {MAX_CODE_BYTES} bytes as UTF-8.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description=f"Exposed to the code as CONFIG; at most {MAX_CONFIG_BYTES} bytes as JSON."
+    )
+    execution_interval: int = Field(description="Seconds between runs, within the server's configured bounds.")
+    exchange: Exchange = "paper"
+    api_key: Credential | None = Field(
+        None, description="Required for exchange 'coindcx'; stored sealed, never returned."
+    )
+    api_secret: Credential | None = Field(
+        None, description="Required for exchange 'coindcx'; stored sealed, never returned."
+    )
+    auto_start: bool = Field(True, description="desired_state is 'running' when true, 'stopped' otherwise.")
+
+    @field_validator("code", "name", "config")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        _storable(value)
+        return value
+
+    @field_validator("execution_interval")
+    @classmethod
+    def _interval_in_bounds(cls, value: int, info: ValidationInfo) -> int:
+        low, high = (info.context or {}).get("interval_bounds", (1, None))
+        if value < low or (high is not None and value > high):
+            raise PydanticCustomError(
+                "interval_out_of_range",
+                "must be between {low} and {high} seconds",
+                {"low": low, "high": high if high is not None else "any"},
+            )
+        return value
+
+
+class ListStrategiesQuery(_Query):
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    user_id: UserId | None = None
+    status: StrategyStatusName | None = None
+    include_code: bool = False
+
+
+class ListExecutionsQuery(_Query):
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    status: ExecutionStatus | None = None
+
+
+class ListOrdersQuery(_Query):
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+
+
+class ExecuteQuery(_Query):
+    wait: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds to wait for the run to finish: 200 with the execution if it does, else 202.",
+    )
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+class FieldError(_Response):
+    field: str = Field(description="Dotted path of the offending field; 'body' for the body as a whole.")
+    reason: str
+    line: int | None = Field(None, description="For code: the line of the error (1-based).")
+    column: int | None = Field(None, description="For code: the column of the error (1-based).")
+
+
+class ValidationErrorResponse(_Response):
+    error: Literal["validation_error"] = "validation_error"
+    message: str = "the request is invalid"
+    detail: list[FieldError]
+
+
+class ErrorResponse(_Response):
+    error: str = Field(description="A stable machine-readable code, e.g. not_found, unauthorized.")
+    message: str
+    request_id: str | None = None
+
+
+class LocalReplicaHealth(_Response):
+    """The reconciler replica running in this process beside the API (`serve`), as it sees itself."""
+
+    replica_id: str
+    database_ok: bool
+    running: bool
+    in_flight: int
+    executed: int
+    last_error: str | None
+    layers: dict[str, bool]
+
+
+class HealthResponse(_Response):
+    status: Literal["healthy", "unhealthy"]
+    database: Literal["ok", "unavailable"]
+    active_strategies: int | None = None
+    scheduler_running: bool | None = Field(None, description="At least one replica holds an unexpired lease.")
+    replicas: int | None = Field(None, description="Replicas with an unexpired lease.")
+    sandbox_layers: dict[str, bool] = Field(
+        default_factory=dict, description="Per isolation layer: active on every live replica."
+    )
+    reason: str | None = None
+    replica: LocalReplicaHealth | None = Field(None, description="This process's own replica, when it runs one.")
+
+
+class StrategyStats(_Response):
+    total_executions: int
+    successful_executions: int
+    failed_executions: int
+    avg_execution_time: float | None
+    last_execution_at: datetime | None
+    last_error: str | None
+    last_execution_duration: float | None
+    missed_executions: int
+
+
+class StrategyStatus(_Response):
+    strategy_id: str
+    user_id: str
+    name: str
+    status: StrategyStatusName
+    status_reason: str | None
+    desired_state: DesiredState
+    generation: int
+    observed_generation: int
+    execution_interval: int
+    next_execution_at: datetime | None
+    exchange: Exchange
+    has_credentials: bool
+    delete_requested_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    stats: StrategyStats
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> StrategyStatus:
+        stats = StrategyStats.model_validate({name: record[name] for name in StrategyStats.model_fields})
+        return cls.model_validate({**record, "stats": stats})
+
+
+class StrategySummary(_Response):
+    strategy_id: str
+    user_id: str
+    name: str
+    status: StrategyStatusName
+    desired_state: DesiredState
+    generation: int
+    execution_interval: int
+    exchange: Exchange
+    has_credentials: bool
+    delete_requested_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    code: str | None = Field(None, description="Only with include_code=true.")
+
+
+class Strategy(_Response):
+    """A strategy's spec: everything deployed except the credentials, which are never returned."""
+
+    strategy_id: str
+    user_id: str
+    name: str
+    code: str
+    config: dict[str, Any]
+    execution_interval: int
+    exchange: Exchange
+    desired_state: DesiredState
+    generation: int
+    status: StrategyStatusName
+    has_credentials: bool
+    delete_requested_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StrategyList(_Response):
+    items: list[StrategySummary]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class Execution(_Response):
+    execution_id: uuid.UUID
+    strategy_id: str
+    status: ExecutionStatus
+    trigger: Trigger
+    scheduled_for: datetime
+    claimed_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+    output: str | None
+    output_truncated: bool
+    error: str | None
+    result: Any = None
+    replica_id: str
+    generation: int
+
+
+class ExecutionList(_Response):
+    items: list[Execution]
+    next_cursor: str | None
+
+
+class RunRequest(_Response):
+    run_request_id: int
+    strategy_id: str
+    requested_at: datetime
+    claimed_at: datetime | None
+    execution_id: uuid.UUID | None
+    execution: Execution | None = Field(None, description="The execution so far, once a replica has claimed the run.")
+
+
+class Order(_Response):
+    order_id: uuid.UUID
+    strategy_id: str
+    execution_id: uuid.UUID | None
+    exchange: Exchange
+    client_order_id: str
+    exchange_order_id: str | None
+    market: str
+    side: Literal["buy", "sell"]
+    order_type: str
+    total_quantity: Decimal = Field(description="A decimal number, as a string.")
+    price_per_unit: Decimal | None
+    status: str
+    error: str | None
+    request: Any
+    response: Any
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderList(_Response):
+    items: list[Order]
+    next_cursor: str | None
+
+
+# --- validation errors as field/reason pairs ------------------------------------------------------
+
+_REASONS = {
+    "missing": "field required",
+    "extra_forbidden": "unknown field",
+}
+
+
+def field_errors(exc: ValidationError, *, root: str = "body") -> list[FieldError]:
+    """Pydantic's errors as {field, reason}; never echoes the input (it may hold a secret)."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc) if loc else root
+        reason = _REASONS.get(error["type"], error["msg"])
+        if error["type"] == "extra_forbidden" and root == "query":
+            reason = "unknown query parameter"
+        errors.append(FieldError(field=field, reason=reason))
+    return errors

@@ -1,0 +1,240 @@
+"""Every SQL statement the executor API runs, named and kept in one place.
+
+The API writes desired state only (`strategies`, `strategy_credentials`, `run_requests`) and reads
+the status tables the replicas write. Times come from the database clock (`now()`), never the app's.
+Statements that take parameters known only per call (filters, cursors) are small functions returning
+the statement; the rest are module constants.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    Update,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from reconciler.tables import executions, orders, replicas, run_requests, strategies, strategy_credentials
+from reconciler.tables import strategy_status as status_t
+
+s = strategies
+
+# The channel the replicas LISTEN on (reconciler.loop.NOTIFY_CHANNEL; not imported: the API side does
+# not depend on the loop).
+NOTIFY_CHANNEL = "strategy_executor"
+
+# The status a client sees: a deletion request wins, then what a replica last wrote, else pending.
+DERIVED_STATUS: ColumnElement[str] = case(
+    (s.c.delete_requested_at.is_not(None), literal("deleting")),
+    else_=func.coalesce(status_t.c.status, literal("pending")),
+)
+
+HAS_CREDENTIALS: ColumnElement[bool] = exists().where(strategy_credentials.c.strategy_id == s.c.strategy_id)
+
+_SPEC_JOIN = s.outerjoin(status_t, status_t.c.strategy_id == s.c.strategy_id)
+
+SUMMARY_COLUMNS = (
+    s.c.strategy_id,
+    s.c.user_id,
+    s.c.name,
+    s.c.exchange,
+    s.c.execution_interval,
+    s.c.desired_state,
+    s.c.generation,
+    s.c.delete_requested_at,
+    s.c.created_at,
+    s.c.updated_at,
+    DERIVED_STATUS.label("status"),
+    HAS_CREDENTIALS.label("has_credentials"),
+)
+
+STATUS_COLUMNS = (
+    *SUMMARY_COLUMNS,
+    status_t.c.status_reason,
+    func.coalesce(status_t.c.observed_generation, 0).label("observed_generation"),
+    status_t.c.next_execution_at,
+    func.coalesce(status_t.c.execution_count, 0).label("total_executions"),
+    func.coalesce(status_t.c.successful_executions, 0).label("successful_executions"),
+    func.coalesce(status_t.c.failed_executions, 0).label("failed_executions"),
+    func.coalesce(status_t.c.missed_executions, 0).label("missed_executions"),
+    status_t.c.avg_execution_time,
+    status_t.c.last_execution_at,
+    status_t.c.last_error,
+    status_t.c.last_execution_duration,
+)
+
+
+# --- desired state: writes ----------------------------------------------------------------------
+
+
+def upsert_strategy(values: dict[str, Any]) -> Insert:
+    """Insert a spec, or replace an existing one and bump its generation.
+
+    The conflict branch only fires for a strategy of the same user that is not being deleted; when it
+    does not fire, nothing is returned and the caller reads the row to explain the conflict. `created`
+    is true for an insert (`xmax = 0` holds only for a row version no transaction has updated).
+    """
+    stmt = pg_insert(s).values(**values)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[s.c.strategy_id],
+        set_={
+            "name": excluded.name,
+            "code": excluded.code,
+            "config": excluded.config,
+            "execution_interval": excluded.execution_interval,
+            "exchange": excluded.exchange,
+            "desired_state": excluded.desired_state,
+            "generation": s.c.generation + 1,
+            "updated_at": func.now(),
+        },
+        where=and_(s.c.delete_requested_at.is_(None), s.c.user_id == excluded.user_id),
+    ).returning(s.c.strategy_id, literal_column("(xmax = 0)").label("created"))
+
+
+def select_owner(strategy_id: str) -> Select[Any]:
+    return select(s.c.user_id, s.c.delete_requested_at).where(s.c.strategy_id == strategy_id)
+
+
+def upsert_credentials(strategy_id: str, key_id: str, sealed: bytes) -> Insert:
+    stmt = pg_insert(strategy_credentials).values(strategy_id=strategy_id, key_id=key_id, credentials=sealed)
+    return stmt.on_conflict_do_update(
+        index_elements=[strategy_credentials.c.strategy_id],
+        set_={"key_id": stmt.excluded.key_id, "credentials": stmt.excluded.credentials, "updated_at": func.now()},
+    )
+
+
+def delete_credentials(strategy_id: str) -> Delete:
+    return delete(strategy_credentials).where(strategy_credentials.c.strategy_id == strategy_id)
+
+
+def set_desired_state(strategy_id: str, desired_state: str) -> Update:
+    return (
+        update(s)
+        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
+        .values(desired_state=desired_state, generation=s.c.generation + 1, updated_at=func.now())
+        .returning(s.c.strategy_id)
+    )
+
+
+def request_deletion(strategy_id: str) -> Update:
+    """Mark a strategy for deletion (once: a repeated request changes nothing); replicas finalize it."""
+    return (
+        update(s)
+        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
+        .values(delete_requested_at=func.now(), generation=s.c.generation + 1, updated_at=func.now())
+        .returning(s.c.strategy_id)
+    )
+
+
+def insert_run_request(strategy_id: str) -> Insert:
+    """A manual run of a strategy that exists and is not being deleted (nothing inserted otherwise).
+
+    FOR KEY SHARE holds off a replica finalizing the deletion between this check and the insert.
+    """
+    live = (
+        select(s.c.strategy_id)
+        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
+        .with_for_update(key_share=True)
+    )
+    return insert(run_requests).from_select(["strategy_id"], live).returning(*run_requests.c)
+
+
+def notify_replicas(strategy_id: str) -> Select[Any]:
+    """Wake the replicas' reconcile loops (delivered at commit; only a wake-up, they poll anyway)."""
+    return select(func.pg_notify(NOTIFY_CHANNEL, strategy_id))
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+def select_spec(strategy_id: str) -> Select[Any]:
+    return select(*SUMMARY_COLUMNS, s.c.code, s.c.config).select_from(_SPEC_JOIN).where(s.c.strategy_id == strategy_id)
+
+
+def select_status(strategy_id: str) -> Select[Any]:
+    return select(*STATUS_COLUMNS).select_from(_SPEC_JOIN).where(s.c.strategy_id == strategy_id)
+
+
+def select_strategy_exists(strategy_id: str) -> Select[Any]:
+    return select(s.c.strategy_id).where(s.c.strategy_id == strategy_id)
+
+
+def list_strategies(
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    user_id: str | None,
+    status: str | None,
+    include_code: bool,
+) -> Select[Any]:
+    """Newest first; keyset-paginated on (created_at, strategy_id)."""
+    columns = (*SUMMARY_COLUMNS, s.c.code) if include_code else SUMMARY_COLUMNS
+    stmt = select(*columns).select_from(_SPEC_JOIN)
+    if user_id is not None:
+        stmt = stmt.where(s.c.user_id == user_id)
+    if status is not None:
+        stmt = stmt.where(DERIVED_STATUS == status)  # noqa: SIM300
+    if after is not None:
+        stmt = stmt.where(tuple_(s.c.created_at, s.c.strategy_id) < tuple_(literal(after[0]), literal(after[1])))
+    return stmt.order_by(s.c.created_at.desc(), s.c.strategy_id.desc()).limit(limit)
+
+
+def list_executions(
+    strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None, status: str | None
+) -> Select[Any]:
+    """Newest first; keyset-paginated on (scheduled_for, execution_id)."""
+    e = executions
+    stmt = select(*e.c).where(e.c.strategy_id == strategy_id)
+    if status is not None:
+        stmt = stmt.where(e.c.status == status)
+    if after is not None:
+        stmt = stmt.where(tuple_(e.c.scheduled_for, e.c.execution_id) < tuple_(literal(after[0]), literal(after[1])))
+    return stmt.order_by(e.c.scheduled_for.desc(), e.c.execution_id.desc()).limit(limit)
+
+
+def select_execution(execution_id: uuid.UUID) -> Select[Any]:
+    return select(*executions.c).where(executions.c.execution_id == execution_id)
+
+
+def select_run_request(run_request_id: int) -> Select[Any]:
+    return select(*run_requests.c).where(run_requests.c.run_request_id == run_request_id)
+
+
+def list_orders(strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Select[Any]:
+    """Newest first; keyset-paginated on (created_at, order_id)."""
+    o = orders
+    stmt = select(*o.c).where(o.c.strategy_id == strategy_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(o.c.created_at, o.c.order_id) < tuple_(literal(after[0]), literal(after[1])))
+    return stmt.order_by(o.c.created_at.desc(), o.c.order_id.desc()).limit(limit)
+
+
+# --- health -------------------------------------------------------------------------------------
+
+COUNT_ACTIVE_STRATEGIES = (
+    select(func.count()).select_from(s).where(s.c.desired_state == "running", s.c.delete_requested_at.is_(None))
+)
+
+# A replica is alive while its lease has not expired by the database's clock.
+SELECT_LIVE_REPLICAS = select(replicas.c.replica_id, replicas.c.sandbox_layers).where(
+    replicas.c.lease_expires_at > func.now()
+)

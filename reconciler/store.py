@@ -1,0 +1,263 @@
+"""The storage boundary of the executor API: one method per operation, each one short transaction.
+
+Every driver error leaves here wrapped by `reconciler.db.wrap`, so callers see only `StoreError` or
+`DatabaseUnavailable`. Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
+Records are plain dicts keyed by column name; the API turns them into its response models.
+Every desired-state write also NOTIFYs the replicas in its transaction, so they act at once rather
+than at their next poll.
+The Store wraps an engine it does not own: whoever created the engine disposes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from reconciler import api_queries as q
+from reconciler.db import DatabaseUnavailable, wrap
+from reconciler.tables import TERMINAL_STATUSES
+
+Record = dict[str, Any]
+
+_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, OSError)
+
+
+class StrategyConflict(Exception):
+    """A deploy that cannot replace the existing strategy; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """What a deploy writes: the whole desired state of one strategy."""
+
+    strategy_id: str
+    user_id: str
+    name: str
+    code: str
+    config: dict[str, Any]
+    execution_interval: int
+    exchange: str
+    desired_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCredentials:
+    key_id: str
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"SealedCredentials(key_id={self.key_id!r}, ciphertext=<{len(self.ciphertext)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    strategy: Record
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    active_strategies: int
+    live_replicas: int
+    # Per layer: active on every live replica (an operator must see a layer missing on any host).
+    sandbox_layers: dict[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RunWait:
+    run_request: Record
+    execution: Record | None
+
+    @property
+    def finished(self) -> bool:
+        return self.execution is not None and self.execution["status"] in TERMINAL_STATUSES
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, *, operation_timeout: float = 10.0, health_timeout: float = 2.0) -> None:
+        self._engine = engine
+        self._operation_timeout = operation_timeout
+        self._health_timeout = health_timeout
+
+    @asynccontextmanager
+    async def _transaction(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        """One transaction, bounded in time: a server that accepts and never answers reads as unavailable.
+
+        Cancelling on timeout is safe here: psycopg cancels the running statement on the server and
+        the connection is rolled back (or discarded) before it returns to the pool.
+        """
+        limit = timeout if timeout is not None else self._operation_timeout
+        try:
+            async with asyncio.timeout(limit), self._engine.begin() as conn:
+                yield conn
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
+        except _DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+
+    # --- desired state ---------------------------------------------------------------------------
+
+    async def deploy(self, spec: StrategySpec, credentials: SealedCredentials | None) -> Deployed:
+        """Create the strategy, or replace its spec and bump its generation.
+
+        Credentials are replaced with the spec: a deploy without them removes any stored before, so a
+        strategy moved to the paper exchange keeps no secret.
+        """
+        values = {
+            "strategy_id": spec.strategy_id,
+            "user_id": spec.user_id,
+            "name": spec.name,
+            "code": spec.code,
+            "config": spec.config,
+            "execution_interval": spec.execution_interval,
+            "exchange": spec.exchange,
+            "desired_state": spec.desired_state,
+        }
+        async with self._transaction() as conn:
+            row = (await conn.execute(q.upsert_strategy(values))).first()
+            if row is None:
+                owner = (await conn.execute(q.select_owner(spec.strategy_id))).one()
+                if owner.delete_requested_at is not None:
+                    raise StrategyConflict(
+                        f"strategy {spec.strategy_id!r} is being deleted; deploy it again once the deletion "
+                        "has finished, or choose another strategy_id"
+                    )
+                raise StrategyConflict(f"strategy {spec.strategy_id!r} belongs to another user")
+            if credentials is None:
+                await conn.execute(q.delete_credentials(spec.strategy_id))
+            else:
+                await conn.execute(q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext))
+            await conn.execute(q.notify_replicas(spec.strategy_id))
+            strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
+        return Deployed(strategy=dict(strategy), created=bool(row.created))
+
+    async def set_desired_state(self, strategy_id: str, desired_state: str) -> Record | None:
+        """Set running/stopped and bump the generation; None when unknown or being deleted."""
+        async with self._transaction() as conn:
+            if (await conn.execute(q.set_desired_state(strategy_id, desired_state))).first() is None:
+                return None
+            await conn.execute(q.notify_replicas(strategy_id))
+            return await _one(conn, q.select_status(strategy_id))
+
+    async def request_deletion(self, strategy_id: str) -> Record | None:
+        """Mark for deletion (idempotent); the strategy's status, or None when unknown."""
+        async with self._transaction() as conn:
+            if (await conn.execute(q.request_deletion(strategy_id))).first() is not None:
+                await conn.execute(q.notify_replicas(strategy_id))
+            return await _one(conn, q.select_status(strategy_id))
+
+    async def request_run(self, strategy_id: str) -> Record | None:
+        """Record a manual run request; None when the strategy is unknown or being deleted."""
+        async with self._transaction() as conn:
+            request = await _one(conn, q.insert_run_request(strategy_id))
+            if request is not None:
+                await conn.execute(q.notify_replicas(strategy_id))
+            return request
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def get_spec(self, strategy_id: str) -> Record | None:
+        async with self._transaction() as conn:
+            return await _one(conn, q.select_spec(strategy_id))
+
+    async def get_status(self, strategy_id: str) -> Record | None:
+        async with self._transaction() as conn:
+            return await _one(conn, q.select_status(strategy_id))
+
+    async def list_strategies(
+        self,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        user_id: str | None = None,
+        status: str | None = None,
+        include_code: bool = False,
+    ) -> list[Record]:
+        stmt = q.list_strategies(limit=limit, after=after, user_id=user_id, status=status, include_code=include_code)
+        async with self._transaction() as conn:
+            return await _all(conn, stmt)
+
+    async def list_executions(
+        self,
+        strategy_id: str,
+        *,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        status: str | None = None,
+    ) -> list[Record] | None:
+        """Newest first; None when the strategy is unknown."""
+        async with self._transaction() as conn:
+            if (await conn.execute(q.select_strategy_exists(strategy_id))).first() is None:
+                return None
+            return await _all(conn, q.list_executions(strategy_id, limit=limit, after=after, status=status))
+
+    async def get_execution(self, execution_id: uuid.UUID) -> Record | None:
+        async with self._transaction() as conn:
+            return await _one(conn, q.select_execution(execution_id))
+
+    async def list_orders(
+        self, strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[Record] | None:
+        """Newest first; None when the strategy is unknown."""
+        async with self._transaction() as conn:
+            if (await conn.execute(q.select_strategy_exists(strategy_id))).first() is None:
+                return None
+            return await _all(conn, q.list_orders(strategy_id, limit=limit, after=after))
+
+    async def get_run(self, run_request_id: int) -> RunWait | None:
+        """A run request and the execution a replica started for it, if any."""
+        async with self._transaction() as conn:
+            request = await _one(conn, q.select_run_request(run_request_id))
+            if request is None:
+                return None
+            execution = None
+            if request["execution_id"] is not None:
+                execution = await _one(conn, q.select_execution(request["execution_id"]))
+            return RunWait(run_request=request, execution=execution)
+
+    async def wait_for_run(self, run_request_id: int, *, timeout: float, poll_interval: float = 0.1) -> RunWait | None:
+        """Poll until the run's execution reaches a terminal status or `timeout` seconds pass.
+
+        Each poll is its own short transaction: nothing is held open while waiting. The deadline is a
+        duration on the local monotonic clock; no time measured here is ever stored.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            run = await self.get_run(run_request_id)
+            if run is None or run.finished:
+                return run
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return run
+            await asyncio.sleep(min(poll_interval, remaining))
+
+    # --- health ----------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """Counts for /health, bounded by the (shorter) `health_timeout`."""
+        async with self._transaction(self._health_timeout) as conn:
+            active = (await conn.execute(q.COUNT_ACTIVE_STRATEGIES)).scalar_one()
+            live = (await conn.execute(q.SELECT_LIVE_REPLICAS)).all()
+        reports = [r.sandbox_layers if isinstance(r.sandbox_layers, dict) else {} for r in live]
+        names = sorted(set().union(*reports))
+        layers = {name: all(bool(report.get(name)) for report in reports) for name in names}
+        return Health(active_strategies=int(active), live_replicas=len(live), sandbox_layers=layers)
+
+
+async def _one(conn: AsyncConnection, stmt: Any) -> Record | None:
+    row = (await conn.execute(stmt)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def _all(conn: AsyncConnection, stmt: Any) -> list[Record]:
+    return [dict(row) for row in (await conn.execute(stmt)).mappings().all()]
