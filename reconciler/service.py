@@ -18,9 +18,10 @@ import uvicorn
 from pydantic import SecretStr
 
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
-from reconciler.db import create_engine
+from reconciler.db import create_engine, retrying
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
+from reconciler.exchange.credentials import check_key_ids, rotate
 from reconciler.loop import Replica
 from reconciler.migrate import migrate
 from reconciler.policy import PolicyError, check_code
@@ -79,6 +80,18 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
     return settings.model_copy(update=updates) if updates else settings
 
 
+async def rotate_keys(runtime: Runtime) -> int:
+    engine = create_engine(runtime.database_url, pool_size=1)
+    try:
+        return await rotate(engine, CredentialCipher.from_settings(runtime.settings))
+    finally:
+        await engine.dispose()
+
+
+def current_key_id(runtime: Runtime) -> str:
+    return CredentialCipher.from_settings(runtime.settings).current_key_id
+
+
 def policy_verdict(code: str) -> str | None:
     try:
         check_code(code)
@@ -96,6 +109,8 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         if not active:
             log.warning("sandbox layer %r is NOT active on this host", layer)
     cipher = CredentialCipher.from_settings(settings)
+    # Wrong key material is found now, not in the middle of someone's run.
+    await retrying(lambda: check_key_ids(engine, cipher), what="check encryption keys")
     brokers = BrokerFactory(settings, engine, cipher)
     replica = Replica(
         settings,

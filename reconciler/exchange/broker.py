@@ -84,15 +84,11 @@ class StrategyLimits:
             )
         count = config.get("max_orders_per_execution", DEFAULT_MAX_ORDERS_PER_EXECUTION)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise BrokerError(
-                errors.INVALID, 'CONFIG["max_orders_per_execution"] must be a whole number >= 0'
-            )
+            raise BrokerError(errors.INVALID, 'CONFIG["max_orders_per_execution"] must be a whole number >= 0')
         return cls(frozenset(markets) if markets is not None else None, caps, count)
 
     def notional_cap(self, quote: str) -> float:
-        return self.max_order_notional.get(
-            quote, self.max_order_notional.get("*", DEFAULT_MAX_ORDER_NOTIONAL["*"])
-        )
+        return self.max_order_notional.get(quote, self.max_order_notional.get("*", DEFAULT_MAX_ORDER_NOTIONAL["*"]))
 
 
 class BrokerFactory:
@@ -256,9 +252,7 @@ class BrokerSession:
             raise
         except Exception:
             log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
-            raise BrokerError(
-                INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged"
-            ) from None
+            raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
 
     def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         names = CLIENT_METHODS.get(method)
@@ -270,8 +264,7 @@ class BrokerSession:
         if unknown:
             raise BrokerError(
                 errors.INVALID,
-                f"{method}() got unexpected argument(s) {', '.join(unknown)};"
-                f" it takes {', '.join(names) or 'none'}",
+                f"{method}() got unexpected argument(s) {', '.join(unknown)}; it takes {', '.join(names) or 'none'}",
             )
         signature = inspect.signature(getattr(self._target, method))
         missing = [
@@ -280,9 +273,7 @@ class BrokerSession:
             if parameter.default is inspect.Parameter.empty and params.get(name) is None
         ]
         if missing:
-            raise BrokerError(
-                errors.INVALID, f"{method}() is missing required argument(s) {', '.join(missing)}"
-            )
+            raise BrokerError(errors.INVALID, f"{method}() is missing required argument(s) {', '.join(missing)}")
         return {key: value for key, value in params.items() if value is not None}
 
     async def _create_order(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -416,9 +407,7 @@ class BrokerSession:
 
 def _positive(name: str, value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise BrokerError(
-            errors.INVALID, f"create_order: {name} must be a number, got {type(value).__name__}"
-        )
+        raise BrokerError(errors.INVALID, f"create_order: {name} must be a number, got {type(value).__name__}")
     try:
         number = Decimal(str(value))
     except InvalidOperation:

@@ -143,15 +143,11 @@ class CoinDCXClient:
     async def get_user_info(self) -> Any:
         return await self._signed("get_user_info", "/exchange/v1/users/info", {})
 
-    async def get_order_status(
-        self, id: str | None = None, client_order_id: str | None = None
-    ) -> dict[str, Any]:
+    async def get_order_status(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
         params = _one_order_ref("get_order_status", id, client_order_id)
         return await self._signed("get_order_status", "/exchange/v1/orders/status", params)
 
-    async def get_active_orders(
-        self, market: str | None = None, side: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def get_active_orders(self, market: str | None = None, side: str | None = None) -> list[dict[str, Any]]:
         body = await self._signed(
             "get_active_orders", "/exchange/v1/orders/active_orders", {"market": market, "side": side}
         )
@@ -226,9 +222,7 @@ class CoinDCXClient:
         try:
             return await self.get_order_status(client_order_id=client_order_id)
         except ExchangeError as exc:
-            if exc.kind == errors.NOT_FOUND or (
-                exc.kind == errors.REJECTED and "not found" in exc.message.lower()
-            ):
+            if exc.kind == errors.NOT_FOUND or (exc.kind == errors.REJECTED and "not found" in exc.message.lower()):
                 return None
             raise ExchangeError(
                 errors.ORDER_UNKNOWN,
@@ -303,9 +297,7 @@ class CoinDCXClient:
                     status_code=response.status_code,
                 ) from None
         if not response.is_success:
-            raise errors.from_response(
-                method, response.status_code, body if body is not None else response.text
-            )
+            raise errors.from_response(method, response.status_code, body if body is not None else response.text)
         return body
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:

@@ -12,9 +12,7 @@ from reconciler.crypto import CredentialCipher, Credentials, DecryptionError, Se
 from reconciler.exchange import queries
 
 
-async def load_credentials(
-    engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str
-) -> Credentials | None:
+async def load_credentials(engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str) -> Credentials | None:
     """This strategy's decrypted credentials, None if it has none; raises CryptoError if they do not open."""
     async with engine.connect() as conn:
         row = (await conn.execute(queries.select_credentials(strategy_id))).first()
@@ -31,9 +29,7 @@ async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[s
     row count per key id (an operator sees how far a rotation has got).
     """
     async with engine.connect() as conn:
-        counts = {
-            key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()
-        }
+        counts = {key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()}
         missing = sorted(set(counts) - set(cipher.key_ids))
         if missing:
             raise DecryptionError(
@@ -61,9 +57,7 @@ async def rotate(engine: AsyncEngine, cipher: CredentialCipher, *, batch_size: i
             rows = (await conn.execute(queries.select_all_credentials_for_update(batch_size, after))).all()
             for row in rows:
                 sealed = cipher.reseal(Sealed(row.key_id, row.credentials), strategy_id=row.strategy_id)
-                await conn.execute(
-                    queries.update_credentials(row.strategy_id, sealed.key_id, sealed.ciphertext)
-                )
+                await conn.execute(queries.update_credentials(row.strategy_id, sealed.key_id, sealed.ciphertext))
         done += len(rows)
         if len(rows) < batch_size:
             return done

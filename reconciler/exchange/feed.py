@@ -148,9 +148,7 @@ def _round(value: float, digits: int) -> float:
 class SimulatedFeed:
     """Deterministic offline market data; `clock` (epoch seconds) is injectable for tests."""
 
-    def __init__(
-        self, clock: Callable[[], float] = time.time, markets: tuple[SimMarket, ...] = SIM_MARKETS
-    ) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, markets: tuple[SimMarket, ...] = SIM_MARKETS) -> None:
         self._clock = clock
         self._by_market = {m.market: m for m in markets}
         self._by_pair = {m.pair: m for m in markets}
@@ -211,9 +209,7 @@ class SimulatedFeed:
         spec = self._pair(pair)
         seconds = INTERVALS.get(interval)
         if seconds is None:
-            raise ExchangeError(
-                errors.REJECTED, f"unknown interval {interval!r}; one of {', '.join(INTERVALS)}"
-            )
+            raise ExchangeError(errors.REJECTED, f"unknown interval {interval!r}; one of {', '.join(INTERVALS)}")
         limit = _bounded(limit, CANDLE_LIMIT_DEFAULT, CANDLE_LIMIT_MAX, "limit")
         now = self.now()
         last_open = math.floor(min(now, end_time / 1000 if end_time else now) / seconds) * seconds

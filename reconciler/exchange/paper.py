@@ -142,16 +142,12 @@ class PaperExchange:
         if side not in SIDES:
             raise ExchangeError(errors.REJECTED, f"side must be 'buy' or 'sell', got {side!r}")
         if order_type not in ORDER_TYPES:
-            raise ExchangeError(
-                errors.REJECTED, f"order_type must be one of {ORDER_TYPES}, got {order_type!r}"
-            )
+            raise ExchangeError(errors.REJECTED, f"order_type must be one of {ORDER_TYPES}, got {order_type!r}")
         quantity = _decimal("total_quantity", total_quantity)
         limit = _decimal("price_per_unit", price_per_unit) if order_type == "limit_order" else None
         client_order_id = client_order_id or new_client_order_id()
         if not isinstance(client_order_id, str) or len(client_order_id) > CLIENT_ORDER_ID_MAX:
-            raise ExchangeError(
-                errors.REJECTED, f"client_order_id must be a string of at most {CLIENT_ORDER_ID_MAX}"
-            )
+            raise ExchangeError(errors.REJECTED, f"client_order_id must be a string of at most {CLIENT_ORDER_ID_MAX}")
         details = await self._market(market)
         self._check_precision(details, quantity, limit)
         price = Decimal(str(await self._feed.price(market)))
@@ -166,9 +162,7 @@ class PaperExchange:
         async with self._engine.begin() as conn:
             await self._prepare(conn)
             balances = await self._balances(conn, {target, base})
-            marketable = (
-                limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
-            )
+            marketable = limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
             row: dict[str, Any] = {
                 "paper_order_id": uuid.uuid4(),
                 "strategy_id": self._strategy_id,
@@ -183,9 +177,7 @@ class PaperExchange:
                 "checked_until": now,
             }
             if marketable:
-                fill = await self._fill(
-                    conn, balances, side, target, base, quantity, price, locked=Decimal(0)
-                )
+                fill = await self._fill(conn, balances, side, target, base, quantity, price, locked=Decimal(0))
                 row |= {"status": "filled", "remaining_quantity": 0, "avg_price": price, "fee_amount": fill}
                 row |= {"locked_currency": base if side == "buy" else target, "locked_amount": 0}
             else:
@@ -203,21 +195,15 @@ class PaperExchange:
                 raise ExchangeError(errors.REJECTED, f"Duplicate client order id {client_order_id!r}")
             return self._order(inserted)
 
-    async def get_order_status(
-        self, id: str | None = None, client_order_id: str | None = None
-    ) -> dict[str, Any]:
+    async def get_order_status(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
         async with self._engine.begin() as conn:
             await self._prepare(conn)
             return self._order(await self._one_order(conn, id, client_order_id))
 
-    async def get_active_orders(
-        self, market: str | None = None, side: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def get_active_orders(self, market: str | None = None, side: str | None = None) -> list[dict[str, Any]]:
         async with self._engine.begin() as conn:
             await self._prepare(conn)
-            rows = (
-                await conn.execute(queries.select_open_paper_orders(self._strategy_id, market, side))
-            ).mappings()
+            rows = (await conn.execute(queries.select_open_paper_orders(self._strategy_id, market, side))).mappings()
             return [self._order(r) for r in rows]
 
     async def cancel_order(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
@@ -225,9 +211,7 @@ class PaperExchange:
             await self._prepare(conn)
             order = await self._one_order(conn, id, client_order_id)
             if order["status"] not in queries.OPEN_PAPER_STATUSES:
-                raise ExchangeError(
-                    errors.REJECTED, f"Order is already {order['status']} and cannot be cancelled"
-                )
+                raise ExchangeError(errors.REJECTED, f"Order is already {order['status']} and cannot be cancelled")
             await self._cancel(conn, order)
             return dict(_SUCCESS)
 
@@ -250,9 +234,7 @@ class PaperExchange:
         until = datetime.fromtimestamp(to_timestamp / 1000, UTC) if to_timestamp else None
         async with self._engine.begin() as conn:
             await self._prepare(conn)
-            statement = queries.select_paper_fills(
-                self._strategy_id, symbol, since, until, min(limit or 500, 5000)
-            )
+            statement = queries.select_paper_fills(self._strategy_id, symbol, since, until, min(limit or 500, 5000))
             rows = (await conn.execute(statement)).mappings().all()
         return [
             {
@@ -283,9 +265,7 @@ class PaperExchange:
                 if details.get("status", "active") != "active":
                     raise ExchangeError(errors.REJECTED, f"market {market!r} is not active")
                 return details
-        raise ExchangeError(
-            errors.REJECTED, f"unknown market {market!r} (names like 'BTCUSDT'; see get_markets())"
-        )
+        raise ExchangeError(errors.REJECTED, f"unknown market {market!r} (names like 'BTCUSDT'; see get_markets())")
 
     @staticmethod
     def _check_precision(details: Mapping[str, Any], quantity: Decimal, limit: Decimal | None) -> None:
@@ -298,9 +278,7 @@ class PaperExchange:
             )
         minimum = max(Decimal(str(details.get("min_quantity") or 0)), Decimal(10) ** -quantity_digits)
         if quantity < minimum:
-            raise ExchangeError(
-                errors.REJECTED, f"total_quantity {quantity} is below {market}'s minimum {minimum}"
-            )
+            raise ExchangeError(errors.REJECTED, f"total_quantity {quantity} is below {market}'s minimum {minimum}")
         price_digits = int(details.get("base_currency_precision") or 0)
         if limit is not None and _decimals(limit) > price_digits:
             raise ExchangeError(
@@ -330,9 +308,7 @@ class PaperExchange:
             limit: Decimal = order["price_per_unit"]
             crossed = low <= limit if order["side"] == "buy" else high >= limit
             if not crossed:
-                await conn.execute(
-                    queries.update_paper_order(order["paper_order_id"], {"checked_until": now})
-                )
+                await conn.execute(queries.update_paper_order(order["paper_order_id"], {"checked_until": now}))
                 continue
             details = await self._market(order["market"])
             target, base = details["target_currency_short_name"], details["base_currency_short_name"]
@@ -352,9 +328,7 @@ class PaperExchange:
             }
             await conn.execute(queries.update_paper_order(order["paper_order_id"], values))
             filled = self._order({**order, **values})
-            await conn.execute(
-                queries.update_order_by_exchange_id(self._strategy_id, filled["id"], "filled", filled)
-            )
+            await conn.execute(queries.update_order_by_exchange_id(self._strategy_id, filled["id"], "filled", filled))
 
     async def _fill(
         self,
@@ -412,13 +386,10 @@ class PaperExchange:
         if available < amount:
             raise ExchangeError(
                 errors.REJECTED,
-                f"Insufficient funds: needs {amount.normalize():f} {currency},"
-                f" available {available.normalize():f}",
+                f"Insufficient funds: needs {amount.normalize():f} {currency}, available {available.normalize():f}",
             )
 
-    async def _one_order(
-        self, conn: AsyncConnection, id: str | None, client_order_id: str | None
-    ) -> RowMapping:
+    async def _one_order(self, conn: AsyncConnection, id: str | None, client_order_id: str | None) -> RowMapping:
         if (id is None) == (client_order_id is None):
             raise ExchangeError(errors.INVALID, "pass exactly one of id or client_order_id")
         order_uuid = None
@@ -427,9 +398,7 @@ class PaperExchange:
                 order_uuid = uuid.UUID(str(id))
             except ValueError:
                 raise ExchangeError(errors.NOT_FOUND, "Order not found") from None
-        statement = queries.select_paper_order(
-            self._strategy_id, id=order_uuid, client_order_id=client_order_id
-        )
+        statement = queries.select_paper_order(self._strategy_id, id=order_uuid, client_order_id=client_order_id)
         row = (await conn.execute(statement)).mappings().first()
         if row is None:
             raise ExchangeError(errors.NOT_FOUND, "Order not found")

@@ -68,9 +68,7 @@ def update_order(order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:
     return update(orders).where(orders.c.order_id == order_id).values(**values, updated_at=func.now())
 
 
-def update_order_by_exchange_id(
-    strategy_id: str, exchange_order_id: str, status: str, response: Any
-) -> Update:
+def update_order_by_exchange_id(strategy_id: str, exchange_order_id: str, status: str, response: Any) -> Update:
     return (
         update(orders)
         .where(and_(orders.c.strategy_id == strategy_id, orders.c.exchange_order_id == exchange_order_id))
@@ -101,19 +99,16 @@ def count_paper_balances(strategy_id: str) -> Select[Any]:
 
 def seed_paper_balances(strategy_id: str, balances: Mapping[str, Decimal]) -> Insert:
     """The starting paper wallet; a no-op for currencies the strategy already has rows for."""
-    rows = [
-        {"strategy_id": strategy_id, "currency": c, "balance": b, "locked_balance": 0}
-        for c, b in balances.items()
-    ]
+    rows = [{"strategy_id": strategy_id, "currency": c, "balance": b, "locked_balance": 0} for c, b in balances.items()]
     return pg_insert(paper_balances).values(rows).on_conflict_do_nothing()
 
 
 def select_paper_balances(
     strategy_id: str, currencies: Iterable[str] | None = None, *, lock: bool = False
 ) -> Select[Any]:
-    query = select(
-        paper_balances.c.currency, paper_balances.c.balance, paper_balances.c.locked_balance
-    ).where(paper_balances.c.strategy_id == strategy_id)
+    query = select(paper_balances.c.currency, paper_balances.c.balance, paper_balances.c.locked_balance).where(
+        paper_balances.c.strategy_id == strategy_id
+    )
     if currencies is not None:
         query = query.where(paper_balances.c.currency.in_(sorted(currencies)))
     query = query.order_by(paper_balances.c.currency)
@@ -175,9 +170,7 @@ def update_paper_order(paper_order_id: uuid.UUID, values: Mapping[str, Any]) -> 
 def select_paper_fills(
     strategy_id: str, symbol: str | None, since: datetime | None, until: datetime | None, limit: int
 ) -> Select[Any]:
-    query = select(paper_orders).where(
-        paper_orders.c.strategy_id == strategy_id, paper_orders.c.status == "filled"
-    )
+    query = select(paper_orders).where(paper_orders.c.strategy_id == strategy_id, paper_orders.c.status == "filled")
     if symbol is not None:
         query = query.where(paper_orders.c.market == symbol)
     if since is not None:

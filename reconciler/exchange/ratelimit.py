@@ -59,10 +59,6 @@ class RateLimiter:
     def _prune(self, now: float) -> None:
         # Buckets that have refilled completely carry no information; drop them so keys do not pile up.
         if len(self._buckets) > 10_000:
-            full = [
-                k
-                for k, b in self._buckets.items()
-                if b.tokens + (now - b.updated) * self._rate >= self._burst
-            ]
+            full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self._rate >= self._burst]
             for key in full:
                 del self._buckets[key]

@@ -22,9 +22,7 @@ class OrdersPage:
     offset: int
 
 
-async def list_orders(
-    engine: AsyncEngine, strategy_id: str, *, limit: int = 50, offset: int = 0
-) -> OrdersPage:
+async def list_orders(engine: AsyncEngine, strategy_id: str, *, limit: int = 50, offset: int = 0) -> OrdersPage:
     """The strategy's order records (placed, refused, failed), newest first; `limit` is capped at 500."""
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)

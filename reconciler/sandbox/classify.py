@@ -87,15 +87,20 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
         except (TypeError, ValueError, RecursionError):
             return "failed", "STATE is not JSON; the previous STATE is kept", result, None
         if size > limits.state_bytes:
-            return "failed", (f"STATE is {size} bytes, over the cap of {limits.state_bytes} bytes; "
-                              "the previous STATE is kept"), result, None
+            return (
+                "failed",
+                (f"STATE is {size} bytes, over the cap of {limits.state_bytes} bytes; the previous STATE is kept"),
+                result,
+                None,
+            )
     else:
         state = None
     return str(status), error, result, state
 
 
-def classify(observed: Observed, exit_info: ExitInfo | None, limits: SandboxLimits,
-             duration: float) -> ExecutionOutcome:
+def classify(
+    observed: Observed, exit_info: ExitInfo | None, limits: SandboxLimits, duration: float
+) -> ExecutionOutcome:
     result: Any = None
     state: dict[str, Any] | None = None
     report_error = observed.report.get("error") if observed.report else None

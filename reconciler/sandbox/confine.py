@@ -77,8 +77,11 @@ def isolate_zygote_network() -> dict[str, bool]:
     except OSError:
         return {"network_namespace": False, "user_namespace": False}
     # Map our uid to itself inside the namespace (setgroups must be denied before writing gid_map).
-    for path, text in (("/proc/self/uid_map", f"{uid} {uid} 1"), ("/proc/self/setgroups", "deny"),
-                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+    for path, text in (
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
         try:
             with open(path, "w") as fh:
                 fh.write(text)
@@ -94,8 +97,7 @@ def _drop_capabilities() -> None:
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
     class _Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
     header = _Header(_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()

@@ -34,21 +34,85 @@ STRATEGY_MODULE = "strategy"  # `__name__` of the strategy's globals, so `__modu
 # Attribute names refused on every object: frame, code and closure reflection under names without `_`
 # (Cython functions keep Python 2's `func_globals` and friends).
 _DENIED_EVERYWHERE = INSPECT_ATTRIBUTES | {
-    "func_globals", "func_code", "func_closure", "func_dict", "func_defaults",
-    "im_func", "im_self", "im_class", "f_locals", "f_globals", "f_builtins", "f_back", "f_code",
-    "tb_frame", "tb_next", "gi_frame", "gi_code", "cr_frame", "ag_frame",
+    "func_globals",
+    "func_code",
+    "func_closure",
+    "func_dict",
+    "func_defaults",
+    "im_func",
+    "im_self",
+    "im_class",
+    "f_locals",
+    "f_globals",
+    "f_builtins",
+    "f_back",
+    "f_code",
+    "tb_frame",
+    "tb_next",
+    "gi_frame",
+    "gi_code",
+    "cr_frame",
+    "ag_frame",
 }
 
 # pandas and numpy: I/O, evaluation of strings, native access, test runners and toolchains.
-_DENIED_LIBRARY_NAMES = frozenset({
-    "load", "loads", "save", "savez", "savez_compressed", "savetxt", "loadtxt", "genfromtxt",
-    "fromfile", "tofile", "fromregex", "memmap", "open_memmap", "DataSource", "dump", "dumps",
-    "ExcelFile", "ExcelWriter", "HDFStore", "to_pickle", "to_parquet", "to_feather", "to_hdf",
-    "to_sql", "to_excel", "to_stata", "to_clipboard", "to_gbq", "to_orc", "to_iceberg",
-    "eval", "query", "ctypes", "ctypeslib", "f2py", "distutils", "testing", "test", "lib", "core",
-    "compat", "util", "io", "plotting", "show_config", "show_versions", "show_runtime", "get_include",
-    "style", "plot", "hist", "boxplot", "set_eng_float_format",
-})
+_DENIED_LIBRARY_NAMES = frozenset(
+    {
+        "load",
+        "loads",
+        "save",
+        "savez",
+        "savez_compressed",
+        "savetxt",
+        "loadtxt",
+        "genfromtxt",
+        "fromfile",
+        "tofile",
+        "fromregex",
+        "memmap",
+        "open_memmap",
+        "DataSource",
+        "dump",
+        "dumps",
+        "ExcelFile",
+        "ExcelWriter",
+        "HDFStore",
+        "to_pickle",
+        "to_parquet",
+        "to_feather",
+        "to_hdf",
+        "to_sql",
+        "to_excel",
+        "to_stata",
+        "to_clipboard",
+        "to_gbq",
+        "to_orc",
+        "to_iceberg",
+        "eval",
+        "query",
+        "ctypes",
+        "ctypeslib",
+        "f2py",
+        "distutils",
+        "testing",
+        "test",
+        "lib",
+        "core",
+        "compat",
+        "util",
+        "io",
+        "plotting",
+        "show_config",
+        "show_versions",
+        "show_runtime",
+        "get_include",
+        "style",
+        "plot",
+        "hist",
+        "boxplot",
+        "set_eng_float_format",
+    }
+)
 _DENIED_LIBRARY_PREFIXES = ("read_",)
 
 # Methods that write to a path when given one and return a string otherwise: allowed without a path.
@@ -60,19 +124,59 @@ _PATH_KEYWORDS = frozenset({"path_or_buf", "buf", "path_or_buffer", "path", "exc
 _STRING_DISPATCH = frozenset({"agg", "aggregate", "apply", "transform", "pivot_table", "resample"})
 
 # Submodules reachable as attributes of allowed modules (`np.random`, `pd.offsets`, `collections.abc`).
-_VIEWABLE_SUBMODULES = frozenset({
-    "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial", "numpy.dtypes", "numpy.exceptions",
-    "numpy.char", "numpy.strings", "numpy.emath", "numpy.lib.scimath",
-    "pandas.api", "pandas.api.types", "pandas.tseries", "pandas.tseries.offsets",
-    "pandas.tseries.frequencies", "pandas.errors", "pandas.arrays",
-})
+_VIEWABLE_SUBMODULES = frozenset(
+    {
+        "numpy.random",
+        "numpy.linalg",
+        "numpy.fft",
+        "numpy.polynomial",
+        "numpy.dtypes",
+        "numpy.exceptions",
+        "numpy.char",
+        "numpy.strings",
+        "numpy.emath",
+        "numpy.lib.scimath",
+        "pandas.api",
+        "pandas.api.types",
+        "pandas.tseries",
+        "pandas.tseries.offsets",
+        "pandas.tseries.frequencies",
+        "pandas.errors",
+        "pandas.arrays",
+    }
+)
 
 # What a strategy may use of `typing` (not `get_type_hints` or `ForwardRef`, which evaluate strings).
-_TYPING_NAMES = frozenset({
-    "Any", "Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Callable", "Iterable",
-    "Iterator", "Sequence", "Mapping", "MutableMapping", "NamedTuple", "Literal", "Final", "cast",
-    "TYPE_CHECKING", "TypeVar", "Generic", "Deque", "DefaultDict", "Counter", "OrderedDict", "Type",
-})
+_TYPING_NAMES = frozenset(
+    {
+        "Any",
+        "Optional",
+        "Union",
+        "List",
+        "Dict",
+        "Tuple",
+        "Set",
+        "FrozenSet",
+        "Callable",
+        "Iterable",
+        "Iterator",
+        "Sequence",
+        "Mapping",
+        "MutableMapping",
+        "NamedTuple",
+        "Literal",
+        "Final",
+        "cast",
+        "TYPE_CHECKING",
+        "TypeVar",
+        "Generic",
+        "Deque",
+        "DefaultDict",
+        "Counter",
+        "OrderedDict",
+        "Type",
+    }
+)
 
 _VIEW_ALLOWED_NAMES: dict[str, frozenset[str]] = {"typing": _TYPING_NAMES}
 _VIEW_DENIED_NAMES: dict[str, frozenset[str]] = {
@@ -190,9 +294,7 @@ def _check_attribute_name(obj: object, name: str) -> None:
     if name in _DENIED_EVERYWHERE:
         raise _deny(f'"{name}" is a restricted name that strategies cannot access')
     # str.format / format_map read attributes of their arguments ("{0.__class__}".format(x)).
-    if name in ("format", "format_map") and (
-        isinstance(obj, str) or (isinstance(obj, type) and issubclass(obj, str))
-    ):
+    if name in ("format", "format_map") and (isinstance(obj, str) or (isinstance(obj, type) and issubclass(obj, str))):
         raise _deny("str.format() and str.format_map() are not allowed; use f-strings or %")
 
 
@@ -267,9 +369,18 @@ def guarded_delattr(obj: Any, name: str) -> None:
 
 
 _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
-    ">>=": operator.irshift, "|=": operator.ior, "^=": operator.ixor, "&=": operator.iand,
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "|=": operator.ior,
+    "^=": operator.ixor,
+    "&=": operator.iand,
     "@=": operator.imatmul,
 }
 
@@ -300,18 +411,66 @@ def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 _SAFE_BUILTIN_NAMES = (
-    "None", "False", "True", "Ellipsis", "NotImplemented",
-    "abs", "all", "any", "ascii", "bin", "bool", "bytes", "callable", "chr", "classmethod", "complex",
-    "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset", "hash", "hex", "id", "int",
-    "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "object", "oct",
-    "ord", "pow", "property", "range", "repr", "reversed", "round", "set", "slice", "sorted",
-    "staticmethod", "str", "sum", "tuple", "zip",
+    "None",
+    "False",
+    "True",
+    "Ellipsis",
+    "NotImplemented",
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "complex",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "hash",
+    "hex",
+    "id",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "object",
+    "oct",
+    "ord",
+    "pow",
+    "property",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
 )
 
 
 def _exception_names() -> list[str]:
     return [
-        name for name, value in vars(builtins).items()
+        name
+        for name, value in vars(builtins).items()
         if isinstance(value, type) and issubclass(value, BaseException) and not name.startswith("_")
     ]
 

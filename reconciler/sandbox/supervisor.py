@@ -97,8 +97,13 @@ def _scrubbed_environment() -> dict[str, str]:
         "LANG": "C.UTF-8",
         "TZ": "UTC",
     }
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-                 "VECLIB_MAXIMUM_THREADS"):
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    ):
         env[name] = "1"
     return env
 
@@ -162,10 +167,17 @@ class Sandbox:
         mine.setblocking(False)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-s", "-m", "reconciler.sandbox.zygote",
+                sys.executable,
+                "-P",
+                "-s",
+                "-m",
+                "reconciler.sandbox.zygote",
                 json.dumps(self._zygote_config(theirs.fileno())),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),), env=_scrubbed_environment(), cwd="/",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                env=_scrubbed_environment(),
+                cwd="/",
             )
         finally:
             theirs.close()
@@ -210,10 +222,14 @@ class Sandbox:
         if kind == "started" and not pending.started.done():
             pending.started.set_result(int(message["pid"]))
         elif kind == "exited" and not pending.exited.done():
-            pending.exited.set_result(ExitInfo(
-                status=int(message["status"]), wall_killed=bool(message["wall_killed"]),
-                cpu=float(message["cpu"]), duration=float(message["duration"]),
-            ))
+            pending.exited.set_result(
+                ExitInfo(
+                    status=int(message["status"]),
+                    wall_killed=bool(message["wall_killed"]),
+                    cpu=float(message["cpu"]),
+                    duration=float(message["duration"]),
+                )
+            )
 
     async def _send_control(self, zygote: _Zygote, message: dict[str, Any], fd: int | None = None) -> None:
         payload = [json.dumps(message).encode()]
@@ -282,11 +298,17 @@ class Sandbox:
         except PolicyError as exc:
             return self._failed_before_start(f"Policy violation: {exc}")
         try:
-            header = protocol.encode({
-                "config": request.config, "state": request.state, "source": request.code,
-                "output_bytes": self.limits.output_bytes, "result_bytes": self.limits.result_bytes,
-                "state_bytes": self.limits.state_bytes, "wall_seconds": self.limits.wall_seconds,
-            })
+            header = protocol.encode(
+                {
+                    "config": request.config,
+                    "state": request.state,
+                    "source": request.code,
+                    "output_bytes": self.limits.output_bytes,
+                    "result_bytes": self.limits.result_bytes,
+                    "state_bytes": self.limits.state_bytes,
+                    "wall_seconds": self.limits.wall_seconds,
+                }
+            )
         except (TypeError, ValueError) as exc:
             return self._failed_before_start(f"CONFIG or the stored STATE is not JSON: {exc}")
         try:
@@ -305,9 +327,7 @@ class Sandbox:
             await self._discard(run.zygote)
         return classify(run.observed, exit_info, self.limits, time.monotonic() - started)
 
-    async def _execute(
-        self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None
-    ) -> ExitInfo | None:
+    async def _execute(self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None) -> ExitInfo | None:
         loop = asyncio.get_running_loop()
         zygote = run.zygote
         pending = _Pending(loop.create_future(), loop.create_future())
@@ -344,8 +364,9 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 mine.close()
 
-    async def _converse(self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        broker: BrokerCall | None) -> None:
+    async def _converse(
+        self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, broker: BrokerCall | None
+    ) -> None:
         observed = run.observed
         calls = 0
         try:
@@ -375,9 +396,7 @@ class Sandbox:
         except (ConnectionError, OSError):
             return  # the child died mid-conversation; its exit status tells the rest
 
-    async def _broker_call(
-        self, message: dict[str, Any], broker: BrokerCall | None, calls: int
-    ) -> dict[str, Any]:
+    async def _broker_call(self, message: dict[str, Any], broker: BrokerCall | None, calls: int) -> dict[str, Any]:
         method, params = message.get("method"), message.get("params")
         if not isinstance(method, str) or method not in CLIENT_METHODS:
             return {"ok": False, "kind": "invalid", "message": f"unknown client method {str(method)[:60]!r}"}
@@ -400,4 +419,3 @@ class Sandbox:
             logger.exception("broker call %s failed", method)
             return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
         return {"ok": True, "value": value}
-

@@ -23,8 +23,13 @@ import os
 
 # Single-threaded BLAS/OpenMP before numpy loads: threads per child would multiply by the slots and
 # break RLIMIT_NPROC=0. (The supervisor also sets these in the scrubbed environment.)
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS"):
+for _name in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ[_name] = "1"
 
 import array  # noqa: E402
@@ -62,8 +67,10 @@ def _preload() -> None:
         __import__(name)
     guards.harden_libraries()
     # Lazy imports inside pandas happen on first use; do the common ones here, not in every child.
-    frame = pd.DataFrame({"close": np.linspace(1.0, 2.0, 50), "volume": np.arange(50.0)},
-                         index=pd.date_range("2024-01-01", periods=50, freq="min"))
+    frame = pd.DataFrame(
+        {"close": np.linspace(1.0, 2.0, 50), "volume": np.arange(50.0)},
+        index=pd.date_range("2024-01-01", periods=50, freq="min"),
+    )
     frame["sma"] = frame["close"].rolling(5).mean()
     frame["ema"] = frame["close"].ewm(span=5).mean()
     repr(frame)
@@ -173,10 +180,16 @@ class Zygote:
             if entry is None:
                 continue
             del self.by_id[entry.id]
-            self.send({
-                "t": "exited", "id": entry.id, "status": status, "wall_killed": entry.wall_killed,
-                "cpu": usage.ru_utime + usage.ru_stime, "duration": time.monotonic() - entry.started,
-            })
+            self.send(
+                {
+                    "t": "exited",
+                    "id": entry.id,
+                    "status": status,
+                    "wall_killed": entry.wall_killed,
+                    "cpu": usage.ru_utime + usage.ru_stime,
+                    "duration": time.monotonic() - entry.started,
+                }
+            )
 
     def enforce_deadlines(self) -> float | None:
         now = time.monotonic()

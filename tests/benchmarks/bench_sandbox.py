@@ -104,20 +104,26 @@ async def main() -> None:
     fresh = fresh_interpreter(args.fresh_runs)
     median, fresh_median = statistics.median(times), statistics.median(fresh)
     p95 = sorted(times)[int(len(times) * 0.95) - 1]
-    print(f"sandbox, empty strategy, {args.runs} sequential runs: median {ms(median)}, p95 {ms(p95)}, "
-          f"min {ms(min(times))}")
+    print(
+        f"sandbox, empty strategy, {args.runs} sequential runs: median {ms(median)}, p95 {ms(p95)}, "
+        f"min {ms(min(times))}"
+    )
     print(f"fresh `python -c 'import pandas'`, {args.fresh_runs} runs: median {ms(fresh_median)}")
     print(f"speed-up: {fresh_median / median:.1f}x")
 
     throughput, cpu_per_run = await concurrent(sandbox, args.runs * 2, args.concurrency)
-    print(f"throughput, {args.concurrency} concurrent: {throughput:.0f} executions/s on {os.cpu_count()} "
-          f"cores; CPU per execution (supervisor + zygote + child): {ms(cpu_per_run)}")
+    print(
+        f"throughput, {args.concurrency} concurrent: {throughput:.0f} executions/s on {os.cpu_count()} "
+        f"cores; CPU per execution (supervisor + zygote + child): {ms(cpu_per_run)}"
+    )
     await sandbox.close()
 
     ok = median <= 0.010 and fresh_median / median >= 30
-    print(f"targets (median <= 10 ms, >= 30x): {'met' if ok else 'NOT met'}; "
-          f"200/s needs CPU per execution <= {ms(os.cpu_count() / 200)}: "
-          f"{'met' if throughput >= 200 else 'NOT met'}")
+    print(
+        f"targets (median <= 10 ms, >= 30x): {'met' if ok else 'NOT met'}; "
+        f"200/s needs CPU per execution <= {ms(os.cpu_count() / 200)}: "
+        f"{'met' if throughput >= 200 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

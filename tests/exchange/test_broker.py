@@ -176,9 +176,7 @@ def test_limits_refuse_with_clear_errors_and_are_recorded(database_url: str) -> 
 
         await execute(factory, engine, "strat-1", calls, config=config)
         # The count is per execution: the next run may place orders again.
-        again = await execute(
-            factory, engine, "strat-1", lambda call: call("create_order", small), config=config
-        )
+        again = await execute(factory, engine, "strat-1", lambda call: call("create_order", small), config=config)
         await factory.aclose()
         return failures, again, await order_rows(engine)
 
@@ -291,9 +289,7 @@ def test_paper_market_data_and_a_bad_config(database_url: str) -> None:
     assert min(map(float, book["asks"])) > max(map(float, book["bids"]))
 
 
-async def _store_credentials(
-    engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str, secret: str
-) -> None:
+async def _store_credentials(engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str, secret: str) -> None:
     sealed = cipher.encrypt(Credentials(API_KEY, secret), strategy_id=strategy_id)
     async with engine.begin() as conn:
         await conn.execute(
@@ -368,12 +364,8 @@ def test_live_session_without_usable_credentials(database_url: str, fake: FakeCo
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "nokey", exchange="coindcx")
         await add_strategy(engine, "wrongkey", exchange="coindcx")
-        await _store_credentials(
-            engine, CredentialCipher.from_key_string(generate_key("old")), "wrongkey", "x" * 20
-        )
-        factory = BrokerFactory(
-            settings_for(fake.url), engine, CredentialCipher.from_key_string(KEY), retry=FAST
-        )
+        await _store_credentials(engine, CredentialCipher.from_key_string(generate_key("old")), "wrongkey", "x" * 20)
+        factory = BrokerFactory(settings_for(fake.url), engine, CredentialCipher.from_key_string(KEY), retry=FAST)
         outcomes = {}
         for strategy_id in ("nokey", "wrongkey"):
 
@@ -457,9 +449,7 @@ def test_live_create_that_times_out_is_placed_and_recorded_once(database_url: st
             "price_per_unit": 70000,
             "client_order_id": "once",
         }
-        order = await execute(
-            factory, engine, "live-1", lambda call: call("create_order", params), exchange="coindcx"
-        )
+        order = await execute(factory, engine, "live-1", lambda call: call("create_order", params), exchange="coindcx")
         await factory.aclose()
         return order, await order_rows(engine, "live-1")
 

@@ -134,9 +134,7 @@ def test_create_that_times_out_after_placing_is_not_placed_twice(fake: FakeCoinD
 
 
 @pytest.mark.parametrize("fault", ["place_then_500", "malformed"])
-def test_create_with_ambiguous_answer_after_placing_returns_the_one_order(
-    fake: FakeCoinDCX, fault: str
-) -> None:
+def test_create_with_ambiguous_answer_after_placing_returns_the_one_order(fake: FakeCoinDCX, fault: str) -> None:
     fake.state.fail(CREATE, fault)
     order = run(fake, lambda c: c.create_order(**order_args()))
     assert order["id"] in fake.state.orders
@@ -173,9 +171,7 @@ def test_exchange_rejection_is_clear_and_not_retried(fake: FakeCoinDCX) -> None:
     with pytest.raises(ExchangeError) as info:
         run(fake, lambda c: c.create_order(**order_args(total_quantity=1)))
     assert info.value.kind == errors.REJECTED
-    assert (
-        info.value.message == "create_order: the exchange rejected the request: Insufficient funds (HTTP 400)"
-    )
+    assert info.value.message == "create_order: the exchange rejected the request: Insufficient funds (HTTP 400)"
     assert fake.state.calls(CREATE) == 1 and fake.state.calls(STATUS) == 0
 
 

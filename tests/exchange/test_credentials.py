@@ -116,7 +116,5 @@ def test_wrong_key_material_stops_rotation_without_changing_rows(database_url: s
         return before, await stored(engine), str(info.value)
 
     before, after, message = run(database_url, body)
-    assert [(r["key_id"], r["credentials"]) for r in before] == [
-        (r["key_id"], r["credentials"]) for r in after
-    ]
+    assert [(r["key_id"], r["credentials"]) for r in before] == [(r["key_id"], r["credentials"]) for r in after]
     assert SECRET not in message

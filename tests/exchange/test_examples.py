@@ -134,9 +134,7 @@ def test_ma_crossover_trades_on_crossovers(database_url: str) -> None:
 
 def test_rsi_mean_reversion_buys_low_and_sells_high(database_url: str) -> None:
     config = {"oversold": 35, "overbought": 65}
-    results, state, _, rows = drive(
-        database_url, "rsi_mean_reversion", runs=200, step_seconds=300, config=config
-    )
+    results, state, _, rows = drive(database_url, "rsi_mean_reversion", runs=200, step_seconds=300, config=config)
     buys = [r for r in results if r["action"] == "buy"]
     sells = [r for r in results if r["action"] == "sell"]
     assert buys and sells

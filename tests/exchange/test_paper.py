@@ -37,9 +37,7 @@ def run(database_url: str, clock: Clock, use: Callable[[Callable[[], PaperExchan
         try:
             await add_strategy(engine)
             feed = SimulatedFeed(clock=clock)
-            return await use(
-                lambda: PaperExchange(engine, feed, strategy_id="strat-1", initial_balances=WALLET)
-            )
+            return await use(lambda: PaperExchange(engine, feed, strategy_id="strat-1", initial_balances=WALLET))
         finally:
             await engine.dispose()
 

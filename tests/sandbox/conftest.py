@@ -27,7 +27,11 @@ os.environ.setdefault("DATABASE_URL", f"postgresql://executor:{PLANTED_SECRET}@1
 _SECRET_IN_MEMORY = [PLANTED_SECRET.encode(), PLANTED_SECRET]
 
 TEST_LIMITS = SandboxLimits(
-    memory_mb=100, cpu_seconds=1, wall_seconds=2.0, output_bytes=65536, result_bytes=65536,
+    memory_mb=100,
+    cpu_seconds=1,
+    wall_seconds=2.0,
+    output_bytes=65536,
+    result_bytes=65536,
     state_bytes=65536,
 )
 
@@ -113,8 +117,14 @@ class Harness:
         self.runner = runner
         self.box = box
 
-    def run(self, code: str, *, config: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
-            broker: Any = None) -> Any:
+    def run(
+        self,
+        code: str,
+        *,
+        config: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        broker: Any = None,
+    ) -> Any:
         from reconciler.outcome import ExecutionRequest
 
         zygote = self.box._zygote
@@ -138,8 +148,12 @@ class Harness:
 
             watcher = asyncio.create_task(monitor())
             try:
-                return (*await asyncio.gather(self.box.run(hostile, broker or make_secret_broker()),
-                                              self.box.run(good, good_broker)), lag)
+                return (
+                    *await asyncio.gather(
+                        self.box.run(hostile, broker or make_secret_broker()), self.box.run(good, good_broker)
+                    ),
+                    lag,
+                )
             finally:
                 done.set()
                 await watcher

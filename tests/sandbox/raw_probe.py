@@ -105,7 +105,10 @@ def main() -> None:
     config = json.loads(sys.stdin.read())
     network = confine.isolate_zygote_network()
     plan = confine.ChildPlan(
-        memory_mb=100, cpu_seconds=5, uid=config.get("uid"), gid=config.get("gid"),
+        memory_mb=100,
+        cpu_seconds=5,
+        uid=config.get("uid"),
+        gid=config.get("gid"),
         seccomp_program=seccomp.Program(seccomp.compile_filter()) if seccomp.available() else None,
     )
     mine, theirs = socket.socketpair()

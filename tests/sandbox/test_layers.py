@@ -39,8 +39,13 @@ def probe_report(fake_database: socket.socket) -> dict[str, Any]:
         nobody = pwd.getpwnam("nobody")
         config["uid"], config["gid"] = nobody.pw_uid, nobody.pw_gid
     completed = subprocess.run(
-        [sys.executable, "-P", "-m", "tests.sandbox.raw_probe"], input=json.dumps(config),
-        capture_output=True, text=True, timeout=60, env=_scrubbed_environment(), cwd=ROOT,
+        [sys.executable, "-P", "-m", "tests.sandbox.raw_probe"],
+        input=json.dumps(config),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_scrubbed_environment(),
+        cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
@@ -75,8 +80,9 @@ def test_rlimits(probe_report: dict[str, Any]) -> None:
     assert 100 << 20 < probe_report["rlimit_as"] < 4 << 30
 
 
-def test_network_namespace_is_empty_and_sockets_are_refused(probe_report: dict[str, Any],
-                                                            fake_database: socket.socket) -> None:
+def test_network_namespace_is_empty_and_sockets_are_refused(
+    probe_report: dict[str, Any], fake_database: socket.socket
+) -> None:
     assert probe_report["network"]["network_namespace"] is True
     assert probe_report["interfaces"] == ["lo"]
     assert probe_report["socket"].startswith("PermissionError")
@@ -120,8 +126,9 @@ def test_zygote_holds_no_tenant_modules(sandbox: Sandbox, loop_runner: LoopRunne
         "print(sorted(m for m in sys.modules if m.startswith(("
         "'reconciler.settings', 'reconciler.store', 'sqlalchemy', 'psycopg', 'pydantic'))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60, env=_scrubbed_environment())
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=_scrubbed_environment()
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
