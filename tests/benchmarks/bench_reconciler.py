@@ -63,17 +63,17 @@ class Bench:
 
 
 def deploy(
-    conn: psycopg.Connection, count: int, code: str, interval: int, spread: float = 0.0, prefix: str = "s"
+    conn: psycopg.Connection, count: int, code: str, interval: int, spread: float = 0.0, exchange: str = "paper"
 ) -> None:
     """Deploy `count` strategies, their first ticks spread evenly over `spread` seconds."""
     batch = max(1, count // 20) if spread else count
     start = time.monotonic()
     for first in range(0, count, batch):
-        rows = [(f"s{i:05d}", code, interval) for i in range(first, min(count, first + batch))]
+        rows = [(f"s{i:05d}", code, interval, exchange) for i in range(first, min(count, first + batch))]
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval) "
-                "VALUES (%s, 'bench', 'bench', %s, %s)",
+                "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, exchange) "
+                "VALUES (%s, 'bench', 'bench', %s, %s, %s)",
                 rows,
             )
         if spread:
@@ -195,23 +195,27 @@ def idle_queries(bench: Bench, seconds: float) -> None:
 
 
 def scaling(bench: Bench, seconds: float) -> None:
-    from tests.exchange.fake_coindcx import serve_fake_coindcx  # a slow exchange on loopback
+    from tests.exchange.fake_coindcx import FakeCoinDCX  # a slow exchange on loopback
 
-    with serve_fake_coindcx(latency=0.25) as exchange_url:
+    exchange = FakeCoinDCX().start()
+    exchange.state.latency_seconds = 0.25
+    exchange_url = exchange.url
+    try:
         rates = []
         for n in (1, 2, 3):
             url = bench.database()
             conn = psycopg.connect(libpq_url(url), autocommit=True)
-            workers = bench.workers(
-                url, n, paper_price_feed="coindcx", coindcx_api_url=exchange_url, coindcx_public_url=exchange_url
-            )
-            deploy(conn, 300, WAITING, interval=1)
+            workers = bench.workers(url, n, coindcx_api_url=exchange_url, coindcx_public_url=exchange_url)
+            # Live-exchange strategies without credentials: public market data still answers.
+            deploy(conn, 300, WAITING, interval=1, exchange="coindcx")
             time.sleep(4)
             rate = finished_between(conn, seconds)
             stop_all(conn, workers)
             rates.append(rate)
             print(f"waiting strategies (exchange answers in 250 ms): {n} replica(s) {rate:.1f} executions/s")
         print(f"scaling: 2 replicas {rates[1] / rates[0]:.2f}x, 3 replicas {rates[2] / rates[0]:.2f}x one replica")
+    finally:
+        exchange.stop()
 
 
 def main() -> None:

@@ -59,6 +59,8 @@ class FakeState:
     # every request seen: (method, path, raw body, headers)
     requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
     slow_seconds: float = 1.5
+    # Every answer takes this long (benchmarks: strategies that wait on a slow exchange).
+    latency_seconds: float = 0.0
 
     def fail(self, path: str, *kinds: str) -> None:
         self.faults[path].extend(kinds)
@@ -81,6 +83,8 @@ def build_app(state: FakeState) -> Starlette:
         path = request.url.path
         raw = await request.body()
         state.requests.append((request.method, path, raw, dict(request.headers)))
+        if state.latency_seconds:
+            await asyncio.sleep(state.latency_seconds)
         fault = state.faults[path].pop(0) if state.faults.get(path) else None
         # Faults that happen before the request is processed: nothing takes effect.
         if fault == "429":
