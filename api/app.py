@@ -40,6 +40,9 @@ def create_app(
 
     endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", {200: None}))
     document.update(build_openapi(endpoints, title="strategy-executor executor API", version=__version__))
+    # The interval's bounds are settings, not constants of the model: state this server's.
+    interval = document["components"]["schemas"]["DeployRequest"]["properties"]["execution_interval"]  # type: ignore[index]
+    interval.update(minimum=settings.min_execution_interval, maximum=settings.max_execution_interval)
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
     return Starlette(

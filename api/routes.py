@@ -275,6 +275,7 @@ class ExecutorApi:
         record = await self.store.set_desired_state(strategy_id, desired_state)
         if record is None:
             raise _missing(strategy_id)
+        log.info("strategy %s: desired_state %s (generation %s)", strategy_id, desired_state, record["generation"])
         return respond(StrategyStatus.from_record(record))
 
     async def delete(self, request: Request) -> Response:
@@ -282,6 +283,7 @@ class ExecutorApi:
         record = await self.store.request_deletion(strategy_id)
         if record is None:
             raise _missing(strategy_id)
+        log.info("strategy %s: deletion requested", strategy_id)
         return respond(StrategyStatus.from_record(record), 202)
 
     async def execute(self, request: Request) -> Response:
@@ -290,6 +292,7 @@ class ExecutorApi:
         run = await self.store.request_run(strategy_id)
         if run is None:
             raise _missing(strategy_id)
+        log.info("strategy %s: run requested (run request %s)", strategy_id, run["run_request_id"])
         if query.wait is None:
             return respond(RunRequest.model_validate(run), 202)
         waited = await self.store.wait_for_run(run["run_request_id"], timeout=query.wait)

@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -112,18 +112,8 @@ class Store:
         Credentials are replaced with the spec: a deploy without them removes any stored before, so a
         strategy moved to the paper exchange keeps no secret.
         """
-        values = {
-            "strategy_id": spec.strategy_id,
-            "user_id": spec.user_id,
-            "name": spec.name,
-            "code": spec.code,
-            "config": spec.config,
-            "execution_interval": spec.execution_interval,
-            "exchange": spec.exchange,
-            "desired_state": spec.desired_state,
-        }
         async with self._transaction() as conn:
-            row = (await conn.execute(q.upsert_strategy(values))).first()
+            row = (await conn.execute(q.upsert_strategy(asdict(spec)))).first()
             if row is None:
                 owner = (await conn.execute(q.select_owner(spec.strategy_id))).one()
                 if owner.delete_requested_at is not None:

@@ -6,6 +6,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from tests.api.conftest import BuildClient
+
 ROUTES = {
     ("get", "/health"),
     ("post", "/strategies/deploy"),
@@ -65,3 +67,10 @@ def test_document_lists_every_route_with_schemas(client: TestClient) -> None:
     for name, schema in schemas.items():
         if name != "DeployRequest":
             assert "api_secret" not in schema.get("properties", {}), name
+
+
+def test_the_interval_bounds_are_this_servers_settings(build_client: BuildClient) -> None:
+    client = build_client(min_execution_interval=10, max_execution_interval=100)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["DeployRequest"]
+    assert schema["properties"]["execution_interval"]["minimum"] == 10
+    assert schema["properties"]["execution_interval"]["maximum"] == 100
