@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol, TypeVar
 
 import anyio.to_thread
@@ -39,6 +40,8 @@ from api.schemas import (
     LocalReplicaHealth,
     Order,
     OrderList,
+    PaperBalance,
+    PaperWallet,
     RunRequest,
     Strategy,
     StrategyList,
@@ -371,6 +374,26 @@ class ExecutorApi:
         next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["order_id"]) if len(rows) > query.limit else None
         return respond(OrderList(items=[Order.model_validate(row) for row in page], next_cursor=next_cursor))
 
+    async def paper_wallet(self, request: Request) -> Response:
+        strategy_id = strategy_id_param(request)
+        found = await self.store.paper_balances(strategy_id)
+        if found is None:
+            raise _missing(strategy_id)
+        exchange, rows = found
+        if exchange != "paper":
+            raise Conflict(
+                f"strategy {strategy_id!r} trades on {exchange}: its balances are on the exchange, "
+                "where the strategy reads them with client.get_balances()"
+            )
+        if rows:
+            balances = [PaperBalance.model_validate(row) for row in rows]
+        else:
+            balances = [
+                PaperBalance(currency=currency, balance=Decimal(str(amount)), locked_balance=Decimal(0))
+                for currency, amount in sorted(self.settings.paper_initial_balances.items())
+            ]
+        return respond(PaperWallet(strategy_id=strategy_id, starting=not rows, balances=balances))
+
     # --- the route table -------------------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
@@ -459,6 +482,13 @@ class ExecutorApi:
                 "A strategy's orders, newest first",
                 {200: OrderList},
                 query=ListOrdersQuery,
+            ),
+            Endpoint(
+                "GET",
+                "/strategies/{strategy_id}/balances",
+                self.paper_wallet,
+                "A paper strategy's wallet (the starting wallet until its first trade)",
+                {200: PaperWallet},
             ),
             Endpoint("GET", "/executions/{execution_id}", self.get_execution, "One execution", {200: Execution}),
         ]

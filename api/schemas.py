@@ -330,6 +330,18 @@ class OrderList(_Response):
     next_cursor: str | None
 
 
+class PaperBalance(_Response):
+    currency: str
+    balance: Decimal = Field(description="A decimal number, as a string.")
+    locked_balance: Decimal = Field(description="Held by open limit orders; a decimal number, as a string.")
+
+
+class PaperWallet(_Response):
+    strategy_id: str
+    starting: bool = Field(description="True until the strategy's first trade: the wallet it will start with.")
+    balances: list[PaperBalance]
+
+
 # --- validation errors as field/reason pairs ------------------------------------------------------
 
 _REASONS = {

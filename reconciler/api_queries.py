@@ -32,14 +32,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from reconciler.tables import executions, orders, replicas, run_requests, strategies, strategy_credentials
+from reconciler.tables import (
+    executions,
+    orders,
+    paper_balances,
+    replicas,
+    run_requests,
+    strategies,
+    strategy_credentials,
+)
 from reconciler.tables import strategy_status as status_t
 
 s = strategies
-
-# The channel the replicas LISTEN on (reconciler.loop.NOTIFY_CHANNEL; not imported: the API side does
-# not depend on the loop).
-NOTIFY_CHANNEL = "strategy_executor"
 
 # The status a client sees: a deletion request wins, then what a replica last wrote, else pending.
 DERIVED_STATUS: ColumnElement[str] = case(
@@ -158,11 +162,6 @@ def insert_run_request(strategy_id: str) -> Insert:
     return insert(run_requests).from_select(["strategy_id"], live).returning(*run_requests.c)
 
 
-def notify_replicas(strategy_id: str) -> Select[Any]:
-    """Wake the replicas' reconcile loops (delivered at commit; only a wake-up, they poll anyway)."""
-    return select(func.pg_notify(NOTIFY_CHANNEL, strategy_id))
-
-
 # --- reads ----------------------------------------------------------------------------------------
 
 
@@ -175,7 +174,16 @@ def select_status(strategy_id: str) -> Select[Any]:
 
 
 def select_strategy_exists(strategy_id: str) -> Select[Any]:
-    return select(s.c.strategy_id).where(s.c.strategy_id == strategy_id)
+    return select(s.c.strategy_id, s.c.exchange).where(s.c.strategy_id == strategy_id)
+
+
+def select_paper_balances(strategy_id: str) -> Select[Any]:
+    b = paper_balances
+    return (
+        select(b.c.currency, b.c.balance, b.c.locked_balance)
+        .where(b.c.strategy_id == strategy_id)
+        .order_by(b.c.currency)
+    )
 
 
 def list_strategies(

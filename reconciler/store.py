@@ -3,8 +3,7 @@
 Every driver error leaves here wrapped by `reconciler.db.wrap`, so callers see only `StoreError` or
 `DatabaseUnavailable`. Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
 Records are plain dicts keyed by column name; the API turns them into its response models.
-Every desired-state write also NOTIFYs the replicas in its transaction, so they act at once rather
-than at their next poll.
+Replicas learn of every desired-state write at once: a trigger (migration 0001) NOTIFYs them.
 The Store wraps an engine it does not own: whoever created the engine disposes it.
 """
 
@@ -126,7 +125,6 @@ class Store:
                 await conn.execute(q.delete_credentials(spec.strategy_id))
             else:
                 await conn.execute(q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext))
-            await conn.execute(q.notify_replicas(spec.strategy_id))
             strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
         return Deployed(strategy=dict(strategy), created=bool(row.created))
 
@@ -135,23 +133,18 @@ class Store:
         async with self._transaction() as conn:
             if (await conn.execute(q.set_desired_state(strategy_id, desired_state))).first() is None:
                 return None
-            await conn.execute(q.notify_replicas(strategy_id))
             return await _one(conn, q.select_status(strategy_id))
 
     async def request_deletion(self, strategy_id: str) -> Record | None:
         """Mark for deletion (idempotent); the strategy's status, or None when unknown."""
         async with self._transaction() as conn:
-            if (await conn.execute(q.request_deletion(strategy_id))).first() is not None:
-                await conn.execute(q.notify_replicas(strategy_id))
+            await conn.execute(q.request_deletion(strategy_id))
             return await _one(conn, q.select_status(strategy_id))
 
     async def request_run(self, strategy_id: str) -> Record | None:
         """Record a manual run request; None when the strategy is unknown or being deleted."""
         async with self._transaction() as conn:
-            request = await _one(conn, q.insert_run_request(strategy_id))
-            if request is not None:
-                await conn.execute(q.notify_replicas(strategy_id))
-            return request
+            return await _one(conn, q.insert_run_request(strategy_id))
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -202,6 +195,14 @@ class Store:
             if (await conn.execute(q.select_strategy_exists(strategy_id))).first() is None:
                 return None
             return await _all(conn, q.list_orders(strategy_id, limit=limit, after=after))
+
+    async def paper_balances(self, strategy_id: str) -> tuple[str, list[Record]] | None:
+        """The strategy's exchange and its paper wallet rows (none before its first trade); None if unknown."""
+        async with self._transaction() as conn:
+            strategy = (await conn.execute(q.select_strategy_exists(strategy_id))).first()
+            if strategy is None:
+                return None
+            return strategy.exchange, await _all(conn, q.select_paper_balances(strategy_id))
 
     async def get_run(self, run_request_id: int) -> RunWait | None:
         """A run request and the execution a replica started for it, if any."""

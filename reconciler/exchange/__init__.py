@@ -4,5 +4,4 @@
 - `coindcx`: the async CoinDCX REST client (signing in `signing`, error kinds in `errors`).
 - `paper`: the paper exchange (same methods and shapes), priced by a `feed` (simulated or CoinDCX).
 - `credentials`: loading, checking and rotating sealed credentials (sealing itself: `reconciler.crypto`).
-- `readers`: what the API shows (a strategy's orders, its paper wallet). All SQL lives in `queries`.
 """

@@ -76,20 +76,6 @@ def update_order_by_exchange_id(strategy_id: str, exchange_order_id: str, status
     )
 
 
-def select_orders_page(strategy_id: str, limit: int, offset: int) -> Select[Any]:
-    return (
-        select(orders)
-        .where(orders.c.strategy_id == strategy_id)
-        .order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-
-
-def count_orders(strategy_id: str) -> Select[Any]:
-    return select(func.count()).select_from(orders).where(orders.c.strategy_id == strategy_id)
-
-
 # --- paper exchange ----------------------------------------------------------------------------------
 
 

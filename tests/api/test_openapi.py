@@ -20,6 +20,7 @@ ROUTES = {
     ("post", "/strategies/{strategy_id}/execute"),
     ("get", "/strategies/{strategy_id}/executions"),
     ("get", "/strategies/{strategy_id}/orders"),
+    ("get", "/strategies/{strategy_id}/balances"),
     ("get", "/executions/{execution_id}"),
     ("get", "/openapi.json"),
 }

@@ -170,3 +170,31 @@ def test_reads_of_a_strategy_being_deleted_still_work(client: TestClient) -> Non
     assert client.get("/strategies/s00").json()["status"] == "deleting"
     assert client.get("/strategies/s00/executions").status_code == 200
     assert client.get("/strategies/s00/orders").status_code == 200
+
+
+def test_paper_wallet_shows_the_starting_wallet_then_the_traded_one(
+    client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    assert client.post("/strategies/deploy", json=deploy_body()).status_code == 201
+    starting = client.get("/strategies/s1/balances").json()
+    assert starting["starting"] is True
+    assert {b["currency"]: b["balance"] for b in starting["balances"]} == {"INR": "1000000.0", "USDT": "10000.0"}
+    pg_conn.execute(
+        "INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance) "
+        "VALUES ('s1', 'USDT', 9950.5, 10), ('s1', 'BTC', 0.001, 0)"
+    )
+    traded = client.get("/strategies/s1/balances").json()
+    assert traded["starting"] is False
+    assert traded["balances"] == [
+        {"currency": "BTC", "balance": "0.001", "locked_balance": "0"},
+        {"currency": "USDT", "balance": "9950.5", "locked_balance": "10"},
+    ]
+
+
+def test_paper_wallet_of_unknown_or_live_strategies(client: TestClient) -> None:
+    assert client.get("/strategies/nobody/balances").status_code == 404
+    live = deploy_body(strategy_id="live", exchange="coindcx", api_key="k", api_secret="s")
+    assert client.post("/strategies/deploy", json=live).status_code == 201
+    response = client.get("/strategies/live/balances")
+    assert response.status_code == 409
+    assert "client.get_balances()" in response.json()["message"]

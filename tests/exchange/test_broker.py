@@ -1,5 +1,5 @@
 """The broker over real PostgreSQL: paper trading across executions, limits, the orders record,
-live calls through the fake CoinDCX with sealed credentials, and the readers the API uses."""
+live calls through the fake CoinDCX with sealed credentials,."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -18,7 +19,6 @@ from reconciler.exchange import errors
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.coindcx import RetryPolicy
 from reconciler.exchange.feed import SIM_MARKETS, SimulatedFeed, sim_price
-from reconciler.exchange.readers import list_orders, paper_balances
 from reconciler.outcome import BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.tables import orders, strategy_credentials
@@ -390,12 +390,11 @@ def test_live_session_without_usable_credentials(database_url: str, fake: FakeCo
     assert fake.state.calls("/exchange/v1/users/balances") == 0
 
 
-def test_readers_page_orders_newest_first_and_show_paper_balances(database_url: str) -> None:
+def test_paper_orders_are_recorded_and_the_wallet_persisted(database_url: str, pg_conn: psycopg.Connection) -> None:
     clock = Clock()
 
-    async def body(engine: AsyncEngine) -> Any:
+    async def body(engine: AsyncEngine) -> None:
         await add_strategy(engine)
-        before = await paper_balances(engine, "strat-1", {"USDT": 10_000.0})
         factory = BrokerFactory(
             settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=clock)
         )
@@ -415,21 +414,15 @@ def test_readers_page_orders_newest_first_and_show_paper_balances(database_url: 
 
         await execute(factory, engine, "strat-1", calls)
         await factory.aclose()
-        return (
-            before,
-            await list_orders(engine, "strat-1", limit=2),
-            await list_orders(engine, "strat-1", limit=2, offset=2),
-            await paper_balances(engine, "strat-1"),
-            await list_orders(engine, "other"),
-        )
 
-    before, page1, page2, wallet, empty = run(database_url, body)
-    assert before == [{"currency": "USDT", "balance": 10_000.0, "locked_balance": 0.0}]
-    assert [o["client_order_id"] for o in page1.items + page2.items] == ["o2", "o1", "o0"]
-    assert page1.total == 3 and page2.offset == 2
-    assert isinstance(page1.items[0]["order_id"], str) and page1.items[0]["status"] == "filled"
-    assert {b["currency"] for b in wallet} == {"BTC", "USDT", "INR"}
-    assert empty.items == [] and empty.total == 0
+    run(database_url, body)
+    recorded = pg_conn.execute(
+        "SELECT client_order_id, status FROM orders WHERE strategy_id = 'strat-1' ORDER BY created_at DESC"
+    ).fetchall()
+    assert recorded == [("o2", "filled"), ("o1", "filled"), ("o0", "filled")]
+    wallet = dict(pg_conn.execute("SELECT currency, balance FROM paper_balances WHERE strategy_id = 'strat-1'"))
+    assert set(wallet) == {"BTC", "USDT", "INR"}
+    assert float(wallet["BTC"]) == pytest.approx(0.003)
 
 
 def test_live_create_that_times_out_is_placed_and_recorded_once(database_url: str, fake: FakeCoinDCX) -> None:
