@@ -91,7 +91,12 @@ class Replica:
         self.slots = settings.max_concurrent_strategies
         self.health = ReplicaHealth(replica_id=self.replica_id)
         self._in_flight: dict[UUID, asyncio.Task[None]] = {}
+        # Wakes the loop to claim (a slot freed, a NOTIFY, a lost execution).
         self._wake = asyncio.Event()
+        # Desired state changed (a NOTIFY): the next pass reconciles. Without one, a pass reconciles
+        # only once per poll interval: reconciling reads every spec, claiming reads only due rows.
+        self._desired_changed = asyncio.Event()
+        self._last_reconcile = float("-inf")
         self._stopping = False
         # Lost-marking waits until this replica has been connected for a whole lease: after an outage
         # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
@@ -149,12 +154,10 @@ class Replica:
 
     async def _pass(self) -> float:
         """One reconcile-and-claim pass; returns how long the loop may sleep afterwards."""
-        while True:
-            report = await self.store.reconcile(self.check_code)
-            if report.updated or report.finalized:
-                log.debug("reconciled %s", report)
-            if report.examined < 200 or not (report.updated or report.finalized):
-                break
+        due_to_reconcile = time.monotonic() - self._last_reconcile >= self.settings.poll_interval_seconds
+        if self._desired_changed.is_set() or due_to_reconcile:
+            self._desired_changed.clear()
+            await self._reconcile()
         free = self.slots - len(self._in_flight)
         if free <= 0:
             return self.settings.poll_interval_seconds  # a finishing execution sets the wake event
@@ -167,6 +170,15 @@ class Replica:
         if wait is None:
             return self.settings.poll_interval_seconds
         return max(0.0, min(wait, self.settings.poll_interval_seconds))
+
+    async def _reconcile(self) -> None:
+        while True:
+            report = await self.store.reconcile(self.check_code)
+            if report.updated or report.finalized:
+                log.debug("reconciled %s", report)
+            if report.examined < 200 or not (report.updated or report.finalized):
+                break
+        self._last_reconcile = time.monotonic()
 
     # --- executions ---------------------------------------------------------------------------
 
@@ -290,6 +302,7 @@ class Replica:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.5
                     async for _ in _notifies(conn):
+                        self._desired_changed.set()
                         self._wake.set()
             except (psycopg.Error, OSError) as exc:
                 log.debug("listen connection lost: %s", exc)
