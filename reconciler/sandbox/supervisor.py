@@ -229,6 +229,13 @@ class Sandbox:
 
     async def _discard(self, zygote: _Zygote) -> None:
         zygote.alive = False
+        # Stop the reader before closing the socket: the event loop watches descriptor numbers, and a
+        # number closed while still watched is soon reused by a new socketpair, whose reader the stale
+        # registration's removal would then silently drop.
+        if zygote.reader is not None:
+            zygote.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await zygote.reader
         with contextlib.suppress(OSError):
             zygote.control.close()
         if zygote.process.returncode is None:
@@ -236,10 +243,6 @@ class Sandbox:
                 zygote.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(zygote.process.wait(), 5)
-        if zygote.reader is not None:
-            zygote.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await zygote.reader
 
     async def interrupt_all(self) -> None:
         for run in list(self._runs.values()):
@@ -314,6 +317,7 @@ class Sandbox:
         zygote.pending[run.id] = pending
         mine, theirs = socket.socketpair()
         conversation: asyncio.Task[None] | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
             try:
                 await self._send_control(zygote, {"op": "spawn", "id": run.id}, theirs.fileno())
@@ -341,8 +345,12 @@ class Sandbox:
                 conversation.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await conversation
-            with contextlib.suppress(OSError):
-                mine.close()
+            # Close through the transport when there is one (see `_discard` on descriptor reuse).
+            if writer is not None:
+                writer.close()
+            else:
+                with contextlib.suppress(OSError):
+                    mine.close()
 
     async def _converse(self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         broker: BrokerCall | None) -> None:

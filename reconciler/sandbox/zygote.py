@@ -70,7 +70,7 @@ def _preload() -> None:
     frame.describe()
     frame.resample("5min").agg({"close": "last", "volume": "sum"})
     frame.to_dict()
-    frame.to_json()
+    frame.to_json(date_format="iso")
     pd.to_datetime(["2024-01-01T00:00:00Z"], utc=True)
     np.random.default_rng(0).normal(size=4)
     json.dumps(child.to_jsonable(frame))
