@@ -128,8 +128,11 @@ def _transform(code: str) -> ast.Module:
 
 
 def check_code(code: str) -> None:
-    """Raise PolicyError (with line and column) if `code` does not compile or breaks the policy."""
-    _transform(code)
+    """Raise PolicyError (with line and column) if `code` does not compile or breaks the policy.
+
+    Compiles fully: some errors (`return` outside a function) only appear at compilation.
+    """
+    compile_strategy(code)
 
 
 def compile_strategy(code: str) -> types.CodeType:
@@ -137,5 +140,8 @@ def compile_strategy(code: str) -> types.CodeType:
     tree = _transform(code)
     try:
         return compile(tree, STRATEGY_FILENAME, "exec")
-    except (SyntaxError, ValueError, RecursionError) as exc:
-        raise PolicyError(f"the code cannot be compiled: {exc}", getattr(exc, "lineno", None)) from None
+    except SyntaxError as exc:
+        column = (exc.offset - 1) if exc.offset else None
+        raise PolicyError(f"SyntaxError: {exc.msg}", exc.lineno, column) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise PolicyError(f"the code cannot be compiled: {exc}") from None
