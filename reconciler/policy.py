@@ -87,6 +87,25 @@ class _PositionedTransformer(RestrictingNodeTransformer):
         key = (line or 0, column or 0, *end)
         self.positioned.append((key, line, column, info))
 
+    # Annotations written as strings are evaluated later by `typing.get_type_hints` and friends with a
+    # plain `eval`, outside every guard; annotations are documentation in a strategy, so strings are
+    # refused wherever an annotation can appear (RestrictedPython already refuses `x: T = v`).
+    def _check_annotation(self, annotation: ast.AST | None) -> None:
+        if annotation is None:
+            return
+        for node in ast.walk(annotation):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                self.error(node, "string annotations are not allowed")
+                return
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        self._check_annotation(node.annotation)
+        return super().visit_arg(node)  # type: ignore[return-value]
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        self._check_annotation(node.returns)
+        return super().visit_FunctionDef(node)  # type: ignore[return-value]
+
     def visit_Import(self, node: ast.Import) -> ast.AST:
         for alias in node.names:
             self._check_module(node, alias.name)

@@ -24,6 +24,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
@@ -67,17 +68,21 @@ _VIEWABLE_SUBMODULES = frozenset({
     "pandas.tseries.frequencies", "pandas.errors", "pandas.arrays",
 })
 
-# What a strategy may use of `typing` (not `get_type_hints` or `ForwardRef`, which evaluate strings).
+# What a strategy may use of `typing`. Not `get_type_hints`, `ForwardRef` or `NamedTuple`: string
+# annotations become ForwardRefs, and evaluating one is a plain `eval` outside every guard (with the
+# real builtins when the globals are empty).
 _TYPING_NAMES = frozenset({
     "Any", "Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Callable", "Iterable",
-    "Iterator", "Sequence", "Mapping", "MutableMapping", "NamedTuple", "Literal", "Final", "cast",
-    "TYPE_CHECKING", "TypeVar", "Generic", "Deque", "DefaultDict", "Counter", "OrderedDict", "Type",
+    "Iterator", "Sequence", "Mapping", "MutableMapping", "Literal", "Final", "cast",
+    "TYPE_CHECKING", "Deque", "DefaultDict", "Counter", "OrderedDict", "Type",
 })
 
 _VIEW_ALLOWED_NAMES: dict[str, frozenset[str]] = {"typing": _TYPING_NAMES}
 _VIEW_DENIED_NAMES: dict[str, frozenset[str]] = {
     "string": frozenset({"Formatter"}),
     "random": frozenset({"SystemRandom"}),  # os.urandom: harmless, but nothing a strategy needs
+    # singledispatch.register(obj) calls typing.get_type_hints(obj): the eval described above.
+    "functools": frozenset({"singledispatch", "singledispatchmethod"}),
 }
 
 
@@ -142,8 +147,41 @@ def module_view(module: types.ModuleType) -> ModuleView:
     return view
 
 
+class _GuardedArrayClass(type):
+    """Stand-in for `np.ndarray` / `np.recarray`: isinstance checks and plain construction work, but
+    not construction over a raw buffer, which with an object dtype forges object pointers from bytes
+    (`np.ndarray((1,), object, buffer=...)`), a memory-corruption primitive."""
+
+    _real: type
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, cls._real)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, cls._real)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > 2 or set(kwargs) & {"buffer", "buf", "offset", "strides"}:
+            raise _deny(f"numpy.{cls._real.__name__}() over a raw buffer is not available to strategies")
+        return cls._real(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        return guarded_getattr(cls._real, name)
+
+    def __repr__(cls) -> str:
+        return f"<class 'numpy.{cls._real.__name__}' (sandboxed)>"
+
+
+_GUARDED_CLASSES: dict[type, type] = {
+    real: _GuardedArrayClass(real.__name__, (), {"_real": real, "__module__": "numpy"})
+    for real in (numpy.ndarray, numpy.recarray)
+}
+
+
 def _vet(value: Any, name: str = "") -> Any:
     """Every value read through a guard passes here: modules become views, or are refused."""
+    if type(value) is type and value in _GUARDED_CLASSES:
+        return _GUARDED_CLASSES[value]
     if isinstance(value, types.ModuleType):
         if value.__name__ in ALLOWED_MODULES or value.__name__ in _VIEWABLE_SUBMODULES:
             return module_view(value)
@@ -292,7 +330,7 @@ def guarded_import(
 
 
 def _one_argument_type(obj: Any) -> type:
-    return type(obj)
+    return _vet(type(obj))
 
 
 def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
