@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import functools
 import operator
+import sys
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -316,9 +317,18 @@ def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
     return _INPLACE[op](target, value)
 
 
+# Modules that C code imports on a strategy's behalf through the `__import__` of the calling frame,
+# which is this guard (`datetime.strptime` imports `_strptime`). A strategy itself cannot ask for them:
+# its import statements are checked against ALLOWED_MODULES at compile time, and it has no way to name
+# `__import__`. They are preloaded by the zygote, so this is a lookup, never a file read.
+LIBRARY_IMPORTS = frozenset({"_strptime"})
+
+
 def guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Iterable[str] | None = (), level: int = 0
-) -> ModuleView:
+) -> Any:
+    if level == 0 and name in LIBRARY_IMPORTS and name in sys.modules:
+        return sys.modules[name]
     if level != 0 or name not in ALLOWED_MODULES:
         raise _deny(f"import of module {name!r} is not allowed")
     module = __import__(name)  # already imported by the zygote: a dictionary lookup

@@ -28,6 +28,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
     os.environ[_name] = "1"
 
 import array  # noqa: E402
+import codecs  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import selectors  # noqa: E402
@@ -58,8 +59,13 @@ def _preload() -> None:
     from reconciler.policy import ALLOWED_MODULES, compile_strategy
     from reconciler.sandbox import child, guards
 
-    for name in ALLOWED_MODULES:
+    for name in ALLOWED_MODULES | guards.LIBRARY_IMPORTS:
         __import__(name)
+    # The child runs as another user, who may not be able to read the interpreter's own library
+    # (e.g. a pyenv under a 0700 home): whatever it could import lazily must be loaded here.
+    for encoding in ("latin-1", "cp1252", "ascii", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
+                     "utf-32", "iso8859-15", "unicode_escape", "raw_unicode_escape", "hex", "base64"):
+        codecs.lookup(encoding)
     guards.harden_libraries()
     # Lazy imports inside pandas happen on first use; do the common ones here, not in every child.
     frame = pd.DataFrame({"close": np.linspace(1.0, 2.0, 50), "volume": np.arange(50.0)},

@@ -239,3 +239,69 @@ def test_zygote_death_fails_the_run_and_restarts_transparently(loop_runner: Loop
     assert "sandbox process died" in (died.error or "")
     assert after.status == "succeeded" and after.result == "fine", after
     assert second_pid != first_pid
+
+
+# Operations strategies commonly use; several import lazily (pandas internals, `_strptime`, codecs),
+# which must keep working in a child that runs as a user who may not read the interpreter's library.
+COMMON_OPERATIONS = {
+ "strptime": "import datetime\nRESULT = str(datetime.datetime.strptime('2024-01-02', '%Y-%m-%d'))",
+ "latin1": "RESULT = list('é'.encode('latin-1'))",
+ "cp1252": "RESULT = list('é'.encode('cp1252'))",
+ "utf16": "RESULT = len('é'.encode('utf-16'))",
+ "to_datetime": "RESULT = str(pd.to_datetime('2024-01-01 10:00'))",
+ "tz": "RESULT = str(pd.Timestamp('2024-01-01 10:00', tz='Asia/Kolkata'))",
+ "tz_convert": "RESULT = str(pd.Timestamp('2024-01-01 10:00', tz='UTC').tz_convert('US/Eastern'))",
+ "datetime tz": "import datetime\nRESULT = str(datetime.datetime.now(datetime.timezone.utc).year > 2000)",
+ "resample": "df = pd.DataFrame({'p': range(10)}, index=pd.date_range('2024', periods=10, freq='min'))\n"
+             "RESULT = df.resample('5min').ohlc().shape",
+ "groupby": "df = pd.DataFrame({'k': ['a','b','a'], 'v': [1,2,3]})\n"
+            "RESULT = df.groupby('k')['v'].sum().to_dict()",
+ "pct_change": "s = pd.Series([1.0, 2.0, 4.0])\nRESULT = s.pct_change().tolist()",
+ "ewm": "RESULT = pd.Series([1.0, 2.0, 3.0]).ewm(span=2).mean().round(3).tolist()",
+ "describe": "RESULT = pd.Series([1.0, 2.0]).describe().to_dict()",
+ "repr dt": "df = pd.DataFrame({'p': [1.5]}, index=pd.date_range('2024', periods=1))\nRESULT = repr(df)",
+ "merge": "a = pd.DataFrame({'k': [1], 'x': [1]})\nb = pd.DataFrame({'k': [1], 'y': [2]})\n"
+          "RESULT = a.merge(b, on='k').to_dict('records')",
+ "pivot": "df = pd.DataFrame({'a': ['x','y'], 'b': ['p','q'], 'v': [1,2]})\n"
+          "RESULT = df.pivot_table(index='a', columns='b', values='v', aggfunc='sum').fillna(0).to_dict()",
+ "rolling apply": "RESULT = pd.Series([1.0,2,3,4]).rolling(2).apply(lambda w: w.max() - w.min()).tolist()",
+ "np linalg": "RESULT = float(np.linalg.det(np.eye(3)))",
+ "np polyfit": "RESULT = np.polyfit([0,1,2], [1,3,5], 1).round(3).tolist()",
+ "np random": "RESULT = float(np.random.default_rng(1).normal())",
+ "statistics": "import statistics\nRESULT = statistics.stdev([1, 2, 3, 4])",
+ "decimal": "import decimal\nRESULT = str(decimal.Decimal('1.10').quantize(decimal.Decimal('0.1')))",
+ "json numpy": "import json\nRESULT = json.dumps({'a': 1.5})",
+ "re": "import re\nRESULT = re.sub(r'(\\w+)', r'<\\1>', 'ab cd')",
+ "to_json": "RESULT = pd.DataFrame({'a': [1]}, index=pd.date_range('2024', periods=1)).to_json()",
+ "qcut": "RESULT = pd.qcut(pd.Series(range(10)), 2, labels=False).tolist()",
+ "str accessor": "RESULT = pd.Series(['BTCUSDT', 'ETHUSDT']).str.replace('USDT', '').tolist()",
+ "interpolate": "RESULT = pd.Series([1.0, None, 3.0]).interpolate().tolist()",
+ "corr": "RESULT = round(pd.DataFrame({'a': [1.0,2,3], 'b': [2.0,4,7]}).corr().iloc[0,1], 4)",
+ "clip/where": "s = pd.Series([1, -1, 2])\nRESULT = s.where(s > 0, 0).clip(upper=1).tolist()",
+ "time": "import time\nRESULT = time.strftime('%Y', time.gmtime(0))",
+ "random": "import random\nrandom.seed(1)\nRESULT = random.randint(1, 10)",
+ "calendar": "import calendar\nRESULT = calendar.monthrange(2024, 2)",
+ "fractions": "import fractions\nRESULT = str(fractions.Fraction('1/3') * 3)",
+ "format spec": "RESULT = format(3.14159, '.2f') + f'{2.5:>6.1f}'",
+ "sort": "RESULT = pd.DataFrame({'a': [3, 1, 2]}).sort_values('a').a.tolist()",
+ "cut": "RESULT = pd.cut([1, 5, 9], bins=[0, 3, 6, 10], labels=['l','m','h']).tolist()",
+ "Timedelta": "RESULT = str(pd.Timedelta('1h') + pd.Timestamp('2024-01-01'))",
+ "np datetime": "RESULT = str(np.datetime64('2024-01-01') + np.timedelta64(1, 'D'))",
+ "astype str": "RESULT = pd.Series([1, 2]).astype(str).tolist()",
+ "categorical": "RESULT = pd.Series(['a','b','a'], dtype='category').cat.codes.tolist()",
+}
+
+
+def test_common_operations_work_in_the_confined_child(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
+    async def all_of_them() -> list[ExecutionOutcome]:
+        return await asyncio.gather(*(
+            sandbox.run(ExecutionRequest(name, "s", code)) for name, code in COMMON_OPERATIONS.items()
+        ))
+
+    outcomes = dict(zip(COMMON_OPERATIONS, loop_runner.run(all_of_them()), strict=True))
+    failed = {name: outcome.error for name, outcome in outcomes.items() if outcome.status != "succeeded"}
+    assert failed == {}
+    assert outcomes["strptime"].result == "2024-01-02 00:00:00"
+    assert outcomes["cp1252"].result == [233]
+    assert outcomes["tz"].result == "2024-01-01 10:00:00+05:30"
+    assert outcomes["groupby"].result == {"a": 4, "b": 2}
