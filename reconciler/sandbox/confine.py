@@ -152,8 +152,6 @@ def confine_child(plan: ChildPlan, keep_fd: int) -> dict[str, bool]:
         os.setgroups([])
         os.setresgid(plan.gid, plan.gid, plan.gid)
         os.setresuid(plan.uid, plan.uid, plan.uid)
-        # No processes for this uid: fork fails even if seccomp is missing (checked on fork, not here).
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
         layers["privilege_drop"] = os.geteuid() == plan.uid
     else:
         try:
@@ -161,6 +159,9 @@ def confine_child(plan: ChildPlan, keep_fd: int) -> dict[str, bool]:
             layers["privilege_drop"] = os.geteuid() != 0
         except OSError:
             layers["privilege_drop"] = False
+    # No new processes: RLIMIT_NPROC is checked against the uid's process count at fork (not here),
+    # so fork fails even where seccomp is missing. Root ignores it, hence after the drop.
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
     # 5. After the uid change (which resets both): no new privileges through setuid binaries or file
     #    capabilities; non-dumpable so same-uid siblings cannot read this child's memory; die with

@@ -78,6 +78,8 @@ def probes(config: dict[str, Any]) -> dict[str, Any]:
         "groups": os.getgroups(),
         "no_new_privs": status.get("NoNewPrivs", "").strip(),
         "seccomp_mode": status.get("Seccomp", "").strip(),
+        "cap_eff": status.get("CapEff", "").strip(),
+        "cap_prm": status.get("CapPrm", "").strip(),
         "interfaces": interfaces,
         "fds": fds,
         "rlimit_core": resource.getrlimit(resource.RLIMIT_CORE)[0],
