@@ -354,11 +354,29 @@ class Sandbox:
 
     async def _converse(self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         broker: BrokerCall | None) -> None:
+        """Read the child's frames until it closes its socket, answering its client calls.
+
+        A broker call runs as its own task while reading goes on: a child whose call outlives the
+        wall clock reports its timeout (with traceback and output) while the broker still works.
+        """
         observed = run.observed
         calls = 0
+        def read() -> asyncio.Task[bytes | None]:
+            return asyncio.create_task(protocol.read_frame(reader, self._max_frame))
+
+        reading = read()
+        calling: asyncio.Task[dict[str, Any]] | None = None
         try:
             while True:
-                frame = await protocol.read_frame(reader, self._max_frame)
+                waiting: set[asyncio.Task[Any]] = {reading} if calling is None else {reading, calling}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if calling is not None and calling in done:
+                    reply, calling = calling.result(), None
+                    writer.write(protocol.encode(reply))
+                    await writer.drain()
+                if reading not in done:
+                    continue
+                frame = reading.result()
                 if frame is None:
                     return
                 message = protocol.decode(frame)
@@ -367,21 +385,26 @@ class Sandbox:
                 kind = message.get("t")
                 if kind == "out" and isinstance(message.get("data"), str):
                     observed.add_output(message["data"], self.limits.output_bytes)
-                elif kind == "call":
+                elif kind == "call" and calling is None:
                     calls += 1
-                    reply = await self._broker_call(message, broker, calls)
-                    writer.write(protocol.encode(reply))
-                    await writer.drain()
+                    calling = asyncio.create_task(self._broker_call(message, broker, calls))
                 elif kind == "done":
                     observed.report = message
                 else:
-                    raise protocol.ProtocolError(f"unknown message type {str(kind)[:40]!r}")
+                    raise protocol.ProtocolError(f"unexpected message type {str(kind)[:40]!r}")
+                reading = read()
         except protocol.ProtocolError as exc:
             observed.violation = str(exc)
             with contextlib.suppress(ZygoteDied):
                 await self._send_control(run.zygote, {"op": "kill", "id": run.id})
         except (ConnectionError, OSError):
             return  # the child died mid-conversation; its exit status tells the rest
+        finally:
+            for task in (reading, calling):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _broker_call(
         self, message: dict[str, Any], broker: BrokerCall | None, calls: int

@@ -305,3 +305,25 @@ def test_common_operations_work_in_the_confined_child(loop_runner: LoopRunner, s
     assert outcomes["cp1252"].result == [233]
     assert outcomes["tz"].result == "2024-01-01 10:00:00+05:30"
     assert outcomes["groupby"].result == {"a": 4, "b": 2}
+
+
+def test_output_printed_before_a_hard_kill_is_kept(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
+    code = (
+        "print('before the hang')\nimport time\nwhile True:\n    try:\n        time.sleep(30)\n"
+        "    except BaseException:\n        pass\n"
+    )
+    outcome = run(loop_runner, sandbox, code)
+    assert outcome.status == "timed_out"
+    assert "killed" in (outcome.error or "")
+    assert outcome.output == "before the hang\n"
+
+
+def test_a_broker_that_hangs_ends_in_a_timeout(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
+    async def slow_broker(method: str, params: dict[str, Any]) -> Any:
+        await asyncio.sleep(30)
+
+    outcome = run(loop_runner, sandbox, "print('asking')\nclient.get_ticker()\n", broker=slow_broker)
+    assert outcome.status == "timed_out", outcome
+    assert 'File "<strategy>", line 2' in (outcome.error or "")
+    assert outcome.output == "asking\n"
+    assert outcome.duration < TEST_LIMITS.wall_seconds + 1
