@@ -333,12 +333,16 @@ class Sandbox:
                 run.observed.lost = True
                 return None
             # The child is gone, so its socket is at EOF: let the conversation drain what was sent.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conversation), 1.0)
+            await asyncio.wait({conversation}, timeout=1.0)
             return exit_info
         except ZygoteDied:
             run.observed.zygote_died = True
             return None
+        except asyncio.CancelledError:
+            # The caller gave up on this run (shutdown, its own timeout): do not leave the child running.
+            with contextlib.suppress(ZygoteDied):
+                await self._send_control(zygote, {"op": "kill", "id": run.id})
+            raise
         finally:
             zygote.pending.pop(run.id, None)
             if conversation is not None and not conversation.done():
@@ -371,7 +375,11 @@ class Sandbox:
                 waiting: set[asyncio.Task[Any]] = {reading} if calling is None else {reading, calling}
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if calling is not None and calling in done:
-                    reply, calling = calling.result(), None
+                    try:
+                        reply = calling.result()
+                    except (asyncio.CancelledError, Exception):  # _broker_call handles the rest
+                        reply = _refusal("internal", "the call failed inside the service")
+                    calling = None
                     writer.write(protocol.encode(reply))
                     await writer.drain()
                 if reading not in done:
