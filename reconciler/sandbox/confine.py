@@ -25,6 +25,7 @@ _CAPABILITY_VERSION_3 = 0x20080522
 
 # Descriptors a child may hold at once: its socketpair, and the few a lazy `import` opens briefly.
 CHILD_MAX_FDS = 16
+CHILD_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,11 @@ def confine_child(plan: ChildPlan, keep_fd: int) -> dict[str, bool]:
     os.closerange(0, CHILD_FD)
     os.closerange(CHILD_FD + 1, 1 << 20)
 
-    # 2. Its own session and process group, so nothing aimed at the zygote's group reaches it.
+    # 2. Its own session and process group, so nothing aimed at the zygote's group reaches it; and a
+    #    lower CPU priority, so five slots spinning on two cores cannot starve the replica's event
+    #    loop (heartbeats, leases, the other slots' broker calls).
     os.setsid()
+    os.nice(CHILD_NICENESS)
 
     # 3. rlimits, while still privileged enough to set hard limits. The address-space baseline is the
     #    zygote's (pandas and numpy already mapped), measured here because it grows with the zygote.

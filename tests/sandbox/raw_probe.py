@@ -82,6 +82,7 @@ def probes(config: dict[str, Any]) -> dict[str, Any]:
         "cap_prm": status.get("CapPrm", "").strip(),
         "interfaces": interfaces,
         "fds": fds,
+        "niceness": os.getpriority(os.PRIO_PROCESS, 0),
         "rlimit_core": resource.getrlimit(resource.RLIMIT_CORE)[0],
         "rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],

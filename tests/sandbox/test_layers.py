@@ -96,7 +96,8 @@ def test_only_the_socketpair_is_open(probe_report: dict[str, Any]) -> None:
     assert 3 in fds and len(fds) == 2, fds
 
 
-def test_rlimits(probe_report: dict[str, Any]) -> None:
+def test_rlimits_and_priority(probe_report: dict[str, Any]) -> None:
+    assert probe_report["niceness"] == 10
     assert probe_report["rlimit_core"] == 0
     assert probe_report["rlimit_nofile"] == 16
     assert probe_report["rlimit_cpu"] == 5
