@@ -19,6 +19,7 @@ import mmap
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 import types
@@ -224,6 +225,9 @@ class Execution:
         }
 
     def run(self) -> dict[str, Any]:
+        # What libraries print for the strategy (df.info(), warnings) joins its output: descriptors
+        # 1 and 2 are closed in the child.
+        sys.stdout = sys.stderr = _PrintCollector(self.output)  # type: ignore[assignment]
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
         namespace = self.namespace()

@@ -53,8 +53,11 @@ _DENIED_LIBRARY_NAMES = frozenset({
 })
 _DENIED_LIBRARY_PREFIXES = ("read_",)
 
-# Methods that write to a path when given one and return a string otherwise: allowed without a path.
-_PATHLESS = frozenset({"to_csv", "to_json", "to_string", "to_html", "to_markdown", "to_latex", "to_xml"})
+# Methods that write to a path when given one and return a string otherwise (or, for `info`, print):
+# allowed without a path.
+_PATHLESS = frozenset({
+    "to_csv", "to_json", "to_string", "to_html", "to_markdown", "to_latex", "to_xml", "info",
+})
 _PATH_KEYWORDS = frozenset({"path_or_buf", "buf", "path_or_buffer", "path", "excel_writer"})
 
 # pandas methods that look a string argument up as a method name (`df.agg("mean")`): the name must not

@@ -353,3 +353,11 @@ def test_a_broker_raising_cancelled_error_does_not_escape_run(
     code = "try:\n    client.get_ticker()\nexcept ExchangeError as exc:\n    RESULT = exc.kind\n"
     outcome = run(loop_runner, sandbox, code, broker=odd_broker)
     assert outcome.status == "succeeded" and outcome.result == "internal"
+
+
+def test_what_libraries_print_joins_the_output(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
+    code = "pd.DataFrame({'close': [1.0]}).info()\nprint('after')\n"
+    outcome = run(loop_runner, sandbox, code)
+    assert outcome.status == "succeeded", outcome.error
+    assert "DataFrame" in outcome.output and "Data columns" in outcome.output
+    assert "close" in outcome.output and outcome.output.endswith("after\n")
