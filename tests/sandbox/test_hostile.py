@@ -8,6 +8,7 @@ nothing recorded contains the planted secret.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -352,3 +353,13 @@ def test_every_slot_spinning_at_once_does_not_starve_the_replica(harness: Harnes
     assert all(outcome.duration > 0.9 for outcome in outcomes)  # they really spun beside the good one
     assert good.status == "succeeded" and good.result == {"sma": 94.5, "price": "64000.5"}
     assert lag < 0.25, f"the supervisor's event loop stalled for {lag:.3f} s"
+
+
+def test_nul_and_surrogates_cannot_make_the_execution_unrecordable(harness: Harness) -> None:
+    outcome = harness.run("print('a\\x00b')\nRESULT = {'k\\x00': 'v\\ud800'}\nraise ValueError('x\\x00y')\n")
+    assert outcome.status == "failed"
+    recorded = json.dumps([outcome.output, outcome.error, outcome.result], ensure_ascii=False)
+    assert "\\u0000" not in recorded and "\x00" not in recorded
+    recorded.encode()  # UTF-8 clean: PostgreSQL text and jsonb accept it
+    assert outcome.output == "a\ufffdb\n"
+    assert "ValueError" in (outcome.error or ""), outcome.error

@@ -165,3 +165,18 @@ def test_harden_libraries_removes_pandas_eval_everywhere() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_classify_makes_every_text_storable() -> None:
+    observed = Observed()
+    observed.add_output("a\x00b\ud800c", 100)
+    observed.report = {"status": "failed", "error": "bad\x00\udfff", "result": {"k\x00": ["v\ud800"]},
+                       "state": None}
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
+    for text in (outcome.output, outcome.error, json.dumps(outcome.result, ensure_ascii=False)):
+        assert "\x00" not in text
+        text.encode()  # no unpaired surrogate left
+    assert outcome.output == "a\ufffdb?c"
+    observed = Observed(report={"status": "succeeded", "error": None, "state": {"x": "\x00"}})
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
+    assert outcome.status == "failed" and "NUL" in (outcome.error or "") and outcome.state is None
