@@ -66,7 +66,7 @@ def clean_text(text: str) -> str:
     return text
 
 
-def _clean_json(value: Any, depth: int = 0) -> tuple[Any, bool]:
+def clean_json(value: Any, depth: int = 0) -> tuple[Any, bool]:
     """`value` (decoded JSON) with every string cleaned, and whether anything had to change."""
     if depth > 200:
         raise RecursionError("nested too deeply")
@@ -74,10 +74,10 @@ def _clean_json(value: Any, depth: int = 0) -> tuple[Any, bool]:
         cleaned = clean_text(value)
         return cleaned, cleaned != value
     if isinstance(value, list):
-        items = [_clean_json(item, depth + 1) for item in value]
+        items = [clean_json(item, depth + 1) for item in value]
         return [item for item, _ in items], any(changed for _, changed in items)
     if isinstance(value, dict):
-        pairs = [(_clean_json(key, depth + 1), _clean_json(item, depth + 1)) for key, item in value.items()]
+        pairs = [(clean_json(key, depth + 1), clean_json(item, depth + 1)) for key, item in value.items()]
         changed = any(key[1] or item[1] for key, item in pairs)
         return {key[0]: item[0] for key, item in pairs}, changed
     return value, False
@@ -103,7 +103,7 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
         error = clean_text(error if len(error) <= _ERROR_CAP else error[:_ERROR_CAP] + "\n[error shortened]")
     result = report.get("result")
     try:
-        result, _changed = _clean_json(result)
+        result, _changed = clean_json(result)
         if _json_size(result) > limits.result_bytes + 4096:  # the child truncates; never trust it did
             result = {"truncated": True, "original_bytes": _json_size(result), "preview": ""}
     except (TypeError, ValueError, RecursionError):
@@ -113,7 +113,7 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
         if not isinstance(state, dict):
             return "failed", "STATE must be a dict (JSON object); the previous STATE is kept", result, None
         try:
-            _cleaned, changed = _clean_json(state)
+            _cleaned, changed = clean_json(state)
             size = _json_size(state)
         except (TypeError, ValueError, RecursionError):
             return "failed", "STATE is not JSON; the previous STATE is kept", result, None

@@ -30,7 +30,7 @@ import reconciler
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.policy import PolicyError, compile_strategy
 from reconciler.sandbox import protocol
-from reconciler.sandbox.classify import ExitInfo, Observed, classify
+from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
 from reconciler.sandbox.limits import SandboxLimits
 
@@ -426,6 +426,12 @@ class Sandbox:
             return _refusal("limit", f"more than {MAX_CLIENT_CALLS} client calls in one run")
         if broker is None:
             return _refusal("unavailable", "no exchange client is configured for this run")
+        try:
+            params, changed = clean_json(params)
+        except RecursionError:
+            changed = True
+        if changed:  # the broker records parameters (client_order_id, ...) in the database
+            return _refusal("invalid", f"{method}: parameters contain NUL characters or unpaired surrogates")
         try:
             value = await broker(method, params)
             json.dumps(value, allow_nan=False)

@@ -139,6 +139,10 @@ try:
     client.get_ticker(bogus=1)
 except TypeError as exc:
     print("TypeError", exc)
+try:
+    client.cancel_order(client_order_id="x\\x00y")
+except ExchangeError as exc:
+    print(exc.kind)
 RESULT = order
 """
     outcome = run(loop_runner, sandbox, code, broker=broker)
@@ -151,6 +155,7 @@ RESULT = order
     ]
     assert outcome.output == (
         "not_found no such order\nTypeError get_ticker() got an unexpected keyword argument 'bogus'\n"
+        "invalid\n"
     )
 
 
