@@ -56,7 +56,6 @@ class ZygoteDied(Exception):
 
 @dataclass
 class _Pending:
-    started: asyncio.Future[int]
     exited: asyncio.Future[ExitInfo]
 
 
@@ -194,10 +193,9 @@ class Sandbox:
             if zygote.ready is not None and not zygote.ready.done():
                 zygote.ready.set_exception(ZygoteDied("exited before it was ready"))
             for pending in zygote.pending.values():
-                for future in (pending.started, pending.exited):
-                    if not future.done():
-                        future.set_exception(ZygoteDied("the sandbox zygote died"))
-                        future.exception()  # mark retrieved: the run may already have given up on it
+                if not pending.exited.done():
+                    pending.exited.set_exception(ZygoteDied("the sandbox zygote died"))
+                    pending.exited.exception()  # mark retrieved: the run may already have given up
 
     def _on_zygote_message(self, zygote: _Zygote, message: dict[str, Any]) -> None:
         kind = message.get("t")
@@ -207,9 +205,7 @@ class Sandbox:
         pending = zygote.pending.get(int(message.get("id", -1)))
         if pending is None:
             return
-        if kind == "started" and not pending.started.done():
-            pending.started.set_result(int(message["pid"]))
-        elif kind == "exited" and not pending.exited.done():
+        if kind == "exited" and not pending.exited.done():
             pending.exited.set_result(ExitInfo(
                 status=int(message["status"]), wall_killed=bool(message["wall_killed"]),
                 cpu=float(message["cpu"]), duration=float(message["duration"]),
@@ -313,7 +309,7 @@ class Sandbox:
     ) -> ExitInfo | None:
         loop = asyncio.get_running_loop()
         zygote = run.zygote
-        pending = _Pending(loop.create_future(), loop.create_future())
+        pending = _Pending(loop.create_future())
         zygote.pending[run.id] = pending
         mine, theirs = socket.socketpair()
         conversation: asyncio.Task[None] | None = None

@@ -10,8 +10,7 @@ own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}
   zygote -> supervisor  {"t": "ready", "layers": {...}, "pid": n}
-                        {"t": "started", "id": n, "pid": n}
-                        {"t": "exited", "id": n, "status": wait status, "wall_killed": bool,
+                        {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
                          "cpu": seconds, "duration": seconds}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.
@@ -160,7 +159,6 @@ class Zygote:
         entry = _Running(request_id, pid, now, now + self.wall_seconds + WALL_GRACE_SECONDS)
         self.running[pid] = entry
         self.by_id[request_id] = entry
-        self.send({"t": "started", "id": request_id, "pid": pid})
 
     def kill(self, request_id: int) -> None:
         entry = self.by_id.get(request_id)
@@ -180,7 +178,7 @@ class Zygote:
                 continue
             del self.by_id[entry.id]
             self.send({
-                "t": "exited", "id": entry.id, "status": status, "wall_killed": entry.wall_killed,
+                "t": "exited", "id": entry.id, "pid": pid, "status": status, "wall_killed": entry.wall_killed,
                 "cpu": usage.ru_utime + usage.ru_stime, "duration": time.monotonic() - entry.started,
             })
 
