@@ -233,12 +233,15 @@ def main() -> None:
     sys.dont_write_bytecode = True
     from reconciler.sandbox import confine
 
-    # Die with the replica (the supervisor holds the other end of the control socket as well).
+    # Die with the replica (and, should that signal be missed, at EOF on the control socket). A
+    # Ctrl-C in the replica's terminal is the replica's to handle: the zygote ends when it closes.
     confine.set_parent_death_signal(signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     confine.set_dumpable(False)
     network = confine.isolate_zygote_network()  # once, inherited by every child
     _preload()
-    assert "reconciler.settings" not in sys.modules, "the zygote must never load the settings"
+    if "reconciler.settings" in sys.modules:  # a check that must survive `python -O`
+        raise SystemExit("sandbox zygote: reconciler.settings was imported; refusing to serve")
     gc.collect()
     gc.freeze()  # children start with a clean, shared heap: less copy-on-write from the collector
     zygote = Zygote(config)

@@ -140,7 +140,7 @@ def test_zygote_environment_is_scrubbed(sandbox: Sandbox) -> None:
 
 
 def test_zygote_holds_no_tenant_modules(sandbox: Sandbox, loop_runner: LoopRunner) -> None:
-    """The zygote asserts at start-up that it never loaded the settings; check it from the outside too."""
+    """The zygote refuses to serve if it loaded the settings; check it from the outside too."""
     assert sandbox._zygote is not None
     maps = Path(f"/proc/{sandbox._zygote.process.pid}/maps").read_text()
     assert "libpq" not in maps and "psycopg" not in maps
