@@ -95,9 +95,16 @@ def _deny(message: str) -> PolicyViolation:
 
 
 def _is_library_object(obj: object) -> bool:
-    """Whether `obj` is a pandas or numpy class or instance (its surface is filtered by name)."""
-    module = obj.__module__ if isinstance(obj, type) else type(obj).__module__
-    return isinstance(module, str) and module.partition(".")[0] in ("pandas", "numpy")
+    """Whether `obj` is a pandas or numpy class or instance (its surface is filtered by name).
+
+    The whole MRO counts: a strategy's `class Frame(pd.DataFrame)` must not shed the filter.
+    """
+    kind = obj if isinstance(obj, type) else type(obj)
+    for cls in kind.__mro__:
+        module = getattr(cls, "__module__", None)
+        if isinstance(module, str) and module.partition(".")[0] in ("pandas", "numpy"):
+            return True
+    return False
 
 
 def _library_name_denied(name: str) -> bool:

@@ -366,3 +366,15 @@ def test_nul_and_surrogates_cannot_make_the_execution_unrecordable(harness: Harn
     recorded.encode()  # UTF-8 clean: PostgreSQL text and jsonb accept it
     assert outcome.output == "a\ufffdb\n"
     assert "ValueError" in (outcome.error or ""), outcome.error
+
+
+def test_subclassing_pandas_does_not_shed_the_filter(harness: Harness) -> None:
+    code = (
+        "class Frame(pd.DataFrame):\n    pass\n\n"
+        "frame = Frame({'a': [1]})\nframe.to_pickle('/tmp/owned-subclass.pkl')\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "failed"
+    assert "Policy violation" in (outcome.error or "")
+    assert 'File "<strategy>", line 5' in (outcome.error or "")
+    assert not os.path.exists("/tmp/owned-subclass.pkl")
