@@ -47,7 +47,8 @@ _DENIED_LIBRARY_NAMES = frozenset({
     "fromfile", "tofile", "fromregex", "memmap", "open_memmap", "DataSource", "dump", "dumps",
     "ExcelFile", "ExcelWriter", "HDFStore", "to_pickle", "to_parquet", "to_feather", "to_hdf",
     "to_sql", "to_excel", "to_stata", "to_clipboard", "to_gbq", "to_orc", "to_iceberg",
-    "eval", "query", "ctypes", "ctypeslib", "f2py", "distutils", "testing", "test", "lib", "core",
+    "eval", "query", "ctypes", "ctypeslib", "cffi", "capsule", "f2py", "distutils", "testing", "test",
+    "lib", "core",
     "compat", "util", "io", "plotting", "show_config", "show_versions", "show_runtime", "get_include",
     "style", "plot", "hist", "boxplot", "set_eng_float_format",
 })

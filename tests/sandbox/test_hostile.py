@@ -106,6 +106,8 @@ CASES = [
     Case("numpy-save", "np.save('/tmp/owned.npy', np.arange(3))\n", "failed", ("Policy violation",), line=1),
     Case("numpy-tofile", "np.arange(3).tofile('/tmp/owned.bin')\n", "failed", ("Policy violation",), line=1),
     Case("numpy-ctypes", "p = np.arange(3).ctypes\n", "failed", ("Policy violation",), line=1),
+    Case("numpy-bit-generator-cffi", "p = np.random.default_rng(0).bit_generator.cffi\n", "failed",
+         ("Policy violation", "cffi"), line=1),
     Case("numpy-lib-npyio", "f = np.lib.npyio\n", "failed", ("Policy violation",), line=1),
     Case("numpy-forge-object-pointer", "a = np.ndarray((1,), object, bytes(8))\n", "failed",
          ("Policy violation", "raw buffer"), line=1),
