@@ -87,6 +87,25 @@ class _PositionedTransformer(RestrictingNodeTransformer):
         key = (line or 0, column or 0, *end)
         self.positioned.append((key, line, column, info))
 
+    # Annotations written as strings are evaluated later by `typing.get_type_hints` and friends with a
+    # plain `eval`, outside every guard; annotations are documentation in a strategy, so strings are
+    # refused wherever an annotation can appear (RestrictedPython already refuses `x: T = v`).
+    def _check_annotation(self, annotation: ast.AST | None) -> None:
+        if annotation is None:
+            return
+        for node in ast.walk(annotation):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                self.error(node, "string annotations are not allowed")
+                return
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        self._check_annotation(node.annotation)
+        return super().visit_arg(node)  # type: ignore[return-value]
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        self._check_annotation(node.returns)
+        return super().visit_FunctionDef(node)  # type: ignore[return-value]
+
     def visit_Import(self, node: ast.Import) -> ast.AST:
         for alias in node.names:
             self._check_module(node, alias.name)
@@ -128,8 +147,11 @@ def _transform(code: str) -> ast.Module:
 
 
 def check_code(code: str) -> None:
-    """Raise PolicyError (with line and column) if `code` does not compile or breaks the policy."""
-    _transform(code)
+    """Raise PolicyError (with line and column) if `code` does not compile or breaks the policy.
+
+    Compiles fully: some errors (`return` outside a function) only appear at compilation.
+    """
+    compile_strategy(code)
 
 
 def compile_strategy(code: str) -> types.CodeType:
@@ -137,5 +159,8 @@ def compile_strategy(code: str) -> types.CodeType:
     tree = _transform(code)
     try:
         return compile(tree, STRATEGY_FILENAME, "exec")
-    except (SyntaxError, ValueError, RecursionError) as exc:
-        raise PolicyError(f"the code cannot be compiled: {exc}", getattr(exc, "lineno", None)) from None
+    except SyntaxError as exc:
+        column = (exc.offset - 1) if exc.offset else None
+        raise PolicyError(f"SyntaxError: {exc.msg}", exc.lineno, column) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise PolicyError(f"the code cannot be compiled: {exc}") from None

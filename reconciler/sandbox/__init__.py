@@ -1,4 +1,24 @@
-"""The sandbox: runs one strategy execution in a confined fork of a zygote (see DESIGN.md, "The sandbox")."""
+"""The sandbox: runs one strategy execution in a confined fork of a zygote (DESIGN.md, "The sandbox").
+
+    sandbox = Sandbox(SandboxLimits.from_settings(settings))
+    await sandbox.start()                      # spawns the zygote; logs a warning per inactive layer
+    outcome = await sandbox.run(request, broker)   # never raises for what the strategy does
+    sandbox.layers                             # for /health
+    await sandbox.interrupt_all(); await sandbox.close()
+
+Modules, one concern each:
+  limits       SandboxLimits, the only reader of the settings
+  supervisor   Sandbox (in the replica's event loop): zygote lifecycle, one conversation per run
+  classify     observed facts -> ExecutionOutcome (pure)
+  protocol     length-prefixed JSON frames, capped
+  zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`)
+  confine      the OS layers: network namespace once; per child fds, rlimits, uid, no_new_privs, seccomp
+  seccomp      the seccomp program (compiled once with libseccomp, installed per child with one prctl)
+  child        what runs in the confined fork: namespace, output capture, limits as exceptions, report
+  guards       run-time half of the language policy (reconciler.policy is the compile-time half)
+  client_proxy CoinDCXClient as the strategy sees it, and ExchangeError
+  jsonable     RESULT/STATE to JSON
+"""
 
 from reconciler.sandbox.limits import SandboxLimits
 from reconciler.sandbox.supervisor import Sandbox, harden_replica_process

@@ -19,6 +19,8 @@ import mmap
 import os
 import signal
 import socket
+import sys
+import time
 import traceback
 import types
 from typing import Any, NoReturn
@@ -35,6 +37,7 @@ from reconciler.sandbox.jsonable import strict_default, to_jsonable
 MAX_REQUEST_BYTES = 64 << 20  # from the trusted supervisor: code, CONFIG and STATE
 MAX_REPLY_BYTES = 16 << 20  # broker replies (market data can be large)
 _FLUSH_BYTES = 8192
+_TICK = 0.25  # seconds between output flushes and wall-clock checks
 # Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
 # strategy can reach it to modify it (`__builtins__` starts with `_`).
 _BUILTINS = guards.make_builtins()
@@ -53,14 +56,45 @@ class WallTimeExceeded(BaseException):
     __module__ = "builtins"
 
 
+class Channel:
+    """The socketpair, with sends that a signal handler never interrupts mid-frame.
+
+    The CPU and wall-clock handlers raise into the strategy; if one fires while a frame is half
+    written, the exception waits until the frame is complete (a torn frame would cost the user the
+    whole report), then is raised from `send`.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.busy = False
+        self._deferred: BaseException | None = None
+
+    def send(self, message: Any) -> None:
+        self.busy = True
+        try:
+            protocol.send(self.sock, message)
+        finally:
+            self.busy = False
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            raise deferred
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Called from a signal handler: raise now, or as soon as the current frame is sent."""
+        if self.busy:
+            self._deferred = exc
+            return
+        raise exc
+
+
 class Output:
     """Captured print and log output, capped, streamed to the supervisor in chunks.
 
     Streaming (rather than one message at the end) keeps what was printed before a SIGKILL.
     """
 
-    def __init__(self, sock: socket.socket, cap: int) -> None:
-        self._sock = sock
+    def __init__(self, channel: Channel, cap: int) -> None:
+        self._channel = channel
         self._cap = cap
         self._kept = 0
         self._pending: list[str] = []
@@ -84,10 +118,11 @@ class Output:
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            protocol.send(self._sock, {"t": "out", "data": "".join(self._pending)})
-            self._pending.clear()
-            self._pending_bytes = 0
+        # Swap first: the periodic tick may call flush between any two bytecodes of this one.
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        if pending:
+            self._channel.send({"t": "out", "data": "".join(pending)})
 
 
 class _PrintCollector:
@@ -154,13 +189,16 @@ def strategy_traceback(exc: BaseException) -> str:
 class Execution:
     def __init__(self, sock: socket.socket, header: dict[str, Any], code: types.CodeType) -> None:
         self.sock = sock
+        self.channel = Channel(sock)
         self.header = header
         self.code = code
-        self.output = Output(sock, int(header["output_bytes"]))
+        self.output = Output(self.channel, int(header["output_bytes"]))
+        self.deadline = 0.0
+        self.armed = False  # whether the limit handlers may raise into the strategy
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         self.output.flush()  # keep output in order with the broker's own records
-        protocol.send(self.sock, {"t": "call", "method": method, "params": params})
+        self.channel.send({"t": "call", "method": method, "params": params})
         reply = protocol.decode(protocol.recv_frame(self.sock, MAX_REPLY_BYTES))
         if reply.get("ok"):
             return reply.get("value")
@@ -187,32 +225,20 @@ class Execution:
         }
 
     def run(self) -> dict[str, Any]:
+        # What libraries print for the strategy (df.info(), warnings) joins its output: descriptors
+        # 1 and 2 are closed in the child.
+        sys.stdout = sys.stderr = _PrintCollector(self.output)  # type: ignore[assignment]
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
-        # Address space held back from the strategy and released on MemoryError so the report fits
-        # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
-        ballast: mmap.mmap | None = mmap.mmap(-1, 1 << 20)
-        status, error = "succeeded", None
         namespace = self.namespace()
-        signal.signal(signal.SIGXCPU, _raise(CpuTimeExceeded, "CPU time limit exceeded"))
-        signal.signal(signal.SIGALRM, _raise(WallTimeExceeded, "wall-clock time limit exceeded"))
-        signal.setitimer(signal.ITIMER_REAL, float(self.header["wall_seconds"]))
         try:
-            exec(self.code, namespace)
+            status, error = self._execute(namespace)
         except (CpuTimeExceeded, WallTimeExceeded) as exc:
+            # A limit signal that landed after the strategy's code ended but before the handlers
+            # were disarmed: it is still this run's timeout.
             status, error = "timed_out", strategy_traceback(exc)
-        except MemoryError as exc:
-            if ballast is not None:
-                ballast.close()
-                ballast = None
-            status, error = "memory_exceeded", strategy_traceback(exc)
-        except BaseException as exc:  # the strategy's own failure, reported with its traceback
-            status, error = "failed", strategy_traceback(exc)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit still applies
-        if ballast is not None:
-            ballast.close()
+            self._disarm()
         report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
         report["result"] = self._result(namespace.get("RESULT"))
         if status == "succeeded":
@@ -221,6 +247,52 @@ class Execution:
                 report["status"], report["error"] = "failed", state_error
             report["state"] = state
         return report
+
+    def _execute(self, namespace: dict[str, Any]) -> tuple[str, str | None]:
+        # Address space held back from the strategy and released on MemoryError so the report fits
+        # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
+        ballast = mmap.mmap(-1, 1 << 20)
+        wall = float(self.header["wall_seconds"])
+        self.deadline = time.monotonic() + wall
+        self.armed = True
+        signal.signal(signal.SIGXCPU, self._on_cpu_limit)
+        signal.signal(signal.SIGALRM, self._on_tick)
+        # A tick every _TICK seconds streams captured output (so a SIGKILL loses at most one tick of
+        # it) and raises WallTimeExceeded at the deadline; the zygote's SIGKILL follows if ignored.
+        signal.setitimer(signal.ITIMER_REAL, min(_TICK, wall), _TICK)
+        try:
+            exec(self.code, namespace)
+        except (CpuTimeExceeded, WallTimeExceeded) as exc:
+            self._disarm()
+            return "timed_out", strategy_traceback(exc)
+        except MemoryError as exc:
+            self._disarm()
+            ballast.close()
+            return "memory_exceeded", strategy_traceback(exc)
+        except BaseException as exc:  # the strategy's own failure, reported with its traceback
+            self._disarm()
+            return "failed", strategy_traceback(exc)
+        finally:
+            self._disarm()
+            ballast.close()
+        return "succeeded", None
+
+    def _disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit (SIGKILL) still applies
+
+    def _on_cpu_limit(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.channel.interrupt(CpuTimeExceeded("CPU time limit exceeded"))
+
+    def _on_tick(self, signum: int, frame: Any) -> None:
+        if not self.armed:
+            return
+        if time.monotonic() >= self.deadline - 0.01:  # timer granularity
+            self.channel.interrupt(WallTimeExceeded("wall-clock time limit exceeded"))
+        elif not self.channel.busy:
+            self.output.flush()
 
     def _result(self, value: Any) -> Any:
         try:
@@ -262,13 +334,6 @@ def _forward_call(method: str, params: dict[str, Any]) -> Any:
 _CLIENT_CLASS = make_client_class(_forward_call)
 
 
-def _raise(kind: type[BaseException], message: str) -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        raise kind(message)
-
-    return handler
-
-
 def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
     """Entry point of a forked child: confine, receive the request, run it, report, exit.
 
@@ -285,7 +350,7 @@ def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
         report = execution.run()
         execution.output.flush()
         report["dropped"] = execution.output.dropped
-        protocol.send(sock, report)
+        execution.channel.send(report)
         code = 0
     except BaseException:  # nothing can be reported; the supervisor classifies from the exit status
         code = 70

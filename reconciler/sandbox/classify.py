@@ -44,7 +44,7 @@ class Observed:
     lost: bool = False  # the zygote never reported the exit within the supervisor's own deadline
 
     def add_output(self, text: str, cap: int) -> None:
-        data = text.encode("utf-8", "replace")
+        data = clean_text(text).encode()
         room = cap - self.output_bytes
         if len(data) > room:
             self.output_dropped += len(data) - max(room, 0)
@@ -52,6 +52,35 @@ class Observed:
         if data:
             self.output.append(data.decode("utf-8", "ignore"))
             self.output_bytes += len(data)
+
+
+def clean_text(text: str) -> str:
+    """Text PostgreSQL can store: no NUL characters, no unpaired surrogates (both come through JSON's
+    \\u escapes from a hostile child, and either would make recording the execution fail)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
+
+
+def clean_json(value: Any, depth: int = 0) -> tuple[Any, bool]:
+    """`value` (decoded JSON) with every string cleaned, and whether anything had to change."""
+    if depth > 200:
+        raise RecursionError("nested too deeply")
+    if isinstance(value, str):
+        cleaned = clean_text(value)
+        return cleaned, cleaned != value
+    if isinstance(value, list):
+        items = [clean_json(item, depth + 1) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if isinstance(value, dict):
+        pairs = [(clean_json(key, depth + 1), clean_json(item, depth + 1)) for key, item in value.items()]
+        changed = any(key[1] or item[1] for key, item in pairs)
+        return {key[0]: item[0] for key, item in pairs}, changed
+    return value, False
 
 
 def _signal_name(number: int) -> str:
@@ -70,10 +99,11 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
     error = report.get("error")
     if status not in _REPORTABLE or not (error is None or isinstance(error, str)):
         return "failed", "the strategy process sent a malformed report", None, None
-    if isinstance(error, str) and len(error) > _ERROR_CAP:
-        error = error[:_ERROR_CAP] + "\n[error shortened]"
+    if isinstance(error, str):
+        error = clean_text(error if len(error) <= _ERROR_CAP else error[:_ERROR_CAP] + "\n[error shortened]")
     result = report.get("result")
     try:
+        result, _changed = clean_json(result)
         if _json_size(result) > limits.result_bytes + 4096:  # the child truncates; never trust it did
             result = {"truncated": True, "original_bytes": _json_size(result), "preview": ""}
     except (TypeError, ValueError, RecursionError):
@@ -83,9 +113,20 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
         if not isinstance(state, dict):
             return "failed", "STATE must be a dict (JSON object); the previous STATE is kept", result, None
         try:
+            _cleaned, changed = clean_json(state)
             size = _json_size(state)
         except (TypeError, ValueError, RecursionError):
             return "failed", "STATE is not JSON; the previous STATE is kept", result, None
+        if changed:
+            return (
+                "failed",
+                (
+                    "STATE contains NUL characters or unpaired surrogates, which cannot be "
+                    "stored; the previous STATE is kept"
+                ),
+                result,
+                None,
+            )
         if size > limits.state_bytes:
             return (
                 "failed",

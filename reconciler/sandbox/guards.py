@@ -20,10 +20,12 @@ from __future__ import annotations
 import builtins
 import functools
 import operator
+import sys
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
@@ -92,6 +94,8 @@ _DENIED_LIBRARY_NAMES = frozenset(
         "query",
         "ctypes",
         "ctypeslib",
+        "cffi",
+        "capsule",
         "f2py",
         "distutils",
         "testing",
@@ -115,8 +119,20 @@ _DENIED_LIBRARY_NAMES = frozenset(
 )
 _DENIED_LIBRARY_PREFIXES = ("read_",)
 
-# Methods that write to a path when given one and return a string otherwise: allowed without a path.
-_PATHLESS = frozenset({"to_csv", "to_json", "to_string", "to_html", "to_markdown", "to_latex", "to_xml"})
+# Methods that write to a path when given one and return a string otherwise (or, for `info`, print):
+# allowed without a path.
+_PATHLESS = frozenset(
+    {
+        "to_csv",
+        "to_json",
+        "to_string",
+        "to_html",
+        "to_markdown",
+        "to_latex",
+        "to_xml",
+        "info",
+    }
+)
 _PATH_KEYWORDS = frozenset({"path_or_buf", "buf", "path_or_buffer", "path", "excel_writer"})
 
 # pandas methods that look a string argument up as a method name (`df.agg("mean")`): the name must not
@@ -146,7 +162,9 @@ _VIEWABLE_SUBMODULES = frozenset(
     }
 )
 
-# What a strategy may use of `typing` (not `get_type_hints` or `ForwardRef`, which evaluate strings).
+# What a strategy may use of `typing`. Not `get_type_hints`, `ForwardRef` or `NamedTuple`: string
+# annotations become ForwardRefs, and evaluating one is a plain `eval` outside every guard (with the
+# real builtins when the globals are empty).
 _TYPING_NAMES = frozenset(
     {
         "Any",
@@ -163,13 +181,10 @@ _TYPING_NAMES = frozenset(
         "Sequence",
         "Mapping",
         "MutableMapping",
-        "NamedTuple",
         "Literal",
         "Final",
         "cast",
         "TYPE_CHECKING",
-        "TypeVar",
-        "Generic",
         "Deque",
         "DefaultDict",
         "Counter",
@@ -182,6 +197,8 @@ _VIEW_ALLOWED_NAMES: dict[str, frozenset[str]] = {"typing": _TYPING_NAMES}
 _VIEW_DENIED_NAMES: dict[str, frozenset[str]] = {
     "string": frozenset({"Formatter"}),
     "random": frozenset({"SystemRandom"}),  # os.urandom: harmless, but nothing a strategy needs
+    # singledispatch.register(obj) calls typing.get_type_hints(obj): the eval described above.
+    "functools": frozenset({"singledispatch", "singledispatchmethod"}),
 }
 
 
@@ -190,9 +207,16 @@ def _deny(message: str) -> PolicyViolation:
 
 
 def _is_library_object(obj: object) -> bool:
-    """Whether `obj` is a pandas or numpy class or instance (its surface is filtered by name)."""
-    module = obj.__module__ if isinstance(obj, type) else type(obj).__module__
-    return isinstance(module, str) and module.partition(".")[0] in ("pandas", "numpy")
+    """Whether `obj` is a pandas or numpy class or instance (its surface is filtered by name).
+
+    The whole MRO counts: a strategy's `class Frame(pd.DataFrame)` must not shed the filter.
+    """
+    kind = obj if isinstance(obj, type) else type(obj)
+    for cls in kind.__mro__:
+        module = getattr(cls, "__module__", None)
+        if isinstance(module, str) and module.partition(".")[0] in ("pandas", "numpy"):
+            return True
+    return False
 
 
 def _library_name_denied(name: str) -> bool:
@@ -246,8 +270,41 @@ def module_view(module: types.ModuleType) -> ModuleView:
     return view
 
 
+class _GuardedArrayClass(type):
+    """Stand-in for `np.ndarray` / `np.recarray`: isinstance checks and plain construction work, but
+    not construction over a raw buffer, which with an object dtype forges object pointers from bytes
+    (`np.ndarray((1,), object, buffer=...)`), a memory-corruption primitive."""
+
+    _real: type
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, cls._real)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, cls._real)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > 2 or set(kwargs) & {"buffer", "buf", "offset", "strides"}:
+            raise _deny(f"numpy.{cls._real.__name__}() over a raw buffer is not available to strategies")
+        return cls._real(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        return guarded_getattr(cls._real, name)
+
+    def __repr__(cls) -> str:
+        return f"<class 'numpy.{cls._real.__name__}' (sandboxed)>"
+
+
+_GUARDED_CLASSES: dict[type, type] = {
+    real: _GuardedArrayClass(real.__name__, (), {"_real": real, "__module__": "numpy"})
+    for real in (numpy.ndarray, numpy.recarray)
+}
+
+
 def _vet(value: Any, name: str = "") -> Any:
     """Every value read through a guard passes here: modules become views, or are refused."""
+    if type(value) is type and value in _GUARDED_CLASSES:
+        return _GUARDED_CLASSES[value]
     if isinstance(value, types.ModuleType):
         if value.__name__ in ALLOWED_MODULES or value.__name__ in _VIEWABLE_SUBMODULES:
             return module_view(value)
@@ -389,9 +446,18 @@ def guarded_inplacevar(op: str, target: Any, value: Any) -> Any:
     return _INPLACE[op](target, value)
 
 
+# Modules that C code imports on a strategy's behalf through the `__import__` of the calling frame,
+# which is this guard (`datetime.strptime` imports `_strptime`). A strategy itself cannot ask for them:
+# its import statements are checked against ALLOWED_MODULES at compile time, and it has no way to name
+# `__import__`. They are preloaded by the zygote, so this is a lookup, never a file read.
+LIBRARY_IMPORTS = frozenset({"_strptime"})
+
+
 def guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Iterable[str] | None = (), level: int = 0
-) -> ModuleView:
+) -> Any:
+    if level == 0 and name in LIBRARY_IMPORTS and name in sys.modules:
+        return sys.modules[name]
     if level != 0 or name not in ALLOWED_MODULES:
         raise _deny(f"import of module {name!r} is not allowed")
     module = __import__(name)  # already imported by the zygote: a dictionary lookup
@@ -403,7 +469,7 @@ def guarded_import(
 
 
 def _one_argument_type(obj: Any) -> type:
-    return type(obj)
+    return _vet(type(obj))
 
 
 def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

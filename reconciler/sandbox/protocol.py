@@ -22,7 +22,9 @@ class ProtocolError(Exception):
 
 
 def encode(message: Any) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    # ASCII escapes: a str with an unpaired surrogate (legal in Python, e.g. "\ud800" in a RESULT)
+    # still encodes; the receiver decides what to keep (see classify.clean_text).
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
     return _HEADER.pack(len(body)) + body
 
 

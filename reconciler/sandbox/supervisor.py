@@ -30,7 +30,7 @@ import reconciler
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.policy import PolicyError, compile_strategy
 from reconciler.sandbox import protocol
-from reconciler.sandbox.classify import ExitInfo, Observed, classify
+from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
 from reconciler.sandbox.limits import SandboxLimits
 
@@ -56,7 +56,6 @@ class ZygoteDied(Exception):
 
 @dataclass
 class _Pending:
-    started: asyncio.Future[int]
     exited: asyncio.Future[ExitInfo]
 
 
@@ -206,10 +205,9 @@ class Sandbox:
             if zygote.ready is not None and not zygote.ready.done():
                 zygote.ready.set_exception(ZygoteDied("exited before it was ready"))
             for pending in zygote.pending.values():
-                for future in (pending.started, pending.exited):
-                    if not future.done():
-                        future.set_exception(ZygoteDied("the sandbox zygote died"))
-                        future.exception()  # mark retrieved: the run may already have given up on it
+                if not pending.exited.done():
+                    pending.exited.set_exception(ZygoteDied("the sandbox zygote died"))
+                    pending.exited.exception()  # mark retrieved: the run may already have given up
 
     def _on_zygote_message(self, zygote: _Zygote, message: dict[str, Any]) -> None:
         kind = message.get("t")
@@ -219,9 +217,7 @@ class Sandbox:
         pending = zygote.pending.get(int(message.get("id", -1)))
         if pending is None:
             return
-        if kind == "started" and not pending.started.done():
-            pending.started.set_result(int(message["pid"]))
-        elif kind == "exited" and not pending.exited.done():
+        if kind == "exited" and not pending.exited.done():
             pending.exited.set_result(
                 ExitInfo(
                     status=int(message["status"]),
@@ -245,6 +241,13 @@ class Sandbox:
 
     async def _discard(self, zygote: _Zygote) -> None:
         zygote.alive = False
+        # Stop the reader before closing the socket: the event loop watches descriptor numbers, and a
+        # number closed while still watched is soon reused by a new socketpair, whose reader the stale
+        # registration's removal would then silently drop.
+        if zygote.reader is not None:
+            zygote.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await zygote.reader
         with contextlib.suppress(OSError):
             zygote.control.close()
         if zygote.process.returncode is None:
@@ -252,10 +255,6 @@ class Sandbox:
                 zygote.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(zygote.process.wait(), 5)
-        if zygote.reader is not None:
-            zygote.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await zygote.reader
 
     async def interrupt_all(self) -> None:
         for run in list(self._runs.values()):
@@ -330,10 +329,11 @@ class Sandbox:
     async def _execute(self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None) -> ExitInfo | None:
         loop = asyncio.get_running_loop()
         zygote = run.zygote
-        pending = _Pending(loop.create_future(), loop.create_future())
+        pending = _Pending(loop.create_future())
         zygote.pending[run.id] = pending
         mine, theirs = socket.socketpair()
         conversation: asyncio.Task[None] | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
             try:
                 await self._send_control(zygote, {"op": "spawn", "id": run.id}, theirs.fileno())
@@ -349,29 +349,60 @@ class Sandbox:
                 run.observed.lost = True
                 return None
             # The child is gone, so its socket is at EOF: let the conversation drain what was sent.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conversation), 1.0)
+            await asyncio.wait({conversation}, timeout=1.0)
             return exit_info
         except ZygoteDied:
             run.observed.zygote_died = True
             return None
+        except asyncio.CancelledError:
+            # The caller gave up on this run (shutdown, its own timeout): do not leave the child running.
+            with contextlib.suppress(ZygoteDied):
+                await self._send_control(zygote, {"op": "kill", "id": run.id})
+            raise
         finally:
             zygote.pending.pop(run.id, None)
             if conversation is not None and not conversation.done():
                 conversation.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await conversation
-            with contextlib.suppress(OSError):
-                mine.close()
+            # Close through the transport when there is one (see `_discard` on descriptor reuse).
+            if writer is not None:
+                writer.close()
+            else:
+                with contextlib.suppress(OSError):
+                    mine.close()
 
     async def _converse(
         self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, broker: BrokerCall | None
     ) -> None:
+        """Read the child's frames until it closes its socket, answering its client calls.
+
+        A broker call runs as its own task while reading goes on: a child whose call outlives the
+        wall clock reports its timeout (with traceback and output) while the broker still works.
+        """
         observed = run.observed
         calls = 0
+
+        def read() -> asyncio.Task[bytes | None]:
+            return asyncio.create_task(protocol.read_frame(reader, self._max_frame))
+
+        reading = read()
+        calling: asyncio.Task[dict[str, Any]] | None = None
         try:
             while True:
-                frame = await protocol.read_frame(reader, self._max_frame)
+                waiting: set[asyncio.Task[Any]] = {reading} if calling is None else {reading, calling}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if calling is not None and calling in done:
+                    try:
+                        reply = calling.result()
+                    except (asyncio.CancelledError, Exception):  # _broker_call handles the rest
+                        reply = _refusal("internal", "the call failed inside the service")
+                    calling = None
+                    writer.write(protocol.encode(reply))
+                    await writer.drain()
+                if reading not in done:
+                    continue
+                frame = reading.result()
                 if frame is None:
                     return
                 message = protocol.decode(frame)
@@ -380,21 +411,26 @@ class Sandbox:
                 kind = message.get("t")
                 if kind == "out" and isinstance(message.get("data"), str):
                     observed.add_output(message["data"], self.limits.output_bytes)
-                elif kind == "call":
+                elif kind == "call" and calling is None:
                     calls += 1
-                    reply = await self._broker_call(message, broker, calls)
-                    writer.write(protocol.encode(reply))
-                    await writer.drain()
+                    calling = asyncio.create_task(self._broker_call(message, broker, calls))
                 elif kind == "done":
                     observed.report = message
                 else:
-                    raise protocol.ProtocolError(f"unknown message type {str(kind)[:40]!r}")
+                    raise protocol.ProtocolError(f"unexpected message type {str(kind)[:40]!r}")
+                reading = read()
         except protocol.ProtocolError as exc:
             observed.violation = str(exc)
             with contextlib.suppress(ZygoteDied):
                 await self._send_control(run.zygote, {"op": "kill", "id": run.id})
         except (ConnectionError, OSError):
             return  # the child died mid-conversation; its exit status tells the rest
+        finally:
+            for task in (reading, calling):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _broker_call(self, message: dict[str, Any], broker: BrokerCall | None, calls: int) -> dict[str, Any]:
         method, params = message.get("method"), message.get("params")
@@ -406,6 +442,12 @@ class Sandbox:
             return _refusal("limit", f"more than {MAX_CLIENT_CALLS} client calls in one run")
         if broker is None:
             return _refusal("unavailable", "no exchange client is configured for this run")
+        try:
+            params, changed = clean_json(params)
+        except RecursionError:
+            changed = True
+        if changed:  # the broker records parameters (client_order_id, ...) in the database
+            return _refusal("invalid", f"{method}: parameters contain NUL characters or unpaired surrogates")
         try:
             value = await broker(method, params)
             json.dumps(value, allow_nan=False)

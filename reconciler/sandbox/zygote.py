@@ -10,8 +10,7 @@ own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}
   zygote -> supervisor  {"t": "ready", "layers": {...}, "pid": n}
-                        {"t": "started", "id": n, "pid": n}
-                        {"t": "exited", "id": n, "status": wait status, "wall_killed": bool,
+                        {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
                          "cpu": seconds, "duration": seconds}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.
@@ -33,6 +32,7 @@ for _name in (
     os.environ[_name] = "1"
 
 import array  # noqa: E402
+import codecs  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import selectors  # noqa: E402
@@ -63,8 +63,26 @@ def _preload() -> None:
     from reconciler.policy import ALLOWED_MODULES, compile_strategy
     from reconciler.sandbox import child, guards
 
-    for name in ALLOWED_MODULES:
+    for name in ALLOWED_MODULES | guards.LIBRARY_IMPORTS:
         __import__(name)
+    # The child runs as another user, who may not be able to read the interpreter's own library
+    # (e.g. a pyenv under a 0700 home): whatever it could import lazily must be loaded here.
+    for encoding in (
+        "latin-1",
+        "cp1252",
+        "ascii",
+        "utf-8-sig",
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "utf-32",
+        "iso8859-15",
+        "unicode_escape",
+        "raw_unicode_escape",
+        "hex",
+        "base64",
+    ):
+        codecs.lookup(encoding)
     guards.harden_libraries()
     # Lazy imports inside pandas happen on first use; do the common ones here, not in every child.
     frame = pd.DataFrame(
@@ -77,7 +95,7 @@ def _preload() -> None:
     frame.describe()
     frame.resample("5min").agg({"close": "last", "volume": "sum"})
     frame.to_dict()
-    frame.to_json()
+    frame.to_json(date_format="iso")
     pd.to_datetime(["2024-01-01T00:00:00Z"], utc=True)
     np.random.default_rng(0).normal(size=4)
     json.dumps(child.to_jsonable(frame))
@@ -161,7 +179,6 @@ class Zygote:
         entry = _Running(request_id, pid, now, now + self.wall_seconds + WALL_GRACE_SECONDS)
         self.running[pid] = entry
         self.by_id[request_id] = entry
-        self.send({"t": "started", "id": request_id, "pid": pid})
 
     def kill(self, request_id: int) -> None:
         entry = self.by_id.get(request_id)
@@ -184,6 +201,7 @@ class Zygote:
                 {
                     "t": "exited",
                     "id": entry.id,
+                    "pid": pid,
                     "status": status,
                     "wall_killed": entry.wall_killed,
                     "cpu": usage.ru_utime + usage.ru_stime,
@@ -242,12 +260,15 @@ def main() -> None:
     sys.dont_write_bytecode = True
     from reconciler.sandbox import confine
 
-    # Die with the replica (the supervisor holds the other end of the control socket as well).
+    # Die with the replica (and, should that signal be missed, at EOF on the control socket). A
+    # Ctrl-C in the replica's terminal is the replica's to handle: the zygote ends when it closes.
     confine.set_parent_death_signal(signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     confine.set_dumpable(False)
     network = confine.isolate_zygote_network()  # once, inherited by every child
     _preload()
-    assert "reconciler.settings" not in sys.modules, "the zygote must never load the settings"
+    if "reconciler.settings" in sys.modules:  # a check that must survive `python -O`
+        raise SystemExit("sandbox zygote: reconciler.settings was imported; refusing to serve")
     gc.collect()
     gc.freeze()  # children start with a clean, shared heap: less copy-on-write from the collector
     zygote = Zygote(config)

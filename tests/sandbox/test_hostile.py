@@ -8,6 +8,7 @@ nothing recorded contains the planted secret.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -23,13 +24,21 @@ class Case:
     id: str
     code: str
     status: str
-    error: tuple[str, ...] = ()  # substrings the recorded error must contain
-    line: int | None = None  # the strategy line the traceback must point at
+    # Substrings the recorded error must contain; a tuple inside means "one of these".
+    error: tuple[str | tuple[str, ...], ...] = ()
+    line: int | tuple[int, ...] | None = None  # the strategy line(s) the traceback may point at
     config: dict[str, Any] = field(default_factory=dict)
 
 
 CASES = [
-    Case("infinite-loop", "x = 0\nwhile True:\n    x += 1\n", "timed_out", ("CPU time limit",), line=3),
+    # On a loaded host 1 s of CPU can take longer than the 2 s wall limit: either limit may end it.
+    Case(
+        "infinite-loop",
+        "x = 0\nwhile True:\n    x += 1\n",
+        "timed_out",
+        (("CPU time limit", "wall-clock time limit"),),
+        line=(2, 3),
+    ),  # the signal lands on either
     Case("sleep-past-wall", "import time\ntime.sleep(30)\n", "timed_out", ("wall-clock",), line=2),
     Case(
         "ignores-wall-alarm",
@@ -173,7 +182,63 @@ CASES = [
     Case("numpy-save", "np.save('/tmp/owned.npy', np.arange(3))\n", "failed", ("Policy violation",), line=1),
     Case("numpy-tofile", "np.arange(3).tofile('/tmp/owned.bin')\n", "failed", ("Policy violation",), line=1),
     Case("numpy-ctypes", "p = np.arange(3).ctypes\n", "failed", ("Policy violation",), line=1),
+    Case(
+        "numpy-bit-generator-cffi",
+        "p = np.random.default_rng(0).bit_generator.cffi\n",
+        "failed",
+        ("Policy violation", "cffi"),
+        line=1,
+    ),
     Case("numpy-lib-npyio", "f = np.lib.npyio\n", "failed", ("Policy violation",), line=1),
+    Case(
+        "numpy-forge-object-pointer",
+        "a = np.ndarray((1,), object, bytes(8))\n",
+        "failed",
+        ("Policy violation", "raw buffer"),
+        line=1,
+    ),
+    Case(
+        "numpy-forge-via-type",
+        "t = type(np.zeros(1))\na = t((1,), dtype=object, buffer=bytes(8))\n",
+        "failed",
+        ("Policy violation", "raw buffer"),
+        line=2,
+    ),
+    Case(
+        "numpy-recarray-forge",
+        "a = np.recarray((1,), dtype=[('a', object)], buf=bytes(8))\n",
+        "failed",
+        ("Policy violation", "raw buffer"),
+        line=1,
+    ),
+    Case(
+        "singledispatch-forwardref-eval",
+        "import functools\n@functools.singledispatch\ndef f(x):\n    return x\n",
+        "failed",
+        ("Policy violation", "singledispatch"),
+        line=2,
+    ),
+    Case(
+        "typing-namedtuple-forwardref",
+        "import typing\nP = typing.NamedTuple('P', [('a', 'code')])\n",
+        "failed",
+        ("Policy violation", "NamedTuple"),
+        line=2,
+    ),
+    Case(
+        "string-annotation-eval",
+        'def f(x: "().__class__"):\n    return x\n',
+        "failed",
+        ("Policy violation", "string annotations"),
+        line=1,
+    ),
+    Case(
+        "future-annotations",
+        "from __future__ import annotations\n",
+        "failed",
+        ("Policy violation", "__future__"),
+        line=1,
+    ),
     Case("proc-self-environ", "env = pd.read_table('/proc/self/environ')\n", "failed", ("Policy violation",), line=1),
     Case("recursion-without-end", "def f(n):\n    return f(n + 1)\nf(0)\n", "failed", ("RecursionError",), line=2),
     Case("raise-system-exit", "raise SystemExit(0)\n", "failed", ("SystemExit",), line=1),
@@ -192,10 +257,14 @@ def test_hostile_case(harness: Harness, case: Case) -> None:
     outcome = harness.run(case.code, config=case.config)
     assert outcome.status == case.status, outcome
     for fragment in case.error:
-        assert fragment in (outcome.error or ""), outcome.error
+        alternatives = fragment if isinstance(fragment, tuple) else (fragment,)
+        assert any(text in (outcome.error or "") for text in alternatives), outcome.error
     if case.line is not None:
-        assert f'File "<strategy>", line {case.line}' in (outcome.error or "") or (
-            f"line {case.line}," in (outcome.error or "")  # compile-time policy errors: "line N, column M"
+        lines = case.line if isinstance(case.line, tuple) else (case.line,)
+        assert any(
+            f'File "<strategy>", line {line}' in (outcome.error or "")
+            or f"line {line}," in (outcome.error or "")  # compile-time policy errors: "line N, column M"
+            for line in lines
         ), outcome.error
     assert outcome.state is None  # a run that did not succeed never replaces the stored STATE
 
@@ -362,3 +431,66 @@ RESULT = {'found': found, 'reads': [a for a in attempts if a.startswith('READ')]
     assert outcome.result["replies"][0] == "internal: get_balances failed inside the service"
     assert outcome.result["replies"][1] == "rejected: not allowed for this strategy"
     assert PLANTED_SECRET not in repr(outcome)
+
+
+def test_every_slot_spinning_at_once_does_not_starve_the_replica(harness: Harness) -> None:
+    """Five slots on two cores running `while True: pass` together, plus the well-behaved strategy:
+    the supervisor's event loop keeps its pace and the good strategy its result. (The children's
+    lower priority, niceness 10, is checked in test_layers; this holds even without it on an
+    otherwise idle host, so it is a check of the outcome, not of the mechanism.)"""
+    import asyncio
+
+    from reconciler.outcome import ExecutionRequest
+    from tests.sandbox.conftest import GOOD_STRATEGY, good_broker
+
+    box = harness.box
+
+    async def scenario() -> tuple[list[Any], Any, float]:
+        lag, done = 0.0, asyncio.Event()
+
+        async def monitor() -> None:
+            nonlocal lag
+            loop = asyncio.get_running_loop()
+            while not done.is_set():
+                before = loop.time()
+                await asyncio.sleep(0.02)
+                lag = max(lag, loop.time() - before - 0.02)
+
+        watcher = asyncio.create_task(monitor())
+        spin = "while True:\n    pass\n"
+        spinners = [asyncio.create_task(box.run(ExecutionRequest(f"s{i}", f"t{i}", spin))) for i in range(5)]
+        await asyncio.sleep(0.3)  # let them start spinning first
+        good_request = ExecutionRequest("good", "tenant-b", GOOD_STRATEGY, {"tag": "b"}, {})
+        good = await box.run(good_request, good_broker)
+        outcomes = await asyncio.gather(*spinners)
+        done.set()
+        await watcher
+        return outcomes, good, lag
+
+    outcomes, good, lag = harness.runner.run(scenario())
+    assert [outcome.status for outcome in outcomes] == ["timed_out"] * 5
+    assert all(outcome.duration > 0.9 for outcome in outcomes)  # they really spun beside the good one
+    assert good.status == "succeeded" and good.result == {"sma": 94.5, "price": "64000.5"}
+    assert lag < 0.25, f"the supervisor's event loop stalled for {lag:.3f} s"
+
+
+def test_nul_and_surrogates_cannot_make_the_execution_unrecordable(harness: Harness) -> None:
+    outcome = harness.run("print('a\\x00b')\nRESULT = {'k\\x00': 'v\\ud800'}\nraise ValueError('x\\x00y')\n")
+    assert outcome.status == "failed"
+    recorded = json.dumps([outcome.output, outcome.error, outcome.result], ensure_ascii=False)
+    assert "\\u0000" not in recorded and "\x00" not in recorded
+    recorded.encode()  # UTF-8 clean: PostgreSQL text and jsonb accept it
+    assert outcome.output == "a\ufffdb\n"
+    assert "ValueError" in (outcome.error or ""), outcome.error
+
+
+def test_subclassing_pandas_does_not_shed_the_filter(harness: Harness) -> None:
+    code = (
+        "class Frame(pd.DataFrame):\n    pass\n\n"
+        "frame = Frame({'a': [1]})\nframe.to_pickle('/tmp/owned-subclass.pkl')\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "failed"
+    assert "Policy violation" in (outcome.error or "")
+    assert 'File "<strategy>", line 5' in (outcome.error or "")
+    assert not os.path.exists("/tmp/owned-subclass.pkl")

@@ -26,20 +26,16 @@ ROOT = Path(reconciler.__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
 
 
-@pytest.fixture(scope="module")
-def probe_report(fake_database: socket.socket) -> dict[str, Any]:
-    config: dict[str, Any] = {
+def _run_probe(fake_database: socket.socket, prefix: list[str], uid: int | None, gid: int | None) -> Any:
+    config = {
         "target_pid": os.getpid(),
         "port": fake_database.getsockname()[1],
         "secret_prefix": PLANTED_SECRET,
-        "uid": None,
-        "gid": None,
+        "uid": uid,
+        "gid": gid,
     }
-    if IS_ROOT:
-        nobody = pwd.getpwnam("nobody")
-        config["uid"], config["gid"] = nobody.pw_uid, nobody.pw_gid
     completed = subprocess.run(
-        [sys.executable, "-P", "-m", "tests.sandbox.raw_probe"],
+        [*prefix, sys.executable, "-P", "-m", "tests.sandbox.raw_probe"],
         input=json.dumps(config),
         capture_output=True,
         text=True,
@@ -51,6 +47,14 @@ def probe_report(fake_database: socket.socket) -> dict[str, Any]:
     return json.loads(completed.stdout)
 
 
+@pytest.fixture(scope="module")
+def probe_report(fake_database: socket.socket) -> dict[str, Any]:
+    if IS_ROOT:
+        nobody = pwd.getpwnam("nobody")
+        return _run_probe(fake_database, [], nobody.pw_uid, nobody.pw_gid)
+    return _run_probe(fake_database, [], None, None)
+
+
 def test_child_runs_as_unprivileged_user_without_groups(probe_report: dict[str, Any]) -> None:
     if IS_ROOT:
         nobody = pwd.getpwnam("nobody")
@@ -58,7 +62,37 @@ def test_child_runs_as_unprivileged_user_without_groups(probe_report: dict[str, 
         assert probe_report["gid"] == [nobody.pw_gid, nobody.pw_gid]
         assert probe_report["groups"] == []
     assert probe_report["setuid_root"].startswith("PermissionError")
+    assert probe_report["cap_eff"] == probe_report["cap_prm"] == "0000000000000000"
     assert probe_report["layers"]["privilege_drop"] is True
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="simulates a non-root replica with `unshare --user` (needs root)")
+def test_non_root_replica_uses_a_user_namespace(fake_database: socket.socket) -> None:
+    """The code path of a replica that does not run as root: `unshare --user` makes this process
+    uid 1000 in a user namespace (file access is still root's, so only the mechanism is checked:
+    a nested user + network namespace, capabilities dropped, no_new_privs, seccomp)."""
+    as_uid_1000 = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    report = _run_probe(fake_database, as_uid_1000, None, None)
+    assert report["network"] == {"network_namespace": True, "user_namespace": True}
+    expected = {"rlimits": True, "privilege_drop": True, "no_new_privs": True, "seccomp": True}
+    assert report["layers"] == expected
+    assert report["uid"] == [1000, 1000]
+    assert report["cap_eff"] == report["cap_prm"] == "0000000000000000"
+    assert report["interfaces"] == ["lo"]
+    for probe in ("socket", "fork", "exec", "write_tmp", "kill_target", "ptrace_target", "unshare"):
+        assert not report[probe].startswith("ok"), (probe, report[probe])
+
+
+def test_harden_replica_process_makes_it_non_dumpable() -> None:
+    code = (
+        "import ctypes; from reconciler.sandbox import harden_replica_process; "
+        "libc = ctypes.CDLL(None); before = libc.prctl(3, 0, 0, 0, 0); harden_replica_process(); "
+        "print(before, libc.prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=_scrubbed_environment()
+    )
+    assert out.stdout.split() == ["1", "0"], out.stderr
 
 
 def test_no_new_privileges_and_seccomp_filter_installed(probe_report: dict[str, Any]) -> None:
@@ -73,7 +107,8 @@ def test_only_the_socketpair_is_open(probe_report: dict[str, Any]) -> None:
     assert 3 in fds and len(fds) == 2, fds
 
 
-def test_rlimits(probe_report: dict[str, Any]) -> None:
+def test_rlimits_and_priority(probe_report: dict[str, Any]) -> None:
+    assert probe_report["niceness"] == 10
     assert probe_report["rlimit_core"] == 0
     assert probe_report["rlimit_nofile"] == 16
     assert probe_report["rlimit_cpu"] == 5
@@ -117,7 +152,7 @@ def test_zygote_environment_is_scrubbed(sandbox: Sandbox) -> None:
 
 
 def test_zygote_holds_no_tenant_modules(sandbox: Sandbox, loop_runner: LoopRunner) -> None:
-    """The zygote asserts at start-up that it never loaded the settings; check it from the outside too."""
+    """The zygote refuses to serve if it loaded the settings; check it from the outside too."""
     assert sandbox._zygote is not None
     maps = Path(f"/proc/{sandbox._zygote.process.pid}/maps").read_text()
     assert "libpq" not in maps and "psycopg" not in maps

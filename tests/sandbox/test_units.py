@@ -1,0 +1,195 @@
+"""Pure parts of the sandbox, without processes: outcome classification, framing, guards, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import types
+
+import pytest
+
+from reconciler.policy import PolicyViolation
+from reconciler.sandbox import SandboxLimits, guards, protocol
+from reconciler.sandbox.classify import ExitInfo, Observed, classify
+from reconciler.settings import load_settings
+
+LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=2.0, output_bytes=100, result_bytes=200, state_bytes=50)
+CLEAN_EXIT = ExitInfo(status=0, wall_killed=False, cpu=0.01, duration=0.01)
+
+
+def _killed(sig: int, cpu: float = 0.0, wall: bool = False) -> ExitInfo:
+    return ExitInfo(status=sig, wall_killed=wall, cpu=cpu, duration=1.0)  # raw wait status of a signal death
+
+
+def test_limits_from_settings_is_the_one_reader_of_settings() -> None:
+    settings = load_settings(
+        max_memory_mb=64,
+        max_cpu_time_seconds=3,
+        max_wall_time_seconds=4.5,
+        max_output_bytes=2048,
+        max_result_bytes=4096,
+        max_state_bytes=8192,
+        sandbox_user="sandbox",
+    )
+    assert SandboxLimits.from_settings(settings) == SandboxLimits(64, 3, 4.5, 2048, 4096, 8192, "sandbox")
+
+
+def test_classify_success_with_output_cap_marker() -> None:
+    observed = Observed()
+    observed.add_output("x" * 150, LIMITS.output_bytes)
+    observed.report = {
+        "t": "done",
+        "status": "succeeded",
+        "error": None,
+        "result": [1],
+        "state": {"a": 1},
+        "dropped": 10,
+    }
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.5)
+    assert outcome.status == "succeeded" and outcome.result == [1] and outcome.state == {"a": 1}
+    assert outcome.output.startswith("x" * 100 + "\n[output truncated: 60 more bytes")
+    assert outcome.output_truncated and outcome.duration == CLEAN_EXIT.duration
+
+
+@pytest.mark.parametrize(
+    ("exit_info", "status", "fragment"),
+    [
+        (_killed(signal.SIGXCPU), "timed_out", "CPU time limit"),
+        (_killed(signal.SIGKILL, cpu=1.2), "timed_out", "CPU time limit"),
+        (_killed(signal.SIGKILL, wall=True), "timed_out", "wall-clock"),
+        (_killed(signal.SIGSEGV), "failed", "SIGSEGV"),
+        (_killed(signal.SIGKILL), "failed", "SIGKILL"),
+        (ExitInfo(status=70 << 8, wall_killed=False, cpu=0.0, duration=0.1), "failed", "exit code 70"),
+    ],
+)
+def test_classify_from_exit_status_when_there_is_no_report(exit_info: ExitInfo, status: str, fragment: str) -> None:
+    outcome = classify(Observed(), exit_info, LIMITS, 1.0)
+    assert outcome.status == status and fragment in (outcome.error or "")
+    assert outcome.state is None
+
+
+def test_classify_distrusts_the_childs_report() -> None:
+    observed = Observed(report={"status": "interrupted", "error": None})
+    assert classify(observed, CLEAN_EXIT, LIMITS, 0.1).error == "the strategy process sent a malformed report"
+    observed = Observed(report={"status": "succeeded", "error": None, "state": {"big": "y" * 100}})
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
+    assert outcome.status == "failed" and "over the cap" in (outcome.error or "") and outcome.state is None
+    observed = Observed(report={"status": "succeeded", "error": None, "state": [1]})
+    assert classify(observed, CLEAN_EXIT, LIMITS, 0.1).status == "failed"
+    observed = Observed(report={"status": "succeeded", "error": None, "state": {}, "result": "r" * 10000})
+    assert classify(observed, CLEAN_EXIT, LIMITS, 0.1).result["truncated"] is True
+    # A wall kill wins over a report claiming success.
+    observed = Observed(report={"status": "succeeded", "error": None, "state": {}})
+    assert classify(observed, _killed(signal.SIGKILL, wall=True), LIMITS, 2.5).status == "timed_out"
+
+
+def test_classify_interrupted_and_lost() -> None:
+    assert classify(Observed(interrupted=True), _killed(signal.SIGKILL), LIMITS, 0.2).status == "interrupted"
+    assert classify(Observed(zygote_died=True), None, LIMITS, 0.2).status == "failed"
+    assert classify(Observed(lost=True), None, LIMITS, 12.0).duration == 12.0
+    assert "protocol" in (classify(Observed(violation="x"), CLEAN_EXIT, LIMITS, 0.1).error or "")
+
+
+def test_protocol_refuses_oversized_and_malformed_frames() -> None:
+    async def read(data: bytes, cap: int) -> bytes | None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await protocol.read_frame(reader, cap)
+
+    assert asyncio.run(read(protocol.encode({"a": 1}), 100)) == b'{"a":1}'
+    assert asyncio.run(read(b"", 100)) is None
+    with pytest.raises(protocol.ProtocolError):
+        asyncio.run(read(protocol.encode("x" * 200), 100))
+    with pytest.raises(protocol.ProtocolError):
+        asyncio.run(read(protocol.encode({"a": 1})[:-2], 100))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b"[" * 100000)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b"\x80not json")
+
+
+def test_module_view_vets_everything_it_hands_out() -> None:
+    stats = guards.guarded_import("statistics")
+    assert isinstance(stats, guards.ModuleView)
+    assert guards.guarded_getattr(stats, "mean")([1, 3]) == 2
+    with pytest.raises(PolicyViolation):
+        guards.guarded_getattr(stats, "sys")
+    with pytest.raises(PolicyViolation):
+        stats.sys  # the IMPORT_FROM path: plain getattr on the view  # noqa: B018
+    with pytest.raises(PolicyViolation):
+        guards.guarded_setattr(stats, "mean", None)
+    with pytest.raises(PolicyViolation):
+        guards.guarded_import("os")
+    collections_abc = guards.guarded_import("collections.abc", None, None, ("Mapping",))
+    assert guards.guarded_getattr(collections_abc, "Mapping") is __import__("collections.abc").abc.Mapping
+
+
+def test_guards_on_pandas_and_numpy_objects() -> None:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1.0, 2.0]})
+    assert guards.guarded_getattr(frame, "to_csv")(index=False) == "a\n1.0\n2.0\n"
+    for denied in ("to_pickle", "eval", "query", "style", "plot"):
+        with pytest.raises(PolicyViolation):
+            guards.guarded_getattr(frame, denied)
+    with pytest.raises(PolicyViolation):
+        guards.guarded_getattr(frame, "to_csv")("/tmp/x.csv")
+    with pytest.raises(PolicyViolation):
+        guards.guarded_getattr(pd.DataFrame, "to_csv")
+    assert guards.guarded_getattr(frame, "agg")("sum")["a"] == 3.0
+    with pytest.raises(PolicyViolation):
+        guards.guarded_getattr(frame, "agg")(["sum", "__class__"])
+    for denied in ("tofile", "dump", "dumps", "ctypes"):
+        with pytest.raises(PolicyViolation):
+            guards.guarded_getattr(np.arange(3), denied)
+    assert guards.guarded_write(frame) is frame
+    assert isinstance(guards.guarded_write(types), guards._ReadOnly)
+    with pytest.raises(PolicyViolation):
+        guards.guarded_write(json)["loads"] = None  # type: ignore[index]
+
+
+def test_harden_libraries_removes_pandas_eval_everywhere() -> None:
+    # In a child process: hardening patches pandas for good, which this test process must not keep.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import pandas as pd
+
+            guards.harden_libraries()
+            frame = pd.DataFrame({"a": [1]})
+            attempts = (
+                lambda: pd.eval("1 + 1"),
+                lambda: frame.eval("a + 1"),
+                lambda: frame.query("a > 0"),
+                lambda: frame.agg("eval", 0, "a + 1"),
+            )
+            for attempt in attempts:
+                try:
+                    attempt()
+                except PolicyViolation:
+                    continue
+                os._exit(2)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_classify_makes_every_text_storable() -> None:
+    observed = Observed()
+    observed.add_output("a\x00b\ud800c", 100)
+    observed.report = {"status": "failed", "error": "bad\x00\udfff", "result": {"k\x00": ["v\ud800"]}, "state": None}
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
+    for text in (outcome.output, outcome.error, json.dumps(outcome.result, ensure_ascii=False)):
+        assert "\x00" not in text
+        text.encode()  # no unpaired surrogate left
+    assert outcome.output == "a\ufffdb?c"
+    observed = Observed(report={"status": "succeeded", "error": None, "state": {"x": "\x00"}})
+    outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
+    assert outcome.status == "failed" and "NUL" in (outcome.error or "") and outcome.state is None
