@@ -48,13 +48,18 @@ def libpq_url(url: str) -> str:
     return make_url(sync_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 5, application_name: str = "strategy-executor") -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 5, application_name: str = "strategy-executor", pre_ping: bool = True
+) -> AsyncEngine:
+    """An async engine. `pre_ping` checks each connection on checkout, which costs a round trip per
+    transaction: the API keeps it (a request on a connection the server dropped would fail once);
+    replicas turn it off, since every replica call is retried at the storage boundary anyway.
+    """
     return create_async_engine(
         sync_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        # A connection that died with the server is found before use, not mid-transaction.
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={"application_name": application_name, "connect_timeout": 5},
     )

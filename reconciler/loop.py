@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from uuid import UUID
 
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -90,7 +89,12 @@ class Replica:
         self.store = ReplicaStore(engine, replica_id=self.replica_id, lease_seconds=settings.lease_seconds)
         self.slots = settings.max_concurrent_strategies
         self.health = ReplicaHealth(replica_id=self.replica_id)
-        self._in_flight: dict[UUID, asyncio.Task[None]] = {}
+        # Every execution task, from its claim until its outcome is recorded.
+        self._tasks: set[asyncio.Task[None]] = set()
+        # How many of them still have a sandboxed process: those occupy the slots.
+        self._running = 0
+        # Whether a run request may be waiting: skips the run-request claim when none can be.
+        self._requests_pending = True
         # Wakes the loop to claim (a slot freed, a NOTIFY, a lost execution).
         self._wake = asyncio.Event()
         # Desired state changed (a NOTIFY): the next pass reconciles. Without one, a pass reconciles
@@ -157,15 +161,20 @@ class Replica:
         due_to_reconcile = time.monotonic() - self._last_reconcile >= self.settings.poll_interval_seconds
         if self._desired_changed.is_set() or due_to_reconcile:
             self._desired_changed.clear()
+            self._requests_pending = True
             await self._reconcile()
-        free = self.slots - len(self._in_flight)
+        free = self._free_slots()
         if free <= 0:
             return self.settings.poll_interval_seconds  # a finishing execution sets the wake event
-        claims = await self.store.claim(free)
+        # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
+        requests, self._requests_pending = self._requests_pending, False
+        claims = await self.store.claim(free, requests=requests)
         for claim in claims:
             self._start(claim)
+        if sum(1 for claim in claims if claim.trigger == "manual") == free:
+            self._requests_pending = True  # the slots ran out before the requests did
         if len(claims) == free:
-            return 0.0 if self.slots - len(self._in_flight) > 0 else self.settings.poll_interval_seconds
+            return 0.0 if self._free_slots() > 0 else self.settings.poll_interval_seconds
         wait = await self.store.seconds_until_due()
         if wait is None:
             return self.settings.poll_interval_seconds
@@ -182,28 +191,43 @@ class Replica:
 
     # --- executions ---------------------------------------------------------------------------
 
+    def _free_slots(self) -> int:
+        # Outcomes still being recorded hold no slot, but at most one slot's worth each may wait, so
+        # a slow database slows claiming down instead of piling up finished executions in memory.
+        return min(self.slots - self._running, 2 * self.slots - len(self._tasks))
+
     def _start(self, claim: Claim) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"execution-{claim.execution_id}")
-        self._in_flight[claim.execution_id] = task
-        self.health.in_flight = len(self._in_flight)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._running += 1
+        self.health.in_flight = self._running
 
     async def _execute(self, claim: Claim) -> None:
         try:
-            outcome = await self._run_sandboxed(claim)
-            recorded = await retrying(
+            try:
+                outcome = await self._run_sandboxed(claim)
+            finally:
+                # The sandboxed process is gone: its slot takes the next claim while the outcome is
+                # recorded. The strategy itself stays claimed (running_execution_id) until then.
+                self._running -= 1
+                self.health.in_flight = self._running
+                self._wake.set()
+            completion = await retrying(
                 lambda: self.store.complete(claim.execution_id, outcome),
                 give_up_after=max(self.settings.lease_seconds * 4, 60.0),
                 what="record outcome",
             )
-            if not recorded:
+            if not completion.recorded:
                 log.warning("execution %s already had an outcome (marked lost?)", claim.execution_id)
+            if completion.run_requested:
+                self._requests_pending = True
+                self._wake.set()
             self.health.executed += 1
         except StoreError as exc:
             # The database stayed away longer than the lease: another replica marks the execution lost.
             log.error("could not record execution %s: %s", claim.execution_id, exc)
         finally:
-            self._in_flight.pop(claim.execution_id, None)
-            self.health.in_flight = len(self._in_flight)
             self._wake.set()
 
     async def _run_sandboxed(self, claim: Claim) -> ExecutionOutcome:
@@ -239,11 +263,11 @@ class Replica:
 
     async def _drain(self) -> None:
         self._stopping = True
-        if not self._in_flight:
+        if not self._tasks:
             return
         grace = self.settings.shutdown_grace_seconds
-        log.info("draining %d executions (grace %.0fs)", len(self._in_flight), grace)
-        _, pending = await asyncio.wait(list(self._in_flight.values()), timeout=grace)
+        log.info("draining %d executions (grace %.0fs)", len(self._tasks), grace)
+        _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
         if pending:
             log.warning("grace period over: interrupting %d executions", len(pending))
             await self.sandbox.interrupt_all()
@@ -270,6 +294,7 @@ class Replica:
                     lost = await self.store.mark_lost()
                     if lost:
                         log.warning("marked %d executions lost: %s", len(lost), [str(e) for e in lost])
+                        self._requests_pending = True
                         self._wake.set()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():
                     last_prune = time.monotonic()

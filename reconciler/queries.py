@@ -234,7 +234,10 @@ COMPLETE_EXECUTION = text(
         updated_at = now()
     FROM finished f
     WHERE st.strategy_id = f.strategy_id
-    RETURNING st.strategy_id
+    RETURNING st.strategy_id,
+              -- A run request that waited for this execution can be claimed now.
+              EXISTS (SELECT 1 FROM run_requests r
+                      WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested
     """
 )
 

@@ -41,6 +41,12 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Completion:
+    recorded: bool  # False: the execution already had an outcome
+    run_requested: bool  # the strategy has run requests that were waiting for this execution
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileReport:
     examined: int
     updated: int
@@ -137,15 +143,20 @@ class ReplicaStore:
 
     # --- claims and outcomes ------------------------------------------------------------------
 
-    async def claim(self, slots: int) -> list[Claim]:
-        """Claim up to `slots` due executions, manual requests first; committed before returning."""
+    async def claim(self, slots: int, *, requests: bool = True) -> list[Claim]:
+        """Claim up to `slots` due executions, manual requests first; committed before returning.
+
+        `requests=False` skips the run-request statement when the caller knows none can be pending.
+        """
         if slots <= 0:
             return []
         params = {"slots": slots, "replica_id": self.replica_id, "lease_seconds": self.lease_seconds}
 
         async def work(conn: AsyncConnection) -> list[Claim]:
-            rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
-            claims = [_claim(row) for row in rows]
+            claims = []
+            if requests:
+                rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
+                claims = [_claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
                 rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
@@ -161,8 +172,8 @@ class ReplicaStore:
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 
-    async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> bool:
-        """Record the outcome. False when the execution already had one (marked lost meanwhile)."""
+    async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> Completion:
+        """Record the outcome (not recorded: the execution already had one, e.g. marked lost meanwhile)."""
         params = {
             "execution_id": execution_id,
             "status": outcome.status,
@@ -174,10 +185,11 @@ class ReplicaStore:
             "state": None if outcome.state is None else json.dumps(outcome.state),
         }
 
-        async def work(conn: AsyncConnection) -> bool:
-            return (await conn.execute(queries.COMPLETE_EXECUTION, params)).first() is not None
+        async def work(conn: AsyncConnection) -> Completion:
+            row = (await conn.execute(queries.COMPLETE_EXECUTION, params)).first()
+            return Completion(recorded=row is not None, run_requested=bool(row and row.run_requested))
 
-        return bool(await self._transaction(work))
+        return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def mark_lost(self) -> list[UUID]:
         async def work(conn: AsyncConnection) -> list[UUID]:

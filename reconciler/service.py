@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.db import create_engine, retrying
@@ -102,7 +103,13 @@ def policy_verdict(code: str) -> str | None:
 
 async def run(runtime: Runtime, *, with_api: bool) -> None:
     settings = runtime.settings
-    engine = create_engine(runtime.database_url, pool_size=settings.db_pool_size)
+    engine = create_engine(
+        runtime.database_url,
+        pool_size=settings.db_pool_size,
+        pre_ping=False,
+        application_name="strategy-executor replica",
+    )
+    api_engine = None
     sandbox = Sandbox(SandboxLimits.from_settings(settings))
     await sandbox.start()
     for layer, active in sandbox.layers.items():
@@ -128,7 +135,10 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     server = None
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
     if with_api:
-        server = _api_server(settings, engine, cipher, replica)
+        api_engine = create_engine(
+            runtime.database_url, pool_size=settings.db_pool_size, application_name="strategy-executor api"
+        )
+        server = _api_server(settings, api_engine, cipher, replica)
     elif settings.worker_health_port is not None:
         from reconciler.health import health_app
 
@@ -150,9 +160,11 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         await brokers.aclose()
         await sandbox.close()
         await engine.dispose()
+        if api_engine is not None:
+            await api_engine.dispose()
 
 
-def _api_server(settings: Settings, engine: object, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
+def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
     from api.app import create_app
     from reconciler.store import Store
 

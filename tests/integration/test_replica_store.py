@@ -150,7 +150,7 @@ def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: ps
         (claim,) = await store.claim(5)
         first = await store.complete(claim.execution_id, ok(0.5, output="hi\n", result={"a": 1}, state={"n": 1}))
         again = await store.complete(claim.execution_id, ok(0.7))
-        return first, again
+        return first.recorded, again.recorded
 
     first, again = run(database_url, work)
     assert (first, again) == (True, False)  # exactly one recorded outcome
@@ -230,7 +230,7 @@ def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_c
             )
         lost = await alive.mark_lost()
         late = await dead.complete(claim.execution_id, ok())
-        return lost, late
+        return lost, late.recorded
 
     lost, late = run(database_url, later, replicas=2)
     assert lost == [claim.execution_id]
@@ -289,3 +289,24 @@ def test_prune_deletes_old_finished_executions_in_batches(database_url: str, pg_
     deleted = run(database_url, lambda s: s.prune(retention_seconds=7 * 86400, batch=10))
     assert deleted == 10
     assert pg_conn.execute("SELECT count(*) FROM executions").fetchone() == (16,)
+
+
+def test_completion_says_when_a_run_request_waited_for_it(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1")
+
+    async def work(store: ReplicaStore) -> tuple[bool, list[str], bool]:
+        await store.reconcile(python_check)
+        (tick,) = await store.claim(5)
+        async with store.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(text("INSERT INTO run_requests (strategy_id) VALUES ('s1')"))
+        # The strategy is busy: the request waits, even with slots free.
+        busy = await store.claim(5)
+        completion = await store.complete(tick.execution_id, ok())
+        manual = await store.claim(5, requests=completion.run_requested)
+        return completion.run_requested, [c.trigger for c in busy + manual], completion.recorded
+
+    run_requested, triggers, recorded = run(database_url, work)
+    assert recorded and run_requested
+    assert triggers == ["manual"]
