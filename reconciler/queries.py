@@ -200,24 +200,34 @@ NEXT_DUE = text(
 
 # --- outcomes -------------------------------------------------------------------------------------
 
-# Records the outcome and folds it into the strategy's statistics in one statement. `status =
-# 'running'` makes it a no-op for an execution another replica already marked lost: every claimed
-# execution ends in exactly one recorded outcome, whichever replica records it first.
-COMPLETE_EXECUTION = text(
+# Records a batch of outcomes and folds them into their strategies' statistics, in one statement.
+# `status = 'running'` makes it a no-op for an execution another replica already marked lost: every
+# claimed execution ends in exactly one recorded outcome, whichever replica records it first. A batch
+# holds at most one execution per strategy (a strategy never has two in flight), so each status row
+# joins one outcome.
+COMPLETE_EXECUTIONS = text(
     """
-    WITH finished AS (
-        UPDATE executions
-        SET status = :status,
+    WITH outcome AS (
+        SELECT * FROM unnest(
+            CAST(:execution_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:durations AS float8[]),
+            CAST(:outputs AS text[]), CAST(:truncated AS boolean[]), CAST(:errors AS text[]),
+            CAST(:results AS jsonb[]), CAST(:states AS jsonb[])
+        ) AS o(execution_id, status, duration, output, output_truncated, error, result, state)
+    ),
+    finished AS (
+        UPDATE executions e
+        SET status = o.status,
             finished_at = now(),
-            started_at = now() - make_interval(secs => :duration),
-            duration = :duration,
-            output = :output,
-            output_truncated = :output_truncated,
-            error = :error,
-            result = CAST(:result AS jsonb),
+            started_at = now() - make_interval(secs => o.duration),
+            duration = o.duration,
+            output = o.output,
+            output_truncated = o.output_truncated,
+            error = o.error,
+            result = o.result,
             lease_expires_at = NULL
-        WHERE execution_id = :execution_id AND status = 'running'
-        RETURNING execution_id, strategy_id, status, duration, finished_at, error
+        FROM outcome o
+        WHERE e.execution_id = o.execution_id AND e.status = 'running'
+        RETURNING e.execution_id, e.strategy_id, e.status, e.duration, e.finished_at, e.error
     )
     UPDATE strategy_status st
     SET running_execution_id = CASE WHEN st.running_execution_id = f.execution_id
@@ -230,11 +240,12 @@ COMPLETE_EXECUTION = text(
         last_execution_duration = f.duration,
         last_execution_at = f.finished_at,
         last_error = CASE WHEN f.status = 'succeeded' THEN st.last_error ELSE f.error END,
-        state = COALESCE(CAST(:state AS jsonb), st.state),
+        state = COALESCE(o.state, st.state),
         updated_at = now()
     FROM finished f
+    JOIN outcome o ON o.execution_id = f.execution_id
     WHERE st.strategy_id = f.strategy_id
-    RETURNING st.strategy_id,
+    RETURNING f.execution_id,
               -- A run request that waited for this execution can be claimed now.
               EXISTS (SELECT 1 FROM run_requests r
                       WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested

@@ -173,21 +173,27 @@ class ReplicaStore:
         return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> Completion:
-        """Record the outcome (not recorded: the execution already had one, e.g. marked lost meanwhile)."""
+        """Record one outcome (see `complete_many`)."""
+        return (await self.complete_many([(execution_id, outcome)]))[execution_id]
+
+    async def complete_many(self, outcomes: list[tuple[UUID, ExecutionOutcome]]) -> dict[UUID, Completion]:
+        """Record outcomes in one transaction; per execution, whether it was recorded (False: it already
+        had an outcome, e.g. marked lost meanwhile) and whether run requests waited for it."""
         params = {
-            "execution_id": execution_id,
-            "status": outcome.status,
-            "duration": outcome.duration,
-            "output": _no_nul(outcome.output),
-            "output_truncated": outcome.output_truncated,
-            "error": _no_nul(outcome.error) if outcome.error is not None else None,
-            "result": None if outcome.result is None else json.dumps(outcome.result),
-            "state": None if outcome.state is None else json.dumps(outcome.state),
+            "execution_ids": [execution_id for execution_id, _ in outcomes],
+            "statuses": [o.status for _, o in outcomes],
+            "durations": [o.duration for _, o in outcomes],
+            "outputs": [_no_nul(o.output) for _, o in outcomes],
+            "truncated": [o.output_truncated for _, o in outcomes],
+            "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],
+            "results": [None if o.result is None else json.dumps(o.result) for _, o in outcomes],
+            "states": [None if o.state is None else json.dumps(o.state) for _, o in outcomes],
         }
 
-        async def work(conn: AsyncConnection) -> Completion:
-            row = (await conn.execute(queries.COMPLETE_EXECUTION, params)).first()
-            return Completion(recorded=row is not None, run_requested=bool(row and row.run_requested))
+        async def work(conn: AsyncConnection) -> dict[UUID, Completion]:
+            rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
+            done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
+            return {execution_id: done.get(execution_id, Completion(False, False)) for execution_id, _ in outcomes}
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 

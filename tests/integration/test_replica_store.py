@@ -310,3 +310,37 @@ def test_completion_says_when_a_run_request_waited_for_it(database_url: str, pg_
     run_requested, triggers, recorded = run(database_url, work)
     assert recorded and run_requested
     assert triggers == ["manual"]
+
+
+def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_conn: psycopg.Connection) -> None:
+    for i in range(3):
+        deploy(pg_conn, f"s{i}")
+
+    async def work(store: ReplicaStore) -> tuple[list[Any], dict[Any, Any]]:
+        await store.reconcile(python_check)
+        claims = sorted(await store.claim(5), key=lambda c: c.strategy_id)
+        async with store.engine.begin() as conn:
+            from sqlalchemy import text
+
+            # s2's execution was marked lost by another replica before this one answered.
+            await conn.execute(
+                text("UPDATE executions SET status = 'lost', finished_at = now() WHERE execution_id = :e"),
+                {"e": claims[2].execution_id},
+            )
+        outcomes = [
+            (claims[0].execution_id, ok(0.2, output="a\x00b", state={"k": [1, 2]})),
+            (claims[1].execution_id, ExecutionOutcome(status="timed_out", duration=2.0, error="wall clock")),
+            (claims[2].execution_id, ok(0.1)),
+        ]
+        return claims, await store.complete_many(outcomes)
+
+    claims, done = run(database_url, work)
+    assert [done[c.execution_id].recorded for c in claims] == [True, True, False]
+    rows = dict(pg_conn.execute("SELECT strategy_id, status FROM executions").fetchall())
+    assert rows == {"s0": "succeeded", "s1": "timed_out", "s2": "lost"}
+    assert pg_conn.execute("SELECT output FROM executions WHERE strategy_id = 's0'").fetchone() == ("a\\x00b",)
+    s0, s1 = status_of(pg_conn, "s0"), status_of(pg_conn, "s1")
+    assert s0["state"] == {"k": [1, 2]} and s0["successful_executions"] == 1
+    assert (s1["failed_executions"], s1["last_error"], s1["running_execution_id"]) == (1, "wall clock", None)
+    # The lost one was not counted twice by the late answer.
+    assert status_of(pg_conn, "s2")["execution_count"] == 0

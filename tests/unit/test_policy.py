@@ -45,9 +45,7 @@ def test_typical_strategy_passes_and_compiles_with_strategy_filename() -> None:
         ("x = 1\nreturn x\n", 2, 0, "'return' outside function"),
     ],
 )
-def test_violations_carry_line_and_column(
-    code: str, line: int | None, column: int | None, fragment: str
-) -> None:
+def test_violations_carry_line_and_column(code: str, line: int | None, column: int | None, fragment: str) -> None:
     with pytest.raises(PolicyError) as caught:
         check_code(code)
     error = caught.value
@@ -67,12 +65,49 @@ def test_several_problems_report_the_first_and_count_the_rest() -> None:
 
 
 def test_allowed_modules_cover_what_strategies_need_and_nothing_that_reaches_the_system() -> None:
-    for name in ("math", "statistics", "datetime", "json", "time", "random", "collections", "itertools",
-                 "functools", "decimal", "re", "typing", "pandas", "numpy"):
+    for name in (
+        "math",
+        "statistics",
+        "datetime",
+        "json",
+        "time",
+        "random",
+        "collections",
+        "itertools",
+        "functools",
+        "decimal",
+        "re",
+        "typing",
+        "pandas",
+        "numpy",
+    ):
         assert name in ALLOWED_MODULES
-    for name in ("os", "sys", "subprocess", "socket", "ctypes", "io", "pathlib", "importlib", "pickle",
-                 "inspect", "gc", "operator", "builtins", "shutil", "urllib", "http", "threading",
-                 "multiprocessing", "signal", "resource", "marshal", "types", "code", "codecs"):
+    for name in (
+        "os",
+        "sys",
+        "subprocess",
+        "socket",
+        "ctypes",
+        "io",
+        "pathlib",
+        "importlib",
+        "pickle",
+        "inspect",
+        "gc",
+        "operator",
+        "builtins",
+        "shutil",
+        "urllib",
+        "http",
+        "threading",
+        "multiprocessing",
+        "signal",
+        "resource",
+        "marshal",
+        "types",
+        "code",
+        "codecs",
+    ):
         assert name not in ALLOWED_MODULES
     for name in sorted(ALLOWED_MODULES):
         check_code(f"import {name}\n")
