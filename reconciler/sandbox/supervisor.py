@@ -68,6 +68,7 @@ class _Zygote:
     ready: asyncio.Future[dict[str, Any]] | None = None
     reader: asyncio.Task[None] | None = None
     alive: bool = True
+    status_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -202,6 +203,12 @@ class Sandbox:
         if kind == "ready" and zygote.ready is not None and not zygote.ready.done():
             zygote.ready.set_result(message)
             return
+        if kind == "status":
+            waiters, zygote.status_waiters = zygote.status_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(message)
+            return
         pending = zygote.pending.get(int(message.get("id", -1)))
         if pending is None:
             return
@@ -239,6 +246,17 @@ class Sandbox:
                 zygote.process.kill()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(zygote.process.wait(), 5)
+
+    async def zygote_status(self) -> dict[str, Any]:
+        """What the zygote holds right now: ids of running executions, pids of pre-forked children.
+        For diagnostics and tests; raises ZygoteDied if there is no live zygote."""
+        zygote = self._zygote
+        if zygote is None or not zygote.alive:
+            raise ZygoteDied("no live sandbox zygote")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        zygote.status_waiters.append(waiter)
+        await self._send_control(zygote, {"op": "status"})
+        return await asyncio.wait_for(waiter, 10)
 
     async def interrupt_all(self) -> None:
         for run in list(self._runs.values()):
