@@ -1,11 +1,14 @@
-"""The zygote: one per replica, started with a scrubbed environment, forks one child per execution.
+"""The zygote: one per replica, started with a scrubbed environment, one forked child per execution.
 
     python -P -m reconciler.sandbox.zygote '<json config>'   (config names the control socket's descriptor)
 
 It pays once what each execution would otherwise pay: importing pandas and numpy (hundreds of
 milliseconds), warming their lazy imports, and moving into an empty network namespace. It never
 receives tenant data: the request travels straight from the supervisor to the child over the child's
-own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the fork.
+own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
+
+Each child serves exactly one execution and exits. To keep the fork and the confinement off a run's
+path, one child is forked ahead ("warm"): already confined, it waits for an execution's descriptor.
 
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}    {"op": "status"}
