@@ -167,6 +167,9 @@ class Sandbox:
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), env=_scrubbed_environment(), cwd="/",
             )
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         zygote = _Zygote(process=process, control=mine, ready=loop.create_future())
