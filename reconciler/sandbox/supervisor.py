@@ -289,7 +289,8 @@ class Sandbox:
         else:
             self._compiled.move_to_end(key)
         if isinstance(cached, PolicyError):
-            raise cached
+            # A fresh exception each time: re-raising the cached instance would grow its traceback.
+            raise PolicyError(cached.message, cached.line, cached.column)
         return cached
 
     def _failed_before_start(self, message: str) -> ExecutionOutcome:
