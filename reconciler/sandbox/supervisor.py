@@ -282,7 +282,7 @@ class Sandbox:
             try:
                 cached = marshal.dumps(compile_strategy(code))
             except PolicyError as exc:
-                cached = exc
+                cached = exc.with_traceback(None)  # keep no compiler frames alive in the cache
             self._compiled[key] = cached
             if len(self._compiled) > _COMPILE_CACHE:
                 self._compiled.popitem(last=False)
