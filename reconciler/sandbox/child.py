@@ -342,7 +342,36 @@ def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
     code = 70
     try:
         confine_child(plan, sock_fd)
-        sock = socket.socket(fileno=CHILD_FD)
+        code = _serve_confined(socket.socket(fileno=CHILD_FD))
+    finally:
+        os._exit(code)
+
+
+def serve_warm(link_fd: int, plan: ChildPlan) -> NoReturn:
+    """Entry point of a pre-forked ("warm") child: confine at once, then wait for an execution.
+
+    The zygote keeps one such child ready, so a run does not wait for a fork and the confinement:
+    the execution's socket arrives over `link_fd` (SCM_RIGHTS) when the zygote assigns it one. The
+    child holds no tenant data until then, and nothing but that link.
+    """
+    code = 70
+    try:
+        confine_child(plan, link_fd)
+        with socket.socket(fileno=CHILD_FD) as link:
+            _message, fds, _flags, _address = socket.recv_fds(link, 16, 1)
+        if len(fds) != 1:  # the zygote is shutting down (EOF) or sent something else
+            for fd in fds:
+                os.close(fd)
+            code = 0
+        else:
+            code = _serve_confined(socket.socket(fileno=fds[0]))
+    finally:
+        os._exit(code)
+
+
+def _serve_confined(sock: socket.socket) -> int:
+    """Receive the request on `sock`, run it, report; the exit code for the zygote."""
+    try:
         sock.setblocking(True)
         header = protocol.decode(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
         strategy = marshal.loads(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
@@ -351,11 +380,9 @@ def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
         execution.output.flush()
         report["dropped"] = execution.output.dropped
         execution.channel.send(report)
-        code = 0
+        return 0
     except BaseException:  # nothing can be reported; the supervisor classifies from the exit status
-        code = 70
-    finally:
-        os._exit(code)
+        return 70
 
 
 def probe(sock_fd: int, plan: ChildPlan) -> NoReturn:

@@ -68,6 +68,7 @@ class _Zygote:
     ready: asyncio.Future[dict[str, Any]] | None = None
     reader: asyncio.Task[None] | None = None
     alive: bool = True
+    status_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +179,9 @@ class Sandbox:
                 env=_scrubbed_environment(),
                 cwd="/",
             )
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         zygote = _Zygote(process=process, control=mine, ready=loop.create_future())
@@ -213,6 +217,12 @@ class Sandbox:
         kind = message.get("t")
         if kind == "ready" and zygote.ready is not None and not zygote.ready.done():
             zygote.ready.set_result(message)
+            return
+        if kind == "status":
+            waiters, zygote.status_waiters = zygote.status_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(message)
             return
         pending = zygote.pending.get(int(message.get("id", -1)))
         if pending is None:
@@ -256,6 +266,17 @@ class Sandbox:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(zygote.process.wait(), 5)
 
+    async def zygote_status(self) -> dict[str, Any]:
+        """What the zygote holds right now: ids of running executions, pids of pre-forked children.
+        For diagnostics and tests; raises ZygoteDied if there is no live zygote."""
+        zygote = self._zygote
+        if zygote is None or not zygote.alive:
+            raise ZygoteDied("no live sandbox zygote")
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        zygote.status_waiters.append(waiter)
+        await self._send_control(zygote, {"op": "status"})
+        return await asyncio.wait_for(waiter, 10)
+
     async def interrupt_all(self) -> None:
         for run in list(self._runs.values()):
             run.observed.interrupted = True
@@ -277,14 +298,15 @@ class Sandbox:
             try:
                 cached = marshal.dumps(compile_strategy(code))
             except PolicyError as exc:
-                cached = exc
+                cached = exc.with_traceback(None)  # keep no compiler frames alive in the cache
             self._compiled[key] = cached
             if len(self._compiled) > _COMPILE_CACHE:
                 self._compiled.popitem(last=False)
         else:
             self._compiled.move_to_end(key)
         if isinstance(cached, PolicyError):
-            raise cached
+            # A fresh exception each time: re-raising the cached instance would grow its traceback.
+            raise PolicyError(cached.message, cached.line, cached.column)
         return cached
 
     def _failed_before_start(self, message: str) -> ExecutionOutcome:

@@ -1,17 +1,21 @@
-"""The zygote: one per replica, started with a scrubbed environment, forks one child per execution.
+"""The zygote: one per replica, started with a scrubbed environment, one forked child per execution.
 
     python -P -m reconciler.sandbox.zygote '<json config>'   (config names the control socket's descriptor)
 
 It pays once what each execution would otherwise pay: importing pandas and numpy (hundreds of
 milliseconds), warming their lazy imports, and moving into an empty network namespace. It never
 receives tenant data: the request travels straight from the supervisor to the child over the child's
-own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the fork.
+own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
+
+Each child serves exactly one execution and exits. To keep the fork and the confinement off a run's
+path, one child is forked ahead ("warm"): already confined, it waits for an execution's descriptor.
 
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
-  supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}
+  supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}    {"op": "status"}
   zygote -> supervisor  {"t": "ready", "layers": {...}, "pid": n}
                         {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
                          "cpu": seconds, "duration": seconds}
+                        {"t": "status", "running": [ids], "warm": [pids of pre-forked children]}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.
 """
@@ -44,6 +48,15 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 WALL_GRACE_SECONDS = 0.5  # the child's own SIGALRM fires first and reports a traceback; then SIGKILL
+# Pre-forked, already confined children waiting for an execution: a run then skips the fork and the
+# confinement (~2.5 ms of its latency); they cost no CPU while they wait, and their memory is shared.
+WARM_CHILDREN = 1
+
+
+@dataclass
+class _Warm:
+    pid: int
+    link: socket.socket  # the zygote's end; the execution's socket is sent over it
 
 
 @dataclass
@@ -136,6 +149,7 @@ class Zygote:
         self.control = socket.socket(fileno=int(config["control_fd"]))
         self.running: dict[int, _Running] = {}  # by pid
         self.by_id: dict[int, _Running] = {}
+        self.warm: dict[int, _Warm] = {}  # by pid
         # SIGCHLD wakes the select loop through a pipe; the handler itself does nothing.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
@@ -171,11 +185,37 @@ class Zygote:
             os.waitpid(pid, 0)
         return {str(key): bool(value) for key, value in layers.items()}
 
+    def fork_warm(self) -> None:
+        from reconciler.sandbox import child
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self.fork_child(child.serve_warm, theirs.detach())
+        self.warm[pid] = _Warm(pid, mine)
+
+    def _hand_to_warm(self, fd: int) -> int | None:
+        """Give the execution's socket to a waiting child; its pid, or None if none could take it."""
+        while self.warm:
+            _pid, warm = self.warm.popitem()
+            try:
+                if os.waitpid(warm.pid, os.WNOHANG)[0] == warm.pid:  # died waiting; now reaped
+                    continue
+                socket.send_fds(warm.link, [b"run"], [fd])
+            except (OSError, ChildProcessError):  # it died while waiting; reap() collects it
+                continue
+            finally:
+                warm.link.close()
+            return warm.pid
+        return None
+
     def spawn(self, request_id: int, fd: int) -> None:
         from reconciler.sandbox import child
 
         now = time.monotonic()
-        pid = self.fork_child(child.serve, fd)
+        pid = self._hand_to_warm(fd)
+        if pid is None:
+            pid = self.fork_child(child.serve, fd)
+        else:
+            os.close(fd)
         entry = _Running(request_id, pid, now, now + self.wall_seconds + WALL_GRACE_SECONDS)
         self.running[pid] = entry
         self.by_id[request_id] = entry
@@ -186,13 +226,17 @@ class Zygote:
             os.kill(entry.pid, signal.SIGKILL)  # still our unreaped child: the pid cannot be reused
 
     def reap(self) -> None:
-        while self.running:
+        while self.running or self.warm:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            warm = self.warm.pop(pid, None)
+            if warm is not None:  # died while waiting (killed from outside): replaced below
+                warm.link.close()
+                continue
             entry = self.running.pop(pid, None)
             if entry is None:
                 continue
@@ -238,11 +282,14 @@ class Zygote:
                     continue
                 message, fds = _recv_control(self.control)
                 if message is None:  # the supervisor is gone: take every child with us
-                    for pid in list(self.running):
+                    for pid in [*self.running, *self.warm]:
                         os.kill(pid, signal.SIGKILL)
                     return
                 self.handle(message, fds)
             self.reap()
+            # Replenish after answering, so the fork is off the path of the run that used the last one.
+            while len(self.warm) < WARM_CHILDREN:
+                self.fork_warm()
 
     def handle(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message.get("op")
@@ -253,6 +300,9 @@ class Zygote:
             os.close(fd)
         if op == "kill":
             self.kill(int(message["id"]))
+        elif op == "status":
+            self.send({"t": "status", "running": sorted(entry.id for entry in self.running.values()),
+                       "warm": sorted(self.warm)})
 
 
 def main() -> None:

@@ -93,6 +93,8 @@ async def main() -> None:
     parser.add_argument("--fresh-runs", type=int, default=10)
     args = parser.parse_args()
 
+    # Other processes on the host compete for the same two cores: say how busy it was.
+    print(f"host load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     sandbox = Sandbox(SandboxLimits(memory_mb=100, cpu_seconds=5, wall_seconds=10.0))
     start = time.perf_counter()
     await sandbox.start()
@@ -118,6 +120,7 @@ async def main() -> None:
     )
     await sandbox.close()
 
+    print(f"host load average after: {os.getloadavg()[0]:.2f}")
     ok = median <= 0.010 and fresh_median / median >= 30
     print(
         f"targets (median <= 10 ms, >= 30x): {'met' if ok else 'NOT met'}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from reconciler.outcome import BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.sandbox import Sandbox
-from tests.sandbox.conftest import TEST_LIMITS, LoopRunner, good_broker, zygote_children
+from tests.sandbox.conftest import TEST_LIMITS, LoopRunner, good_broker, leftover_processes
 
 
 def run(
@@ -361,7 +362,7 @@ def test_a_cancelled_run_kills_its_child(loop_runner: LoopRunner, sandbox: Sandb
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.sleep(0.2)
-        return zygote_children(sandbox._zygote.process.pid)  # type: ignore[union-attr]
+        return await leftover_processes(sandbox)
 
     assert loop_runner.run(scenario()) == []
 
@@ -381,3 +382,29 @@ def test_what_libraries_print_joins_the_output(loop_runner: LoopRunner, sandbox:
     assert outcome.status == "succeeded", outcome.error
     assert "DataFrame" in outcome.output and "Data columns" in outcome.output
     assert "close" in outcome.output and outcome.output.endswith("after\n")
+
+
+def test_the_pre_forked_spare_is_already_confined_and_replaceable(
+    loop_runner: LoopRunner, sandbox: Sandbox
+) -> None:
+    async def scenario() -> tuple[list[int], list[int], str, ExecutionOutcome]:
+        before = (await sandbox.zygote_status())["warm"]
+        for pid in before:  # a spare that dies while waiting (killed from outside) is replaced
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            after = (await sandbox.zygote_status())["warm"]
+            if after and after != before:
+                break
+            await asyncio.sleep(0.02)
+        with open(f"/proc/{after[0]}/status") as fh:
+            status_text = fh.read()
+        outcome = await sandbox.run(ExecutionRequest("e", "s", "RESULT = 'ran'\n"))  # runs in the new spare
+        return before, after, status_text, outcome
+
+    before, after, status_text, outcome = loop_runner.run(scenario())
+    assert len(before) == 1 and len(after) == 1 and after != before
+    assert outcome.status == "succeeded" and outcome.result == "ran", outcome
+    status = dict(line.split(":\t", 1) for line in status_text.splitlines() if ":\t" in line)
+    assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+    if os.geteuid() == 0:
+        assert status["Uid"].split()[0] == str(pwd.getpwnam(TEST_LIMITS.sandbox_user).pw_uid)

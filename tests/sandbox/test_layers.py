@@ -20,7 +20,7 @@ import pytest
 import reconciler
 from reconciler.sandbox import Sandbox
 from reconciler.sandbox.supervisor import _scrubbed_environment
-from tests.sandbox.conftest import PLANTED_SECRET, LoopRunner, zygote_children
+from tests.sandbox.conftest import PLANTED_SECRET, LoopRunner, leftover_processes
 
 ROOT = Path(reconciler.__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
@@ -168,9 +168,9 @@ def test_zygote_holds_no_tenant_modules(sandbox: Sandbox, loop_runner: LoopRunne
     assert out.stdout.strip() == "[]"
 
 
-def test_layers_property_reports_every_layer(sandbox: Sandbox) -> None:
+def test_layers_property_reports_every_layer(sandbox: Sandbox, loop_runner: LoopRunner) -> None:
     layers = sandbox.layers
     names = ("network_namespace", "seccomp", "privilege_drop", "rlimits", "no_new_privs", "language_policy")
     # On this CI host (root, libseccomp present, unshare allowed) every layer is active.
     assert all(layers[name] for name in names), layers
-    assert zygote_children(sandbox._zygote.process.pid) == []  # type: ignore[union-attr]
+    assert loop_runner.run(leftover_processes(sandbox)) == []

@@ -193,3 +193,36 @@ def test_classify_makes_every_text_storable() -> None:
     observed = Observed(report={"status": "succeeded", "error": None, "state": {"x": "\x00"}})
     outcome = classify(observed, CLEAN_EXIT, LIMITS, 0.1)
     assert outcome.status == "failed" and "NUL" in (outcome.error or "") and outcome.state is None
+
+
+def test_start_warns_for_each_inactive_layer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from reconciler.sandbox import Sandbox, supervisor
+
+    class FakeZygote:
+        alive = True
+        layers = {"network_namespace": True, "seccomp": False, "privilege_drop": True, "rlimits": True,
+                  "no_new_privs": True, "language_policy": True}
+
+    async def fake_spawn(self: Sandbox) -> FakeZygote:
+        return FakeZygote()
+
+    monkeypatch.setattr(supervisor.Sandbox, "_spawn_zygote", fake_spawn)
+    box = Sandbox(LIMITS)
+    assert not any(box.layers.values())  # before start(): nothing is known to be active
+    with caplog.at_level("WARNING", logger="reconciler.sandbox.supervisor"):
+        asyncio.run(box.start())
+    assert box.layers["seccomp"] is False and box.layers["network_namespace"] is True
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == ["sandbox isolation layer 'seccomp' is NOT active on this host"]
+
+
+def test_an_unknown_sandbox_user_stops_start_up_with_a_clear_error() -> None:
+    from reconciler.sandbox import Sandbox
+
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox user is only used when the replica runs as root")
+    box = Sandbox(SandboxLimits(sandbox_user="no-such-user-here"))
+    with pytest.raises(RuntimeError, match="SANDBOX_USER 'no-such-user-here' does not exist"):
+        asyncio.run(box.start())
