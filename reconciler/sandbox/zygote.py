@@ -301,8 +301,13 @@ class Zygote:
         if op == "kill":
             self.kill(int(message["id"]))
         elif op == "status":
-            self.send({"t": "status", "running": sorted(entry.id for entry in self.running.values()),
-                       "warm": sorted(self.warm)})
+            self.send(
+                {
+                    "t": "status",
+                    "running": sorted(entry.id for entry in self.running.values()),
+                    "warm": sorted(self.warm),
+                }
+            )
 
 
 def main() -> None:

@@ -384,9 +384,7 @@ def test_what_libraries_print_joins_the_output(loop_runner: LoopRunner, sandbox:
     assert "close" in outcome.output and outcome.output.endswith("after\n")
 
 
-def test_the_pre_forked_spare_is_already_confined_and_replaceable(
-    loop_runner: LoopRunner, sandbox: Sandbox
-) -> None:
+def test_the_pre_forked_spare_is_already_confined_and_replaceable(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
     async def scenario() -> tuple[list[int], list[int], str, ExecutionOutcome]:
         before = (await sandbox.zygote_status())["warm"]
         for pid in before:  # a spare that dies while waiting (killed from outside) is replaced

@@ -195,15 +195,19 @@ def test_classify_makes_every_text_storable() -> None:
     assert outcome.status == "failed" and "NUL" in (outcome.error or "") and outcome.state is None
 
 
-def test_start_warns_for_each_inactive_layer(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_start_warns_for_each_inactive_layer(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from reconciler.sandbox import Sandbox, supervisor
 
     class FakeZygote:
         alive = True
-        layers = {"network_namespace": True, "seccomp": False, "privilege_drop": True, "rlimits": True,
-                  "no_new_privs": True, "language_policy": True}
+        layers = {
+            "network_namespace": True,
+            "seccomp": False,
+            "privilege_drop": True,
+            "rlimits": True,
+            "no_new_privs": True,
+            "language_policy": True,
+        }
 
     async def fake_spawn(self: Sandbox) -> FakeZygote:
         return FakeZygote()
