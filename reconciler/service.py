@@ -26,7 +26,7 @@ from reconciler.exchange.credentials import check_key_ids, rotate
 from reconciler.loop import Replica
 from reconciler.migrate import migrate
 from reconciler.policy import PolicyError, check_code
-from reconciler.sandbox import Sandbox, SandboxLimits
+from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
 
@@ -110,6 +110,9 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         application_name="strategy-executor replica",
     )
     api_engine = None
+    # This process holds decrypted credentials while executions run: make its /proc files (environ,
+    # mem) unreadable to same-uid processes, in case the sandbox ever runs as our own uid.
+    harden_replica_process()
     sandbox = Sandbox(SandboxLimits.from_settings(settings))
     await sandbox.start()
     for layer, active in sandbox.layers.items():
