@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +96,27 @@ def current_key_id(runtime: Runtime) -> str:
 
 
 def policy_verdict(code: str) -> str | None:
+    """The language policy's verdict on a spec's code, for the reconcile pass (None: it compiles).
+
+    Remembered by the code's digest: many strategies often share one source (an example, a template),
+    and a reconcile pass over thousands of them should compile it once.
+    """
+    digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).digest()
+    if digest in _verdicts:
+        _verdicts.move_to_end(digest)
+        return _verdicts[digest]
     try:
         check_code(code)
+        verdict = None
     except PolicyError as exc:
-        return str(exc)
-    return None
+        verdict = str(exc)
+    _verdicts[digest] = verdict
+    if len(_verdicts) > 4096:
+        _verdicts.popitem(last=False)
+    return verdict
+
+
+_verdicts: OrderedDict[bytes, str | None] = OrderedDict()
 
 
 async def run(runtime: Runtime, *, with_api: bool) -> None:
