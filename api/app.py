@@ -11,11 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.auth import BearerAuthMiddleware
-from api.codecheck import compile_check
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
 from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
 from reconciler import __version__
+from reconciler.policy import check_code as policy_check
 from reconciler.settings import Settings
 from reconciler.store import Store
 
@@ -26,8 +26,8 @@ def create_app(
     *,
     # (strategy_id, api_key, api_secret) -> (key_id, ciphertext); None: coindcx deploys are refused.
     seal_credentials: Callable[[str, str, str], tuple[str, bytes]] | None = None,
-    # Becomes reconciler.policy.check_code once the language policy is merged.
-    check_code: Callable[[str], None] = compile_check,
+    # The language policy's deploy-time check (raises reconciler.policy.PolicyError).
+    check_code: Callable[[str], None] = policy_check,
     # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
     replica: LocalReplica | None = None,
 ) -> Starlette:

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.codecheck import CodeRejection
 from api.errors import ApiError, Conflict, NotFound, PayloadTooLarge, RequestInvalid
 from api.pagination import decode_cursor, encode_cursor
 from api.schemas import (
@@ -50,6 +49,7 @@ from api.schemas import (
     field_errors,
 )
 from reconciler.db import StoreError
+from reconciler.policy import PolicyError
 from reconciler.settings import Settings
 from reconciler.store import SealedCredentials, Store, StrategyConflict, StrategySpec
 
@@ -249,9 +249,7 @@ class ExecutorApi:
         # Compiling up to 256 KB takes long enough to matter to every other request: off the loop.
         try:
             await anyio.to_thread.run_sync(self.check_code, code)
-        except Exception as exc:
-            if not isinstance(exc, CodeRejection):
-                raise
+        except PolicyError as exc:
             # Checkers report ast's 0-based columns; clients get 1-based ones, like the lines.
             column = exc.column + 1 if exc.line is not None and exc.column is not None else None
             reason = exc.message if exc.line is None else f"{exc.message} (line {exc.line}, column {column})"

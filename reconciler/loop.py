@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "strategy_executor"
-PRUNE_EVERY_SECONDS = 60.0
+PRUNE_EVERY_SECONDS = 600.0
+OVERDUE_RETRY_SECONDS = 0.02
 RECORD_BATCH = 50
 
 
@@ -105,6 +106,8 @@ class Replica:
         # only once per poll interval: reconciling reads every spec, claiming reads only due rows.
         self._desired_changed = asyncio.Event()
         self._last_reconcile = float("-inf")
+        # True while the LISTEN connection is up: then notifications, not polling, say when to look.
+        self._listening = False
         self._stopping = False
         # Lost-marking waits until this replica has been connected for a whole lease: after an outage
         # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
@@ -161,29 +164,39 @@ class Replica:
             if timeout > 0:
                 await _wait_any(self._wake, stop, timeout)
 
+    def _idle_interval(self) -> float:
+        """The longest the loop goes without a full pass: short while notifications may be missed."""
+        if self._listening:
+            return self.settings.resync_interval_seconds
+        return self.settings.poll_interval_seconds
+
     async def _pass(self) -> float:
         """One reconcile-and-claim pass; returns how long the loop may sleep afterwards."""
-        due_to_reconcile = time.monotonic() - self._last_reconcile >= self.settings.poll_interval_seconds
-        if self._desired_changed.is_set() or due_to_reconcile:
+        idle = self._idle_interval()
+        if self._desired_changed.is_set() or time.monotonic() - self._last_reconcile >= idle:
             self._desired_changed.clear()
             self._requests_pending = True
             await self._reconcile()
         free = self._free_slots()
         if free <= 0:
-            return self.settings.poll_interval_seconds  # a finishing execution sets the wake event
+            return idle  # a finishing execution sets the wake event
         # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
         requests, self._requests_pending = self._requests_pending, False
-        claims = await self.store.claim(free, requests=requests)
-        for claim in claims:
+        claimed = await self.store.claim(free, requests=requests)
+        for claim in claimed.claims:
             self._start(claim)
-        if sum(1 for claim in claims if claim.trigger == "manual") == free:
+        if sum(1 for claim in claimed.claims if claim.trigger == "manual") == free:
             self._requests_pending = True  # the slots ran out before the requests did
-        if len(claims) == free:
-            return 0.0 if self._free_slots() > 0 else self.settings.poll_interval_seconds
-        wait = await self.store.seconds_until_due()
+        if len(claimed.claims) == free:
+            return 0.0 if self._free_slots() > 0 else idle
+        wait = claimed.seconds_until_due
         if wait is None:
-            return self.settings.poll_interval_seconds
-        return max(0.0, min(wait, self.settings.poll_interval_seconds))
+            return idle
+        if wait <= 0 and not claimed.claims:
+            # Due, yet not claimed: another replica's claim holds its row this instant. Look again
+            # in a moment rather than at once, so two replicas never spin on one row.
+            return OVERDUE_RETRY_SECONDS
+        return max(0.0, min(wait, idle))
 
     async def _reconcile(self) -> None:
         while True:
@@ -304,10 +317,15 @@ class Replica:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.lease_seconds / 2
-        last_prune = 0.0
+        last_prune = time.monotonic()
         while True:
             try:
-                if not await self.store.heartbeat(stopping=stop.is_set()):
+                beat = await self.store.heartbeat(
+                    stopping=stop.is_set(),
+                    renew=bool(self._tasks),
+                    mark_lost=not stop.is_set() and self._connected_for() >= self.settings.lease_seconds,
+                )
+                if not beat.registered:
                     # Our row was removed (we were presumed dead): come back.
                     await self.store.register(
                         hostname=socket.gethostname(),
@@ -317,12 +335,10 @@ class Replica:
                         layers=self.health.layers,
                     )
                 self._db_ok()
-                if not stop.is_set() and self._connected_for() >= self.settings.lease_seconds:
-                    lost = await self.store.mark_lost()
-                    if lost:
-                        log.warning("marked %d executions lost: %s", len(lost), [str(e) for e in lost])
-                        self._requests_pending = True
-                        self._wake.set()
+                if beat.lost:
+                    log.warning("marked %d executions lost: %s", len(beat.lost), [str(e) for e in beat.lost])
+                    self._requests_pending = True
+                    self._wake.set()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():
                     last_prune = time.monotonic()
                     await self._prune()
@@ -353,11 +369,18 @@ class Replica:
                 ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     delay = 0.5
+                    # Notifications sent while we were not listening are gone: do a full pass now.
+                    self._listening = True
+                    self._desired_changed.set()
+                    self._wake.set()
                     async for _ in _notifies(conn):
                         self._desired_changed.set()
                         self._wake.set()
             except (psycopg.Error, OSError) as exc:
                 log.debug("listen connection lost: %s", exc)
+            if self._listening:
+                self._listening = False
+                self._wake.set()  # back to polling at once
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -187,13 +187,35 @@ CLAIM_REQUESTED = text(
 
 DATABASE_NOW = text("SELECT now()")
 
-# When the loop has nothing to claim, it sleeps until the earliest of these (or a NOTIFY).
+# When the loop claimed less than it could, it sleeps until the earliest of these (or a NOTIFY). The
+# conditions mirror the claims', so nothing counts as due that a claim would not take (which would
+# spin the loop), and both halves walk an index in order and stop at the first row. A strategy with
+# an execution in flight is left out: the replica running it is woken when it records the outcome,
+# and then sees the strategy's next tick and any request that waited for it.
 NEXT_DUE = text(
     """
     SELECT LEAST(
-        (SELECT min(st.next_execution_at) FROM strategy_status st
-         WHERE st.status = 'running' AND st.running_execution_id IS NULL),
-        (SELECT min(r.requested_at) FROM run_requests r WHERE r.claimed_at IS NULL)
+        (SELECT st.next_execution_at
+         FROM strategy_status st JOIN strategies s ON s.strategy_id = st.strategy_id
+         WHERE st.next_execution_at IS NOT NULL
+           AND st.running_execution_id IS NULL
+           AND st.status = 'running'
+           AND st.observed_generation = s.generation
+           AND s.desired_state = 'running'
+           AND s.delete_requested_at IS NULL
+         ORDER BY st.next_execution_at
+         LIMIT 1),
+        (SELECT r.requested_at
+         FROM run_requests r
+         JOIN strategy_status st ON st.strategy_id = r.strategy_id
+         JOIN strategies s ON s.strategy_id = r.strategy_id
+         WHERE r.claimed_at IS NULL
+           AND st.running_execution_id IS NULL
+           AND st.status IN ('running', 'stopped', 'error')
+           AND st.observed_generation = s.generation
+           AND s.delete_requested_at IS NULL
+         ORDER BY r.requested_at
+         LIMIT 1)
     ) - now() AS wait
     """
 )

@@ -41,6 +41,20 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    claims: list[Claim]
+    # Seconds until the next execution falls due (negative: overdue, e.g. held by another replica),
+    # read only when fewer than the free slots were claimed; None: nothing scheduled at all.
+    seconds_until_due: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    registered: bool  # False: this replica's row was gone (presumed dead), it must register again
+    lost: list[UUID]  # executions of dead replicas this heartbeat recorded as lost
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     recorded: bool  # False: the execution already had an outcome
     run_requested: bool  # the strategy has run requests that were waiting for this execution
@@ -84,16 +98,19 @@ class ReplicaStore:
 
         await self._transaction(work)
 
-    async def heartbeat(self, *, stopping: bool = False) -> bool:
-        """Renew this replica's lease and its executions' leases. False if the replica row was gone."""
+    async def heartbeat(self, *, stopping: bool = False, renew: bool = True, mark_lost: bool = False) -> Heartbeat:
+        """Renew this replica's lease and (`renew`) its executions' leases, and (`mark_lost`) record
+        the executions of dead replicas as lost: one transaction, so an idle replica costs little."""
 
-        async def work(conn: AsyncConnection) -> bool:
+        async def work(conn: AsyncConnection) -> Heartbeat:
             params = {"replica_id": self.replica_id, "lease_seconds": self.lease_seconds, "stopping": stopping}
             found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
-            await conn.execute(queries.RENEW_LEASES, params)
-            return found
+            if renew:
+                await conn.execute(queries.RENEW_LEASES, params)
+            lost = list((await conn.execute(queries.MARK_LOST)).scalars().all()) if mark_lost else []
+            return Heartbeat(registered=found, lost=lost)
 
-        return bool(await self._transaction(work))
+        return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def deregister(self) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -143,16 +160,15 @@ class ReplicaStore:
 
     # --- claims and outcomes ------------------------------------------------------------------
 
-    async def claim(self, slots: int, *, requests: bool = True) -> list[Claim]:
+    async def claim(self, slots: int, *, requests: bool = True) -> Claimed:
         """Claim up to `slots` due executions, manual requests first; committed before returning.
 
         `requests=False` skips the run-request statement when the caller knows none can be pending.
+        When fewer than `slots` were due, the same transaction also reads when the next one falls due.
         """
-        if slots <= 0:
-            return []
         params = {"slots": slots, "replica_id": self.replica_id, "lease_seconds": self.lease_seconds}
 
-        async def work(conn: AsyncConnection) -> list[Claim]:
+        async def work(conn: AsyncConnection) -> Claimed:
             claims = []
             if requests:
                 rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
@@ -161,15 +177,13 @@ class ReplicaStore:
             if left > 0:
                 rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
                 claims.extend(_claim(row) for row in rows)
-            return claims
-
-        return await self._transaction(work)  # type: ignore[no-any-return]
-
-    async def seconds_until_due(self) -> float | None:
-        async def work(conn: AsyncConnection) -> float | None:
+            if len(claims) == slots:
+                return Claimed(claims, None)
             wait = (await conn.execute(queries.NEXT_DUE)).scalar_one()
-            return None if wait is None else wait.total_seconds()
+            return Claimed(claims, None if wait is None else wait.total_seconds())
 
+        if slots <= 0:
+            return Claimed([], None)
         return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> Completion:
@@ -194,12 +208,6 @@ class ReplicaStore:
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
             done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
             return {execution_id: done.get(execution_id, Completion(False, False)) for execution_id, _ in outcomes}
-
-        return await self._transaction(work)  # type: ignore[no-any-return]
-
-    async def mark_lost(self) -> list[UUID]:
-        async def work(conn: AsyncConnection) -> list[UUID]:
-            return list((await conn.execute(queries.MARK_LOST)).scalars().all())
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 

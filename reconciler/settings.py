@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     max_concurrent_strategies: int = Field(5, ge=1, le=256)
     min_execution_interval: int = Field(1, ge=1)
     max_execution_interval: int = Field(86_400 * 7, ge=1)
+    # How often a replica re-reads everything while its LISTEN connection is down; while it is up,
+    # notifications say when to look, and a full pass runs every resync_interval_seconds anyway.
     poll_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    resync_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     lease_seconds: float = Field(30.0, ge=2, le=3600)
     shutdown_grace_seconds: float = Field(30.0, ge=0, le=3600)
     execution_retention_days: float = Field(7.0, gt=0)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from api.codecheck import PolicyError
+from reconciler.policy import PolicyError
 from tests.api.conftest import KEY_ID, BuildClient, deploy_body, unseal
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -66,7 +67,9 @@ def deploy(
     conn: psycopg.Connection, count: int, code: str, interval: int, spread: float = 0.0, exchange: str = "paper"
 ) -> None:
     """Deploy `count` strategies, their first ticks spread evenly over `spread` seconds."""
-    batch = max(1, count // 20) if spread else count
+    # Spread deploys one by one, as independent users deploy: a batch would share one anchor and
+    # fall due in one burst on every tick.
+    batch = 1 if spread else count
     start = time.monotonic()
     for first in range(0, count, batch):
         rows = [(f"s{i:05d}", code, interval, exchange) for i in range(first, min(count, first + batch))]
@@ -138,14 +141,14 @@ def lag(bench: Bench, rate: float, load: float, seconds: float) -> None:
     time.sleep(interval)  # the first ticks ran as deployed; measure steady state from here
     window_start = conn.execute("SELECT now()").fetchone()[0]
     time.sleep(seconds)
-    lags = [
-        row[0]
-        for row in conn.execute(
-            "SELECT extract(epoch FROM started_at - scheduled_for) * 1000 FROM executions "
-            "WHERE scheduled_for >= %s AND status = 'succeeded' AND trigger = 'schedule'",
-            (window_start,),
-        ).fetchall()
-    ]
+    rows = conn.execute(
+        "SELECT extract(epoch FROM started_at - scheduled_for) * 1000, "
+        "extract(epoch FROM claimed_at - scheduled_for) * 1000 FROM executions "
+        "WHERE scheduled_for >= %s AND status = 'succeeded' AND trigger = 'schedule'",
+        (window_start,),
+    ).fetchall()
+    lags = [row[0] for row in rows]
+    claim_lags = sorted(row[1] for row in rows)
     missed = conn.execute("SELECT sum(missed_executions) FROM strategy_status").fetchone()[0]
     stop_all(conn, workers)
     if not lags:
@@ -156,7 +159,9 @@ def lag(bench: Bench, rate: float, load: float, seconds: float) -> None:
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     print(
         f"schedule lag at {load:.0%} of capacity ({count} strategies every {interval}s, {len(lags)} executions): "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, missed ticks {missed}"
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, missed ticks {missed} "
+        f"(claimed after p50 {statistics.median(claim_lags):.1f} ms, "
+        f"p99 {claim_lags[min(len(claim_lags) - 1, int(len(claim_lags) * 0.99))]:.1f} ms)"
     )
 
 
@@ -180,10 +185,11 @@ def memory(bench: Bench, counts: list[int]) -> None:
 
 def idle_queries(bench: Bench, seconds: float) -> None:
     url = bench.database()
-    name = url.split("/")[-1].split("?")[0]
+    name = make_url(url).database
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE \"{name}\" SET log_statement = 'all'")
-    workers = bench.workers(url, 1)
+    # Production defaults, not the short lease and poll the end-to-end tests use.
+    workers = bench.workers(url, 1, lease_seconds=30, poll_interval_seconds=5)
     time.sleep(5)  # past start-up
     log = bench.server.logfile
     before = log.read_text(errors="replace").count("statement:")
@@ -191,7 +197,8 @@ def idle_queries(bench: Bench, seconds: float) -> None:
     after = log.read_text(errors="replace").count("statement:")
     for worker in workers:
         worker.terminate()
-    print(f"idle replica: {(after - before) / seconds:.2f} statements/s (BEGIN/COMMIT included) over {seconds:.0f} s")
+    rate = (after - before) / seconds
+    print(f"idle replica: {rate:.2f} statements/s (BEGIN and COMMIT included) over {seconds:.0f} s")
 
 
 def scaling(bench: Bench, seconds: float) -> None:
@@ -222,6 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter windows, fewer strategies")
     parser.add_argument("--only", choices=["capacity", "lag", "memory", "idle", "scaling"])
+    parser.add_argument("--rate", type=float, help="with --only lag: the capacity to load against")
     args = parser.parse_args()
     window = 5.0 if args.quick else 15.0
     root = Path(tempfile.mkdtemp(prefix="se-bench-"))
@@ -232,7 +240,7 @@ def main() -> None:
     bench = Bench(server, root)
     try:
         if args.only in (None, "capacity", "lag"):
-            rate = capacity(bench, window)
+            rate = args.rate if args.only == "lag" and args.rate else capacity(bench, window)
             if args.only != "capacity":
                 lag(bench, rate, 0.5, window)
                 lag(bench, rate, 0.9, window)

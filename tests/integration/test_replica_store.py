@@ -39,6 +39,10 @@ def run(database_url: str, work: Callable[..., Awaitable[T]], replicas: int = 1,
     return asyncio.run(main())
 
 
+async def _claims(store: ReplicaStore, slots: int) -> list[Any]:
+    return (await store.claim(slots)).claims
+
+
 def deploy(conn: psycopg.Connection, strategy_id: str, interval: int = 5, code: str = "x = 1", **spec: Any) -> None:
     conn.execute(
         "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, desired_state) "
@@ -88,8 +92,8 @@ def test_claim_runs_each_due_strategy_once_and_advances_the_grid(
 
     async def work(store: ReplicaStore) -> tuple[list[Any], list[Any]]:
         await store.reconcile(python_check)
-        first = await store.claim(5)
-        second = await store.claim(5)  # all three are in flight: nothing more to claim
+        first = (await store.claim(5)).claims
+        second = (await store.claim(5)).claims  # all three are in flight: nothing more to claim
         return first, second
 
     first, second = run(database_url, work)
@@ -109,7 +113,7 @@ def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_c
 
     async def work(store: ReplicaStore) -> list[Any]:
         await store.reconcile(python_check)
-        return await store.claim(5)
+        return (await store.claim(5)).claims
 
     run(database_url, lambda s: s.reconcile(python_check))
     # Make s7 the most overdue: it must be among the first claimed.
@@ -117,7 +121,7 @@ def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_c
         "UPDATE strategy_status SET next_execution_at = next_execution_at - interval '1 hour', "
         "schedule_anchor_at = schedule_anchor_at - interval '1 hour' WHERE strategy_id = 's7'"
     )
-    claims = run(database_url, lambda s: s.claim(5))
+    claims = run(database_url, lambda s: _claims(s, 5))
     assert len(claims) == 5
     assert claims[0].strategy_id == "s7"
     waiting = pg_conn.execute(
@@ -134,7 +138,7 @@ def test_missed_ticks_are_coalesced_and_counted(database_url: str, pg_conn: psyc
         "UPDATE strategy_status SET schedule_anchor_at = now() - interval '95 seconds', "
         "next_execution_at = now() - interval '95 seconds'"
     )
-    (claim,) = run(database_url, lambda s: s.claim(5))
+    (claim,) = run(database_url, lambda s: _claims(s, 5))
     status = status_of(pg_conn, "late")
     anchor = status["schedule_anchor_at"]
     assert claim.scheduled_for == anchor + timedelta(seconds=90)
@@ -147,7 +151,7 @@ def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: ps
 
     async def work(store: ReplicaStore) -> tuple[bool, bool]:
         await store.reconcile(python_check)
-        (claim,) = await store.claim(5)
+        (claim,) = (await store.claim(5)).claims
         first = await store.complete(claim.execution_id, ok(0.5, output="hi\n", result={"a": 1}, state={"n": 1}))
         again = await store.complete(claim.execution_id, ok(0.7))
         return first.recorded, again.recorded
@@ -172,7 +176,7 @@ def test_failed_outcome_keeps_state_and_records_error(database_url: str, pg_conn
 
     async def work(store: ReplicaStore) -> None:
         await store.reconcile(python_check)
-        (claim,) = await store.claim(5)
+        (claim,) = (await store.claim(5)).claims
         await store.complete(claim.execution_id, ExecutionOutcome(status="failed", duration=0.1, error="boom"))
 
     run(database_url, work)
@@ -188,7 +192,7 @@ def test_concurrent_claims_get_disjoint_sets(database_url: str, pg_conn: psycopg
 
     async def work(*stores: ReplicaStore) -> list[list[Any]]:
         await stores[0].reconcile(python_check)
-        return list(await asyncio.gather(*(store.claim(10) for store in stores)))
+        return [result.claims for result in await asyncio.gather(*(store.claim(10) for store in stores))]
 
     results = run(database_url, work, replicas=4)
     claimed = [c.strategy_id for result in results for c in result]
@@ -200,11 +204,11 @@ def test_manual_run_requests_are_claimed_once_per_strategy(database_url: str, pg
     deploy(pg_conn, "s1", desired_state="stopped")
     run(database_url, lambda s: s.reconcile(python_check))
     pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1'), ('s1')")
-    claims = run(database_url, lambda s: s.claim(5))
+    claims = run(database_url, lambda s: _claims(s, 5))
     assert [(c.strategy_id, c.trigger) for c in claims] == [("s1", "manual")]
     linked = pg_conn.execute("SELECT count(*) FROM run_requests WHERE execution_id = %s", (claims[0].execution_id,))
     assert linked.fetchone() == (2,)
-    assert run(database_url, lambda s: s.claim(5)) == []
+    assert run(database_url, lambda s: _claims(s, 5)) == []
 
 
 def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_conn: psycopg.Connection) -> None:
@@ -212,8 +216,8 @@ def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_c
 
     async def work(dead: ReplicaStore, alive: ReplicaStore) -> Any:
         await dead.reconcile(python_check)
-        (claim,) = await dead.claim(5)
-        assert await alive.mark_lost() == []  # lease still valid
+        (claim,) = (await dead.claim(5)).claims
+        assert (await alive.heartbeat(mark_lost=True)).lost == []  # lease still valid
         return claim
 
     claim = run(database_url, work, replicas=2)
@@ -228,7 +232,7 @@ def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_c
             await conn.execute(
                 text("UPDATE replicas SET lease_expires_at = now() - interval '1 s' WHERE replica_id='r0'")
             )
-        lost = await alive.mark_lost()
+        lost = (await alive.heartbeat(mark_lost=True)).lost
         late = await dead.complete(claim.execution_id, ok())
         return lost, late.recorded
 
@@ -246,7 +250,7 @@ def test_stop_then_delete_finalizes_once_nothing_is_in_flight(database_url: str,
 
     async def work(store: ReplicaStore) -> Any:
         await store.reconcile(python_check)
-        return (await store.claim(5))[0]
+        return ((await store.claim(5)).claims)[0]
 
     claim = run(database_url, work)
     pg_conn.execute("UPDATE strategies SET delete_requested_at = now(), generation = generation + 1")
@@ -296,15 +300,15 @@ def test_completion_says_when_a_run_request_waited_for_it(database_url: str, pg_
 
     async def work(store: ReplicaStore) -> tuple[bool, list[str], bool]:
         await store.reconcile(python_check)
-        (tick,) = await store.claim(5)
+        (tick,) = (await store.claim(5)).claims
         async with store.engine.begin() as conn:
             from sqlalchemy import text
 
             await conn.execute(text("INSERT INTO run_requests (strategy_id) VALUES ('s1')"))
         # The strategy is busy: the request waits, even with slots free.
-        busy = await store.claim(5)
+        busy = (await store.claim(5)).claims
         completion = await store.complete(tick.execution_id, ok())
-        manual = await store.claim(5, requests=completion.run_requested)
+        manual = (await store.claim(5, requests=completion.run_requested)).claims
         return completion.run_requested, [c.trigger for c in busy + manual], completion.recorded
 
     run_requested, triggers, recorded = run(database_url, work)
@@ -318,7 +322,7 @@ def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_
 
     async def work(store: ReplicaStore) -> tuple[list[Any], dict[Any, Any]]:
         await store.reconcile(python_check)
-        claims = sorted(await store.claim(5), key=lambda c: c.strategy_id)
+        claims = sorted((await store.claim(5)).claims, key=lambda c: c.strategy_id)
         async with store.engine.begin() as conn:
             from sqlalchemy import text
 
@@ -344,3 +348,24 @@ def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_
     assert (s1["failed_executions"], s1["last_error"], s1["running_execution_id"]) == (1, "wall clock", None)
     # The lost one was not counted twice by the late answer.
     assert status_of(pg_conn, "s2")["execution_count"] == 0
+
+
+def test_claim_reads_when_the_next_execution_falls_due(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1", interval=60)
+
+    async def work(store: ReplicaStore) -> tuple[Any, Any, Any, Any]:
+        nothing = await store.claim(5)  # not reconciled yet: nothing scheduled
+        await store.reconcile(python_check)
+        first = await store.claim(5)
+        after = await store.claim(5)  # in flight now: the next tick is not claimable either
+        await store.complete(first.claims[0].execution_id, ok())
+        done = await store.claim(5)
+        return nothing, first, after, done
+
+    nothing, first, after, done = run(database_url, work)
+    assert (nothing.claims, nothing.seconds_until_due) == ([], None)
+    assert len(first.claims) == 1 and first.seconds_until_due is None
+    # The only strategy is busy: the replica running it looks again when it records the outcome.
+    assert after.claims == [] and after.seconds_until_due is None
+    # Recorded: its next tick, one interval after the first, is when to look again.
+    assert done.claims == [] and 58 < done.seconds_until_due <= 60

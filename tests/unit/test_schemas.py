@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api.codecheck import CodeRejection, PolicyError, compile_check
 from api.errors import RequestInvalid
 from api.pagination import decode_cursor, encode_cursor
 from api.schemas import DeployRequest, ExecuteQuery, ListStrategiesQuery, field_errors
@@ -113,17 +112,6 @@ def test_queries_parse_text_but_refuse_unknown_parameters() -> None:
 def test_wait_bounds(wait: str) -> None:
     with pytest.raises(ValidationError):
         ExecuteQuery.model_validate({"wait": wait})
-
-
-def test_compile_check_reports_line_and_column() -> None:
-    with pytest.raises(PolicyError) as caught:
-        compile_check("x = 1\ny = (\n")
-    assert caught.value.line == 2
-    assert isinstance(caught.value, CodeRejection)
-    with pytest.raises(PolicyError) as caught:
-        compile_check("def f(:\n    pass\n")
-    assert (caught.value.line, caught.value.column) == (1, 6)  # 0-based, like reconciler.policy
-    compile_check("import math\nRESULT = math.sqrt(4)\n")
 
 
 def test_cursor_round_trip_and_garbage() -> None:
