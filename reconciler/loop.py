@@ -29,7 +29,7 @@ from uuid import UUID
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reconciler import __version__
+from reconciler import __version__, queries
 from reconciler.db import DatabaseUnavailable, StoreError, libpq_url, retrying
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
 from reconciler.replica_store import Claim, CodeChecker, Completion, ReplicaStore
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-NOTIFY_CHANNEL = "strategy_executor"
 PRUNE_EVERY_SECONDS = 600.0
 OVERDUE_RETRY_SECONDS = 0.02
 RECORD_BATCH = 50
@@ -367,14 +366,17 @@ class Replica:
                 async with await psycopg.AsyncConnection.connect(
                     libpq_url(self.database_url), autocommit=True, connect_timeout=5
                 ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
                     delay = 0.5
                     # Notifications sent while we were not listening are gone: do a full pass now.
                     self._listening = True
                     self._desired_changed.set()
                     self._wake.set()
-                    async for _ in _notifies(conn):
-                        self._desired_changed.set()
+                    async for notify in _notifies(conn):
+                        # The trigger's payload is a strategy id: desired state changed. The other
+                        # one comes from a reconcile pass that scheduled something: claim only.
+                        if notify.payload != queries.SCHEDULE_CHANGED:
+                            self._desired_changed.set()
                         self._wake.set()
             except (psycopg.Error, OSError) as exc:
                 log.debug("listen connection lost: %s", exc)

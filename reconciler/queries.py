@@ -64,6 +64,13 @@ UPSERT_STATUS = text(
     """
 )
 
+# Sent (delivered at commit) when a reconcile pass scheduled something: replicas that woke for the
+# same desired-state change but found it not yet reconciled look again. The payload cannot be a
+# strategy id (ids start with a letter or digit), so listeners tell it from the trigger's wake-ups.
+NOTIFY_CHANNEL = "strategy_executor"
+SCHEDULE_CHANGED = "!schedule"
+NOTIFY_SCHEDULE_CHANGED = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEDULE_CHANGED}')")
+
 FINALIZE_DELETION = text(
     """
     DELETE FROM strategies

@@ -154,6 +154,8 @@ class ReplicaStore:
                     assert isinstance(action, NoChange)
             if writes:
                 await conn.execute(queries.UPSERT_STATUS, writes)
+                if any(w["next_execution_at"] is not None for w in writes):
+                    await conn.execute(queries.NOTIFY_SCHEDULE_CHANGED)
             return ReconcileReport(len(specs), len(writes), finalized)
 
         return await self._transaction(work)  # type: ignore[no-any-return]

@@ -369,3 +369,21 @@ def test_claim_reads_when_the_next_execution_falls_due(database_url: str, pg_con
     assert after.claims == [] and after.seconds_until_due is None
     # Recorded: its next tick, one interval after the first, is when to look again.
     assert done.claims == [] and 58 < done.seconds_until_due <= 60
+
+
+def test_a_pass_that_schedules_tells_the_other_replicas(database_url: str, pg_conn: psycopg.Connection) -> None:
+    from reconciler import queries
+    from reconciler.db import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+        deploy(pg_conn, "s1")
+        deploy(pg_conn, "stopped", desired_state="stopped")
+        run(database_url, lambda s: s.reconcile(python_check))
+        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+        # Two from the trigger (desired state), one from the pass: it scheduled s1.
+        assert sorted(payloads) == sorted(["s1", "stopped", queries.SCHEDULE_CHANGED])
+        # A pass that schedules nothing new says nothing.
+        pg_conn.execute("UPDATE strategies SET name = 'renamed', generation = 2 WHERE strategy_id = 'stopped'")
+        run(database_url, lambda s: s.reconcile(python_check))
+        assert [n.payload for n in listener.notifies(timeout=1, stop_after=2)] == ["stopped"]
