@@ -203,3 +203,20 @@ def test_a_hostile_strategy_finds_neither_its_own_nor_another_strategys_secret(
         assert API_SECRET.encode() not in bytes(sealed) and OTHER_SECRET.encode() not in bytes(sealed)
     dumped = pg_conn.execute("SELECT string_agg(t::text, ' ') FROM (SELECT * FROM orders) t").fetchone()[0] or ""
     assert API_SECRET not in dumped and OTHER_SECRET not in dumped
+
+
+def test_the_readme_example_strategy_runs_on_paper(service: tuple[Service, str]) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Writing a strategy", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    _, base = service
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
+        deployed = client.post(
+            "/strategies/deploy",
+            json={"strategy_id": "readme", "user_id": "u1", "code": code, "execution_interval": 3600},
+        )
+        assert deployed.status_code == 201, deployed.text
+        outcome = run_once(client, "readme")
+    assert outcome["status"] == "succeeded", outcome.get("error")
+    result = outcome["result"]
+    assert isinstance(result, dict) and set(result) == {"price", "mean", "holding"}
