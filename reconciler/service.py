@@ -134,7 +134,9 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     sandbox = Sandbox(SandboxLimits.from_settings(settings))
     await sandbox.start()
     for layer, active in sandbox.layers.items():
-        if not active:
+        # A user namespace is only how a non-root replica gets its network namespace, which is
+        # reported on its own; as root it is never needed.
+        if not active and layer != "user_namespace":
             log.warning("sandbox layer %r is NOT active on this host", layer)
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
