@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -294,9 +294,15 @@ class BrokerSession:
                 errors.INVALID,
                 f"create_order: client_order_id must be a string of 1-{CLIENT_ORDER_ID_MAX} characters",
             )
-        quantity = _positive("total_quantity", arguments["total_quantity"])
+        quantity = errors.positive_number(
+            "total_quantity", arguments["total_quantity"], errors.INVALID, where="create_order"
+        )
         price = arguments.get("price_per_unit")
-        limit_price = _positive("price_per_unit", price) if price is not None else None
+        limit_price = (
+            errors.positive_number("price_per_unit", price, errors.INVALID, where="create_order")
+            if price is not None
+            else None
+        )
         if order_type == "limit_order" and limit_price is None:
             raise BrokerError(errors.INVALID, "create_order: a limit_order needs price_per_unit")
         if order_type == "market_order":
@@ -403,18 +409,6 @@ class BrokerSession:
                     self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
                 )
                 await conn.execute(statement)
-
-
-def _positive(name: str, value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise BrokerError(errors.INVALID, f"create_order: {name} must be a number, got {type(value).__name__}")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise BrokerError(errors.INVALID, f"create_order: {name} must be a number, got {value!r}") from None
-    if not number.is_finite() or number <= 0:
-        raise BrokerError(errors.INVALID, f"create_order: {name} must be a positive number, got {value!r}")
-    return number
 
 
 def _plain(number: Decimal) -> str:

@@ -6,6 +6,9 @@ status and the exchange's own error text: never from request headers or bodies, 
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
 from reconciler.outcome import BrokerError
 
 # The kinds a strategy may see, so `except BrokerError as e: if e.kind == "rate_limited": ...` works.
@@ -64,3 +67,17 @@ def from_response(method: str, status_code: int, body: object) -> ExchangeError:
     suffix = f": {detail}" if detail else ""
     message = f"{method}: {explanation}{suffix} (HTTP {status_code})"
     return ExchangeError(kind, message, status_code=status_code)
+
+
+def positive_number(name: str, value: Any, kind: str, *, where: str = "") -> Decimal:
+    """`value` as a positive, finite Decimal, or an ExchangeError of `kind` naming the parameter."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ExchangeError(kind, f"{prefix}{name} must be a number, got {type(value).__name__}")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ExchangeError(kind, f"{prefix}{name} must be a number, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise ExchangeError(kind, f"{prefix}{name} must be a positive number, got {value!r}")
+    return number

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
@@ -31,18 +31,6 @@ DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, lik
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market_order", "limit_order")
 _SUCCESS = {"message": "success", "status": 200, "code": 200}
-
-
-def _decimal(name: str, value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ExchangeError(errors.REJECTED, f"{name} must be a number, got {type(value).__name__}")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise ExchangeError(errors.REJECTED, f"{name} must be a number, got {value!r}") from None
-    if not number.is_finite() or number <= 0:
-        raise ExchangeError(errors.REJECTED, f"{name} must be a positive number, got {value!r}")
-    return number
 
 
 def _decimals(number: Decimal) -> int:
@@ -143,8 +131,12 @@ class PaperExchange:
             raise ExchangeError(errors.REJECTED, f"side must be 'buy' or 'sell', got {side!r}")
         if order_type not in ORDER_TYPES:
             raise ExchangeError(errors.REJECTED, f"order_type must be one of {ORDER_TYPES}, got {order_type!r}")
-        quantity = _decimal("total_quantity", total_quantity)
-        limit = _decimal("price_per_unit", price_per_unit) if order_type == "limit_order" else None
+        quantity = errors.positive_number("total_quantity", total_quantity, errors.REJECTED)
+        limit = (
+            errors.positive_number("price_per_unit", price_per_unit, errors.REJECTED)
+            if order_type == "limit_order"
+            else None
+        )
         client_order_id = client_order_id or new_client_order_id()
         if not isinstance(client_order_id, str) or len(client_order_id) > CLIENT_ORDER_ID_MAX:
             raise ExchangeError(errors.REJECTED, f"client_order_id must be a string of at most {CLIENT_ORDER_ID_MAX}")
