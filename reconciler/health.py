@@ -12,15 +12,10 @@ from starlette.routing import Route
 from reconciler.loop import ReplicaHealth
 
 
-def replica_report(health: ReplicaHealth) -> tuple[dict[str, object], int]:
-    healthy = health.database_ok and health.running
-    body = {"status": "healthy" if healthy else "unhealthy", **asdict(health)}
-    return body, 200 if healthy else 503
-
-
 def health_app(health: ReplicaHealth) -> Starlette:
     async def endpoint(request: Request) -> JSONResponse:
-        body, code = replica_report(health)
-        return JSONResponse(body, status_code=code)
+        healthy = health.database_ok and health.running
+        body = {"status": "healthy" if healthy else "unhealthy", **asdict(health)}
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     return Starlette(routes=[Route("/health", endpoint)])

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -107,7 +107,6 @@ class Replica:
         self._last_reconcile = float("-inf")
         # True while the LISTEN connection is up: then notifications, not polling, say when to look.
         self._listening = False
-        self._stopping = False
         # Lost-marking waits until this replica has been connected for a whole lease: after an outage
         # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
         self._connected_since: float | None = None
@@ -301,7 +300,6 @@ class Replica:
             )
 
     async def _drain(self) -> None:
-        self._stopping = True
         if not self._tasks:
             return
         grace = self.settings.shutdown_grace_seconds
@@ -372,7 +370,7 @@ class Replica:
                     self._listening = True
                     self._desired_changed.set()
                     self._wake.set()
-                    async for notify in _notifies(conn):
+                    async for notify in conn.notifies():
                         # The trigger's payload is a strategy id: desired state changed. The other
                         # one comes from a reconcile pass that scheduled something: claim only.
                         if notify.payload != queries.SCHEDULE_CHANGED:
@@ -418,11 +416,6 @@ class Replica:
                     raise
                 await _wait_any(stop, stop, delay)
                 delay = min(delay * 2, 5.0)
-
-
-async def _notifies(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg.Notify]:
-    async for notify in conn.notifies():
-        yield notify
 
 
 async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
