@@ -87,12 +87,23 @@ FINALIZE_DELETION = text(
 # execution rows written by the same statement agree on them.
 CLAIM_SCHEDULED = text(
     """
-    WITH due AS (
+    WITH candidates AS (
+        -- The front of the claimable index: due rows in due order. Bounded and index-driven, so the
+        -- cost does not grow with the number of strategies nor depend on the planner's statistics;
+        -- the margin over :slots covers rows other replicas hold locked this instant.
+        SELECT strategy_id
+        FROM strategy_status
+        WHERE status = 'running' AND running_execution_id IS NULL AND next_execution_at <= now()
+        ORDER BY next_execution_at
+        LIMIT :slots + 32
+    ),
+    due AS (
         SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
                st.next_execution_at, st.schedule_anchor_at AS anchor,
                make_interval(secs => st.schedule_interval) AS step,
                gen_random_uuid() AS execution_id
-        FROM strategy_status st
+        FROM candidates c
+        JOIN strategy_status st ON st.strategy_id = c.strategy_id
         JOIN strategies s ON s.strategy_id = st.strategy_id
         WHERE st.next_execution_at <= now()
           AND st.status = 'running'
@@ -146,18 +157,27 @@ CLAIM_SCHEDULED = text(
 # claimed concurrently elsewhere never yields a second run.
 CLAIM_REQUESTED = text(
     """
-    WITH picked AS (
+    WITH pending AS (
+        -- Strategies with pending requests, oldest request first: driven by the partial index of
+        -- pending requests, so the cost follows the requests, not the number of strategies.
+        SELECT strategy_id, min(requested_at) AS first_requested
+        FROM run_requests
+        WHERE claimed_at IS NULL
+        GROUP BY strategy_id
+        ORDER BY first_requested
+        LIMIT :slots + 32
+    ),
+    picked AS (
         SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
                gen_random_uuid() AS execution_id
-        FROM strategy_status st
-        JOIN strategies s ON s.strategy_id = st.strategy_id
+        FROM pending q
+        JOIN strategy_status st ON st.strategy_id = q.strategy_id
+        JOIN strategies s ON s.strategy_id = q.strategy_id
         WHERE st.running_execution_id IS NULL
           AND st.observed_generation = s.generation
           AND st.status IN ('running', 'stopped', 'error')
           AND s.delete_requested_at IS NULL
-          AND EXISTS (SELECT 1 FROM run_requests r WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL)
-        ORDER BY (SELECT min(r.requested_at) FROM run_requests r
-                  WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL)
+        ORDER BY q.first_requested
         LIMIT :slots
         FOR UPDATE OF st SKIP LOCKED
     ),
@@ -196,33 +216,32 @@ DATABASE_NOW = text("SELECT now()")
 
 # When the loop claimed less than it could, it sleeps until the earliest of these (or a NOTIFY). The
 # conditions mirror the claims', so nothing counts as due that a claim would not take (which would
-# spin the loop), and both halves walk an index in order and stop at the first row. A strategy with
-# an execution in flight is left out: the replica running it is woken when it records the outcome,
+# spin the loop), and both halves start from the front of a partial index (its first 32 rows). A
+# strategy with an execution in flight is left out: the replica running it is woken when it records the outcome,
 # and then sees the strategy's next tick and any request that waited for it.
 NEXT_DUE = text(
     """
     SELECT LEAST(
-        (SELECT st.next_execution_at
-         FROM strategy_status st JOIN strategies s ON s.strategy_id = st.strategy_id
-         WHERE st.next_execution_at IS NOT NULL
-           AND st.running_execution_id IS NULL
-           AND st.status = 'running'
-           AND st.observed_generation = s.generation
+        (SELECT min(st.next_execution_at)
+         FROM (SELECT strategy_id FROM strategy_status
+               WHERE status = 'running' AND running_execution_id IS NULL AND next_execution_at IS NOT NULL
+               ORDER BY next_execution_at
+               LIMIT 32) c
+         JOIN strategy_status st ON st.strategy_id = c.strategy_id
+         JOIN strategies s ON s.strategy_id = st.strategy_id
+         WHERE st.observed_generation = s.generation
            AND s.desired_state = 'running'
-           AND s.delete_requested_at IS NULL
-         ORDER BY st.next_execution_at
-         LIMIT 1),
-        (SELECT r.requested_at
-         FROM run_requests r
-         JOIN strategy_status st ON st.strategy_id = r.strategy_id
-         JOIN strategies s ON s.strategy_id = r.strategy_id
-         WHERE r.claimed_at IS NULL
-           AND st.running_execution_id IS NULL
+           AND s.delete_requested_at IS NULL),
+        (SELECT min(q.first_requested)
+         FROM (SELECT strategy_id, min(requested_at) AS first_requested
+               FROM run_requests WHERE claimed_at IS NULL
+               GROUP BY strategy_id ORDER BY first_requested LIMIT 32) q
+         JOIN strategy_status st ON st.strategy_id = q.strategy_id
+         JOIN strategies s ON s.strategy_id = q.strategy_id
+         WHERE st.running_execution_id IS NULL
            AND st.status IN ('running', 'stopped', 'error')
            AND st.observed_generation = s.generation
-           AND s.delete_requested_at IS NULL
-         ORDER BY r.requested_at
-         LIMIT 1)
+           AND s.delete_requested_at IS NULL)
     ) - now() AS wait
     """
 )

@@ -155,7 +155,13 @@ strategy_status = Table(
     Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     CheckConstraint(_one_of("status", STRATEGY_STATUSES), name="status_known"),
     CheckConstraint("schedule_interval > 0", name="schedule_interval_positive"),
-    Index("ix_strategy_status_due", "next_execution_at", postgresql_where=text("next_execution_at IS NOT NULL")),
+    # Exactly the rows a claim may take, in the order it takes them: claims and the next-due lookup
+    # walk it from the front and stop, however many strategies are deployed.
+    Index(
+        "ix_strategy_status_claimable",
+        "next_execution_at",
+        postgresql_where=text("status = 'running' AND running_execution_id IS NULL"),
+    ),
 )
 
 executions = Table(
