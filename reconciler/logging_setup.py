@@ -33,3 +33,5 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     # Per-request access lines belong to uvicorn's own logger at INFO; keep the driver quiet.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic announces its plugins on import at INFO; the migration steps themselves stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -67,6 +68,13 @@ def test_serve_deploys_runs_and_reports_through_http(database_url: str, tmp_path
             assert status["status"] == "running"
             assert status["stats"]["successful_executions"] >= 1
             assert status["observed_generation"] == status["generation"] == 1
+            # A manual run of a stopped strategy starts within a second of the request (slots are free).
+            quiet = {"strategy_id": "quiet", "user_id": "u1", "code": "RESULT = 1", "execution_interval": 60}
+            assert client.post("/strategies/deploy", json={**quiet, "auto_start": False}).status_code == 201
+            manual = client.post("/strategies/quiet/execute", params={"wait": 20}).json()
+            assert manual["trigger"] == "manual" and manual["status"] == "succeeded"
+            requested, claimed = (datetime.fromisoformat(manual[k]) for k in ("scheduled_for", "claimed_at"))
+            assert (claimed - requested).total_seconds() < 1.0
             health = client.get("/health").json()
             assert health["status"] == "healthy" and health["scheduler_running"] is True
     finally:

@@ -7,6 +7,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import make_url
 
 from alembic import command
 from reconciler.db import sync_url
@@ -108,3 +109,37 @@ def test_downgrade_to_base_and_back(database_url: str) -> None:
         except CommandError as exc:  # pragma: no cover - the assertion below reports it
             pytest.fail(f"drift after downgrade/upgrade: {exc}")
     engine.dispose()
+
+
+def test_replicas_migrating_at_once_take_turns(pg_admin_url: str) -> None:
+    """Fresh database, three migrators at once: the advisory lock lets one work, the others find it done."""
+    import threading
+    import uuid
+
+    from reconciler.db import libpq_url
+
+    name = f"se_race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(sync_url(pg_admin_url)).set(database=name).render_as_string(hide_password=False)
+    errors: list[BaseException] = []
+
+    def migrator() -> None:
+        try:
+            migrate(url)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrator) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    finally:
+        with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
