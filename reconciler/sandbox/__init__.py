@@ -16,9 +16,10 @@ Modules, one concern each:
   confine      the OS layers: network namespace once; per child fds, rlimits, uid, no_new_privs, seccomp
   seccomp      the seccomp program (compiled once with libseccomp, installed per child with one prctl)
   child        what runs in the confined fork: namespace, output capture, limits as exceptions, report
-  guards       run-time half of the language policy (reconciler.policy is the compile-time half)
   client_proxy CoinDCXClient as the strategy sees it, and ExchangeError
   jsonable     RESULT/STATE to JSON
+
+The language policy (compile-time check and run-time guards) is its own package, reconciler.policy.
 """
 
 from reconciler.sandbox.limits import SandboxLimits
