@@ -17,7 +17,7 @@ from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
 from reconciler import __version__, metrics
 from reconciler.policy import check_code as policy_check
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.storage.api_store import Store
 
 
 def create_app(

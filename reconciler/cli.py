@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from reconciler.crypto import CryptoError
-        from reconciler.db import StoreError
         from reconciler.embedded import EmbeddedError
         from reconciler.service import StartupError
+        from reconciler.storage.db import StoreError
 
         if isinstance(exc, StartupError | EmbeddedError | CryptoError | StoreError):
             print(f"strategy-executor: {exc}", file=sys.stderr)

@@ -29,11 +29,12 @@ from uuid import UUID
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reconciler import __version__, queries
-from reconciler.db import DatabaseUnavailable, StoreError, libpq_url, retrying
+from reconciler import __version__
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
-from reconciler.replica_store import Claim, CodeChecker, Completion, ReplicaStore
 from reconciler.settings import Settings
+from reconciler.storage.db import DatabaseUnavailable, StoreError, libpq_url, retrying
+from reconciler.storage.replica_store import Claim, CodeChecker, Completion, ReplicaStore
+from reconciler.storage.statements import replica as queries
 
 log = logging.getLogger(__name__)
 
