@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from reconciler import cli_client
 from reconciler.settings import SettingsError, load_settings
 
 log = logging.getLogger("strategy-executor")
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rotate-keys", help="re-encrypt every stored credential with the first ENCRYPTION_KEY")
     openapi = commands.add_parser("openapi", help="print the OpenAPI document (no server or database needed)")
     openapi.add_argument("-o", "--output", type=Path, help="write it to this file instead of standard output")
+    cli_client.register(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "client_command", None) is not None:
+        return cli_client.run(args)  # drives a running service over HTTP: no settings, no database
 
     if args.command == "generate-key":
         from reconciler.crypto import generate_key
@@ -51,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from reconciler.crypto import CryptoError
-        from reconciler.db import StoreError
         from reconciler.embedded import EmbeddedError
         from reconciler.service import StartupError
+        from reconciler.storage.db import StoreError
 
         if isinstance(exc, StartupError | EmbeddedError | CryptoError | StoreError):
             print(f"strategy-executor: {exc}", file=sys.stderr)

@@ -8,16 +8,18 @@
 
 Modules, one concern each:
   limits       SandboxLimits, the only reader of the settings
-  supervisor   Sandbox (in the replica's event loop): zygote lifecycle, one conversation per run
+  supervisor   Sandbox (in the replica's event loop): one conversation per run, outcomes
+  zygote_client  the replica's handle on its zygote: spawn it, control socket, children's exits
   classify     observed facts -> ExecutionOutcome (pure)
   protocol     length-prefixed JSON frames, capped
   zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`)
   confine      the OS layers: network namespace once; per child fds, rlimits, uid, no_new_privs, seccomp
   seccomp      the seccomp program (compiled once with libseccomp, installed per child with one prctl)
   child        what runs in the confined fork: namespace, output capture, limits as exceptions, report
-  guards       run-time half of the language policy (reconciler.policy is the compile-time half)
   client_proxy CoinDCXClient as the strategy sees it, and ExchangeError
   jsonable     RESULT/STATE to JSON
+
+The language policy (compile-time check and run-time guards) is its own package, reconciler.policy.
 """
 
 from reconciler.sandbox.limits import SandboxLimits

@@ -28,8 +28,8 @@ from typing import Any, NoReturn
 import numpy
 import pandas
 
-from reconciler.policy import STRATEGY_FILENAME, PolicyViolation
-from reconciler.sandbox import guards, protocol
+from reconciler.policy import STRATEGY_FILENAME, PolicyViolation, guards
+from reconciler.sandbox import protocol
 from reconciler.sandbox.client_proxy import ExchangeError, make_client_class
 from reconciler.sandbox.confine import CHILD_FD, ChildPlan, confine_child
 from reconciler.sandbox.jsonable import strict_default, to_jsonable

@@ -73,8 +73,8 @@ def _preload() -> None:
     import numpy as np
     import pandas as pd
 
-    from reconciler.policy import ALLOWED_MODULES, compile_strategy
-    from reconciler.sandbox import child, guards
+    from reconciler.policy import ALLOWED_MODULES, compile_strategy, guards
+    from reconciler.sandbox import child
 
     for name in ALLOWED_MODULES | guards.LIBRARY_IMPORTS:
         __import__(name)

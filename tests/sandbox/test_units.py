@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from reconciler.policy import PolicyViolation
-from reconciler.sandbox import SandboxLimits, guards, protocol
+from reconciler.policy import PolicyViolation, guards
+from reconciler.sandbox import SandboxLimits, protocol
 from reconciler.sandbox.classify import ExitInfo, Observed, classify
 from reconciler.settings import load_settings
 

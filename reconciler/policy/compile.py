@@ -1,13 +1,10 @@
-"""The language policy of the sandbox: which Python a strategy may be written in.
+"""The compile-time half of the language policy: source text to a checked code object.
 
-Pure (no I/O): the API imports it at deploy time to answer a 422 with line and column, and the
-sandbox compiles every strategy through `compile_strategy` before any code runs. RestrictedPython
-rewrites attribute, item and iteration access into calls of guard functions (provided at run time by
-`reconciler.sandbox.guards`) and rejects names starting with `_`; this module adds structured
+Pure (no I/O): the API calls it at deploy time to answer a 422 with line and column, and the replica
+compiles every strategy through `compile_strategy` before any code runs. RestrictedPython rewrites
+attribute, item and iteration access into calls of guard functions (supplied at run time by
+`reconciler.policy.guards`) and rejects names starting with `_`; this module adds structured
 positions and the allow-list of modules.
-
-The policy is one layer of several: the process around the code (a fork of a zygote with no secrets,
-no network, an unprivileged uid, rlimits and a seccomp filter) is what holds if the policy is escaped.
 """
 
 from __future__ import annotations
@@ -17,58 +14,10 @@ import types
 
 from RestrictedPython import RestrictingNodeTransformer
 
+from reconciler.policy.errors import PolicyError
+from reconciler.policy.lists import ALLOWED_MODULES
+
 STRATEGY_FILENAME = "<strategy>"
-
-# Modules a strategy may import. pandas and numpy are handed out as guarded views (no file or network
-# I/O); `typing` as a curated view (no `get_type_hints`, which evaluates strings). Anything that reaches
-# the operating system (os, sys, subprocess, socket, ctypes, io, pathlib, importlib, pickle, ...) or
-# reflects on frames and objects (inspect, gc, operator.attrgetter) is deliberately absent.
-ALLOWED_MODULES: frozenset[str] = frozenset(
-    {
-        "math",
-        "cmath",
-        "statistics",
-        "datetime",
-        "json",
-        "time",
-        "random",
-        "collections",
-        "collections.abc",
-        "itertools",
-        "functools",
-        "decimal",
-        "fractions",
-        "numbers",
-        "re",
-        "typing",
-        "string",
-        "bisect",
-        "heapq",
-        "copy",
-        "calendar",
-        "pandas",
-        "numpy",
-    }
-)
-
-
-class PolicyError(Exception):
-    """The code does not compile or breaks the policy; `line` is 1-based, `column` 0-based."""
-
-    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.column = column
-
-    def __str__(self) -> str:
-        if self.line is None:
-            return self.message
-        return f"line {self.line}, column {self.column or 0}: {self.message}"
-
-
-class PolicyViolation(Exception):
-    """Raised at run time by the guards when a strategy reaches for something the policy forbids."""
 
 
 class _PositionedTransformer(RestrictingNodeTransformer):

@@ -1,6 +1,6 @@
 """The run-time half of the language policy: the guard functions RestrictedPython's rewritten code calls.
 
-`reconciler.policy` rewrites `a.b` into `_getattr_(a, "b")`, `a[b]` into `_getitem_(a, b)`, `import m`
+`reconciler.policy.compile` rewrites `a.b` into `_getattr_(a, "b")`, `a[b]` into `_getitem_(a, b)`, `import m`
 into `__import__("m")`, `a.b = c` into `_write_(a).b = c`; this module supplies those functions, the
 builtins, and guarded views of modules. The rules, in order of importance:
 
@@ -27,179 +27,24 @@ from typing import Any
 
 import numpy
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
-from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
-from reconciler.policy import ALLOWED_MODULES, PolicyViolation
+from reconciler.policy.errors import PolicyViolation
+from reconciler.policy.lists import (
+    ALLOWED_MODULES,
+    DENIED_EVERYWHERE,
+    DENIED_LIBRARY_NAMES,
+    DENIED_LIBRARY_PREFIXES,
+    PATH_KEYWORDS,
+    PATHLESS,
+    REFUSED_BUILTINS,
+    SAFE_BUILTIN_NAMES,
+    STRING_DISPATCH,
+    VIEW_ALLOWED_NAMES,
+    VIEW_DENIED_NAMES,
+    VIEWABLE_SUBMODULES,
+)
 
 STRATEGY_MODULE = "strategy"  # `__name__` of the strategy's globals, so `__module__` of its classes
-
-# Attribute names refused on every object: frame, code and closure reflection under names without `_`
-# (Cython functions keep Python 2's `func_globals` and friends).
-_DENIED_EVERYWHERE = INSPECT_ATTRIBUTES | {
-    "func_globals",
-    "func_code",
-    "func_closure",
-    "func_dict",
-    "func_defaults",
-    "im_func",
-    "im_self",
-    "im_class",
-    "f_locals",
-    "f_globals",
-    "f_builtins",
-    "f_back",
-    "f_code",
-    "tb_frame",
-    "tb_next",
-    "gi_frame",
-    "gi_code",
-    "cr_frame",
-    "ag_frame",
-}
-
-# pandas and numpy: I/O, evaluation of strings, native access, test runners and toolchains.
-_DENIED_LIBRARY_NAMES = frozenset(
-    {
-        "load",
-        "loads",
-        "save",
-        "savez",
-        "savez_compressed",
-        "savetxt",
-        "loadtxt",
-        "genfromtxt",
-        "fromfile",
-        "tofile",
-        "fromregex",
-        "memmap",
-        "open_memmap",
-        "DataSource",
-        "dump",
-        "dumps",
-        "ExcelFile",
-        "ExcelWriter",
-        "HDFStore",
-        "to_pickle",
-        "to_parquet",
-        "to_feather",
-        "to_hdf",
-        "to_sql",
-        "to_excel",
-        "to_stata",
-        "to_clipboard",
-        "to_gbq",
-        "to_orc",
-        "to_iceberg",
-        "eval",
-        "query",
-        "ctypes",
-        "ctypeslib",
-        "cffi",
-        "capsule",
-        "f2py",
-        "distutils",
-        "testing",
-        "test",
-        "lib",
-        "core",
-        "compat",
-        "util",
-        "io",
-        "plotting",
-        "show_config",
-        "show_versions",
-        "show_runtime",
-        "get_include",
-        "style",
-        "plot",
-        "hist",
-        "boxplot",
-        "set_eng_float_format",
-    }
-)
-_DENIED_LIBRARY_PREFIXES = ("read_",)
-
-# Methods that write to a path when given one and return a string otherwise (or, for `info`, print):
-# allowed without a path.
-_PATHLESS = frozenset(
-    {
-        "to_csv",
-        "to_json",
-        "to_string",
-        "to_html",
-        "to_markdown",
-        "to_latex",
-        "to_xml",
-        "info",
-    }
-)
-_PATH_KEYWORDS = frozenset({"path_or_buf", "buf", "path_or_buffer", "path", "excel_writer"})
-
-# pandas methods that look a string argument up as a method name (`df.agg("mean")`): the name must not
-# lead to a denied method or a dunder (`df.agg("eval", ...)`, `df.agg("__getattribute__", ...)`).
-_STRING_DISPATCH = frozenset({"agg", "aggregate", "apply", "transform", "pivot_table", "resample"})
-
-# Submodules reachable as attributes of allowed modules (`np.random`, `pd.offsets`, `collections.abc`).
-_VIEWABLE_SUBMODULES = frozenset(
-    {
-        "numpy.random",
-        "numpy.linalg",
-        "numpy.fft",
-        "numpy.polynomial",
-        "numpy.dtypes",
-        "numpy.exceptions",
-        "numpy.char",
-        "numpy.strings",
-        "numpy.emath",
-        "numpy.lib.scimath",
-        "pandas.api",
-        "pandas.api.types",
-        "pandas.tseries",
-        "pandas.tseries.offsets",
-        "pandas.tseries.frequencies",
-        "pandas.errors",
-        "pandas.arrays",
-    }
-)
-
-# What a strategy may use of `typing`. Not `get_type_hints`, `ForwardRef` or `NamedTuple`: string
-# annotations become ForwardRefs, and evaluating one is a plain `eval` outside every guard (with the
-# real builtins when the globals are empty).
-_TYPING_NAMES = frozenset(
-    {
-        "Any",
-        "Optional",
-        "Union",
-        "List",
-        "Dict",
-        "Tuple",
-        "Set",
-        "FrozenSet",
-        "Callable",
-        "Iterable",
-        "Iterator",
-        "Sequence",
-        "Mapping",
-        "MutableMapping",
-        "Literal",
-        "Final",
-        "cast",
-        "TYPE_CHECKING",
-        "Deque",
-        "DefaultDict",
-        "Counter",
-        "OrderedDict",
-        "Type",
-    }
-)
-
-_VIEW_ALLOWED_NAMES: dict[str, frozenset[str]] = {"typing": _TYPING_NAMES}
-_VIEW_DENIED_NAMES: dict[str, frozenset[str]] = {
-    "string": frozenset({"Formatter"}),
-    "random": frozenset({"SystemRandom"}),  # os.urandom: harmless, but nothing a strategy needs
-    # singledispatch.register(obj) calls typing.get_type_hints(obj): the eval described above.
-    "functools": frozenset({"singledispatch", "singledispatchmethod"}),
-}
 
 
 def _deny(message: str) -> PolicyViolation:
@@ -220,7 +65,7 @@ def _is_library_object(obj: object) -> bool:
 
 
 def _library_name_denied(name: str) -> bool:
-    return name in _DENIED_LIBRARY_NAMES or name.startswith(_DENIED_LIBRARY_PREFIXES)
+    return name in DENIED_LIBRARY_NAMES or name.startswith(DENIED_LIBRARY_PREFIXES)
 
 
 class ModuleView:
@@ -235,14 +80,14 @@ class ModuleView:
     def __init__(self, module: types.ModuleType) -> None:
         name = module.__name__
         object.__setattr__(self, "_ModuleView__module", module)
-        object.__setattr__(self, "_ModuleView__allowed", _VIEW_ALLOWED_NAMES.get(name))
-        object.__setattr__(self, "_ModuleView__denied", _VIEW_DENIED_NAMES.get(name, frozenset()))
+        object.__setattr__(self, "_ModuleView__allowed", VIEW_ALLOWED_NAMES.get(name))
+        object.__setattr__(self, "_ModuleView__denied", VIEW_DENIED_NAMES.get(name, frozenset()))
         object.__setattr__(self, "_ModuleView__library", name.partition(".")[0] in ("pandas", "numpy"))
 
     def __getattr__(self, name: str) -> Any:
         module = self.__module
         where = f"{module.__name__}.{name}"
-        if name.startswith("_") or name in _DENIED_EVERYWHERE:
+        if name.startswith("_") or name in DENIED_EVERYWHERE:
             raise _deny(f"{where} is not available to strategies")
         if self.__allowed is not None and name not in self.__allowed:
             raise _deny(f"{where} is not available to strategies")
@@ -306,7 +151,7 @@ def _vet(value: Any, name: str = "") -> Any:
     if type(value) is type and value in _GUARDED_CLASSES:
         return _GUARDED_CLASSES[value]
     if isinstance(value, types.ModuleType):
-        if value.__name__ in ALLOWED_MODULES or value.__name__ in _VIEWABLE_SUBMODULES:
+        if value.__name__ in ALLOWED_MODULES or value.__name__ in VIEWABLE_SUBMODULES:
             return module_view(value)
         raise _deny(f"module {value.__name__!r} is not available to strategies")
     return value
@@ -314,7 +159,7 @@ def _vet(value: Any, name: str = "") -> Any:
 
 def _check_dispatch_strings(value: Any, depth: int = 0) -> None:
     if isinstance(value, str):
-        if value.startswith("_") or _library_name_denied(value) or value in _PATHLESS:
+        if value.startswith("_") or _library_name_denied(value) or value in PATHLESS:
             raise _deny(f"{value!r} cannot be used as a function name in strategies")
     elif depth < 3 and isinstance(value, (list, tuple, dict)):
         for item in value.values() if isinstance(value, dict) else value:
@@ -336,7 +181,7 @@ def _string_dispatch_guard(method: Callable[..., Any]) -> Callable[..., Any]:
 def _pathless_guard(method: Callable[..., Any], name: str) -> Callable[..., Any]:
     @functools.wraps(method)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if args or any(kwargs.get(key) is not None for key in _PATH_KEYWORDS):
+        if args or any(kwargs.get(key) is not None for key in PATH_KEYWORDS):
             raise _deny(f"{name}() cannot write files in strategies; call it without a path to get a string")
         return method(**kwargs)
 
@@ -348,7 +193,7 @@ def _check_attribute_name(obj: object, name: str) -> None:
         raise TypeError("attribute name must be a string")
     if name.startswith("_"):
         raise _deny(f'"{name}" is an invalid attribute name because it starts with "_"')
-    if name in _DENIED_EVERYWHERE:
+    if name in DENIED_EVERYWHERE:
         raise _deny(f'"{name}" is a restricted name that strategies cannot access')
     # str.format / format_map read attributes of their arguments ("{0.__class__}".format(x)).
     if name in ("format", "format_map") and (isinstance(obj, str) or (isinstance(obj, type) and issubclass(obj, str))):
@@ -363,11 +208,11 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
         if _library_name_denied(name):
             raise _deny(f"{name} is not available to strategies (no file, network or eval access)")
         value = getattr(obj, name, *default)
-        if name in _PATHLESS or name in _STRING_DISPATCH:
+        if name in PATHLESS or name in STRING_DISPATCH:
             if isinstance(obj, type):
                 raise _deny(f"call {name}() on an object, not on its class")
             if callable(value):
-                return _pathless_guard(value, name) if name in _PATHLESS else _string_dispatch_guard(value)
+                return _pathless_guard(value, name) if name in PATHLESS else _string_dispatch_guard(value)
         return _vet(value, name)
     return _vet(getattr(obj, name, *default), name)
 
@@ -476,85 +321,12 @@ def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
-_SAFE_BUILTIN_NAMES = (
-    "None",
-    "False",
-    "True",
-    "Ellipsis",
-    "NotImplemented",
-    "abs",
-    "all",
-    "any",
-    "ascii",
-    "bin",
-    "bool",
-    "bytes",
-    "callable",
-    "chr",
-    "classmethod",
-    "complex",
-    "dict",
-    "divmod",
-    "enumerate",
-    "filter",
-    "float",
-    "format",
-    "frozenset",
-    "hash",
-    "hex",
-    "id",
-    "int",
-    "isinstance",
-    "issubclass",
-    "iter",
-    "len",
-    "list",
-    "map",
-    "max",
-    "min",
-    "next",
-    "object",
-    "oct",
-    "ord",
-    "pow",
-    "property",
-    "range",
-    "repr",
-    "reversed",
-    "round",
-    "set",
-    "slice",
-    "sorted",
-    "staticmethod",
-    "str",
-    "sum",
-    "tuple",
-    "zip",
-)
-
-
 def _exception_names() -> list[str]:
     return [
         name
         for name, value in vars(builtins).items()
         if isinstance(value, type) and issubclass(value, BaseException) and not name.startswith("_")
     ]
-
-
-# Builtins that exist in Python but not here: a clear policy error instead of a NameError.
-_REFUSED_BUILTINS = {
-    "open": "open() is not available: strategies cannot read or write files",
-    "input": "input() is not available to strategies",
-    "globals": "globals() is not available to strategies",
-    "locals": "locals() is not available to strategies",
-    "vars": "vars() is not available to strategies",
-    "dir": "dir() is not available to strategies",
-    "compile": "compile() is not available to strategies",
-    "memoryview": "memoryview() is not available to strategies",
-    "help": "help() is not available to strategies",
-    "exit": "exit() is not available: end the strategy by returning from it",
-    "quit": "quit() is not available: end the strategy by returning from it",
-}
 
 
 def _refuser(message: str) -> Callable[..., Any]:
@@ -566,8 +338,8 @@ def _refuser(message: str) -> Callable[..., Any]:
 
 def make_builtins() -> dict[str, Any]:
     """The builtins a strategy sees, including the guard functions RestrictedPython's code calls."""
-    table: dict[str, Any] = {name: _refuser(message) for name, message in _REFUSED_BUILTINS.items()}
-    table.update({name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES})
+    table: dict[str, Any] = {name: _refuser(message) for name, message in REFUSED_BUILTINS.items()}
+    table.update({name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES})
     table.update({name: getattr(builtins, name) for name in _exception_names()})
     table.update(
         {
