@@ -20,9 +20,9 @@ import httpx
 from pydantic import SecretStr
 
 from api.app import create_app
-from reconciler.db import create_engine
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.storage.api_store import Store
+from reconciler.storage.db import create_engine
 
 _TOKEN = "openapi-dump"
 # Never used to sign anything: routes that need a JWT secret to exist are built with it.

@@ -475,20 +475,26 @@ export interface components {
             client_order_id: string;
             /** Exchange Order Id */
             exchange_order_id: string | null;
-            /** Market */
-            market: string;
+            /**
+             * Market
+             * @description Null only for a request refused as malformed; see request.
+             */
+            market: string | null;
             /**
              * Side
-             * @enum {string}
+             * @description Null only for a request refused as malformed.
              */
-            side: "buy" | "sell";
-            /** Order Type */
-            order_type: string;
+            side: ("buy" | "sell") | null;
+            /**
+             * Order Type
+             * @description Null only for a request refused as malformed.
+             */
+            order_type: string | null;
             /**
              * Total Quantity
-             * @description A decimal number, as a string.
+             * @description A decimal number, as a string; null only for a request refused as malformed.
              */
-            total_quantity: string;
+            total_quantity: string | null;
             /** Price Per Unit */
             price_per_unit: string | null;
             /** Status */
