@@ -7,7 +7,7 @@ import os
 from sqlalchemy import create_engine, pool
 
 from alembic import context
-from reconciler.db import sync_url
+from reconciler.storage.db import sync_url
 from reconciler.tables import metadata
 
 config = context.config

@@ -14,10 +14,10 @@ from api.auth import BearerAuthMiddleware
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
 from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
-from reconciler import __version__
+from reconciler import __version__, metrics
 from reconciler.policy import check_code as policy_check
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.storage.api_store import Store
 
 
 def create_app(
@@ -46,7 +46,7 @@ def create_app(
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
     return Starlette(
-        routes=routes(endpoints),
+        routes=[*routes(endpoints), Route("/metrics", metrics.endpoint)],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
     )

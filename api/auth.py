@@ -1,4 +1,4 @@
-"""Bearer-token authentication of every route but GET /health, compared in constant time."""
+"""Bearer-token authentication of every route but GET /health and /metrics, compared in constant time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import json_body
 from api.schemas import ErrorResponse
 
-PUBLIC = {("GET", "/health"), ("HEAD", "/health")}
+PUBLIC = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/metrics")}
 
 
 class BearerAuthMiddleware:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import ErrorResponse, FieldError, ValidationErrorResponse
-from reconciler.db import DatabaseUnavailable, StoreError
+from reconciler.storage.db import DatabaseUnavailable, StoreError
 
 log = logging.getLogger("api")
 

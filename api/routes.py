@@ -48,10 +48,10 @@ from api.schemas import (
     StrategySummary,
     field_errors,
 )
-from reconciler.db import StoreError
 from reconciler.policy import PolicyError
 from reconciler.settings import Settings
-from reconciler.store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.api_store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.db import StoreError
 
 log = logging.getLogger("api")
 

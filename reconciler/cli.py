@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from reconciler import cli_client
 from reconciler.settings import SettingsError, load_settings
 
 log = logging.getLogger("strategy-executor")
@@ -20,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="upgrade the database schema and exit")
     commands.add_parser("generate-key", help="print a new ENCRYPTION_KEY")
     commands.add_parser("rotate-keys", help="re-encrypt every stored credential with the first ENCRYPTION_KEY")
+    cli_client.register(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "client_command", None) is not None:
+        return cli_client.run(args)  # drives a running service over HTTP: no settings, no database
 
     if args.command == "generate-key":
         from reconciler.crypto import generate_key
@@ -43,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from reconciler.crypto import CryptoError
-        from reconciler.db import StoreError
         from reconciler.embedded import EmbeddedError
         from reconciler.service import StartupError
+        from reconciler.storage.db import StoreError
 
         if isinstance(exc, StartupError | EmbeddedError | CryptoError | StoreError):
             print(f"strategy-executor: {exc}", file=sys.stderr)

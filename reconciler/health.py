@@ -1,4 +1,4 @@
-"""A replica's own /health, for `worker` processes that run without the API (liveness probes)."""
+"""A replica's own /health and /metrics, for `worker` processes that run without the API (probes, scrapes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from reconciler import metrics
 from reconciler.loop import ReplicaHealth
 
 
@@ -18,4 +19,4 @@ def health_app(health: ReplicaHealth) -> Starlette:
         body = {"status": "healthy" if healthy else "unhealthy", **asdict(health)}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    return Starlette(routes=[Route("/health", endpoint)])
+    return Starlette(routes=[Route("/health", endpoint), Route("/metrics", metrics.endpoint)])

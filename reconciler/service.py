@@ -21,16 +21,17 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
-from reconciler.db import create_engine, retrying
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
-from reconciler.exchange.credentials import check_key_ids, rotate
+from reconciler.logging_setup import redact_settings
 from reconciler.loop import Replica
-from reconciler.migrate import migrate
 from reconciler.policy import PolicyError, check_code
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.credentials import check_key_ids, rotate
+from reconciler.storage.db import create_engine, retrying
+from reconciler.storage.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
             raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
         if settings.encryption_key is None:
             raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
+    redact_settings(settings)  # from here on, no log line can show the token, the keys or the password
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
@@ -189,7 +191,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
 
 def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
     from api.app import create_app
-    from reconciler.store import Store
+    from reconciler.storage.api_store import Store
 
     def seal(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
         sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)

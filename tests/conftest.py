@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from reconciler.db import libpq_url, sync_url
 from reconciler.embedded import EmbeddedPostgres
-from reconciler.migrate import migrate
+from reconciler.storage.db import libpq_url, sync_url
+from reconciler.storage.migrate import migrate
 
 
 def _with_database(url: str, database: str) -> str:

@@ -29,15 +29,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, CryptoError
-from reconciler.exchange import errors, queries
+from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
-from reconciler.exchange.credentials import load_credentials
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import CoinDCXFeed, PriceFeed, SimulatedFeed
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
+from reconciler.storage.credentials import load_credentials
+from reconciler.storage.statements import exchange as queries
 
 log = logging.getLogger(__name__)
 

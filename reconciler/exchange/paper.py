@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reconciler.exchange import errors, queries
+from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import PriceFeed
+from reconciler.storage.statements import exchange as queries
 
 DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, like a CoinDCX taker fee
 SIDES = ("buy", "sell")

@@ -8,7 +8,8 @@
 
 Modules, one concern each:
   limits       SandboxLimits, the only reader of the settings
-  supervisor   Sandbox (in the replica's event loop): zygote lifecycle, one conversation per run
+  supervisor   Sandbox (in the replica's event loop): one conversation per run, outcomes
+  zygote_client  the replica's handle on its zygote: spawn it, control socket, children's exits
   classify     observed facts -> ExecutionOutcome (pure)
   protocol     length-prefixed JSON frames, capped
   zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`)

@@ -1,4 +1,5 @@
-"""The replica's side of the sandbox: owns the zygote, runs executions, turns what it sees into outcomes.
+"""The replica's side of the sandbox: runs executions in children of its zygote, turns what it sees into
+outcomes. The zygote process itself (spawning, control socket) is `zygote_client`'s.
 
 Runs in the replica's event loop; many `run()` calls share one zygote concurrently. Trust boundaries:
 the zygote is trusted (no user code runs in it), every byte from a child is not (frames are capped,
@@ -8,7 +9,6 @@ under the policy and cached by the hash of the source.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import hashlib
@@ -19,26 +19,23 @@ import marshal
 import os
 import pwd
 import socket
-import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import reconciler
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.policy import PolicyError, compile_strategy
 from reconciler.sandbox import protocol
 from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
 from reconciler.sandbox.limits import SandboxLimits
+from reconciler.sandbox.zygote_client import ZygoteClient, ZygoteDied
 
 logger = logging.getLogger(__name__)
 
 LAYER_NAMES = ("network_namespace", "seccomp", "privilege_drop", "rlimits", "no_new_privs", "language_policy")
 MAX_CLIENT_CALLS = 1000  # per execution; the broker rate-limits too, this bounds the replica's work
-_READY_TIMEOUT = 120.0
 _LOST_GRACE = 10.0  # beyond the wall limit, how long before the zygote itself is presumed hung
 _COMPILE_CACHE = 512
 
@@ -50,31 +47,10 @@ def harden_replica_process() -> None:
     set_dumpable(False)
 
 
-class ZygoteDied(Exception):
-    pass
-
-
-@dataclass
-class _Pending:
-    exited: asyncio.Future[ExitInfo]
-
-
-@dataclass
-class _Zygote:
-    process: asyncio.subprocess.Process
-    control: socket.socket
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    layers: dict[str, bool] = field(default_factory=dict)
-    ready: asyncio.Future[dict[str, Any]] | None = None
-    reader: asyncio.Task[None] | None = None
-    alive: bool = True
-    status_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
-
-
 @dataclass
 class _Run:
     id: int
-    zygote: _Zygote
+    zygote: ZygoteClient
     observed: Observed
 
 
@@ -82,36 +58,10 @@ def _refusal(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "kind": kind, "message": message}
 
 
-def _project_root() -> str:
-    return str(Path(reconciler.__file__).resolve().parents[1])
-
-
-def _scrubbed_environment() -> dict[str, str]:
-    """The zygote's whole environment: no DATABASE_URL, no keys, no tokens; only what Python needs."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": _project_root(),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "HOME": "/nonexistent",
-        "LANG": "C.UTF-8",
-        "TZ": "UTC",
-    }
-    for name in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-    ):
-        env[name] = "1"
-    return env
-
-
 class Sandbox:
     def __init__(self, limits: SandboxLimits) -> None:
         self.limits = limits
-        self._zygote: _Zygote | None = None
+        self._zygote: ZygoteClient | None = None
         self._start_lock: asyncio.Lock | None = None
         self._layers: dict[str, bool] = {}
         self._compiled: OrderedDict[str, bytes | PolicyError] = OrderedDict()
@@ -135,16 +85,17 @@ class Sandbox:
             if self._zygote is not None and self._zygote.alive:
                 return
             first = not self._layers
+            begun = time.monotonic()
             self._zygote = await self._spawn_zygote()
             self._layers = dict(self._zygote.layers)
+            _record_start(time.monotonic() - begun, self.layers)
             if first:
                 for name in LAYER_NAMES:
                     if not self._layers.get(name):
                         logger.warning("sandbox isolation layer %r is NOT active on this host", name)
 
-    def _zygote_config(self, control_fd: int) -> dict[str, Any]:
+    def _zygote_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "control_fd": control_fd,
             "memory_mb": self.limits.memory_mb,
             "cpu_seconds": self.limits.cpu_seconds,
             "wall_seconds": self.limits.wall_seconds,
@@ -161,110 +112,8 @@ class Sandbox:
             config["uid"], config["gid"] = entry.pw_uid, entry.pw_gid
         return config
 
-    async def _spawn_zygote(self) -> _Zygote:
-        loop = asyncio.get_running_loop()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        mine.setblocking(False)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",
-                "-s",
-                "-m",
-                "reconciler.sandbox.zygote",
-                json.dumps(self._zygote_config(theirs.fileno())),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                env=_scrubbed_environment(),
-                cwd="/",
-            )
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-        zygote = _Zygote(process=process, control=mine, ready=loop.create_future())
-        zygote.reader = asyncio.create_task(self._read_zygote(zygote))
-        try:
-            ready = await asyncio.wait_for(asyncio.shield(zygote.ready), _READY_TIMEOUT)  # type: ignore[arg-type]
-        except (TimeoutError, ZygoteDied) as exc:
-            await self._discard(zygote)
-            raise RuntimeError(f"the sandbox zygote did not start: {exc!r}") from None
-        zygote.layers = {str(k): bool(v) for k, v in ready.get("layers", {}).items()}
-        return zygote
-
-    async def _read_zygote(self, zygote: _Zygote) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await loop.sock_recv(zygote.control, 65536)
-                if not data:
-                    break
-                self._on_zygote_message(zygote, json.loads(data))
-        except (OSError, ValueError) as exc:
-            logger.error("sandbox zygote control channel failed: %r", exc)
-        finally:
-            zygote.alive = False
-            if zygote.ready is not None and not zygote.ready.done():
-                zygote.ready.set_exception(ZygoteDied("exited before it was ready"))
-            for pending in zygote.pending.values():
-                if not pending.exited.done():
-                    pending.exited.set_exception(ZygoteDied("the sandbox zygote died"))
-                    pending.exited.exception()  # mark retrieved: the run may already have given up
-
-    def _on_zygote_message(self, zygote: _Zygote, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == "ready" and zygote.ready is not None and not zygote.ready.done():
-            zygote.ready.set_result(message)
-            return
-        if kind == "status":
-            waiters, zygote.status_waiters = zygote.status_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(message)
-            return
-        pending = zygote.pending.get(int(message.get("id", -1)))
-        if pending is None:
-            return
-        if kind == "exited" and not pending.exited.done():
-            pending.exited.set_result(
-                ExitInfo(
-                    status=int(message["status"]),
-                    wall_killed=bool(message["wall_killed"]),
-                    cpu=float(message["cpu"]),
-                    duration=float(message["duration"]),
-                )
-            )
-
-    async def _send_control(self, zygote: _Zygote, message: dict[str, Any], fd: int | None = None) -> None:
-        payload = [json.dumps(message).encode()]
-        ancillary = [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-        while True:
-            try:
-                zygote.control.sendmsg(payload, ancillary)
-                return
-            except BlockingIOError:  # the zygote drains continuously; a full buffer is momentary
-                await asyncio.sleep(0.001)
-            except OSError as exc:
-                raise ZygoteDied(f"cannot reach the sandbox zygote: {exc}") from None
-
-    async def _discard(self, zygote: _Zygote) -> None:
-        zygote.alive = False
-        # Stop the reader before closing the socket: the event loop watches descriptor numbers, and a
-        # number closed while still watched is soon reused by a new socketpair, whose reader the stale
-        # registration's removal would then silently drop.
-        if zygote.reader is not None:
-            zygote.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await zygote.reader
-        with contextlib.suppress(OSError):
-            zygote.control.close()
-        if zygote.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                zygote.process.kill()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(zygote.process.wait(), 5)
+    async def _spawn_zygote(self) -> ZygoteClient:
+        return await ZygoteClient.spawn(self._zygote_config())
 
     async def zygote_status(self) -> dict[str, Any]:
         """What the zygote holds right now: ids of running executions, pids of pre-forked children.
@@ -272,22 +121,19 @@ class Sandbox:
         zygote = self._zygote
         if zygote is None or not zygote.alive:
             raise ZygoteDied("no live sandbox zygote")
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        zygote.status_waiters.append(waiter)
-        await self._send_control(zygote, {"op": "status"})
-        return await asyncio.wait_for(waiter, 10)
+        return await zygote.status()
 
     async def interrupt_all(self) -> None:
         for run in list(self._runs.values()):
             run.observed.interrupted = True
             with contextlib.suppress(ZygoteDied):
-                await self._send_control(run.zygote, {"op": "kill", "id": run.id})
+                await run.zygote.kill(run.id)
 
     async def close(self) -> None:
         await self.interrupt_all()
         if self._zygote is not None:
             zygote, self._zygote = self._zygote, None
-            await self._discard(zygote)
+            await zygote.close()
 
     # -- one execution --------------------------------------------------------------------------------
 
@@ -345,20 +191,17 @@ class Sandbox:
         finally:
             del self._runs[run.id]
         if run.observed.zygote_died or run.observed.lost:
-            await self._discard(run.zygote)
+            await run.zygote.close()
         return classify(run.observed, exit_info, self.limits, time.monotonic() - started)
 
     async def _execute(self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None) -> ExitInfo | None:
-        loop = asyncio.get_running_loop()
         zygote = run.zygote
-        pending = _Pending(loop.create_future())
-        zygote.pending[run.id] = pending
         mine, theirs = socket.socketpair()
         conversation: asyncio.Task[None] | None = None
         writer: asyncio.StreamWriter | None = None
         try:
             try:
-                await self._send_control(zygote, {"op": "spawn", "id": run.id}, theirs.fileno())
+                exited = await zygote.spawn_child(run.id, theirs.fileno())
             finally:
                 theirs.close()  # the zygote has its own copy now (or never will)
             reader, writer = await asyncio.open_unix_connection(sock=mine, limit=1 << 16)
@@ -366,7 +209,7 @@ class Sandbox:
             conversation = asyncio.create_task(self._converse(run, reader, writer, broker))
             deadline = self.limits.wall_seconds + _LOST_GRACE
             try:
-                exit_info = await asyncio.wait_for(asyncio.shield(pending.exited), deadline)
+                exit_info = await asyncio.wait_for(asyncio.shield(exited), deadline)
             except TimeoutError:
                 run.observed.lost = True
                 return None
@@ -379,15 +222,15 @@ class Sandbox:
         except asyncio.CancelledError:
             # The caller gave up on this run (shutdown, its own timeout): do not leave the child running.
             with contextlib.suppress(ZygoteDied):
-                await self._send_control(zygote, {"op": "kill", "id": run.id})
+                await zygote.kill(run.id)
             raise
         finally:
-            zygote.pending.pop(run.id, None)
+            zygote.forget(run.id)
             if conversation is not None and not conversation.done():
                 conversation.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await conversation
-            # Close through the transport when there is one (see `_discard` on descriptor reuse).
+            # Close through the transport when there is one (see `ZygoteClient.close` on descriptor reuse).
             if writer is not None:
                 writer.close()
             else:
@@ -444,7 +287,7 @@ class Sandbox:
         except protocol.ProtocolError as exc:
             observed.violation = str(exc)
             with contextlib.suppress(ZygoteDied):
-                await self._send_control(run.zygote, {"op": "kill", "id": run.id})
+                await run.zygote.kill(run.id)
         except (ConnectionError, OSError):
             return  # the child died mid-conversation; its exit status tells the rest
         finally:
@@ -483,3 +326,10 @@ class Sandbox:
             logger.exception("broker call %s failed", method)
             return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
         return {"ok": True, "value": value}
+
+
+def _record_start(seconds: float, layers: dict[str, bool]) -> None:
+    # Imported here, not at the top: the zygote imports this package, and it needs no metrics.
+    from reconciler import metrics
+
+    metrics.sandbox_started(seconds, layers)

@@ -11,9 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from reconciler.db import create_engine
 from reconciler.settings import Settings
-from reconciler.store import Store
+from reconciler.storage.api_store import Store
+from reconciler.storage.db import create_engine
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from reconciler.db import libpq_url
+from reconciler.storage.db import libpq_url
 from tests.api.conftest import deploy_body
 from tests.api.replica import write_execution
 

@@ -9,8 +9,8 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from reconciler.db import DatabaseUnavailable, create_engine
-from reconciler.store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.api_store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.db import DatabaseUnavailable, create_engine
 
 T = TypeVar("T")
 

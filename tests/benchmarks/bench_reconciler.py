@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from reconciler.db import libpq_url  # noqa: E402
 from reconciler.embedded import EmbeddedPostgres  # noqa: E402
-from reconciler.migrate import migrate  # noqa: E402
+from reconciler.storage.db import libpq_url  # noqa: E402
+from reconciler.storage.migrate import migrate  # noqa: E402
 from tests.e2e.harness import Service, service_env  # noqa: E402
 
 TRIVIAL = "RESULT = 1\n"

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from reconciler.crypto import generate_key
-from reconciler.db import libpq_url
+from reconciler.storage.db import libpq_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token"

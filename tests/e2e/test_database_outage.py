@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from reconciler.embedded import EmbeddedPostgres
-from reconciler.migrate import migrate
+from reconciler.storage.migrate import migrate
 from tests.e2e.harness import Service, connect, deploy_sql, free_port, service_env, wait_for
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, Credentials, DecryptionError, generate_key
-from reconciler.exchange.credentials import check_key_ids, load_credentials, rotate
+from reconciler.storage.credentials import check_key_ids, load_credentials, rotate
 from reconciler.tables import strategy_credentials
 from tests.exchange.helpers import add_strategy
 

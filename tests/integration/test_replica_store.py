@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from reconciler.db import create_engine
 from reconciler.outcome import ExecutionOutcome
-from reconciler.replica_store import ReplicaStore
+from reconciler.storage.db import create_engine
+from reconciler.storage.replica_store import ReplicaStore
 
 T = TypeVar("T")
 
@@ -372,8 +372,8 @@ def test_claim_reads_when_the_next_execution_falls_due(database_url: str, pg_con
 
 
 def test_a_pass_that_schedules_tells_the_other_replicas(database_url: str, pg_conn: psycopg.Connection) -> None:
-    from reconciler import queries
-    from reconciler.db import libpq_url
+    from reconciler.storage.db import libpq_url
+    from reconciler.storage.statements import replica as queries
 
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")

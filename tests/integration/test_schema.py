@@ -10,8 +10,8 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
 from alembic import command
-from reconciler.db import sync_url
-from reconciler.migrate import alembic_config, migrate
+from reconciler.storage.db import sync_url
+from reconciler.storage.migrate import alembic_config, migrate
 
 
 def test_alembic_check_finds_no_drift(database_url: str) -> None:
@@ -87,7 +87,7 @@ def test_spec_checks(pg_conn: psycopg.Connection, column: str, value: str, const
 
 
 def test_desired_state_writes_notify(database_url: str, pg_conn: psycopg.Connection) -> None:
-    from reconciler.db import libpq_url
+    from reconciler.storage.db import libpq_url
 
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute("LISTEN strategy_executor")
@@ -116,7 +116,7 @@ def test_replicas_migrating_at_once_take_turns(pg_admin_url: str) -> None:
     import threading
     import uuid
 
-    from reconciler.db import libpq_url
+    from reconciler.storage.db import libpq_url
 
     name = f"se_race_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:

@@ -19,7 +19,7 @@ import pytest
 
 import reconciler
 from reconciler.sandbox import Sandbox
-from reconciler.sandbox.supervisor import _scrubbed_environment
+from reconciler.sandbox.zygote_client import scrubbed_environment
 from tests.sandbox.conftest import PLANTED_SECRET, LoopRunner, leftover_processes
 
 ROOT = Path(reconciler.__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def _run_probe(fake_database: socket.socket, prefix: list[str], uid: int | None,
         capture_output=True,
         text=True,
         timeout=60,
-        env=_scrubbed_environment(),
+        env=scrubbed_environment(),
         cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
@@ -90,7 +90,7 @@ def test_harden_replica_process_makes_it_non_dumpable() -> None:
         "print(before, libc.prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=_scrubbed_environment()
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=scrubbed_environment()
     )
     assert out.stdout.split() == ["1", "0"], out.stderr
 
@@ -162,7 +162,7 @@ def test_zygote_holds_no_tenant_modules(sandbox: Sandbox, loop_runner: LoopRunne
         "'reconciler.settings', 'reconciler.store', 'sqlalchemy', 'psycopg', 'pydantic'))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=_scrubbed_environment()
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, env=scrubbed_environment()
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

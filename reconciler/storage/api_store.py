@@ -1,6 +1,6 @@
 """The storage boundary of the executor API: one method per operation, each one short transaction.
 
-Every driver error leaves here wrapped by `reconciler.db.wrap`, so callers see only `StoreError` or
+Every driver error leaves here wrapped by `reconciler.storage.db.wrap`, so callers see only `StoreError` or
 `DatabaseUnavailable`. Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
 Records are plain dicts keyed by column name; the API turns them into its response models.
 Replicas learn of every desired-state write at once: a trigger (migration 0001) NOTIFYs them.
@@ -21,8 +21,8 @@ import psycopg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reconciler import api_queries as q
-from reconciler.db import DatabaseUnavailable, wrap
+from reconciler.storage.db import DatabaseUnavailable, wrap
+from reconciler.storage.statements import api as q
 from reconciler.tables import TERMINAL_STATUSES
 
 Record = dict[str, Any]

@@ -1,6 +1,6 @@
 """The replica's side of the database: each method is one short transaction over named statements.
 
-Driver errors are wrapped once here (`reconciler.db.wrap`): callers see `DatabaseUnavailable` for a
+Driver errors are wrapped once here (`reconciler.storage.db.wrap`): callers see `DatabaseUnavailable` for a
 lost or refused connection, which the loop retries with backoff, and `StoreError` for anything else.
 """
 
@@ -15,10 +15,10 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reconciler import queries
-from reconciler.db import wrap
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Finalize, NoChange, SetStatus, Spec, Status, decide
+from reconciler.storage.db import wrap
+from reconciler.storage.statements import replica as queries
 
 # Given a strategy's code, the language policy's error message, or None when it compiles.
 CodeChecker = Callable[[str], str | None]

@@ -12,12 +12,12 @@ from alembic.config import Config
 from sqlalchemy import create_engine, pool, text
 
 from alembic import command
-from reconciler.db import sync_url
+from reconciler.storage.db import sync_url
 
 # An arbitrary constant that names "the schema migration" among advisory locks of this database.
 MIGRATION_LOCK = 7_301_946_112
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def alembic_config() -> Config:

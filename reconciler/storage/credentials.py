@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, Credentials, DecryptionError, Sealed
-from reconciler.exchange import queries
+from reconciler.storage.statements import exchange as queries
 
 
 async def load_credentials(engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str) -> Credentials | None:
