@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
+from reconciler.logging_setup import redact_settings
 from reconciler.loop import Replica
 from reconciler.policy import PolicyError, check_code
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
@@ -62,6 +63,7 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
             raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
         if settings.encryption_key is None:
             raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
+    redact_settings(settings)  # from here on, no log line can show the token, the keys or the password
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)

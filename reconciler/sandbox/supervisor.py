@@ -85,8 +85,10 @@ class Sandbox:
             if self._zygote is not None and self._zygote.alive:
                 return
             first = not self._layers
+            begun = time.monotonic()
             self._zygote = await self._spawn_zygote()
             self._layers = dict(self._zygote.layers)
+            _record_start(time.monotonic() - begun, self.layers)
             await self._remove_cgroups(keep_current=True, patience=0)
             if first:
                 for name in layers.inactive(self._layers):
@@ -348,3 +350,10 @@ class Sandbox:
             logger.exception("broker call %s failed", method)
             return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
         return {"ok": True, "value": value}
+
+
+def _record_start(seconds: float, layers: dict[str, bool]) -> None:
+    # Imported here, not at the top: the zygote imports this package, and it needs no metrics.
+    from reconciler import metrics
+
+    metrics.sandbox_started(seconds, layers)
