@@ -34,6 +34,7 @@ from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, SimulatedFeed
+from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
@@ -165,7 +166,7 @@ class BrokerFactory:
                 self._settings, credentials=credentials, http=self._http, retry=self._retry
             )
             # Buckets are per API key: strategies sharing a key share its exchange quota.
-            rate_key = "coindcx:" + (credentials.api_key if credentials else strategy_id)
+            rate_key = "coindcx:" + (api_key_digest(credentials.api_key) if credentials else strategy_id)
             market: PriceFeed = self._live_market
             del credentials  # only the client holds it now, until forget_credentials()
         elif exchange == "paper":
