@@ -268,19 +268,19 @@ export interface components {
             execution_interval: number;
             /**
              * Exchange
-             * @default paper
-             * @enum {string}
+             * @description Where the strategy trades. Absent: 'coindcx' when api_key and api_secret are given (the seed backend's body), 'paper' when neither is. 'coindcx' requires both. 'paper' with both keeps them sealed for a later switch to live. api_key and api_secret come together: one without the other is a 422.
+             * @default null
              */
-            exchange?: "paper" | "coindcx";
+            exchange?: ("paper" | "coindcx") | null;
             /**
              * Api Key
-             * @description Required for exchange 'coindcx'; stored sealed, never returned.
+             * @description The exchange API key, with api_secret (both or neither); stored sealed, never returned. An API key belongs to one user: a key another user's strategy holds is refused with 409.
              * @default null
              */
             api_key?: string | null;
             /**
              * Api Secret
-             * @description Required for exchange 'coindcx'; stored sealed, never returned.
+             * @description The exchange API secret, with api_key (both or neither); stored sealed, never returned.
              * @default null
              */
             api_secret?: string | null;
@@ -290,7 +290,7 @@ export interface components {
              * @default true
              */
             auto_start?: boolean;
-        };
+        } & (unknown & unknown & unknown);
         /** ErrorResponse */
         ErrorResponse: {
             /**
