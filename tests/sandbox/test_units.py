@@ -261,5 +261,4 @@ def test_classify_a_kill_by_the_memory_cgroup_as_memory_exceeded() -> None:
     outcome = classify(Observed(), killed, LIMITS, 0.3)
     assert outcome.status == "memory_exceeded"
     assert outcome.error is not None and "memory limit exceeded" in outcome.error
-    not_killed = ExitInfo(status=signal.SIGKILL, wall_killed=False, cpu=0.2, duration=0.3)
-    assert classify(Observed(), not_killed, LIMITS, 0.3).status == "failed"
+    assert f"{LIMITS.memory_mb} MB" in outcome.error
