@@ -135,8 +135,9 @@ class Dashboard:
 
     def _not_configured(self, request: Request) -> HTMLResponse | None:
         if self.tenant.auth is None:
+            # A page that explains, not a server error: the service is fine, this feature is off.
             return self.problem(
-                request, 503, "Dashboard unavailable", "JWT_SECRET is not set on this server, so nobody can sign in."
+                request, 200, "Dashboard unavailable", "JWT_SECRET is not set on this server, so nobody can sign in."
             )
         return None
 
