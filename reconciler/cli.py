@@ -1,4 +1,4 @@
-"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, token."""
+"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, openapi, token."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from reconciler import cli_client
 from reconciler.settings import SettingsError, load_settings
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print a tenant JWT for a user (for the tenant API and the dashboard)")
     token.add_argument("--user", required=True, help="the user id, the token's 'sub'")
     token.add_argument("--ttl", type=int, default=30 * 86_400, help="seconds until it expires (default: 30 days)")
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document (no server or database needed)")
+    openapi.add_argument("-o", "--output", type=Path, help="write it to this file instead of standard output")
     cli_client.register(commands)
     args = parser.parse_args(argv)
     if getattr(args, "client_command", None) is not None:
@@ -33,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         from reconciler.crypto import generate_key
 
         print(generate_key())
+        return 0
+    if args.command == "openapi":
+        from api.openapi_dump import write_document
+
+        write_document(args.output)
         return 0
 
     try:
