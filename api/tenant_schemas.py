@@ -31,12 +31,21 @@ from api.schemas import (
 MAX_DEPLOYMENTS_PAGE = 200
 
 
+def _title(name: str, _info: object) -> str:
+    """Titles from the Python names ("Execution interval"), not the squashed aliases ("Executioninterval")."""
+    return name.replace("_", " ").capitalize()
+
+
 class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, field_title_generator=_title
+    )
 
 
 class _CamelRequest(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, strict=True, extra="forbid", frozen=True, field_title_generator=_title
+    )
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -79,7 +88,7 @@ class BotStopRequest(_CamelRequest):
 
 
 class DeploymentsQuery(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True, field_title_generator=_title)
 
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_DEPLOYMENTS_PAGE)
     cursor: str | None = Field(None, description="nextCursor of the previous page.")

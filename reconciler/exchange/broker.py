@@ -10,7 +10,8 @@ limits are recorded too. On exit the session drops the credentials and closes wh
 
 Every failure a strategy can cause or see is a `BrokerError(kind, message)`; anything else (a bug, the
 database going away) is logged here and surfaces to the strategy as `BrokerError("internal", ...)`
-without internals, so the sandbox boundary only ever carries BrokerErrors.
+without internals but with a reference to the log line, so the sandbox boundary only ever carries
+BrokerErrors.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reconciler import refusals
 from reconciler.crypto import CredentialCipher, CryptoError
 from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, SimulatedFeed
+from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.exchange.wallet import wallet_value
@@ -44,7 +47,7 @@ from reconciler.storage.statements import exchange as queries
 
 log = logging.getLogger(__name__)
 
-INTERNAL = "internal"
+INTERNAL = refusals.INTERNAL
 PUBLIC_METHODS = frozenset(
     {"get_ticker", "get_markets", "get_markets_details", "get_candles", "get_orderbook", "get_trades"}
 )
@@ -166,7 +169,7 @@ class BrokerFactory:
                 self._settings, credentials=credentials, http=self._http, retry=self._retry
             )
             # Buckets are per API key: strategies sharing a key share its exchange quota.
-            rate_key = "coindcx:" + (credentials.api_key if credentials else strategy_id)
+            rate_key = "coindcx:" + (api_key_digest(credentials.api_key) if credentials else strategy_id)
             market: PriceFeed = self._live_market
             del credentials  # only the client holds it now, until forget_credentials()
         elif exchange == "paper":
@@ -274,9 +277,10 @@ class BrokerSession:
             return result
         except BrokerError:
             raise
-        except Exception:
-            log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
-            raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
+        except Exception as exc:
+            raise refusals.internal_error(
+                method, exc, log, f"strategy {self._strategy_id}", database=isinstance(exc, SQLAlchemyError)
+            ) from None
 
     def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         names = CLIENT_METHODS.get(method)

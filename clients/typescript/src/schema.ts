@@ -319,7 +319,7 @@ export interface components {
         /** BotExecution */
         BotExecution: {
             /**
-             * Executionid
+             * Execution id
              * Format: uuid
              */
             executionId: string;
@@ -334,19 +334,19 @@ export interface components {
              */
             trigger: "schedule" | "manual";
             /**
-             * Scheduledfor
+             * Scheduled for
              * Format: date-time
              */
             scheduledFor: string;
-            /** Startedat */
+            /** Started at */
             startedAt: string | null;
-            /** Finishedat */
+            /** Finished at */
             finishedAt: string | null;
             /** Duration */
             duration: number | null;
             /** Output */
             output: string | null;
-            /** Outputtruncated */
+            /** Output truncated */
             outputTruncated: boolean;
             /**
              * Error
@@ -358,18 +358,18 @@ export interface components {
              * @default null
              */
             result?: unknown;
-            /** Replicaid */
+            /** Replica id */
             replicaId: string;
             /** Generation */
             generation: number;
             /**
-             * Walletvalue
+             * Wallet value
              * @description Paper bots: the wallet's value when the run ended.
              * @default null
              */
             walletValue?: string | null;
             /**
-             * Walletcurrency
+             * Wallet currency
              * @default null
              */
             walletCurrency?: string | null;
@@ -377,20 +377,20 @@ export interface components {
         /** BotOrder */
         BotOrder: {
             /**
-             * Orderid
+             * Order id
              * Format: uuid
              */
             orderId: string;
-            /** Executionid */
+            /** Execution id */
             executionId: string | null;
             /**
              * Exchange
              * @enum {string}
              */
             exchange: "paper" | "coindcx";
-            /** Clientorderid */
+            /** Client order id */
             clientOrderId: string;
-            /** Exchangeorderid */
+            /** Exchange order id */
             exchangeOrderId: string | null;
             /** Market */
             market: string;
@@ -399,35 +399,35 @@ export interface components {
              * @enum {string}
              */
             side: "buy" | "sell";
-            /** Ordertype */
+            /** Order type */
             orderType: string;
-            /** Totalquantity */
+            /** Total quantity */
             totalQuantity: string;
-            /** Priceperunit */
+            /** Price per unit */
             pricePerUnit: string | null;
             /** Status */
             status: string;
             /** Error */
             error: string | null;
             /**
-             * Createdat
+             * Created at
              * Format: date-time
              */
             createdAt: string;
             /**
-             * Updatedat
+             * Updated at
              * Format: date-time
              */
             updatedAt: string;
         };
         /** BotRunRequest */
         BotRunRequest: {
-            /** Runrequestid */
+            /** Run request id */
             runRequestId: number;
-            /** Deploymentid */
+            /** Deployment id */
             deploymentId: string;
             /**
-             * Requestedat
+             * Requested at
              * Format: date-time
              */
             requestedAt: string;
@@ -443,7 +443,7 @@ export interface components {
          */
         BotStartRequest: {
             /**
-             * Deploymentid
+             * Deployment id
              * @default null
              */
             deploymentId?: string | null;
@@ -467,7 +467,7 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             /**
-             * Executioninterval
+             * Execution interval
              * @description Seconds between runs, within the server's bounds.
              * @default null
              */
@@ -479,13 +479,13 @@ export interface components {
              */
             exchange?: ("paper" | "coindcx") | null;
             /**
-             * Apikey
+             * Api key
              * @description For exchange 'coindcx'; stored sealed, never returned.
              * @default null
              */
             apiKey?: string | null;
             /**
-             * Apisecret
+             * Api secret
              * @description For exchange 'coindcx'; stored sealed, never returned.
              * @default null
              */
@@ -493,7 +493,7 @@ export interface components {
         };
         /** BotStopRequest */
         BotStopRequest: {
-            /** Deploymentid */
+            /** Deployment id */
             deploymentId: string;
         };
         /**
@@ -534,19 +534,19 @@ export interface components {
             execution_interval: number;
             /**
              * Exchange
-             * @default paper
-             * @enum {string}
+             * @description Where the strategy trades. Absent: 'coindcx' when api_key and api_secret are given (the seed backend's body), 'paper' when neither is. 'coindcx' requires both. 'paper' with both keeps them sealed for a later switch to live. api_key and api_secret come together: one without the other is a 422.
+             * @default null
              */
-            exchange?: "paper" | "coindcx";
+            exchange?: ("paper" | "coindcx") | null;
             /**
              * Api Key
-             * @description Required for exchange 'coindcx'; stored sealed, never returned.
+             * @description The exchange API key, with api_secret (both or neither); stored sealed, never returned. An API key belongs to one user: a key another user's strategy holds is refused with 409.
              * @default null
              */
             api_key?: string | null;
             /**
              * Api Secret
-             * @description Required for exchange 'coindcx'; stored sealed, never returned.
+             * @description The exchange API secret, with api_key (both or neither); stored sealed, never returned.
              * @default null
              */
             api_secret?: string | null;
@@ -556,13 +556,13 @@ export interface components {
              * @default true
              */
             auto_start?: boolean;
-        };
+        } & (unknown & unknown & unknown);
         /**
          * Deployment
          * @description A bot with its status and statistics.
          */
         Deployment: {
-            /** Deploymentid */
+            /** Deployment id */
             deploymentId: string;
             /** Name */
             name: string;
@@ -571,10 +571,10 @@ export interface components {
              * @enum {string}
              */
             status: "pending" | "running" | "stopped" | "error" | "deleting";
-            /** Statusreason */
+            /** Status reason */
             statusReason: string | null;
             /**
-             * Desiredstate
+             * Desired state
              * @enum {string}
              */
             desiredState: "running" | "stopped";
@@ -583,50 +583,50 @@ export interface components {
              * @enum {string}
              */
             exchange: "paper" | "coindcx";
-            /** Hascredentials */
+            /** Has credentials */
             hasCredentials: boolean;
-            /** Executioninterval */
+            /** Execution interval */
             executionInterval: number;
-            /** Nextexecutionat */
+            /** Next execution at */
             nextExecutionAt: string | null;
-            /** Executioncount */
+            /** Execution count */
             executionCount: number;
-            /** Successfulexecutions */
+            /** Successful executions */
             successfulExecutions: number;
-            /** Failedexecutions */
+            /** Failed executions */
             failedExecutions: number;
-            /** Missedexecutions */
+            /** Missed executions */
             missedExecutions: number;
             /**
-             * Avgexecutiontime
+             * Avg execution time
              * @description Seconds, over every execution.
              */
             avgExecutionTime: number | null;
             /**
-             * Lastexecutionduration
+             * Last execution duration
              * @description Seconds.
              */
             lastExecutionDuration: number | null;
-            /** Lastexecutionat */
+            /** Last execution at */
             lastExecutionAt: string | null;
-            /** Lasterror */
+            /** Last error */
             lastError: string | null;
             /** Generation */
             generation: number;
-            /** Observedgeneration */
+            /** Observed generation */
             observedGeneration: number;
             /**
-             * Createdat
+             * Created at
              * Format: date-time
              */
             createdAt: string;
             /**
-             * Updatedat
+             * Updated at
              * Format: date-time
              */
             updatedAt: string;
             /**
-             * Recentexecutions
+             * Recent executions
              * @description The last executions, newest first (in lists: times and outcomes).
              */
             recentExecutions?: components["schemas"]["ExecutionPoint"][];
@@ -637,7 +637,7 @@ export interface components {
          *     wallet of a paper bot (null for a live one, whose balances are on the exchange).
          */
         DeploymentDetail: {
-            /** Deploymentid */
+            /** Deployment id */
             deploymentId: string;
             /** Name */
             name: string;
@@ -646,10 +646,10 @@ export interface components {
              * @enum {string}
              */
             status: "pending" | "running" | "stopped" | "error" | "deleting";
-            /** Statusreason */
+            /** Status reason */
             statusReason: string | null;
             /**
-             * Desiredstate
+             * Desired state
              * @enum {string}
              */
             desiredState: "running" | "stopped";
@@ -658,49 +658,49 @@ export interface components {
              * @enum {string}
              */
             exchange: "paper" | "coindcx";
-            /** Hascredentials */
+            /** Has credentials */
             hasCredentials: boolean;
-            /** Executioninterval */
+            /** Execution interval */
             executionInterval: number;
-            /** Nextexecutionat */
+            /** Next execution at */
             nextExecutionAt: string | null;
-            /** Executioncount */
+            /** Execution count */
             executionCount: number;
-            /** Successfulexecutions */
+            /** Successful executions */
             successfulExecutions: number;
-            /** Failedexecutions */
+            /** Failed executions */
             failedExecutions: number;
-            /** Missedexecutions */
+            /** Missed executions */
             missedExecutions: number;
             /**
-             * Avgexecutiontime
+             * Avg execution time
              * @description Seconds, over every execution.
              */
             avgExecutionTime: number | null;
             /**
-             * Lastexecutionduration
+             * Last execution duration
              * @description Seconds.
              */
             lastExecutionDuration: number | null;
-            /** Lastexecutionat */
+            /** Last execution at */
             lastExecutionAt: string | null;
-            /** Lasterror */
+            /** Last error */
             lastError: string | null;
             /** Generation */
             generation: number;
-            /** Observedgeneration */
+            /** Observed generation */
             observedGeneration: number;
             /**
-             * Createdat
+             * Created at
              * Format: date-time
              */
             createdAt: string;
             /**
-             * Updatedat
+             * Updated at
              * Format: date-time
              */
             updatedAt: string;
-            /** Recentexecutions */
+            /** Recent executions */
             recentExecutions?: components["schemas"]["BotExecution"][];
             /** Code */
             code: string;
@@ -713,15 +713,16 @@ export interface components {
              * @description The STATE dict the bot persisted between runs.
              */
             state: unknown;
-            /** Recentorders */
+            /** Recent orders */
             recentOrders: components["schemas"]["BotOrder"][];
+            /** Wallet */
             wallet: components["schemas"]["Wallet"] | null;
         };
         /** DeploymentList */
         DeploymentList: {
             /** Items */
             items: components["schemas"]["Deployment"][];
-            /** Nextcursor */
+            /** Next cursor */
             nextCursor: string | null;
         };
         /** ErrorResponse */
@@ -803,7 +804,7 @@ export interface components {
          */
         ExecutionPoint: {
             /**
-             * Executionid
+             * Execution id
              * Format: uuid
              */
             executionId: string;
@@ -813,11 +814,11 @@ export interface components {
              */
             status: "running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted";
             /**
-             * Scheduledfor
+             * Scheduled for
              * Format: date-time
              */
             scheduledFor: string;
-            /** Finishedat */
+            /** Finished at */
             finishedAt: string | null;
             /** Duration */
             duration: number | null;
@@ -1234,7 +1235,7 @@ export interface components {
             starting: boolean;
             /** Balances */
             balances: components["schemas"]["WalletBalance"][];
-            /** Valuehistory */
+            /** Value history */
             valueHistory: components["schemas"]["WalletPoint"][];
         };
         /** WalletBalance */
@@ -1243,7 +1244,7 @@ export interface components {
             currency: string;
             /** Balance */
             balance: string;
-            /** Lockedbalance */
+            /** Locked balance */
             lockedBalance: string;
         };
         /** WalletPoint */
@@ -1258,7 +1259,7 @@ export interface components {
             /** Currency */
             currency: string;
             /**
-             * Executionid
+             * Execution id
              * Format: uuid
              */
             executionId: string;
