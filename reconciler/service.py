@@ -203,7 +203,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_stop_signal, stop, replica, settings.shutdown_grace_seconds)
 
     server = None
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
@@ -235,6 +235,21 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         await engine.dispose()
         if api_engine is not None:
             await api_engine.dispose()
+
+
+def _on_stop_signal(stop: asyncio.Event, replica: Replica, grace: float) -> None:
+    """The first Ctrl-C (or SIGTERM) drains and says for how long; the second stops the executions now."""
+    if not stop.is_set():
+        stop.set()
+        log.warning(
+            "stopping: %d running executions may take up to %.0f s to finish (SHUTDOWN_GRACE_SECONDS);"
+            " press Ctrl-C again to stop them now (they are recorded interrupted)",
+            replica.health.in_flight,
+            grace,
+        )
+    elif not replica.force_stop.is_set():
+        log.warning("stopping now: interrupting the running executions")
+        replica.force_stop.set()
 
 
 def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
