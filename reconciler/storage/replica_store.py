@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -54,6 +54,7 @@ class Claimed:
 class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
     lost: list[UUID]  # executions of dead replicas this heartbeat recorded as lost
+    lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,9 @@ class ReplicaStore:
             found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
             if renew:
                 await conn.execute(queries.RENEW_LEASES, params)
-            lost = list((await conn.execute(queries.MARK_LOST)).scalars().all()) if mark_lost else []
-            return Heartbeat(registered=found, lost=lost)
+            rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
+            lost = {row.execution_id: row.strategy_id for row in rows}
+            return Heartbeat(registered=found, lost=list(lost), lost_strategies=lost)
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 
