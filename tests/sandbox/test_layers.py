@@ -7,10 +7,12 @@ must stay out of reach. The cross-tenant items (two concurrent children) are in 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +273,59 @@ def test_layers_property_reports_every_layer(sandbox: Sandbox, loop_runner: Loop
     assert all(layers[name] for name in names), layers
     assert layers["cgroup_memory"] is (IS_ROOT and host.find_memory_cgroup() is not None)
     assert loop_runner.run(leftover_processes(sandbox)) == []
+
+
+def _processes_with_uids(first: int, count: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and first <= int(line.split()[1]) < first + count:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="uids of their own need a root replica")
+def test_through_the_real_sandbox_nothing_of_a_run_remains(loop_runner: LoopRunner) -> None:
+    """Runs through a real Sandbox; afterwards only the pre-forked spare holds one of the replica's
+    uids, and its slot's cgroup; once the sandbox closes, no process and no cgroup of it remains."""
+    from reconciler.outcome import ExecutionRequest
+    from tests.sandbox.conftest import TEST_LIMITS
+
+    box = Sandbox(TEST_LIMITS)
+    code = "import time\ntime.sleep(0.2)\nRESULT = sum(range(10))\n"
+
+    async def scenario() -> tuple[list[Any], list[int], list[int]]:
+        await box.start()
+        outcomes = await asyncio.gather(*(box.run(ExecutionRequest(f"e{i}", f"s{i}", code)) for i in range(4)))
+        for _ in range(100):  # the spare is replaced right after a run takes it
+            warm = (await box.zygote_status())["warm"]
+            if warm:
+                break
+            await asyncio.sleep(0.02)
+        return list(outcomes), warm, await leftover_processes(box)
+
+    assert box._zygote is None
+    outcomes, warm, leftovers = loop_runner.run(scenario())
+    assert [outcome.status for outcome in outcomes] == ["succeeded"] * 4
+    assert leftovers == []
+    assert box._uids is not None
+    first, count = box._uids.first, box._uids.count
+    assert sorted(_processes_with_uids(first, count)) == sorted(warm)
+    cgroups = list(box._cgroups)
+    assert len(cgroups) == (1 if box.layers["cgroup_memory"] else 0)
+    for cgroup in cgroups:  # the slot cgroups hold the spare alone (pids as the host sees them)
+        procs = [int(pid) for slot in cgroup.path.glob("slot-*") for pid in (slot / "cgroup.procs").read_text().split()]
+        assert sorted(procs) == sorted(warm)
+    loop_runner.run(box.close())
+    for _ in range(100):
+        if not _processes_with_uids(first, count):
+            break
+        time.sleep(0.02)
+    assert _processes_with_uids(first, count) == []
+    assert all(not cgroup.path.exists() for cgroup in cgroups)
