@@ -125,7 +125,7 @@ class CompilePool:
             keep = False
             try:
                 answer, data = await asyncio.wait_for(worker.ask(mode, source), self.limits.wall_seconds)
-                keep = True
+                keep = not answer.get("exiting")
             except TimeoutError:
                 raise PolicyError(too_long_message(self.limits.cpu_seconds)) from None
             except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
