@@ -14,6 +14,7 @@ from api.auth import BearerAuthMiddleware
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
 from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
+from api.webhooks import SealSecret, WebhookApi
 from reconciler import __version__, metrics
 from reconciler.policy import check_code as policy_check
 from reconciler.settings import Settings
@@ -30,9 +31,11 @@ def create_app(
     check_code: Callable[[str], None] = policy_check,
     # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
     replica: LocalReplica | None = None,
+    # (webhook_id, secret) -> (key_id, ciphertext); None: webhooks cannot be registered.
+    seal_webhook_secret: SealSecret | None = None,
 ) -> Starlette:
     api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code, replica=replica)
-    endpoints = api.endpoints()
+    endpoints = api.endpoints() + WebhookApi(store, seal_secret=seal_webhook_secret).endpoints()
     document: dict[str, object] = {}
 
     async def openapi(request: Request) -> Response:

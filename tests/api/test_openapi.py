@@ -23,6 +23,11 @@ ROUTES = {
     ("get", "/strategies/{strategy_id}/balances"),
     ("get", "/executions/{execution_id}"),
     ("get", "/openapi.json"),
+    ("post", "/webhooks"),
+    ("get", "/webhooks"),
+    ("get", "/webhooks/{webhook_id}"),
+    ("delete", "/webhooks/{webhook_id}"),
+    ("get", "/webhooks/{webhook_id}/deliveries"),
 }
 
 
