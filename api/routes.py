@@ -48,6 +48,7 @@ from api.schemas import (
     StrategySummary,
     field_errors,
 )
+from reconciler.exchange.keys import api_key_digest
 from reconciler.policy import PolicyError
 from reconciler.settings import Settings
 from reconciler.storage.api_store import SealedCredentials, Store, StrategyConflict, StrategySpec
@@ -209,7 +210,7 @@ class ExecutorApi:
             code=deploy.code,
             config=deploy.config,
             execution_interval=deploy.execution_interval,
-            exchange=deploy.exchange,
+            exchange=deploy.trades_on,
             desired_state="running" if deploy.auto_start else "stopped",
             risk=deploy.risk.model_dump(exclude_none=True) if deploy.risk is not None else {},
         )
@@ -226,23 +227,26 @@ class ExecutorApi:
         return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
 
     def _check_credentials(self, deploy: DeployRequest) -> tuple[str, str] | None:
+        """The credentials to seal, by the rule in schemas.EXCHANGE_RULE, or a 422 saying what is missing."""
         given = [name for name in ("api_key", "api_secret") if getattr(deploy, name) is not None]
-        if deploy.exchange == "paper":
-            if given:
-                raise RequestInvalid(
-                    [FieldError(field=name, reason="only used with exchange 'coindcx'") for name in given]
-                )
-            return None
-        if deploy.api_key is None or deploy.api_secret is None:
-            missing = [name for name in ("api_key", "api_secret") if name not in given]
+        if deploy.trades_on == "coindcx" and len(given) < 2:
             raise RequestInvalid(
-                [FieldError(field=name, reason="required with exchange 'coindcx'") for name in missing]
+                [
+                    FieldError(field=name, reason="required with exchange 'coindcx'")
+                    for name in ("api_key", "api_secret")
+                    if name not in given
+                ]
             )
+        if len(given) == 1:
+            other = "api_secret" if given[0] == "api_key" else "api_key"
+            raise RequestInvalid([FieldError(field=other, reason=f"required with {given[0]}: both or neither")])
+        if deploy.api_key is None or deploy.api_secret is None:
+            return None
         if self.seal_credentials is None:
             raise RequestInvalid.one(
                 "exchange",
                 "this server cannot store exchange credentials (no ENCRYPTION_KEY is configured); "
-                "deploy with exchange 'paper'",
+                "deploy with exchange 'paper' and no api_key or api_secret",
             )
         return deploy.api_key.get_secret_value(), deploy.api_secret.get_secret_value()
 
@@ -264,7 +268,7 @@ class ExecutorApi:
             # Only the type: a message could quote what was being sealed.
             log.error("sealing credentials failed: %s", type(exc).__name__)
             raise ApiError(503, "credentials_unavailable", "the credentials could not be sealed") from None
-        return SealedCredentials(key_id=key_id, ciphertext=ciphertext)
+        return SealedCredentials(key_id=key_id, ciphertext=ciphertext, api_key_digest=api_key_digest(credentials[0]))
 
     async def start(self, request: Request) -> Response:
         return await self._set_desired_state(request, "running")

@@ -1,4 +1,4 @@
-"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys."""
+"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, openapi."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from reconciler import cli_client
 from reconciler.settings import SettingsError, load_settings
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="upgrade the database schema and exit")
     commands.add_parser("generate-key", help="print a new ENCRYPTION_KEY")
     commands.add_parser("rotate-keys", help="re-encrypt every stored credential with the first ENCRYPTION_KEY")
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document (no server or database needed)")
+    openapi.add_argument("-o", "--output", type=Path, help="write it to this file instead of standard output")
     cli_client.register(commands)
     args = parser.parse_args(argv)
     if getattr(args, "client_command", None) is not None:
@@ -30,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         from reconciler.crypto import generate_key
 
         print(generate_key())
+        return 0
+    if args.command == "openapi":
+        from api.openapi_dump import write_document
+
+        write_document(args.output)
         return 0
 
     try:

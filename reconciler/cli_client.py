@@ -114,7 +114,7 @@ def register(commands: Any) -> None:
 
     listing = add("list", _list, "list strategies, newest first")
     listing.add_argument("--user", help="only this user's strategies")
-    listing.add_argument("--status", choices=["pending", "running", "stopped", "error", "deleting"])
+    listing.add_argument("--status", choices=["pending", "running", "stopped", "error", "deleting", "halted"])
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     add("status", _status, "a strategy's status and statistics").add_argument("strategy_id", metavar="ID")

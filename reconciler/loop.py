@@ -30,6 +30,8 @@ import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler import __version__
+from reconciler.logging_setup import bind as bind_log_context
+from reconciler.metrics import ReplicaMetrics
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
 from reconciler.settings import Settings
 from reconciler.storage.db import DatabaseUnavailable, StoreError, libpq_url, retrying
@@ -97,6 +99,7 @@ class Replica:
         self.store = ReplicaStore(engine, replica_id=self.replica_id, lease_seconds=settings.lease_seconds)
         self.slots = settings.max_concurrent_strategies
         self.health = ReplicaHealth(replica_id=self.replica_id)
+        self.metrics = ReplicaMetrics(self.replica_id, self.slots)
         # Every execution task, from its claim until its outcome is recorded.
         self._tasks: set[asyncio.Task[None]] = set()
         # How many of them still have a sandboxed process: those occupy the slots.
@@ -127,6 +130,7 @@ class Replica:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then drain. Never returns early because of the database."""
+        bind_log_context(replica=self.replica_id)  # every line of this task and the tasks it starts
         self.health.layers = dict(self.sandbox.layers)
         await self._with_db(
             lambda: self.store.register(
@@ -199,6 +203,7 @@ class Replica:
         # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
         requests, self._requests_pending = self._requests_pending, False
         claimed = await self.store.claim(free, requests=requests)
+        self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
             self._start(claim)
         if sum(1 for claim in claimed.claims if claim.trigger == "manual") == free:
@@ -215,12 +220,13 @@ class Replica:
         return max(0.0, min(wait, idle))
 
     async def _reconcile(self) -> None:
-        while True:
-            report = await self.store.reconcile(self.check_code)
-            if report.updated or report.finalized:
-                log.debug("reconciled %s", report)
-            if report.examined < 200 or not (report.updated or report.finalized):
-                break
+        with self.metrics.reconcile_pass():
+            while True:
+                report = await self.store.reconcile(self.check_code)
+                if report.updated or report.finalized:
+                    log.debug("reconciled %s", report)
+                if report.examined < 200 or not (report.updated or report.finalized):
+                    break
         self._last_reconcile = time.monotonic()
         wait = report.seconds_until_resume
         # A little after the database says, so the pass finds `resume_at <= now()` true; a resume
@@ -243,16 +249,22 @@ class Replica:
         task.add_done_callback(self._tasks.discard)
         self._running += 1
         self.health.in_flight = self._running
+        self.metrics.busy(self._running)
 
     async def _execute(self, claim: Claim) -> None:
+        # This task's own context: every line logged while this execution runs names it.
+        bind_log_context(strategy_id=claim.strategy_id, execution_id=claim.execution_id)
         try:
             try:
                 outcome = await self._run_sandboxed(claim)
+                self.metrics.finished(outcome.status, outcome.duration)
+                log.debug("execution %s: %s in %.3fs", claim.execution_id, outcome.status, outcome.duration or 0.0)
             finally:
                 # The sandboxed process is gone: its slot takes the next claim while the outcome is
                 # recorded. The strategy itself stays claimed (running_execution_id) until then.
                 self._running -= 1
                 self.health.in_flight = self._running
+                self.metrics.busy(self._running)
                 self._wake.set()
             recorded: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
             self._outcomes.put_nowait((claim.execution_id, outcome, recorded))
@@ -358,6 +370,7 @@ class Replica:
                     )
                 self._db_ok()
                 if beat.lost:
+                    self.metrics.lost(len(beat.lost))
                     log.warning("marked %d executions lost: %s", len(beat.lost), [str(e) for e in beat.lost])
                     self._requests_pending = True
                     self._wake.set()
@@ -415,12 +428,14 @@ class Replica:
     # --- health -------------------------------------------------------------------------------
 
     def _db_ok(self) -> None:
+        self.metrics.database(up=True)
         if not self.health.database_ok:
             log.info("database reachable")
             self._connected_since = time.monotonic()
         self.health.database_ok = True
 
     def _db_down(self, exc: Exception) -> None:
+        self.metrics.database(up=False)
         if self.health.database_ok or self._connected_since is None:
             log.warning("database unavailable, retrying: %s", exc)
         self.health.database_ok = False

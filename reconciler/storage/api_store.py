@@ -34,6 +34,11 @@ class StrategyConflict(Exception):
     """A deploy that cannot replace the existing strategy; the message says why."""
 
 
+class KeyHeldByAnotherUser(StrategyConflict):
+    """The exchange API key is held by another user's strategy. The message never says whose: one
+    tenant must not learn another's key use, nor drain its rate limit by deploying its public key."""
+
+
 @dataclass(frozen=True, slots=True)
 class StrategySpec:
     """What a deploy writes: the whole desired state of one strategy."""
@@ -53,6 +58,8 @@ class StrategySpec:
 class SealedCredentials:
     key_id: str
     ciphertext: bytes
+    # SHA-256 of the API key: an exchange key belongs to one user (see KeyHeldByAnotherUser).
+    api_key_digest: str | None = None
 
     def __repr__(self) -> str:
         return f"SealedCredentials(key_id={self.key_id!r}, ciphertext=<{len(self.ciphertext)} bytes>)"
@@ -125,7 +132,17 @@ class Store:
             if credentials is None:
                 await conn.execute(q.delete_credentials(spec.strategy_id))
             else:
-                await conn.execute(q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext))
+                digest = credentials.api_key_digest
+                if digest is not None:
+                    await conn.execute(q.lock_api_key(digest))
+                    if (await conn.execute(q.api_key_held_by_another_user(digest, spec.user_id))).scalar_one():
+                        raise KeyHeldByAnotherUser(
+                            "this exchange API key is already used by another user's strategy; an API key"
+                            " belongs to one user"
+                        )
+                await conn.execute(
+                    q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext, digest)
+                )
             strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
         return Deployed(strategy=dict(strategy), created=bool(row.created))
 

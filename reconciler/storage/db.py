@@ -22,6 +22,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from reconciler import metrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -76,6 +78,7 @@ def is_disconnect(exc: BaseException) -> bool:
 def wrap(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
+    metrics.database_error("unavailable" if is_disconnect(exc) else "error")
     if is_disconnect(exc):
         return DatabaseUnavailable(f"database unavailable: {_first_line(exc)}")
     return StoreError(_first_line(exc))
@@ -98,11 +101,12 @@ async def retrying(
     Only `DatabaseUnavailable` is retried: each attempt is a whole transaction, so a retry never
     sees half of an earlier attempt. Other errors propagate at once.
     """
+    log_retry = before_sleep_log(log, logging.WARNING)
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(DatabaseUnavailable),
         wait=wait_exponential_jitter(initial=0.1, max=5.0),
         stop=stop_after_delay(give_up_after),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=lambda state: (metrics.database_retry(what), log_retry(state)),
         reraise=True,
     ):
         with attempt:

@@ -130,12 +130,34 @@ def select_owner(strategy_id: str) -> Select[Any]:
     return select(s.c.user_id, s.c.delete_requested_at).where(s.c.strategy_id == strategy_id)
 
 
-def upsert_credentials(strategy_id: str, key_id: str, sealed: bytes) -> Insert:
-    stmt = pg_insert(strategy_credentials).values(strategy_id=strategy_id, key_id=key_id, credentials=sealed)
+def upsert_credentials(strategy_id: str, key_id: str, sealed: bytes, api_key_digest: str | None = None) -> Insert:
+    stmt = pg_insert(strategy_credentials).values(
+        strategy_id=strategy_id, key_id=key_id, credentials=sealed, api_key_digest=api_key_digest
+    )
     return stmt.on_conflict_do_update(
         index_elements=[strategy_credentials.c.strategy_id],
-        set_={"key_id": stmt.excluded.key_id, "credentials": stmt.excluded.credentials, "updated_at": func.now()},
+        set_={
+            "key_id": stmt.excluded.key_id,
+            "credentials": stmt.excluded.credentials,
+            "api_key_digest": stmt.excluded.api_key_digest,
+            "updated_at": func.now(),
+        },
     )
+
+
+def lock_api_key(api_key_digest: str) -> Select[Any]:
+    """Serialise deploys of one exchange API key until commit, so two users cannot both claim it at once."""
+    return select(func.pg_advisory_xact_lock(func.hashtextextended(literal("api-key:") + api_key_digest, 0)))
+
+
+def api_key_held_by_another_user(api_key_digest: str, user_id: str) -> Select[Any]:
+    """Whether a strategy of a user other than `user_id` holds this API key (never which one)."""
+    held = (
+        select(literal(1))
+        .select_from(strategy_credentials.join(s, s.c.strategy_id == strategy_credentials.c.strategy_id))
+        .where(strategy_credentials.c.api_key_digest == api_key_digest, s.c.user_id != user_id)
+    )
+    return select(exists(held))
 
 
 def delete_credentials(strategy_id: str) -> Delete:

@@ -1,7 +1,7 @@
 """Risk limits, the equity series, halts, and webhook alerts with a delivery outbox.
 
-Revision ID: 0004_risk
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-27
 
 New nullable columns and new tables only: nothing is rewritten, and each ALTER takes a brief lock.
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004_risk"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
