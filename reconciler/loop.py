@@ -102,6 +102,8 @@ class Replica:
         self.metrics = ReplicaMetrics(self.replica_id, self.slots)
         # Every execution task, from its claim until its outcome is recorded.
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by a second Ctrl-C (or SIGTERM) during the drain: stop waiting for the grace period.
+        self.force_stop = asyncio.Event()
         # How many of them still have a sandboxed process: those occupy the slots.
         self._running = 0
         # Whether a run request may be waiting: skips the run-request claim when none can be.
@@ -341,9 +343,16 @@ class Replica:
             return
         grace = self.settings.shutdown_grace_seconds
         log.info("draining %d executions (grace %.0fs)", len(self._tasks), grace)
-        _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+        finished = asyncio.ensure_future(asyncio.wait(list(self._tasks), timeout=grace))
+        forced = asyncio.ensure_future(self.force_stop.wait())
+        await asyncio.wait({finished, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not finished.done():
+            finished.cancel()
+        pending = {task for task in self._tasks if not task.done()}
         if pending:
-            log.warning("grace period over: interrupting %d executions", len(pending))
+            why = "stopping now" if self.force_stop.is_set() else "grace period over"
+            log.warning("%s: interrupting %d executions", why, len(pending))
             await self.sandbox.interrupt_all()
             await asyncio.wait(pending, timeout=max(self.settings.lease_seconds, 10.0))
 

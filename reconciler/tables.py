@@ -216,6 +216,10 @@ executions = Table(
     Column("output_truncated", Boolean, nullable=False, server_default=text("false")),
     Column("error", Text),
     Column("result", JSONB),
+    # A paper strategy's whole wallet (balances and held funds) valued at the feed's prices when
+    # the run ended, in `wallet_currency`: the points of its value-over-time chart. NULL otherwise.
+    Column("wallet_value", Numeric),
+    Column("wallet_currency", Text),
     CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger_known"),
     CheckConstraint(_one_of("status", EXECUTION_STATUSES), name="status_known"),
     CheckConstraint(f"(status = '{IN_FLIGHT}') = (finished_at IS NULL)", name="finished_iff_terminal"),
@@ -361,29 +365,7 @@ paper_orders = Table(
 
 
 # --- risk and alerts ----------------------------------------------------------------------------
-# Written by replicas (equity, deliveries) and by the API (webhooks, which are desired state).
-
-equity_snapshots = Table(
-    "equity_snapshots",
-    metadata,
-    Column("snapshot_id", BigInteger, Identity(), primary_key=True),
-    Column(
-        "strategy_id",
-        Text,
-        ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    Column("execution_id", UUID(as_uuid=True), ForeignKey("executions.execution_id", ondelete="SET NULL")),
-    # The service's own measure (never the strategy's word): the wallet valued at the feed's prices
-    # (paper) or the exchange balances valued at its tickers (live), in `currency`.
-    Column("equity", Numeric, nullable=False),
-    Column("currency", Text, nullable=False),
-    # Currencies held that no market could value (left out of `equity`, named so nobody is misled).
-    Column("unpriced", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
-    Column("measured_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
-    Index("ix_equity_snapshots_strategy_recent", "strategy_id", text("measured_at DESC")),
-    Index(None, "execution_id"),
-)
+# Written by the API (webhooks, which are desired state) and by replicas (deliveries, attempts).
 
 ALERT_EVENTS = (
     "halted",

@@ -10,7 +10,8 @@ limits are recorded too. On exit the session drops the credentials and closes wh
 
 Every failure a strategy can cause or see is a `BrokerError(kind, message)`; anything else (a bug, the
 database going away) is logged here and surfaces to the strategy as `BrokerError("internal", ...)`
-without internals, so the sandbox boundary only ever carries BrokerErrors.
+without internals but with a reference to the log line, so the sandbox boundary only ever carries
+BrokerErrors.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reconciler import refusals
 from reconciler.crypto import CredentialCipher, CryptoError
 from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
@@ -47,7 +49,7 @@ from reconciler.storage.statements import risk as risk_queries
 
 log = logging.getLogger(__name__)
 
-INTERNAL = "internal"
+INTERNAL = refusals.INTERNAL
 PUBLIC_METHODS = frozenset(
     {"get_ticker", "get_markets", "get_markets_details", "get_candles", "get_orderbook", "get_trades"}
 )
@@ -267,6 +269,10 @@ class BrokerSession:
         self._setup_error = setup_error
         self.orders_sent = 0
 
+    @property
+    def execution_id(self) -> uuid.UUID:
+        return self._execution_id
+
     def __repr__(self) -> str:
         return f"BrokerSession(strategy_id={self._strategy_id!r}, exchange={self._exchange!r})"
 
@@ -286,9 +292,10 @@ class BrokerSession:
             return result
         except BrokerError:
             raise
-        except Exception:
-            log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
-            raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
+        except Exception as exc:
+            raise refusals.internal_error(
+                method, exc, log, f"strategy {self._strategy_id}", database=isinstance(exc, SQLAlchemyError)
+            ) from None
 
     def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         names = CLIENT_METHODS.get(method)

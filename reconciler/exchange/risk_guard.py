@@ -49,7 +49,8 @@ class RiskGuard:
         self._execution_id = execution_id
         self._market = market
         self._holdings = holdings
-        # Paper: every execution adds a point to the equity series (the chart), limits or not.
+        # Paper: every execution adds a point to the equity series (executions.wallet_value, the
+        # dashboard's chart), limits or not; live: only when a limit needs the measure.
         self._record_series = record_series
         self._loaded = False
         self.limits = risk.RiskLimits()
@@ -107,15 +108,9 @@ class RiskGuard:
                 return
             valued = await self._value(None)
             async with self._engine.begin() as conn:
+                # The one equity series: stored with the execution, charted by the dashboard.
                 await conn.execute(
-                    queries.INSERT_EQUITY_SNAPSHOT,
-                    {
-                        "strategy_id": self._strategy_id,
-                        "execution_id": self._execution_id,
-                        "equity": valued.value,
-                        "currency": valued.currency,
-                        "unpriced": list(valued.unpriced),
-                    },
+                    exchange_queries.record_wallet_value(self._execution_id, valued.value, valued.currency)
                 )
             if self.limits.measures_equity and self.breach is None and not self._was_halted:
                 breach = await self._observe(valued)

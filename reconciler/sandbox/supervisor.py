@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import refusals
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.policy import PolicyError, compile_strategy
 from reconciler.sandbox import protocol
@@ -54,8 +55,8 @@ class _Run:
     observed: Observed
 
 
-def _refusal(kind: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "kind": kind, "message": message}
+def _refusal(error: BrokerError) -> dict[str, Any]:
+    return {"ok": False, "kind": error.kind, "message": error.message}
 
 
 class Sandbox:
@@ -260,8 +261,8 @@ class Sandbox:
                 if calling is not None and calling in done:
                     try:
                         reply = calling.result()
-                    except (asyncio.CancelledError, Exception):  # _broker_call handles the rest
-                        reply = _refusal("internal", "the call failed inside the service")
+                    except (asyncio.CancelledError, Exception) as exc:  # _broker_call handles the rest
+                        reply = _refusal(refusals.internal_error("client call", exc, logger, "sandbox"))
                     calling = None
                     writer.write(protocol.encode(reply))
                     await writer.drain()
@@ -300,31 +301,31 @@ class Sandbox:
     async def _broker_call(self, message: dict[str, Any], broker: BrokerCall | None, calls: int) -> dict[str, Any]:
         method, params = message.get("method"), message.get("params")
         if not isinstance(method, str) or method not in CLIENT_METHODS:
-            return {"ok": False, "kind": "invalid", "message": f"unknown client method {str(method)[:60]!r}"}
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, f"unknown client method {str(method)[:60]!r}"))
         if not isinstance(params, dict) or not set(params) <= set(CLIENT_METHODS[method]):
-            return {"ok": False, "kind": "invalid", "message": f"invalid parameters for {method}"}
+            names = ", ".join(CLIENT_METHODS[method]) or "none"
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, f"{method}: invalid parameters; it takes {names}"))
         if calls > MAX_CLIENT_CALLS:
-            return _refusal("limit", f"more than {MAX_CLIENT_CALLS} client calls in one run")
+            message = f"{method}: more than {MAX_CLIENT_CALLS} client calls in one run; make fewer calls per run"
+            return _refusal(BrokerError(refusals.LIMIT_REFUSED, message))
         if broker is None:
-            return _refusal("unavailable", "no exchange client is configured for this run")
+            message = f"{method}: no exchange client is configured for this run"
+            return _refusal(BrokerError(refusals.UNAVAILABLE, message))
         try:
             params, changed = clean_json(params)
         except RecursionError:
             changed = True
         if changed:  # the broker records parameters (client_order_id, ...) in the database
-            return _refusal("invalid", f"{method}: parameters contain NUL characters or unpaired surrogates")
+            message = f"{method}: parameters contain NUL characters or unpaired surrogates"
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, message))
         try:
             value = await broker(method, params)
             json.dumps(value, allow_nan=False)
         except BrokerError as exc:
-            return {"ok": False, "kind": exc.kind, "message": exc.message}
-        except (TypeError, ValueError):
-            logger.exception("broker returned a value that is not JSON for %s", method)
-            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
-        except Exception:
+            return _refusal(exc)
+        except Exception as exc:
             # Never forward the text of an unexpected exception: it may carry the replica's secrets.
-            logger.exception("broker call %s failed", method)
-            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
+            return _refusal(refusals.internal_error(method, exc, logger, "sandbox broker call"))
         return {"ok": True, "value": value}
 
 

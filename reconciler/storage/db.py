@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from reconciler import metrics
+from reconciler.storage import jsonb
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def create_engine(
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={"application_name": application_name, "connect_timeout": 5},
+        json_serializer=jsonb.dumps,  # a float stays a float through jsonb (1.5e300 is not an int)
     )
 
 

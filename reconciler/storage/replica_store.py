@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Finalize, NoChange, SetStatus, Spec, Status, decide
+from reconciler.storage import jsonb
 from reconciler.storage.db import wrap
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import replica as queries
@@ -216,8 +217,8 @@ class ReplicaStore:
             "outputs": [_no_nul(o.output) for _, o in outcomes],
             "truncated": [o.output_truncated for _, o in outcomes],
             "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],
-            "results": [None if o.result is None else json.dumps(o.result) for _, o in outcomes],
-            "states": [None if o.state is None else json.dumps(o.state) for _, o in outcomes],
+            "results": [None if o.result is None else jsonb.dumps(o.result) for _, o in outcomes],
+            "states": [None if o.state is None else jsonb.dumps(o.state) for _, o in outcomes],
         }
 
         async def work(conn: AsyncConnection) -> dict[UUID, Completion]:

@@ -28,6 +28,12 @@ ROUTES = {
     ("get", "/webhooks/{webhook_id}"),
     ("delete", "/webhooks/{webhook_id}"),
     ("get", "/webhooks/{webhook_id}/deliveries"),
+    ("post", "/api/bot/start"),
+    ("post", "/api/bot/stop"),
+    ("get", "/api/bot/deployments"),
+    ("get", "/api/bot/deployments/{deployment_id}"),
+    ("delete", "/api/bot/deployments/{deployment_id}"),
+    ("post", "/api/bot/deployments/{deployment_id}/run"),
 }
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, generate_key
@@ -20,7 +23,7 @@ from reconciler.exchange.feed import SimulatedFeed
 from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome
 from reconciler.settings import Settings
 from reconciler.storage.replica_store import ReplicaStore
-from tests.exchange.helpers import add_execution
+from reconciler.tables import executions
 
 START = {"BTCUSDT": 60_000.0}
 
@@ -94,13 +97,31 @@ async def execution(
     config: dict[str, Any] | None = None,
 ) -> list[str]:
     """One execution that places the given quantities of BTC as market buys; what each call answered."""
-    execution_id = await add_execution(engine, strategy_id)
+    execution_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        # In flight while its broker session is open, as a claimed execution is.
+        await conn.execute(
+            insert(executions).values(
+                execution_id=execution_id,
+                strategy_id=strategy_id,
+                trigger="manual",
+                scheduled_for=datetime.now(UTC),
+                generation=1,
+                replica_id="test",
+            )
+        )
     answers = []
     async with factory.session(
-        strategy_id=strategy_id, execution_id=execution_id, exchange="paper", config=config or {}
+        strategy_id=strategy_id, execution_id=str(execution_id), exchange="paper", config=config or {}
     ) as call:
         for quantity in orders:
             answers.append(await buy(call, quantity))
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(executions)
+            .where(executions.c.execution_id == execution_id)
+            .values(status="succeeded", finished_at=func.now())
+        )
     return answers
 
 
@@ -164,7 +185,7 @@ def test_a_losing_strategy_is_halted_within_the_execution_that_crosses_its_daily
     assert paper_orders == 4
     # The equity series: one point per execution, measured by the service.
     snapshots = pg_conn.execute(
-        "SELECT equity, currency FROM equity_snapshots WHERE strategy_id = 'loser' ORDER BY measured_at"
+        "SELECT wallet_value, wallet_currency FROM executions WHERE strategy_id = 'loser' ORDER BY claimed_at"
     ).fetchall()
     assert len(snapshots) == 3 and {c for _, c in snapshots} == {"USDT"}
     assert snapshots[0][0] > snapshots[1][0] > snapshots[2][0]

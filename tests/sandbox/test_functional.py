@@ -179,14 +179,14 @@ RESULT = order
         ("cancel_order", {"id": "o-1"}),
     ]
     assert outcome.output == (
-        "not_found no such order\nTypeError get_ticker() got an unexpected keyword argument 'bogus'\ninvalid\n"
+        "not_found no such order\nTypeError get_ticker() got an unexpected keyword argument 'bogus'\ninvalid_request\n"
     )
 
 
 def test_without_a_broker_client_calls_raise_exchange_error(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
     outcome = run(loop_runner, sandbox, "client.get_balances()\n")
     assert outcome.status == "failed"
-    assert "ExchangeError: no exchange client is configured for this run" in (outcome.error or "")
+    assert "ExchangeError: get_balances: no exchange client is configured for this run" in (outcome.error or "")
 
 
 def test_request_state_that_is_not_json_fails_before_forking(loop_runner: LoopRunner, sandbox: Sandbox) -> None:
@@ -262,7 +262,7 @@ def test_zygote_death_fails_the_run_and_restarts_transparently(loop_runner: Loop
 
     died, after, first_pid, second_pid = loop_runner.run(scenario())
     assert died.status == "failed"
-    assert "sandbox process died" in (died.error or "")
+    assert "sandbox process stopped during this run" in (died.error or "")
     assert after.status == "succeeded" and after.result == "fine", after
     assert second_pid != first_pid
 

@@ -19,6 +19,10 @@ LIMITS = SandboxLimits(cpu_seconds=1, wall_seconds=2.0, output_bytes=100, result
 CLEAN_EXIT = ExitInfo(status=0, wall_killed=False, cpu=0.01, duration=0.01)
 
 
+def _exited(code: int) -> ExitInfo:
+    return ExitInfo(status=code << 8, wall_killed=False, cpu=0.0, duration=0.1)  # raw wait status of exit(code)
+
+
 def _killed(sig: int, cpu: float = 0.0, wall: bool = False) -> ExitInfo:
     return ExitInfo(status=sig, wall_killed=wall, cpu=cpu, duration=1.0)  # raw wait status of a signal death
 
@@ -59,9 +63,14 @@ def test_classify_success_with_output_cap_marker() -> None:
         (_killed(signal.SIGXCPU), "timed_out", "CPU time limit"),
         (_killed(signal.SIGKILL, cpu=1.2), "timed_out", "CPU time limit"),
         (_killed(signal.SIGKILL, wall=True), "timed_out", "wall-clock"),
-        (_killed(signal.SIGSEGV), "failed", "SIGSEGV"),
-        (_killed(signal.SIGKILL), "failed", "SIGKILL"),
-        (ExitInfo(status=70 << 8, wall_killed=False, cpu=0.0, duration=0.1), "failed", "exit code 70"),
+        (_killed(signal.SIGSEGV), "failed", "crashed (SIGSEGV: a memory fault in native code"),
+        (_killed(signal.SIGKILL), "memory_exceeded", "out-of-memory killer"),
+        (_killed(signal.SIGSYS), "failed", "system call the sandbox does not allow"),
+        (_exited(protocol.EXIT_OUT_OF_MEMORY), "memory_exceeded", "did not fit in the memory limit of 100 MB"),
+        (_exited(protocol.EXIT_REPORT_FAILED), "failed", "its report could not be sent; this is a fault of"),
+        (_exited(protocol.EXIT_NOT_CONFINED), "failed", "the sandbox could not be set up for this run"),
+        (_exited(protocol.EXIT_NO_REQUEST), "failed", "did not receive its code"),
+        (_exited(3), "failed", "ended without a report (exit status 3); this is a fault of the service"),
     ],
 )
 def test_classify_from_exit_status_when_there_is_no_report(exit_info: ExitInfo, status: str, fragment: str) -> None:
@@ -89,7 +98,7 @@ def test_classify_interrupted_and_lost() -> None:
     assert classify(Observed(interrupted=True), _killed(signal.SIGKILL), LIMITS, 0.2).status == "interrupted"
     assert classify(Observed(zygote_died=True), None, LIMITS, 0.2).status == "failed"
     assert classify(Observed(lost=True), None, LIMITS, 12.0).duration == 12.0
-    assert "protocol" in (classify(Observed(violation="x"), CLEAN_EXIT, LIMITS, 0.1).error or "")
+    assert "cannot read (x)" in (classify(Observed(violation="x"), CLEAN_EXIT, LIMITS, 0.1).error or "")
 
 
 def test_protocol_refuses_oversized_and_malformed_frames() -> None:

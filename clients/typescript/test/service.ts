@@ -91,7 +91,9 @@ export class Service {
     });
     while (Date.now() < deadline) {
       if (exitCode !== undefined) {
-        throw new Error(`strategy-executor serve exited (${exitCode}):\n${service.log().slice(-3000)}`);
+        const log = service.log();
+        await service.stop();
+        throw new Error(`strategy-executor serve exited (${exitCode}):\n${log.slice(-3000)}`);
       }
       try {
         const response = await fetch(`${service.baseUrl}/health`, { signal: AbortSignal.timeout(2000) });
@@ -101,12 +103,35 @@ export class Service {
       }
       await new Promise((wake) => setTimeout(wake, 250));
     }
+    const log = service.log();
     await service.stop();
-    throw new Error(`the service was not healthy within ${readyWithinMs} ms:\n${service.log().slice(-3000)}`);
+    throw new Error(`the service was not healthy within ${readyWithinMs} ms:\n${log.slice(-3000)}`);
   }
 
   log(): string {
     return existsSync(this.logPath) ? readFileSync(this.logPath, "utf8") : "";
+  }
+
+  /**
+   * A service that stopped cleanly has stopped its embedded PostgreSQL; one that crashed or was
+   * killed may have left it running in our data directory: shut that server down (SIGQUIT, its
+   * immediate shutdown), bounded in time.
+   */
+  private async stopOrphanedPostgres(): Promise<void> {
+    const pidFile = join(this.root, "data", "pgdata", "postmaster.pid");
+    if (!existsSync(pidFile)) return;
+    const pid = Number.parseInt(readFileSync(pidFile, "utf8").split("\n")[0] ?? "", 10);
+    if (!Number.isInteger(pid) || pid <= 0) return;
+    // Only that very server: a stale pid file's number may belong to another process by now.
+    const cmdline = `/proc/${pid}/cmdline`;
+    if (!existsSync(cmdline) || !readFileSync(cmdline, "utf8").includes(this.root)) return;
+    try {
+      process.kill(pid, "SIGQUIT");
+    } catch {
+      return; // not running
+    }
+    const deadline = Date.now() + 15_000;
+    while (existsSync(pidFile) && Date.now() < deadline) await new Promise((wake) => setTimeout(wake, 100));
   }
 
   /** SIGTERM (the service drains and stops its embedded PostgreSQL), SIGKILL if it does not end. */
@@ -117,6 +142,7 @@ export class Service {
       await this.exited;
       clearTimeout(timer);
     }
+    await this.stopOrphanedPostgres();
     if (!process.env.KEEP_SERVICE_DIR) rmSync(this.root, { recursive: true, force: true });
   }
 }

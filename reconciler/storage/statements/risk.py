@@ -28,13 +28,6 @@ SAVE_EQUITY_STATE = text(
     """
 )
 
-INSERT_EQUITY_SNAPSHOT = text(
-    """
-    INSERT INTO equity_snapshots (strategy_id, execution_id, equity, currency, unpriced)
-    VALUES (:strategy_id, :execution_id, :equity, :currency, CAST(:unpriced AS text[]))
-    """
-)
-
 # A halt is actual state: the status row, never the spec. Only a running strategy is halted (one
 # stopped or being deleted meanwhile stays as the person left it); the schedule is cleared, so no
 # claim takes it, and `resume_at` says when a pause lifts (NULL: a person must start it again).

@@ -1,7 +1,7 @@
-"""Risk limits, the equity series, halts, and webhook alerts with a delivery outbox.
+"""Risk limits, halts, and webhook alerts with a delivery outbox.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-27
 
 New nullable columns and new tables only: nothing is rewritten, and each ALTER takes a brief lock.
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -55,37 +55,6 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("status = 'halted'"),
     )
-
-    op.create_table(
-        "equity_snapshots",
-        sa.Column("snapshot_id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("strategy_id", sa.Text(), nullable=False),
-        sa.Column("execution_id", sa.UUID(), nullable=True),
-        sa.Column("equity", sa.Numeric(), nullable=False),
-        sa.Column("currency", sa.Text(), nullable=False),
-        sa.Column("unpriced", postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]"), nullable=False),
-        sa.Column("measured_at", postgresql.TIMESTAMP(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["execution_id"],
-            ["executions.execution_id"],
-            name="fk_equity_snapshots_execution_id_executions",
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["strategy_id"],
-            ["strategies.strategy_id"],
-            name="fk_equity_snapshots_strategy_id_strategies",
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("snapshot_id", name="pk_equity_snapshots"),
-    )
-    op.create_index(
-        "ix_equity_snapshots_strategy_recent",
-        "equity_snapshots",
-        ["strategy_id", sa.text("measured_at DESC")],
-        unique=False,
-    )
-    op.create_index("ix_equity_snapshots_execution_id", "equity_snapshots", ["execution_id"], unique=False)
 
     op.create_table(
         "webhooks",
@@ -163,7 +132,6 @@ def downgrade() -> None:
     op.drop_table("alert_attempts")
     op.drop_table("alert_deliveries")
     op.drop_table("webhooks")
-    op.drop_table("equity_snapshots")
     op.drop_index("ix_strategy_status_resume", table_name="strategy_status")
     op.drop_constraint(op.f("ck_strategy_status_halted_iff_halted_at"), "strategy_status", type_="check")
     op.execute("UPDATE strategy_status SET status = 'stopped' WHERE status = 'halted'")
