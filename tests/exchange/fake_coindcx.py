@@ -151,7 +151,7 @@ def _route(state: FakeState, path: str, body: dict[str, Any]) -> Response:
                     "high": "61000",
                     "low": "59000",
                     "volume": "123.4",
-                    "last_price": f"{state.btc_price:.2f}",
+                    "last_price": str(state.btc_price),
                     "bid": "59990",
                     "ask": "60010",
                     "timestamp": int(time.time()),
