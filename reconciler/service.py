@@ -185,12 +185,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     # mem) unreadable to same-uid processes, in case the sandbox ever runs as our own uid.
     harden_replica_process()
     sandbox = Sandbox(SandboxLimits.from_settings(settings))
-    await sandbox.start()
-    for layer, active in sandbox.layers.items():
-        # A user namespace is only how a non-root replica gets its network namespace, which is
-        # reported on its own; as root it is never needed.
-        if not active and layer != "user_namespace":
-            log.warning("sandbox layer %r is NOT active on this host", layer)
+    await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await retrying(lambda: check_key_ids(engine, cipher), what="check encryption keys")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -56,6 +56,7 @@ class Claimed:
 class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
     lost: list[UUID]  # executions of dead replicas this heartbeat recorded as lost
+    lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,8 @@ class ReplicaStore:
                     conn, row.strategy_id, "execution_lost", {"execution_id": str(row.execution_id), "error": row.error}
                 )
             await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
-            return Heartbeat(registered=found, lost=[row.execution_id for row in rows])
+            lost = {row.execution_id: row.strategy_id for row in rows}
+            return Heartbeat(registered=found, lost=list(lost), lost_strategies=lost)
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 

@@ -342,7 +342,7 @@ MARK_LOST = text(
         updated_at = now()
     FROM lost l
     WHERE st.strategy_id = l.strategy_id
-    RETURNING l.execution_id, st.strategy_id, st.consecutive_failures, l.error
+    RETURNING l.execution_id, l.strategy_id, st.consecutive_failures, l.error
     """
 )
 
