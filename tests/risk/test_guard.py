@@ -28,6 +28,10 @@ from reconciler.tables import executions
 START = {"BTCUSDT": 60_000.0}
 
 
+async def compiles(code: str) -> str | None:
+    return None
+
+
 class MovableFeed(SimulatedFeed):
     """The simulated market's shapes, at prices the test sets (a falling market on demand)."""
 
@@ -237,10 +241,10 @@ def test_drawdown_is_measured_from_a_peak_reached_mid_way_and_the_pause_ends_on_
         engine = create_engine(database_url, pool_size=2)
         store = ReplicaStore(engine, replica_id="r1", lease_seconds=30)
         try:
-            early = await store.reconcile(lambda code: None)
+            early = await store.reconcile(compiles)
             assert early.seconds_until_resume is not None
             await asyncio.sleep(max(early.seconds_until_resume, 0) + 0.1)
-            await store.reconcile(lambda code: None)
+            await store.reconcile(compiles)
         finally:
             await engine.dispose()
 
@@ -289,7 +293,7 @@ def test_three_failures_in_a_row_halt_the_strategy(database_url: str, pg_conn: p
         try:
             await store.register(hostname="h", pid=1, slots=1, version="t", layers={})
             for outcome in (failed, ExecutionOutcome(status="succeeded", duration=0.01), failed, failed, failed):
-                await store.reconcile(lambda code: None)
+                await store.reconcile(compiles)
                 claims = []
                 for _ in range(50):
                     claims = (await store.claim(1)).claims
@@ -299,7 +303,7 @@ def test_three_failures_in_a_row_halt_the_strategy(database_url: str, pg_conn: p
                 assert claims, "nothing became due"
                 await store.complete(claims[0].execution_id, outcome)
                 seen.append(status_of(pg_conn, "crashy")["status"])
-            await store.reconcile(lambda code: None)
+            await store.reconcile(compiles)
             return seen
         finally:
             await engine.dispose()
