@@ -205,7 +205,11 @@ describe("executor API", () => {
     assert.match(stdout, /failed_executions: 0,/);
 
     // A policy violation takes the example's ExecutorValidationError branch.
-    const broken = compileExample(readmeExample().replace('code: "RESULT = 1"', 'code: "import os"'), service.baseUrl);
+    const broken = compileExample(
+      readmeExample().replace('code: "RESULT = 1"', 'code: "import os"'),
+      service.baseUrl,
+      "broken",
+    );
     assert.deepEqual(broken.errors, []);
     const refused = await promisify(execFile)(process.execPath, [broken.module], {
       env: { ...process.env, EXECUTOR_API_TOKEN: service.token },
