@@ -18,7 +18,6 @@ from pathlib import Path
 
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
@@ -29,9 +28,11 @@ from reconciler.policy import PolicyError, check_code
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.api_store import Store
 from reconciler.storage.credentials import check_key_ids, rotate
-from reconciler.storage.db import create_engine, retrying
+from reconciler.storage.db import Database, SessionLimits, create_engine
 from reconciler.storage.migrate import migrate
+from reconciler.storage.outage import wait_for_database
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
             raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
     redact_settings(settings)  # from here on, no log line can show the token, the keys or the password
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
+    if embedded is None:
+        # A database that is not up yet (a container starting beside us, a restart) is waited for,
+        # with one log line a minute; a URL that cannot be right stops start-up with one line.
+        wait_for_database(url, log)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
 
@@ -128,6 +133,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         pool_size=settings.db_pool_size,
         pre_ping=False,
         application_name="strategy-executor replica",
+        limits=SessionLimits.for_replica(settings.lease_seconds),
     )
     api_engine = None
     # This process holds decrypted credentials while executions run: make its /proc files (environ,
@@ -142,11 +148,11 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
             log.warning("sandbox layer %r is NOT active on this host", layer)
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
-    await retrying(lambda: check_key_ids(engine, cipher), what="check encryption keys")
+    await check_key_ids(engine, cipher)
     brokers = BrokerFactory(settings, engine, cipher)
     replica = Replica(
         settings,
-        engine,
+        Database(engine),
         sandbox,
         check_code=policy_verdict,
         brokers=brokers,
@@ -160,10 +166,8 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     server = None
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
     if with_api:
-        api_engine = create_engine(
-            runtime.database_url, pool_size=settings.db_pool_size, application_name="strategy-executor api"
-        )
-        server = _api_server(settings, api_engine, cipher, replica)
+        api_engine = Store.engine_for(runtime.database_url, pool_size=settings.db_pool_size)
+        server = _api_server(settings, Store(api_engine), cipher, replica)
     elif settings.worker_health_port is not None:
         from reconciler.health import health_app
 
@@ -189,15 +193,14 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
             await api_engine.dispose()
 
 
-def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
+def _api_server(settings: Settings, store: Store, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
     from api.app import create_app
-    from reconciler.storage.api_store import Store
 
     def seal(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
         sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)
         return sealed.key_id, sealed.ciphertext
 
-    app = create_app(settings, Store(engine), seal_credentials=seal, check_code=check_code, replica=replica.health)
+    app = create_app(settings, store, seal_credentials=seal, check_code=check_code, replica=replica.health)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     return _Server(config)
 

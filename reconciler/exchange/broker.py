@@ -25,7 +25,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, CryptoError
@@ -38,7 +37,9 @@ from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
-from reconciler.storage.statements import exchange as queries
+from reconciler.storage.db import StoreError
+from reconciler.storage.fence import Fence, Fenced
+from reconciler.storage.orders import DuplicateOrder, Orders
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class BrokerFactory:
     ) -> None:
         self._settings = settings
         self._engine = engine
+        self._orders = Orders(engine)
         self._cipher = cipher
         self._retry = retry
         self._owns_http = http is None
@@ -123,13 +125,21 @@ class BrokerFactory:
         self._limiter = limiter or RateLimiter()
 
     def session(
-        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+        self,
+        *,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        config: dict[str, Any],
+        fence: Fence | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]:
-        return self._session(strategy_id, execution_id, exchange, config)
+        """`fence`: the execution's fencing token; every order is recorded (and so sent) only while it
+        holds. None only outside a claimed execution (tests of the broker itself)."""
+        return self._session(strategy_id, execution_id, exchange, config, fence)
 
     @asynccontextmanager
     async def _session(
-        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any], fence: Fence | None
     ) -> AsyncIterator[BrokerCall]:
         setup_error: BrokerError | None = None
         try:
@@ -153,7 +163,7 @@ class BrokerFactory:
                     errors.CREDENTIALS,
                     "this strategy's CoinDCX credentials cannot be decrypted; ask the operator",
                 )
-            except SQLAlchemyError:
+            except StoreError:
                 # The run goes on (it may not trade at all); its signed calls say what went wrong.
                 log.exception("strategy %s: could not load credentials", strategy_id)
                 setup_error = setup_error or BrokerError(
@@ -179,7 +189,8 @@ class BrokerFactory:
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
         session = BrokerSession(
-            engine=self._engine,
+            orders=self._orders,
+            fence=fence,
             strategy_id=strategy_id,
             execution_id=execution_id,
             exchange=exchange,
@@ -209,7 +220,8 @@ class BrokerSession:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        orders: Orders,
+        fence: Fence | None,
         strategy_id: str,
         execution_id: str,
         exchange: str,
@@ -220,7 +232,8 @@ class BrokerSession:
         rate_key: str,
         setup_error: BrokerError | None,
     ) -> None:
-        self._engine = engine
+        self._orders = orders
+        self._fence = fence
         self._strategy_id = strategy_id
         self._execution_id = uuid.UUID(str(execution_id))
         self._exchange = exchange
@@ -249,8 +262,8 @@ class BrokerSession:
             if method in _ORDER_ANSWERS:
                 await self._mirror_status(result if isinstance(result, list) else [result])
             return result
-        except BrokerError:
-            raise
+        except (BrokerError, Fenced):
+            raise  # Fenced: the replica kills the execution, nothing more of it is sent
         except Exception:
             log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
             raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
@@ -383,33 +396,27 @@ class BrokerSession:
         return None
 
     async def _record(self, values: dict[str, Any], client_order_id: str) -> uuid.UUID:
-        async with self._engine.begin() as conn:
-            order_id = (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
-        if order_id is None:
+        """Record the request before anything is sent; raises Fenced when the execution lost its lease."""
+        try:
+            return await self._orders.record(values, self._fence)
+        except DuplicateOrder:
             raise BrokerError(
                 errors.INVALID,
                 f"create_order: client_order_id {client_order_id!r} was already used by this strategy",
-            )
-        return order_id
+            ) from None
 
     async def _update(self, order_id: uuid.UUID, values: dict[str, Any]) -> None:
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(queries.update_order(order_id, values))
-        except SQLAlchemyError:
+            await self._orders.update(order_id, values)
+        except StoreError:
             # The order's fate must reach the strategy even if the audit update failed; log it loudly.
             log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
 
     async def _mirror_status(self, answered: list[Any]) -> None:
         known = [o for o in answered if isinstance(o, dict) and o.get("id") is not None and o.get("status")]
-        if not known:
-            return
-        async with self._engine.begin() as conn:
-            for order in known:
-                statement = queries.update_order_by_exchange_id(
-                    self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
-                )
-                await conn.execute(statement)
+        if known:
+            rows = [(str(o["id"]), str(o["status"]), _jsonable(o)) for o in known]
+            await self._orders.mirror_status(self._strategy_id, rows)
 
 
 def _plain(number: Decimal) -> str:

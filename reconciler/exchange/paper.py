@@ -397,7 +397,7 @@ class PaperExchange:
             raise ExchangeError(errors.NOT_FOUND, "Order not found")
         return row
 
-    def _order(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def _order(self, row: Mapping[Any, Any]) -> dict[str, Any]:
         """A paper order in CoinDCX's Order shape."""
         return {
             "id": str(row["paper_order_id"]),

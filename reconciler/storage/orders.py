@@ -1,0 +1,62 @@
+"""The exchange layer's audit trail of orders: recorded before they are sent, under the fencing check.
+
+The broker never talks to the database itself: it asks this store to record an order request
+(`record`), which refuses with `Fenced` when the execution lost its lease, and to record the
+exchange's answer (`update`, `mirror_status`). The answers are recorded whatever the lease says: an
+order that was sent is a fact, and its record must say what became of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from reconciler.storage.db import Database
+from reconciler.storage.fence import Fence, Fenced
+from reconciler.storage.statements import exchange as queries
+
+
+class DuplicateOrder(Exception):
+    """The strategy already used this client_order_id."""
+
+
+class Orders:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = Database(engine)
+
+    async def record(self, values: Mapping[str, Any], fence: Fence | None) -> uuid.UUID:
+        """Insert one order request; its id. Raises `Fenced` when `fence` no longer holds (nothing is
+        recorded, and the caller must send nothing) and `DuplicateOrder` for a reused client_order_id.
+        `fence` is None only outside an execution (the broker's own tests)."""
+
+        async def work(conn: AsyncConnection) -> uuid.UUID | None:
+            if fence is None:
+                return (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
+            order_id = (await conn.execute(queries.insert_fenced_order(values, fence))).scalar_one_or_none()
+            if order_id is None and not (await conn.execute(queries.select_fence_holds(fence))).scalar_one():
+                raise Fenced(fence, "order")
+            return order_id
+
+        order_id = await self._db.run(work)
+        if order_id is None:
+            raise DuplicateOrder(str(values.get("client_order_id")))
+        return order_id
+
+    async def update(self, order_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(queries.update_order(order_id, values))
+
+        await self._db.run(work)
+
+    async def mirror_status(self, strategy_id: str, answered: list[tuple[str, str, Any]]) -> None:
+        """Copy (exchange order id, status, answer) the exchange reported into the matching records."""
+
+        async def work(conn: AsyncConnection) -> None:
+            for exchange_order_id, status, response in answered:
+                statement = queries.update_order_by_exchange_id(strategy_id, exchange_order_id, status, response)
+                await conn.execute(statement)
+
+        await self._db.run(work)
