@@ -312,10 +312,12 @@ class Order(_Response):
     exchange: Exchange
     client_order_id: str
     exchange_order_id: str | None
-    market: str
-    side: Literal["buy", "sell"]
-    order_type: str
-    total_quantity: Decimal = Field(description="A decimal number, as a string.")
+    market: str | None = Field(description="Null only for a request refused as malformed; see request.")
+    side: Literal["buy", "sell"] | None = Field(description="Null only for a request refused as malformed.")
+    order_type: str | None = Field(description="Null only for a request refused as malformed.")
+    total_quantity: Decimal | None = Field(
+        description="A decimal number, as a string; null only for a request refused as malformed."
+    )
     price_per_unit: Decimal | None
     status: str
     error: str | None

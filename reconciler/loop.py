@@ -34,6 +34,8 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from reconciler import __version__
+from reconciler.logging_setup import bind as bind_log_context
+from reconciler.metrics import ReplicaMetrics
 from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.reconcile import decide
 from reconciler.settings import Settings
@@ -121,6 +123,7 @@ class Replica:
         self.listener = Listener(database_url)
         self.slots = settings.max_concurrent_strategies
         self.health = ReplicaHealth(replica_id=self.replica_id)
+        self.metrics = ReplicaMetrics(self.replica_id, self.slots)
         self.outage = Outage(log)
         # Every execution, from its claim until its outcome is recorded or it is fenced off.
         self._flights: dict[UUID, _Flight] = {}
@@ -145,6 +148,7 @@ class Replica:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then drain. Never returns early because of the database."""
+        bind_log_context(replica=self.replica_id)  # every line of this task and the tasks it starts
         self.health.layers = dict(self.sandbox.layers)
         await self._with_db(self._register, stop)
         self.health.running = True
@@ -218,6 +222,7 @@ class Replica:
         requests, self._requests_pending = self._requests_pending, False
         before = time.monotonic()
         claimed = await self.store.claim(free, requests=requests)
+        self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
             self._start(claim, lease_until=before + self.settings.lease_seconds)
         if sum(1 for claim in claimed.claims if claim.trigger == "manual") == free:
@@ -234,12 +239,13 @@ class Replica:
         return max(0.0, min(wait, idle))
 
     async def _reconcile(self) -> None:
-        while True:
-            report = await self.store.reconcile(decide, self.check_code)
-            if report.updated or report.finalized:
-                log.debug("reconciled %s", report)
-            if report.examined < 200 or not (report.updated or report.finalized):
-                break
+        with self.metrics.reconcile_pass():
+            while True:
+                report = await self.store.reconcile(decide, self.check_code)
+                if report.updated or report.finalized:
+                    log.debug("reconciled %s", report)
+                if report.examined < 200 or not (report.updated or report.finalized):
+                    break
         self._last_reconcile = time.monotonic()
 
     # --- executions ---------------------------------------------------------------------------
@@ -257,6 +263,7 @@ class Replica:
         task.add_done_callback(self._tasks.discard)
         self._running += 1
         self.health.in_flight = self._running
+        self.metrics.busy(self._running)
 
     def _fence(self, flight: _Flight, why: str) -> None:
         """Fence an execution off: kill its process (if it still has one); nothing more of it is sent
@@ -272,14 +279,20 @@ class Replica:
 
     async def _execute(self, flight: _Flight) -> None:
         claim = flight.claim
+        # This task's own context: every line logged while this execution runs names it.
+        bind_log_context(strategy_id=claim.strategy_id, execution_id=claim.execution_id)
         try:
             try:
                 outcome = await self._run_sandboxed(flight)
+                if outcome is not None:
+                    self.metrics.finished(outcome.status, outcome.duration)
+                    log.debug("execution %s: %s in %.3fs", claim.execution_id, outcome.status, outcome.duration or 0.0)
             finally:
                 # The sandboxed process is gone: its slot takes the next claim while the outcome is
                 # recorded. The strategy itself stays claimed (running_execution_id) until then.
                 self._running -= 1
                 self.health.in_flight = self._running
+                self.metrics.busy(self._running)
                 self._wake.set()
             if outcome is None or flight.fenced is not None:
                 return  # fenced off: whoever sees its lease expired records it lost
@@ -444,6 +457,7 @@ class Replica:
                     else:
                         self._fence(flight, "its lease was not renewed (expired, or marked lost)")
                 if beat.lost:
+                    self.metrics.lost(len(beat.lost))
                     log.warning("marked %d executions lost: %s", len(beat.lost), [str(e) for e in beat.lost])
                     self._requests_pending = True
                     self._wake.set()
@@ -503,10 +517,12 @@ class Replica:
     # --- health -------------------------------------------------------------------------------
 
     def _db_ok(self) -> None:
+        self.metrics.database(up=True)
         self.outage.succeeded()
         self.health.database_ok = True
 
     def _db_down(self, exc: Exception) -> None:
+        self.metrics.database(up=False)
         self.outage.failed(exc)
         self.health.database_ok = False
         self.health.last_error = str(exc)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -109,10 +111,11 @@ DATABASE_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+for _kind in ("unavailable", "error"):
+    DATABASE_ERRORS.labels(_kind).inc(0)  # both series exist from the start: rate() reads 0, not "no data"
 DATABASE_RETRIES = Counter(
     f"{PREFIX}_database_retries",
-    "Database operations retried after a transient error, by operation",
-    ["operation"],
+    "Database operations retried after a transient error (each retry counts once)",
     registry=REGISTRY,
 )
 SANDBOX_START = Histogram(
@@ -128,6 +131,16 @@ SANDBOX_LAYER = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemin",
 )
+
+
+class ClaimTimes(Protocol):
+    # Read-only (properties), so frozen dataclasses such as the replica's Claim match it.
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def scheduled_for(self) -> datetime: ...
+    @property
+    def claimed_at(self) -> datetime: ...
 
 
 class ReplicaMetrics:
@@ -149,11 +162,12 @@ class ReplicaMetrics:
             # Present from the start, so a rate() over a fresh replica is 0, not "no data".
             EXECUTIONS.labels(replica_id, outcome).inc(0)
 
-    def claimed(self, claimed: int, lags: list[float]) -> None:
-        """One claim statement took `claimed` executions; `lags` of the scheduled ones, in seconds."""
-        self._claims.observe(claimed)
-        for lag in lags:
-            self._lag.observe(max(0.0, lag))
+    def claimed(self, claims: Sequence[ClaimTimes]) -> None:
+        """One claim statement took these executions; the scheduled ones' lag, by the database's clock."""
+        self._claims.observe(len(claims))
+        for claim in claims:
+            if claim.trigger == "schedule":
+                self._lag.observe(max(0.0, (claim.claimed_at - claim.scheduled_for).total_seconds()))
 
     def busy(self, running: int) -> None:
         self._busy.set(running)
@@ -168,7 +182,7 @@ class ReplicaMetrics:
             self._lost.inc(count)
             EXECUTIONS.labels(self.replica_id, "lost").inc(count)
 
-    def database(self, up: bool) -> None:
+    def database(self, *, up: bool) -> None:
         self._database.set(1 if up else 0)
 
     @contextmanager
@@ -185,7 +199,8 @@ def database_error(kind: str) -> None:
 
 
 def database_retry(operation: str) -> None:
-    DATABASE_RETRIES.labels(operation).inc()
+    # The operation is named in the retry's log line; as a label it would be an open-ended set.
+    DATABASE_RETRIES.inc()
 
 
 def sandbox_started(seconds: float, layers: Mapping[str, bool]) -> None:

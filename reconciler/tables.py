@@ -94,7 +94,11 @@ strategy_credentials = Table(
     Column("key_id", Text, nullable=False),
     # AES-GCM ciphertext of {"api_key", "api_secret"}; never plaintext anywhere in the database.
     Column("credentials", LargeBinary, nullable=False),
+    # SHA-256 of the API key (a public identifier the exchange sees in every request, not a secret): an
+    # exchange key belongs to one user, and deploy refuses a key another user's strategy holds.
+    Column("api_key_digest", Text),
     Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Index("ix_strategy_credentials_api_key_digest", "api_key_digest"),
 )
 
 run_requests = Table(
@@ -249,10 +253,12 @@ orders = Table(
     Column("exchange", Text, nullable=False),
     Column("client_order_id", Text, nullable=False),
     Column("exchange_order_id", Text),
-    Column("market", Text, nullable=False),
-    Column("side", Text, nullable=False),
-    Column("order_type", Text, nullable=False),
-    Column("total_quantity", Numeric, nullable=False),
+    # NULL in these four only for a request the broker refused as malformed (a side that is not 'buy' or
+    # 'sell', a quantity that is not a number it accepts): `request` holds what the strategy passed.
+    Column("market", Text),
+    Column("side", Text),
+    Column("order_type", Text),
+    Column("total_quantity", Numeric),
     Column("price_per_unit", Numeric),
     # The exchange's status for an accepted order; 'refused' when the broker's limits refused it,
     # 'error' when the exchange rejected the request or could not be reached.

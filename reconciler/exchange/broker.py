@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,7 +32,7 @@ from reconciler.crypto import CredentialCipher, CryptoError
 from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
-from reconciler.exchange.feed import CoinDCXFeed, PriceFeed, SimulatedFeed
+from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, SimulatedFeed
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
@@ -39,7 +40,7 @@ from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
 from reconciler.storage.db import StoreError
 from reconciler.storage.fence import Fence, Fenced
-from reconciler.storage.orders import DuplicateOrder, Orders
+from reconciler.storage.orders import Orders
 
 log = logging.getLogger(__name__)
 
@@ -288,60 +289,51 @@ class BrokerSession:
         ]
         if missing:
             raise BrokerError(errors.INVALID, f"{method}() is missing required argument(s) {', '.join(missing)}")
-        return {key: value for key, value in params.items() if value is not None}
+        arguments = {key: value for key, value in params.items() if value is not None}
+        if method != "create_order":  # create_order checks its own, so that it can record every refusal
+            for name, value in arguments.items():
+                arguments[name] = _checked(method, name, value)
+        return arguments
 
     async def _create_order(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check, record, send, record the answer. Every request is recorded, refused ones included:
+        what cannot be stored in its typed column (a side that is not 'buy', a quantity that is not a
+        number) is stored as NULL there and as given, made storable, in `request`."""
+        given_id = arguments.get("client_order_id")
+        valid_id = isinstance(given_id, str) and 0 < len(given_id) <= CLIENT_ORDER_ID_MAX
+        client_order_id = str(given_id) if valid_id else new_client_order_id()
         side, order_type, market = arguments["side"], arguments["order_type"], arguments["market"]
-        client_order_id = arguments.get("client_order_id") or new_client_order_id()
-        # Checks whose failure cannot be stored in `orders` (its columns are typed): refused unrecorded.
-        if side not in SIDES:
-            raise BrokerError(errors.INVALID, f"create_order: side must be 'buy' or 'sell', got {side!r}")
-        if order_type not in ORDER_TYPES:
-            raise BrokerError(
-                errors.INVALID,
-                f"create_order: order_type must be 'market_order' or 'limit_order', got {order_type!r}",
-            )
-        if not isinstance(market, str) or not market:
-            raise BrokerError(errors.INVALID, "create_order: market must be a market name such as 'BTCUSDT'")
-        if not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= CLIENT_ORDER_ID_MAX:
-            raise BrokerError(
-                errors.INVALID,
-                f"create_order: client_order_id must be a string of 1-{CLIENT_ORDER_ID_MAX} characters",
-            )
-        quantity = errors.positive_number(
-            "total_quantity", arguments["total_quantity"], errors.INVALID, where="create_order"
-        )
-        price = arguments.get("price_per_unit")
-        limit_price = (
-            errors.positive_number("price_per_unit", price, errors.INVALID, where="create_order")
-            if price is not None
-            else None
-        )
-        if order_type == "limit_order" and limit_price is None:
-            raise BrokerError(errors.INVALID, "create_order: a limit_order needs price_per_unit")
-        if order_type == "market_order":
-            arguments.pop("price_per_unit", None)  # CoinDCX takes no price for market orders
-            limit_price = None
-        request = {**arguments, "client_order_id": client_order_id}
-        record = {
+        record: dict[str, Any] = {
             "strategy_id": self._strategy_id,
             "execution_id": self._execution_id,
             "exchange": self._exchange,
             "client_order_id": client_order_id,
-            "market": market,
-            "side": side,
-            "order_type": order_type,
-            "total_quantity": quantity,
-            "price_per_unit": limit_price,
-            "request": _jsonable(request),
+            "market": market if isinstance(market, str) and 0 < len(market) <= _MAX_TEXT else None,
+            "side": side if side in SIDES else None,
+            "order_type": order_type if order_type in ORDER_TYPES else None,
+            "total_quantity": None,
+            "price_per_unit": None,
+            "request": _storable(
+                {**arguments, "client_order_id": given_id if given_id is not None else client_order_id}
+            ),
         }
+        try:
+            request, quantity, limit_price = self._order_request(arguments, client_order_id, given_id)
+        except BrokerError as exc:
+            await self._record_refusal(record, exc.message)
+            raise
+        record |= {"total_quantity": quantity, "price_per_unit": limit_price, "request": _jsonable(request)}
 
         refusal = await self._refusal(market, quantity, limit_price)
         if refusal is not None:
-            await self._record(record | {"status": "refused", "error": refusal}, client_order_id)
+            await self._record_refusal(record, refusal, kind=errors.REFUSED)
             raise BrokerError(errors.REFUSED, f"create_order: {refusal}")
 
-        order_id = await self._record(record | {"status": "submitting"}, client_order_id)
+        order_id = await self._record(record | {"status": "submitting"})
+        if order_id is None:
+            message = f"create_order: client_order_id {client_order_id!r} was already used by this strategy"
+            await self._record_refusal(record | {"client_order_id": new_client_order_id()}, message)
+            raise BrokerError(errors.INVALID, message)
         self.orders_sent += 1
         try:
             order = await self._target.create_order(**request)
@@ -364,6 +356,51 @@ class BrokerSession:
         )
         return order
 
+    def _order_request(
+        self, arguments: dict[str, Any], client_order_id: str, given_id: Any
+    ) -> tuple[dict[str, Any], Decimal, Decimal | None]:
+        """The order as it will be sent, its quantity and its limit price, parsed once; or BrokerError."""
+        side, order_type, market = arguments["side"], arguments["order_type"], arguments["market"]
+        if side not in SIDES:
+            raise BrokerError(errors.INVALID, f"create_order: side must be 'buy' or 'sell', got {_short(side)}")
+        if order_type not in ORDER_TYPES:
+            raise BrokerError(
+                errors.INVALID,
+                f"create_order: order_type must be 'market_order' or 'limit_order', got {_short(order_type)}",
+            )
+        if not isinstance(market, str) or not 0 < len(market) <= _MAX_TEXT:
+            raise BrokerError(errors.INVALID, "create_order: market must be a market name such as 'BTCUSDT'")
+        if given_id is not None and given_id != client_order_id:
+            raise BrokerError(
+                errors.INVALID,
+                f"create_order: client_order_id must be a string of 1-{CLIENT_ORDER_ID_MAX} characters",
+            )
+        quantity = errors.positive_number(
+            "total_quantity", arguments["total_quantity"], errors.INVALID, where="create_order"
+        )
+        price = arguments.get("price_per_unit")
+        limit_price = None
+        if order_type == "limit_order":
+            if price is None:
+                raise BrokerError(errors.INVALID, "create_order: a limit_order needs price_per_unit")
+            limit_price = errors.positive_number("price_per_unit", price, errors.INVALID, where="create_order")
+        # What is sent is what was checked: the parsed numbers (CoinDCX takes no price for market orders).
+        request: dict[str, Any] = {
+            "side": side,
+            "order_type": order_type,
+            "market": market,
+            "total_quantity": quantity,
+            "client_order_id": client_order_id,
+        }
+        if limit_price is not None:
+            request["price_per_unit"] = limit_price
+        return request, quantity, limit_price
+
+    async def _record_refusal(self, record: dict[str, Any], reason: str, *, kind: str = errors.INVALID) -> None:
+        values = record | {"status": "refused", "error": reason[:1000]}
+        if await self._record(values) is None:  # the strategy reused a client_order_id: record it all the same
+            await self._record(values | {"client_order_id": new_client_order_id()})
+
     async def _refusal(self, market: str, quantity: Decimal, limit_price: Decimal | None) -> str | None:
         """Why the strategy's own limits refuse this order, or None."""
         limits = self._limits
@@ -379,7 +416,10 @@ class BrokerSession:
         quote = await self._quote_currency(market)
         if quote is None:
             return None  # an unknown market: let the exchange answer that in its own words
-        price = limit_price if limit_price is not None else Decimal(str(await self._market.price(market)))
+        # The cap holds on what can actually trade: a limit order priced away from the market fills at the
+        # market (a sell far below it, a buy far above it), so it counts at the larger of the two prices.
+        current = Decimal(str(await self._market.price(market)))
+        price = current if limit_price is None else max(limit_price, current)
         notional = quantity * price
         cap = Decimal(str(limits.notional_cap(quote)))
         if notional > cap:
@@ -395,15 +435,11 @@ class BrokerSession:
                 return str(details.get("base_currency_short_name"))
         return None
 
-    async def _record(self, values: dict[str, Any], client_order_id: str) -> uuid.UUID:
-        """Record the request before anything is sent; raises Fenced when the execution lost its lease."""
-        try:
-            return await self._orders.record(values, self._fence)
-        except DuplicateOrder:
-            raise BrokerError(
-                errors.INVALID,
-                f"create_order: client_order_id {client_order_id!r} was already used by this strategy",
-            ) from None
+    async def _record(self, values: dict[str, Any]) -> uuid.UUID | None:
+        """Insert one order request before anything is sent; None when its client_order_id was already
+        used by this strategy. Raises Fenced when the execution lost its lease: nothing is recorded,
+        and nothing may be sent."""
+        return await self._orders.record(values, self._fence)
 
     async def _update(self, order_id: uuid.UUID, values: dict[str, Any]) -> None:
         try:
@@ -417,6 +453,77 @@ class BrokerSession:
         if known:
             rows = [(str(o["id"]), str(o["status"]), _jsonable(o)) for o in known]
             await self._orders.mirror_status(self._strategy_id, rows)
+
+
+_MAX_TEXT = 100  # longest market name, order id or other text parameter a strategy may pass
+_TEXT_PARAMETERS = frozenset({"pair", "interval", "market", "symbol", "side", "id", "client_order_id"})
+_TIME_PARAMETERS = frozenset({"start_time", "end_time", "from_timestamp", "to_timestamp"})
+_MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01: later than any candle or trade there is
+_LIMIT_MAX = {"get_candles": 1000, "get_trades": 500, "get_trade_history": 5000}  # CoinDCX's own maxima
+
+
+def _checked(method: str, name: str, value: Any) -> Any:
+    """A read call's parameter checked by its type and range, or BrokerError naming it and saying why."""
+    if name == "side" and (not isinstance(value, str) or value not in SIDES):
+        raise BrokerError(errors.INVALID, f"{method}: side must be 'buy' or 'sell', got {_short(value)}")
+    if name == "interval" and (not isinstance(value, str) or value not in INTERVALS):
+        raise BrokerError(
+            errors.INVALID, f"{method}: interval must be one of {', '.join(INTERVALS)}, got {_short(value)}"
+        )
+    if name in _TEXT_PARAMETERS:
+        if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+            raise BrokerError(
+                errors.INVALID, f"{method}: {name} must be a string of 1-{_MAX_TEXT} characters, got {_short(value)}"
+            )
+        return value
+    if name == "limit":
+        maximum = _LIMIT_MAX.get(method, 1000)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            raise BrokerError(
+                errors.INVALID, f"{method}: limit must be a whole number from 1 to {maximum}, got {_short(value)}"
+            )
+        return value
+    if name in _TIME_PARAMETERS:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TIMESTAMP_MS:
+            raise BrokerError(
+                errors.INVALID,
+                f"{method}: {name} must be a time in epoch milliseconds from 0 to {_MAX_TIMESTAMP_MS}"
+                f" (2100-01-01), got {_short(value)}",
+            )
+        return value
+    return value
+
+
+def _short(value: Any) -> str:
+    """A parameter's value for an error message, short and never a huge conversion."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str | int | float | type(None)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """What the strategy passed, as JSON that jsonb stores: long text cut, NUL removed, numbers
+    that JSON cannot carry (or that would take a long conversion) as short text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 64 else _short(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value[:200].replace("\x00", "")
+    if isinstance(value, Decimal):
+        return str(value)[:200]
+    if depth < 4 and isinstance(value, dict):
+        return {str(k)[:100].replace("\x00", ""): _storable(v, depth + 1) for k, v in list(value.items())[:20]}
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_storable(v, depth + 1) for v in list(value)[:20]]
+    return _short(value)
 
 
 def _plain(number: Decimal) -> str:

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
@@ -183,8 +184,8 @@ class CoinDCXClient:
         side: str,
         order_type: str,
         market: str,
-        total_quantity: float,
-        price_per_unit: float | None = None,
+        total_quantity: float | Decimal,
+        price_per_unit: float | Decimal | None = None,
         client_order_id: str | None = None,
     ) -> dict[str, Any]:
         """Place a spot order; returns the exchange's Order. Never places it twice (see module doc)."""
@@ -193,8 +194,8 @@ class CoinDCXClient:
             "side": side,
             "order_type": order_type,
             "market": market,
-            "price_per_unit": price_per_unit,
-            "total_quantity": total_quantity,
+            "price_per_unit": _json_number(price_per_unit),
+            "total_quantity": _json_number(total_quantity),
             "client_order_id": client_order_id,
         }
         deadline = time.monotonic() + self._retry.budget_seconds
@@ -317,6 +318,13 @@ class CoinDCXClient:
 
     def _backoff(self, attempt: int) -> float:
         return min(self._retry.max_wait, self._retry.initial_wait * 2 ** (attempt - 1))
+
+
+def _json_number(value: float | Decimal | None) -> float | int | None:
+    """The broker passes amounts as parsed Decimals (at most 20 significant digits); JSON carries numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def _ambiguous(exc: ExchangeError) -> bool:

@@ -14,7 +14,8 @@ like CoinDCX's JSON does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,11 +33,6 @@ DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, lik
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market_order", "limit_order")
 _SUCCESS = {"message": "success", "status": 200, "code": 200}
-
-
-def _decimals(number: Decimal) -> int:
-    exponent = number.normalize().as_tuple().exponent
-    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _ms(moment: datetime) -> int:
@@ -96,8 +92,7 @@ class PaperExchange:
     # --- account ----------------------------------------------------------------------------------
 
     async def get_balances(self) -> list[dict[str, Any]]:
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             rows = (await conn.execute(queries.select_paper_balances(self._strategy_id))).mappings()
             return [
                 {
@@ -124,8 +119,8 @@ class PaperExchange:
         side: str,
         order_type: str,
         market: str,
-        total_quantity: float,
-        price_per_unit: float | None = None,
+        total_quantity: float | Decimal,
+        price_per_unit: float | Decimal | None = None,
         client_order_id: str | None = None,
     ) -> dict[str, Any]:
         if side not in SIDES:
@@ -152,8 +147,7 @@ class PaperExchange:
                 f"order value {notional} {base} is below {market}'s minimum of {details['min_notional']}",
             )
         now = self._now()
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             balances = await self._balances(conn, {target, base})
             marketable = limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
             row: dict[str, Any] = {
@@ -189,19 +183,16 @@ class PaperExchange:
             return self._order(inserted)
 
     async def get_order_status(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             return self._order(await self._one_order(conn, id, client_order_id))
 
     async def get_active_orders(self, market: str | None = None, side: str | None = None) -> list[dict[str, Any]]:
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             rows = (await conn.execute(queries.select_open_paper_orders(self._strategy_id, market, side))).mappings()
             return [self._order(r) for r in rows]
 
     async def cancel_order(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             order = await self._one_order(conn, id, client_order_id)
             if order["status"] not in queries.OPEN_PAPER_STATUSES:
                 raise ExchangeError(errors.REJECTED, f"Order is already {order['status']} and cannot be cancelled")
@@ -209,8 +200,7 @@ class PaperExchange:
             return dict(_SUCCESS)
 
     async def cancel_all_orders(self, market: str, side: str | None = None) -> dict[str, Any]:
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             statement = queries.select_open_paper_orders(self._strategy_id, market, side, lock=True)
             for order in (await conn.execute(statement)).mappings().all():
                 await self._cancel(conn, order)
@@ -225,8 +215,7 @@ class PaperExchange:
     ) -> list[dict[str, Any]]:
         since = datetime.fromtimestamp(from_timestamp / 1000, UTC) if from_timestamp else None
         until = datetime.fromtimestamp(to_timestamp / 1000, UTC) if to_timestamp else None
-        async with self._engine.begin() as conn:
-            await self._prepare(conn)
+        async with self._account() as conn:
             statement = queries.select_paper_fills(self._strategy_id, symbol, since, until, min(limit or 500, 5000))
             rows = (await conn.execute(statement)).mappings().all()
         return [
@@ -264,7 +253,7 @@ class PaperExchange:
     def _check_precision(details: Mapping[str, Any], quantity: Decimal, limit: Decimal | None) -> None:
         market = details["coindcx_name"]
         quantity_digits = int(details.get("target_currency_precision") or 0)
-        if _decimals(quantity) > quantity_digits:
+        if errors.decimal_places(quantity) > quantity_digits:
             raise ExchangeError(
                 errors.REJECTED,
                 f"total_quantity {quantity} has more than {quantity_digits} decimals allowed for {market}",
@@ -273,20 +262,29 @@ class PaperExchange:
         if quantity < minimum:
             raise ExchangeError(errors.REJECTED, f"total_quantity {quantity} is below {market}'s minimum {minimum}")
         price_digits = int(details.get("base_currency_precision") or 0)
-        if limit is not None and _decimals(limit) > price_digits:
+        if limit is not None and errors.decimal_places(limit) > price_digits:
             raise ExchangeError(
                 errors.REJECTED,
                 f"price_per_unit {limit} has more than {price_digits} decimals allowed for {market}",
             )
 
-    async def _prepare(self, conn: AsyncConnection) -> None:
-        """Seed the starting wallet on first use, then settle resting orders the price has crossed."""
+    @asynccontextmanager
+    async def _account(self) -> AsyncIterator[AsyncConnection]:
+        """One call's transaction, with the starting wallet seeded and resting orders settled first.
+
+        The seeding commits in a transaction of its own before the call's: were it part of the call's,
+        a call that fails (an unknown order id) would roll it back while `_seeded` said it was done,
+        leaving the strategy an empty wallet for the rest of its run.
+        """
         if not self._seeded:
-            count = (await conn.execute(queries.count_paper_balances(self._strategy_id))).scalar_one()
-            if count == 0 and self._initial:
-                await conn.execute(queries.seed_paper_balances(self._strategy_id, self._initial))
+            async with self._engine.begin() as conn:
+                count = (await conn.execute(queries.count_paper_balances(self._strategy_id))).scalar_one()
+                if count == 0 and self._initial:
+                    await conn.execute(queries.seed_paper_balances(self._strategy_id, self._initial))
             self._seeded = True
-        await self._settle(conn)
+        async with self._engine.begin() as conn:
+            await self._settle(conn)
+            yield conn
 
     async def _settle(self, conn: AsyncConnection) -> None:
         statement = queries.select_open_paper_orders(self._strategy_id, lock=True)

@@ -15,7 +15,7 @@ import types
 from RestrictedPython import RestrictingNodeTransformer
 
 from reconciler.policy.errors import PolicyError
-from reconciler.policy.lists import ALLOWED_MODULES
+from reconciler.policy.lists import ALLOWED_MODULES, REFUSED_BUILTINS
 
 STRATEGY_FILENAME = "<strategy>"
 
@@ -73,6 +73,41 @@ class _PositionedTransformer(RestrictingNodeTransformer):
             self.error(node, f"import of module {name!r} is not allowed (allowed: {allowed})")
 
 
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds anywhere (assignment, def, class, parameter, import, except, match)."""
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).partition(".")[0])
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+    return bound
+
+
+def _check_refused_builtins(tree: ast.AST, transformer: _PositionedTransformer) -> None:
+    """`open(...)`, `vars(...)`, `exit()`...: refused now, with line and column, rather than at run time
+    (where the builtin raises the same message), unless the strategy defines that name itself."""
+    used = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in REFUSED_BUILTINS
+    ]
+    if not used:
+        return
+    bound = _bound_names(tree)
+    for node in used:
+        if node.id not in bound:
+            transformer.error(node, REFUSED_BUILTINS[node.id])
+
+
 def _transform(code: str) -> ast.Module:
     try:
         tree = ast.parse(code, filename=STRATEGY_FILENAME, mode="exec")
@@ -83,6 +118,7 @@ def _transform(code: str) -> ast.Module:
         raise PolicyError(f"the code cannot be parsed: {exc}") from None
     transformer = _PositionedTransformer()
     try:
+        _check_refused_builtins(tree, transformer)
         tree = transformer.visit(tree)
     except RecursionError:
         raise PolicyError("the code is nested too deeply") from None

@@ -203,6 +203,9 @@ VIEW_ALLOWED_NAMES: dict[str, frozenset[str]] = {"typing": TYPING_NAMES}
 VIEW_DENIED_NAMES: dict[str, frozenset[str]] = {
     "string": frozenset({"Formatter"}),
     "random": frozenset({"SystemRandom"}),  # os.urandom: harmless, but nothing a strategy needs
+    # copyreg's table of reducers: a reducer registered here makes copy.copy() call setattr() with
+    # names of the strategy's choosing on an object of its choosing.
+    "copy": frozenset({"dispatch_table"}),
     # singledispatch.register(obj) calls typing.get_type_hints(obj): the eval described above.
     "functools": frozenset({"singledispatch", "singledispatchmethod"}),
 }

@@ -17,6 +17,7 @@ import linecache
 import marshal
 import mmap
 import os
+import random
 import signal
 import socket
 import sys
@@ -369,12 +370,20 @@ def serve_warm(link_fd: int, plan: ChildPlan) -> NoReturn:
         os._exit(code)
 
 
+def fresh_random_state() -> None:
+    """Reseed `random` and numpy's global generator from the OS: every child is a fork of the same
+    zygote, so without this every execution (of every tenant) would draw the same numbers."""
+    random.seed()
+    numpy.random.seed()
+
+
 def _serve_confined(sock: socket.socket) -> int:
     """Receive the request on `sock`, run it, report; the exit code for the zygote."""
     try:
         sock.setblocking(True)
         header = protocol.decode(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
         strategy = marshal.loads(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
+        fresh_random_state()
         execution = Execution(sock, header, strategy)
         report = execution.run()
         execution.output.flush()

@@ -7,6 +7,7 @@ child runtime. Its methods and parameter names come from `CLIENT_METHODS`, the t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,9 @@ def _method(name: str, parameters: tuple[str, ...], call: Call) -> Callable[...,
             if key in params:
                 raise TypeError(f"{name}() got multiple values for argument {key!r}")
             params[key] = value
+        # Numbers JSON cannot carry (inf, nan, integers past 4,300 digits) go to the broker as text, so
+        # that it refuses them with an ExchangeError naming the parameter and records the order request.
+        params = {key: _carried(value) for key, value in params.items()}
         try:  # numpy scalars are fine; anything else must already be JSON
             params = json.loads(json.dumps(params, default=strict_default, allow_nan=False))
         except (TypeError, ValueError) as exc:
@@ -47,6 +51,14 @@ def _method(name: str, parameters: tuple[str, ...], call: Call) -> Callable[...,
 
     method.__name__ = method.__qualname__ = name
     return method
+
+
+def _carried(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    return value
 
 
 def make_client_class(call: Call) -> type:

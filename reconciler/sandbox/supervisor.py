@@ -85,8 +85,10 @@ class Sandbox:
             if self._zygote is not None and self._zygote.alive:
                 return
             first = not self._layers
+            begun = time.monotonic()
             self._zygote = await self._spawn_zygote()
             self._layers = dict(self._zygote.layers)
+            _record_start(time.monotonic() - begun, self.layers)
             if first:
                 for name in LAYER_NAMES:
                     if not self._layers.get(name):
@@ -324,3 +326,10 @@ class Sandbox:
             logger.exception("broker call %s failed", method)
             return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
         return {"ok": True, "value": value}
+
+
+def _record_start(seconds: float, layers: dict[str, bool]) -> None:
+    # Imported here, not at the top: the zygote imports this package, and it needs no metrics.
+    from reconciler import metrics
+
+    metrics.sandbox_started(seconds, layers)

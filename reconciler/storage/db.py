@@ -33,6 +33,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from reconciler import metrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -98,6 +100,13 @@ def classify(exc: BaseException) -> StoreError | None:
         # No SQLSTATE: libpq lost the socket (refused, reset, closed) before the server could say why.
         return DatabaseUnavailable(f"database unavailable: {line}")
     return StoreError(f"database error{f' ({state})' if state else ''}: {line}")
+
+
+_KINDS: dict[type[StoreError], str] = {
+    DatabaseUnavailable: "unavailable",
+    DatabaseTimeout: "timeout",
+    TransactionConflict: "conflict",
+}
 
 
 def wrap(exc: BaseException) -> StoreError:
@@ -243,12 +252,14 @@ class Database:
                 if conflicts >= self.conflict_retries:
                     raise
                 conflicts += 1
+                metrics.database_retry("transaction conflict")
                 # At once, but not in lockstep with the transaction we collided with.
                 await asyncio.sleep(random.uniform(0, 0.005 * conflicts))
             except DatabaseUnavailable:
                 if reconnected:
                     raise
                 reconnected = True
+                metrics.database_retry("reconnect")
                 await asyncio.sleep(random.uniform(0.02, 0.1))
 
     async def _attempt(self, work: Callable[[AsyncConnection], Awaitable[T]], limit: float | None) -> T:
@@ -272,6 +283,9 @@ class Database:
                 async with asyncio.timeout(limit), self.engine.begin() as conn:
                     yield conn
         except TimeoutError:  # before OSError, of which it is a subclass
+            metrics.database_error("unavailable")
             raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
         except _DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
+            error = wrap(exc)
+            metrics.database_error(_KINDS.get(type(error), "error"))
+            raise error from exc

@@ -19,18 +19,14 @@ from reconciler.storage.fence import Fence, Fenced
 from reconciler.storage.statements import exchange as queries
 
 
-class DuplicateOrder(Exception):
-    """The strategy already used this client_order_id."""
-
-
 class Orders:
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
 
-    async def record(self, values: Mapping[str, Any], fence: Fence | None) -> uuid.UUID:
-        """Insert one order request; its id. Raises `Fenced` when `fence` no longer holds (nothing is
-        recorded, and the caller must send nothing) and `DuplicateOrder` for a reused client_order_id.
-        `fence` is None only outside an execution (the broker's own tests)."""
+    async def record(self, values: Mapping[str, Any], fence: Fence | None) -> uuid.UUID | None:
+        """Insert one order request; its id, or None for a client_order_id the strategy already used.
+        Raises `Fenced` when `fence` no longer holds: nothing is recorded, and the caller must send
+        nothing. `fence` is None only outside an execution (the broker's own tests)."""
 
         async def work(conn: AsyncConnection) -> uuid.UUID | None:
             if fence is None:
@@ -40,10 +36,7 @@ class Orders:
                 raise Fenced(fence, "order")
             return order_id
 
-        order_id = await self._db.run(work)
-        if order_id is None:
-            raise DuplicateOrder(str(values.get("client_order_id")))
-        return order_id
+        return await self._db.run(work)
 
     async def update(self, order_id: uuid.UUID, values: Mapping[str, Any]) -> None:
         async def work(conn: AsyncConnection) -> None:

@@ -118,3 +118,24 @@ def test_nul_bytes_and_absurd_nesting_are_policy_errors_not_crashes() -> None:
         check_code("x = 1\x00\n")
     with pytest.raises(PolicyError):
         check_code("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "line", "column", "fragment"),
+    [
+        ("data = open('/etc/passwd').read()\n", 1, 7, "open() is not available"),
+        ("x = 1\nfor v in vars():\n    pass\n", 2, 9, "vars() is not available"),
+        ("exit()\n", 1, 0, "exit() is not available"),
+    ],
+)
+def test_refused_builtins_are_refused_at_deploy_with_position(code: str, line: int, column: int, fragment: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        check_code(code)
+    assert (caught.value.line, caught.value.column) == (line, column)
+    assert fragment in caught.value.message
+
+
+def test_a_name_the_strategy_defines_itself_is_not_a_refused_builtin() -> None:
+    check_code("def open(path):\n    return path\nRESULT = open('x')\n")
+    check_code("dir = 'up'\nRESULT = dir\n")
+    check_code("for input in [1, 2]:\n    RESULT = input\n")
