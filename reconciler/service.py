@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -132,7 +133,8 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         runtime.database_url,
         pool_size=settings.db_pool_size,
         pre_ping=False,
-        application_name="strategy-executor replica",
+        # The pid tells an operator (and the fault tests) which replica a backend in pg_stat_activity serves.
+        application_name=f"strategy-executor replica {os.getpid()}",
         limits=SessionLimits.for_replica(settings.lease_seconds),
     )
     api_engine = None

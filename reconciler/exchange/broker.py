@@ -38,7 +38,7 @@ from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
-from reconciler.storage.db import StoreError
+from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
 from reconciler.storage.fence import Fence, Fenced
 from reconciler.storage.orders import Orders
 
@@ -265,6 +265,10 @@ class BrokerSession:
             return result
         except (BrokerError, Fenced):
             raise  # Fenced: the replica kills the execution, nothing more of it is sent
+        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
+            # Transient (the paper exchange's or the audit trail's database): the strategy may retry.
+            log.warning("strategy %s: %s failed: %s", self._strategy_id, method, exc)
+            raise BrokerError(errors.UNAVAILABLE, f"{method}: the database is unavailable; try again") from None
         except Exception:
             log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
             raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
@@ -444,6 +448,8 @@ class BrokerSession:
     async def _update(self, order_id: uuid.UUID, values: dict[str, Any]) -> None:
         try:
             await self._orders.update(order_id, values)
+        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
+            log.warning("strategy %s: could not record the answer to order %s: %s", self._strategy_id, order_id, exc)
         except StoreError:
             # The order's fate must reach the strategy even if the audit update failed; log it loudly.
             log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
