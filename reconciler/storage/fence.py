@@ -12,6 +12,7 @@ class Fence:
     by `replica_id`, still holds `token` and its lease has not expired (checked by the database)."""
 
     execution_id: UUID
+    strategy_id: str
     replica_id: str
     token: int
 

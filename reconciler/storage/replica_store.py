@@ -234,7 +234,8 @@ class ReplicaStore:
         }
 
         async def work(conn: AsyncConnection) -> dict[UUID, Completion]:
-            await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"execution_ids": params["execution_ids"]})
+            strategy_ids = [fence.strategy_id for fence, _ in outcomes]
+            await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids})
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
             done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
@@ -253,7 +254,7 @@ class ReplicaStore:
             config=row["config"] or {},
             exchange=row["exchange"],
             state=row["state"] or {},
-            fence=Fence(row["execution_id"], self.replica_id, int(row["fencing_token"])),
+            fence=Fence(row["execution_id"], row["strategy_id"], self.replica_id, int(row["fencing_token"])),
         )
 
     # --- retention ----------------------------------------------------------------------------

@@ -257,10 +257,10 @@ NEXT_DUE = text(
 # that statement would lock an execution first and its status row second, against the lock order.
 LOCK_STATUS_FOR_OUTCOMES = text(
     """
-    SELECT st.strategy_id
-    FROM strategy_status st
-    WHERE st.running_execution_id = ANY(CAST(:execution_ids AS uuid[]))
-    ORDER BY st.strategy_id
+    SELECT strategy_id
+    FROM strategy_status
+    WHERE strategy_id = ANY(:strategy_ids)
+    ORDER BY strategy_id
     FOR UPDATE
     """
 )
