@@ -48,9 +48,10 @@ from api.schemas import (
     StrategySummary,
     field_errors,
 )
+from reconciler.exchange.keys import api_key_digest
 from reconciler.policy import PolicyError
 from reconciler.settings import Settings
-from reconciler.storage.api_store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.api_store import Deployed, SealedCredentials, Store, StrategyConflict, StrategySpec
 from reconciler.storage.db import StoreError
 
 log = logging.getLogger("api")
@@ -90,6 +91,8 @@ class Endpoint:
     query: type[BaseModel] | None = None
     public: bool = False
     errors: tuple[int, ...] = field(default=())
+    # Authenticated with a tenant JWT (the tenant API) instead of the executor API's token.
+    tenant: bool = False
 
 
 def respond(model: BaseModel, status: int = 200) -> Response:
@@ -192,6 +195,18 @@ class ExecutorApi:
             deploy = DeployRequest.model_validate_json(body, context={"interval_bounds": bounds})
         except ValidationError as exc:
             raise RequestInvalid(field_errors(exc)) from None
+        try:
+            deployed = await self.apply_deploy(deploy)
+        except StrategyConflict as exc:
+            raise Conflict(str(exc)) from None
+        return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
+
+    async def apply_deploy(self, deploy: DeployRequest) -> Deployed:
+        """Check a validated deploy (sizes, credentials, the language policy), seal, and write it.
+
+        Shared with the tenant API and the dashboard: refusals are ApiErrors naming the executor
+        API's (snake_case) fields; a strategy of another user or being deleted is StrategyConflict.
+        """
         code_bytes = len(deploy.code.encode())
         if code_bytes > MAX_CODE_BYTES:
             raise PayloadTooLarge(f"code is {code_bytes} bytes; the limit is {MAX_CODE_BYTES} bytes")
@@ -209,39 +224,39 @@ class ExecutorApi:
             code=deploy.code,
             config=deploy.config,
             execution_interval=deploy.execution_interval,
-            exchange=deploy.exchange,
+            exchange=deploy.trades_on,
             desired_state="running" if deploy.auto_start else "stopped",
         )
-        try:
-            deployed = await self.store.deploy(spec, sealed)
-        except StrategyConflict as exc:
-            raise Conflict(str(exc)) from None
+        deployed = await self.store.deploy(spec, sealed)
         log.info(
             "deployed strategy %s (user %s, generation %s)",
             strategy_id,
             spec.user_id,
             deployed.strategy["generation"],
         )
-        return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
+        return deployed
 
     def _check_credentials(self, deploy: DeployRequest) -> tuple[str, str] | None:
+        """The credentials to seal, by the rule in schemas.EXCHANGE_RULE, or a 422 saying what is missing."""
         given = [name for name in ("api_key", "api_secret") if getattr(deploy, name) is not None]
-        if deploy.exchange == "paper":
-            if given:
-                raise RequestInvalid(
-                    [FieldError(field=name, reason="only used with exchange 'coindcx'") for name in given]
-                )
-            return None
-        if deploy.api_key is None or deploy.api_secret is None:
-            missing = [name for name in ("api_key", "api_secret") if name not in given]
+        if deploy.trades_on == "coindcx" and len(given) < 2:
             raise RequestInvalid(
-                [FieldError(field=name, reason="required with exchange 'coindcx'") for name in missing]
+                [
+                    FieldError(field=name, reason="required with exchange 'coindcx'")
+                    for name in ("api_key", "api_secret")
+                    if name not in given
+                ]
             )
+        if len(given) == 1:
+            other = "api_secret" if given[0] == "api_key" else "api_key"
+            raise RequestInvalid([FieldError(field=other, reason=f"required with {given[0]}: both or neither")])
+        if deploy.api_key is None or deploy.api_secret is None:
+            return None
         if self.seal_credentials is None:
             raise RequestInvalid.one(
                 "exchange",
                 "this server cannot store exchange credentials (no ENCRYPTION_KEY is configured); "
-                "deploy with exchange 'paper'",
+                "deploy with exchange 'paper' and no api_key or api_secret",
             )
         return deploy.api_key.get_secret_value(), deploy.api_secret.get_secret_value()
 
@@ -263,7 +278,7 @@ class ExecutorApi:
             # Only the type: a message could quote what was being sealed.
             log.error("sealing credentials failed: %s", type(exc).__name__)
             raise ApiError(503, "credentials_unavailable", "the credentials could not be sealed") from None
-        return SealedCredentials(key_id=key_id, ciphertext=ciphertext)
+        return SealedCredentials(key_id=key_id, ciphertext=ciphertext, api_key_digest=api_key_digest(credentials[0]))
 
     async def start(self, request: Request) -> Response:
         return await self._set_desired_state(request, "running")

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from reconciler.exchange.keys import normalize_api_key
+
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
 
@@ -83,8 +85,39 @@ def _storable(value: Any, where: str = "") -> None:
 # --- requests -------------------------------------------------------------------------------------
 
 
+EXCHANGE_RULE = (
+    "Where the strategy trades. Absent: 'coindcx' when api_key and api_secret are given (the seed "
+    "backend's body), 'paper' when neither is. 'coindcx' requires both. 'paper' with both keeps them "
+    "sealed for a later switch to live. api_key and api_secret come together: one without the other is a 422."
+)
+
+# The same rule for generated clients and property-based tests: JSON Schema conditionals on the body
+# (an explicit null counts as absent, as it does on the server).
+_CREDENTIALS_RULE: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"api_key": {"type": "string"}}, "required": ["api_key"]},
+            "then": {"properties": {"api_secret": {"type": "string"}}, "required": ["api_secret"]},
+        },
+        {
+            "if": {"properties": {"api_secret": {"type": "string"}}, "required": ["api_secret"]},
+            "then": {"properties": {"api_key": {"type": "string"}}, "required": ["api_key"]},
+        },
+        {
+            "if": {"properties": {"exchange": {"const": "coindcx"}}, "required": ["exchange"]},
+            "then": {
+                "properties": {"api_key": {"type": "string"}, "api_secret": {"type": "string"}},
+                "required": ["api_key", "api_secret"],
+            },
+        },
+    ]
+}
+
+
 class DeployRequest(_Request):
     """Create a strategy, or replace the spec of an existing one (its generation is bumped)."""
+
+    model_config = ConfigDict(json_schema_extra=_CREDENTIALS_RULE)
 
     strategy_id: StrategyId | None = Field(None, description="Generated (a UUID hex) when absent.")
     user_id: UserId
@@ -94,12 +127,14 @@ class DeployRequest(_Request):
         default_factory=dict, description=f"Exposed to the code as CONFIG; at most {MAX_CONFIG_BYTES} bytes as JSON."
     )
     execution_interval: int = Field(description="Seconds between runs, within the server's configured bounds.")
-    exchange: Exchange = "paper"
+    exchange: Exchange | None = Field(None, description=EXCHANGE_RULE)
     api_key: Credential | None = Field(
-        None, description="Required for exchange 'coindcx'; stored sealed, never returned."
+        None,
+        description="The exchange API key, with api_secret (both or neither); stored sealed, never returned. "
+        "An API key belongs to one user: a key another user's strategy holds is refused with 409.",
     )
     api_secret: Credential | None = Field(
-        None, description="Required for exchange 'coindcx'; stored sealed, never returned."
+        None, description="The exchange API secret, with api_key (both or neither); stored sealed, never returned."
     )
     auto_start: bool = Field(True, description="desired_state is 'running' when true, 'stopped' otherwise.")
 
@@ -108,6 +143,24 @@ class DeployRequest(_Request):
     def _storable(cls, value: Any) -> Any:
         _storable(value)
         return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_as_the_exchange_reads_it(cls, value: SecretStr | None) -> SecretStr | None:
+        # HTTP strips the whitespace around a header value: the exchange sees "KEY " as "KEY".
+        if value is None:
+            return None
+        key = normalize_api_key(value.get_secret_value())
+        if not key:
+            raise PydanticCustomError("blank_api_key", "must not be blank")
+        return SecretStr(key)
+
+    @property
+    def trades_on(self) -> Exchange:
+        """The exchange the strategy trades on, by the rule in EXCHANGE_RULE."""
+        if self.exchange is not None:
+            return self.exchange
+        return "coindcx" if self.api_key is not None and self.api_secret is not None else "paper"
 
     @field_validator("execution_interval")
     @classmethod

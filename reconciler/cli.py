@@ -1,4 +1,4 @@
-"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys."""
+"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, openapi, token."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from reconciler import cli_client
 from reconciler.settings import SettingsError, load_settings
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="upgrade the database schema and exit")
     commands.add_parser("generate-key", help="print a new ENCRYPTION_KEY")
     commands.add_parser("rotate-keys", help="re-encrypt every stored credential with the first ENCRYPTION_KEY")
+    token = commands.add_parser("token", help="print a tenant JWT for a user (for the tenant API and the dashboard)")
+    token.add_argument("--user", required=True, help="the user id, the token's 'sub'")
+    token.add_argument("--ttl", type=int, default=30 * 86_400, help="seconds until it expires (default: 30 days)")
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document (no server or database needed)")
+    openapi.add_argument("-o", "--output", type=Path, help="write it to this file instead of standard output")
     cli_client.register(commands)
     args = parser.parse_args(argv)
     if getattr(args, "client_command", None) is not None:
@@ -31,12 +37,30 @@ def main(argv: list[str] | None = None) -> int:
 
         print(generate_key())
         return 0
+    if args.command == "openapi":
+        from api.openapi_dump import write_document
+
+        write_document(args.output)
+        return 0
 
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"strategy-executor: {exc}", file=sys.stderr)
         return 2
+
+    if args.command == "token":
+        from reconciler.service import StartupError, mint_token
+
+        if args.ttl < 1:
+            print("strategy-executor: --ttl must be at least 1 second", file=sys.stderr)
+            return 2
+        try:
+            print(mint_token(settings, args.user, args.ttl))
+        except StartupError as exc:
+            print(f"strategy-executor: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     from reconciler.logging_setup import configure_logging
 

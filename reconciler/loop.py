@@ -35,6 +35,7 @@ from uuid import UUID
 
 from reconciler import __version__
 from reconciler.logging_setup import bind as bind_log_context
+from reconciler.logging_setup import bound as bound_log_context
 from reconciler.metrics import ReplicaMetrics
 from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.reconcile import decide
@@ -129,6 +130,8 @@ class Replica:
         self._flights: dict[UUID, _Flight] = {}
         # Every execution task (one per flight), for the drain.
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by a second Ctrl-C (or SIGTERM) during the drain: stop waiting for the grace period.
+        self.force_stop = asyncio.Event()
         # How many of them still have a sandboxed process: those occupy the slots.
         self._running = 0
         # Whether a run request may be waiting: skips the run-request claim when none can be.
@@ -424,9 +427,16 @@ class Replica:
             return
         grace = self.settings.shutdown_grace_seconds
         log.info("draining %d executions (grace %.0fs)", len(self._tasks), grace)
-        _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+        finished = asyncio.ensure_future(asyncio.wait(list(self._tasks), timeout=grace))
+        forced = asyncio.ensure_future(self.force_stop.wait())
+        await asyncio.wait({finished, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not finished.done():
+            finished.cancel()
+        pending = {task for task in self._tasks if not task.done()}
         if pending:
-            log.warning("grace period over: interrupting %d executions", len(pending))
+            why = "stopping now" if self.force_stop.is_set() else "grace period over"
+            log.warning("%s: interrupting %d executions", why, len(pending))
             await self.sandbox.interrupt_all()
             await asyncio.wait(pending, timeout=max(self.settings.lease_seconds, 10.0))
 
@@ -458,7 +468,9 @@ class Replica:
                         self._fence(flight, "its lease was not renewed (expired, or marked lost)")
                 if beat.lost:
                     self.metrics.lost(len(beat.lost))
-                    log.warning("marked %d executions lost: %s", len(beat.lost), [str(e) for e in beat.lost])
+                    for execution_id, strategy_id in beat.lost_strategies.items():
+                        with bound_log_context(strategy_id=strategy_id, execution_id=execution_id):
+                            log.warning("execution %s marked lost: its lease ran out", execution_id)
                     self._requests_pending = True
                     self._wake.set()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():

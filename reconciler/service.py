@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import signal
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
             raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
     redact_settings(settings)  # from here on, no log line can show the token, the keys or the password
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
+    if with_api:
+        check_jwt_secret(settings)
     if embedded is None:
         # A database that is not up yet (a container starting beside us, a restart) is waited for,
         # with one log line a minute; a URL that cannot be right stops start-up with one line.
@@ -83,12 +86,57 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
         if with_api:
             # Printed once, on the console of whoever started the service; never logged again.
             print(f"API token ({'generated' if created else 'stored'} in {data_dir / 'api-token'}): {token}")
+    if settings.jwt_secret is None and with_api:
+        secret, created = load_or_create(data_dir / JWT_SECRET_FILE, new_jwt_secret)
+        updates["jwt_secret"] = SecretStr(secret)
+        if created:
+            log.info("generated a JWT secret for the tenant API in %s", data_dir / JWT_SECRET_FILE)
     if settings.encryption_key is None:
         key, created = load_or_create(data_dir / "encryption-key", generate_key)
         updates["encryption_key"] = SecretStr(key)
         if created:
             log.info("generated an encryption key in %s", data_dir / "encryption-key")
     return settings.model_copy(update=updates) if updates else settings
+
+
+JWT_SECRET_FILE = "jwt-secret"
+
+
+def new_jwt_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def check_jwt_secret(settings: Settings) -> None:
+    """A tenant JWT must never be forgeable by whoever holds the executor token, nor brute-forced."""
+    if settings.jwt_secret is None:
+        log.warning("JWT_SECRET is not set: the tenant API and the dashboard refuse every request")
+        return
+    from api.tenant_auth import MIN_SECRET_BYTES
+
+    secret = settings.jwt_secret.get_secret_value()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise StartupError(f"JWT_SECRET is too short: use at least {MIN_SECRET_BYTES} random bytes")
+    token = settings.executor_api_token
+    if token is not None and token.get_secret_value() == secret:
+        raise StartupError("JWT_SECRET must differ from EXECUTOR_API_TOKEN (the two must not open each other)")
+
+
+def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
+    """`strategy-executor token`: a tenant JWT for `user_id`, under JWT_SECRET (or, with the embedded
+    database, the secret `serve` keeps in the data directory, created here if `serve` has not run yet)."""
+    from api.tenant_auth import TenantAuth
+
+    if settings.jwt_secret is not None:
+        check_jwt_secret(settings)
+        secret = settings.jwt_secret.get_secret_value()
+    elif settings.database_url is None:
+        secret, _ = load_or_create((settings.data_dir or default_data_dir()) / JWT_SECRET_FILE, new_jwt_secret)
+    else:
+        raise StartupError("JWT_SECRET is not set: the service that checks the token needs the same one")
+    try:
+        return TenantAuth(secret).mint(user_id, ttl_seconds=ttl_seconds)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def rotate_keys(runtime: Runtime) -> int:
@@ -142,12 +190,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     # mem) unreadable to same-uid processes, in case the sandbox ever runs as our own uid.
     harden_replica_process()
     sandbox = Sandbox(SandboxLimits.from_settings(settings))
-    await sandbox.start()
-    for layer, active in sandbox.layers.items():
-        # A user namespace is only how a non-root replica gets its network namespace, which is
-        # reported on its own; as root it is never needed.
-        if not active and layer != "user_namespace":
-            log.warning("sandbox layer %r is NOT active on this host", layer)
+    await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await check_key_ids(engine, cipher)
@@ -163,7 +206,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_stop_signal, stop, replica, settings.shutdown_grace_seconds)
 
     server = None
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
@@ -193,6 +236,21 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         await engine.dispose()
         if api_engine is not None:
             await api_engine.dispose()
+
+
+def _on_stop_signal(stop: asyncio.Event, replica: Replica, grace: float) -> None:
+    """The first Ctrl-C (or SIGTERM) drains and says for how long; the second stops the executions now."""
+    if not stop.is_set():
+        stop.set()
+        log.warning(
+            "stopping: %d running executions may take up to %.0f s to finish (SHUTDOWN_GRACE_SECONDS);"
+            " press Ctrl-C again to stop them now (they are recorded interrupted)",
+            replica.health.in_flight,
+            grace,
+        )
+    elif not replica.force_stop.is_set():
+        log.warning("stopping now: interrupting the running executions")
+        replica.force_stop.set()
 
 
 def _api_server(settings: Settings, store: Store, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(64 * 1024, ge=1024)
     max_result_bytes: int = Field(64 * 1024, ge=1024)
     max_state_bytes: int = Field(64 * 1024, ge=1024)
-    sandbox_user: str = "nobody"
+    # Children of a root replica run as uids from here on: each replica on a host claims its own
+    # block of 512, one uid per concurrent child (they need no /etc/passwd entry).
+    sandbox_uid_base: int = Field(1_900_000_000, ge=1000, le=4_000_000_000)
 
     # Exchange
     coindcx_api_url: str = "https://api.coindcx.com"

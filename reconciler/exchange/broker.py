@@ -10,7 +10,8 @@ limits are recorded too. On exit the session drops the credentials and closes wh
 
 Every failure a strategy can cause or see is a `BrokerError(kind, message)`; anything else (a bug, the
 database going away) is logged here and surfaces to the strategy as `BrokerError("internal", ...)`
-without internals, so the sandbox boundary only ever carries BrokerErrors.
+without internals but with a reference to the log line, so the sandbox boundary only ever carries
+BrokerErrors.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reconciler import refusals
 from reconciler.crypto import CredentialCipher, CryptoError
 from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, CoinDCXClient, RetryPolicy, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, SimulatedFeed
+from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
+from reconciler.exchange.wallet import wallet_value
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
@@ -44,7 +48,7 @@ from reconciler.storage.orders import Orders
 
 log = logging.getLogger(__name__)
 
-INTERNAL = "internal"
+INTERNAL = refusals.INTERNAL
 PUBLIC_METHODS = frozenset(
     {"get_ticker", "get_markets", "get_markets_details", "get_candles", "get_orderbook", "get_trades"}
 )
@@ -175,7 +179,7 @@ class BrokerFactory:
                 self._settings, credentials=credentials, http=self._http, retry=self._retry
             )
             # Buckets are per API key: strategies sharing a key share its exchange quota.
-            rate_key = "coindcx:" + (credentials.api_key if credentials else strategy_id)
+            rate_key = "coindcx:" + (api_key_digest(credentials.api_key) if credentials else strategy_id)
             market: PriceFeed = self._live_market
             del credentials  # only the client holds it now, until forget_credentials()
         elif exchange == "paper":
@@ -207,6 +211,20 @@ class BrokerFactory:
         finally:
             # The live client forgets the credentials here; the shared HTTP pool stays open.
             await target.aclose()
+            if exchange == "paper":
+                await self._record_wallet_value(strategy_id, session.execution_id)
+
+    async def _record_wallet_value(self, strategy_id: str, execution_id: uuid.UUID) -> None:
+        """The wallet's value at the feed's prices as the run ends, stored with the execution: the
+        points of the dashboard's wallet chart. Best effort: a failure here never fails the run."""
+        try:
+            holdings = await self._orders.paper_holdings(strategy_id)
+            if not holdings:  # never traded: its starting wallet
+                holdings = {c: Decimal(str(a)) for c, a in self._settings.paper_initial_balances.items()}
+            valued = await wallet_value(holdings, self._feed)
+            await self._orders.record_wallet_value(execution_id, valued.value, valued.currency)
+        except Exception as exc:
+            log.warning("strategy %s: could not record the wallet's value: %s", strategy_id, exc)
 
     async def aclose(self) -> None:
         await self._feed.aclose()
@@ -246,6 +264,10 @@ class BrokerSession:
         self._setup_error = setup_error
         self.orders_sent = 0
 
+    @property
+    def execution_id(self) -> uuid.UUID:
+        return self._execution_id
+
     def __repr__(self) -> str:
         return f"BrokerSession(strategy_id={self._strategy_id!r}, exchange={self._exchange!r})"
 
@@ -266,12 +288,14 @@ class BrokerSession:
         except (BrokerError, Fenced):
             raise  # Fenced: the replica kills the execution, nothing more of it is sent
         except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
-            # Transient (the paper exchange's or the audit trail's database): the strategy may retry.
+            # Transient (the paper exchange's or the audit trail's database): a warning without a
+            # traceback, and the strategy is told it may try again.
             log.warning("strategy %s: %s failed: %s", self._strategy_id, method, exc)
             raise BrokerError(errors.UNAVAILABLE, f"{method}: the database is unavailable; try again") from None
-        except Exception:
-            log.exception("strategy %s: broker failed on %s", self._strategy_id, method)
-            raise BrokerError(INTERNAL, f"{method}: the broker failed unexpectedly; the error is logged") from None
+        except Exception as exc:
+            raise refusals.internal_error(
+                method, exc, log, f"strategy {self._strategy_id}", database=isinstance(exc, StoreError)
+            ) from None
 
     def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         names = CLIENT_METHODS.get(method)

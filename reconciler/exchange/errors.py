@@ -9,20 +9,22 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from reconciler import refusals
 from reconciler.outcome import BrokerError
 
-# The kinds a strategy may see, so `except BrokerError as e: if e.kind == "rate_limited": ...` works.
-INVALID = "invalid_request"  # the strategy's call is malformed (unknown method, bad parameter)
-REFUSED = "limit_refused"  # the strategy's own limits (markets, notional, orders per run) refuse it
-RATE_LIMITED = "rate_limited"  # too many calls: our bucket or the exchange's HTTP 429
-REJECTED = "rejected"  # the exchange refused the request (HTTP 400/422: funds, price range, ...)
-AUTH = "auth"  # the exchange does not accept the API key or signature
-NOT_FOUND = "not_found"  # no such order or market
-UNAVAILABLE = "unavailable"  # HTTP 5xx or the connection failed, after the retries we allow
-TIMEOUT = "timeout"  # no answer within EXCHANGE_TIMEOUT_SECONDS, after the retries we allow
-BAD_RESPONSE = "bad_response"  # the exchange answered with something that is not the documented JSON
-ORDER_UNKNOWN = "order_unknown"  # an order create failed ambiguously and its fate could not be checked
-CREDENTIALS = "credentials"  # this strategy's credentials are missing or cannot be decrypted
+# The kinds a strategy may see, so `except BrokerError as e: if e.kind == "rate_limited": ...` works;
+# one vocabulary with the sandbox supervisor's own refusals (reconciler.refusals).
+INVALID = refusals.INVALID_REQUEST  # the strategy's call is malformed (unknown method, bad parameter)
+REFUSED = refusals.LIMIT_REFUSED  # the strategy's own limits (markets, notional, orders per run) refuse it
+RATE_LIMITED = refusals.RATE_LIMITED  # too many calls: our bucket or the exchange's HTTP 429
+REJECTED = refusals.REJECTED  # the exchange refused the request (HTTP 400/422: funds, price range, ...)
+AUTH = refusals.AUTH  # the exchange does not accept the API key or signature
+NOT_FOUND = refusals.NOT_FOUND  # no such order or market
+UNAVAILABLE = refusals.UNAVAILABLE  # HTTP 5xx or the connection failed, after the retries we allow
+TIMEOUT = refusals.TIMEOUT  # no answer within EXCHANGE_TIMEOUT_SECONDS, after the retries we allow
+BAD_RESPONSE = refusals.BAD_RESPONSE  # the exchange answered with something that is not the documented JSON
+ORDER_UNKNOWN = refusals.ORDER_UNKNOWN  # an order create failed ambiguously and its fate could not be checked
+CREDENTIALS = refusals.CREDENTIALS  # this strategy's credentials are missing or cannot be decrypted
 
 
 class ExchangeError(BrokerError):

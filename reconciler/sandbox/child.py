@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import numpy
 import pandas
 
+from reconciler import refusals
 from reconciler.policy import STRATEGY_FILENAME, PolicyViolation, guards
 from reconciler.sandbox import protocol
 from reconciler.sandbox.client_proxy import ExchangeError, make_client_class
@@ -187,6 +188,18 @@ def strategy_traceback(exc: BaseException) -> str:
     return text
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a MemoryError or was raised while handling one (`except MemoryError: raise X`)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 20:
+        if isinstance(current, MemoryError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 class Execution:
     def __init__(self, sock: socket.socket, header: dict[str, Any], code: types.CodeType) -> None:
         self.sock = sock
@@ -203,7 +216,11 @@ class Execution:
         reply = protocol.decode(protocol.recv_frame(self.sock, MAX_REPLY_BYTES))
         if reply.get("ok"):
             return reply.get("value")
-        raise ExchangeError(str(reply.get("kind", "error")), str(reply.get("message", "client call failed")))
+        kind, message = reply.get("kind"), reply.get("message")
+        raise ExchangeError(
+            kind if isinstance(kind, str) else refusals.INTERNAL,
+            message if isinstance(message, str) else f"{method}: the call failed",
+        )
 
     def namespace(self) -> dict[str, Any]:
         output = self.output
@@ -241,12 +258,25 @@ class Execution:
         finally:
             self._disarm()
         report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
-        report["result"] = self._result(namespace.get("RESULT"))
-        if status == "succeeded":
-            state, state_error = self._state(namespace.get("STATE"))
-            if state_error:
-                report["status"], report["error"] = "failed", state_error
-            report["state"] = state
+        try:
+            report["result"] = self._result(namespace.get("RESULT"))
+            if status == "succeeded":
+                state, state_error = self._state(namespace.get("STATE"))
+                if state_error:
+                    report["status"], report["error"] = "failed", state_error
+                report["state"] = state
+        except MemoryError:
+            # Serialising RESULT or STATE needs memory of its own: drop the strategy's objects, then say so.
+            namespace.clear()
+            report.update(
+                status="memory_exceeded",
+                result=None,
+                state=None,
+                error=(
+                    "the strategy's code finished, but storing its RESULT and STATE as JSON ran out of memory: "
+                    "keep them small (they are capped anyway; see the output for what was printed)"
+                ),
+            )
         return report
 
     def _execute(self, namespace: dict[str, Any]) -> tuple[str, str | None]:
@@ -266,12 +296,11 @@ class Execution:
         except (CpuTimeExceeded, WallTimeExceeded) as exc:
             self._disarm()
             return "timed_out", strategy_traceback(exc)
-        except MemoryError as exc:
-            self._disarm()
-            ballast.close()
-            return "memory_exceeded", strategy_traceback(exc)
         except BaseException as exc:  # the strategy's own failure, reported with its traceback
             self._disarm()
+            if _out_of_memory(exc):  # raised by the limit, or caught and re-raised as another error
+                ballast.close()
+                return "memory_exceeded", strategy_traceback(exc)
             return "failed", strategy_traceback(exc)
         finally:
             self._disarm()
@@ -328,7 +357,7 @@ _current: Execution | None = None
 
 def _forward_call(method: str, params: dict[str, Any]) -> Any:
     if _current is None:
-        raise ExchangeError("unavailable", "the client is not connected")
+        raise ExchangeError(refusals.UNAVAILABLE, "the client is not connected")
     return _current.call(method, params)
 
 
@@ -340,7 +369,7 @@ def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
 
     Never returns: `os._exit` skips the zygote's atexit handlers and buffered-stream flushes.
     """
-    code = 70
+    code = protocol.EXIT_NOT_CONFINED
     try:
         confine_child(plan, sock_fd)
         code = _serve_confined(socket.socket(fileno=CHILD_FD))
@@ -355,9 +384,10 @@ def serve_warm(link_fd: int, plan: ChildPlan) -> NoReturn:
     the execution's socket arrives over `link_fd` (SCM_RIGHTS) when the zygote assigns it one. The
     child holds no tenant data until then, and nothing but that link.
     """
-    code = 70
+    code = protocol.EXIT_NOT_CONFINED
     try:
         confine_child(plan, link_fd)
+        code = protocol.EXIT_NO_REQUEST
         with socket.socket(fileno=CHILD_FD) as link:
             _message, fds, _flags, _address = socket.recv_fds(link, 16, 1)
         if len(fds) != 1:  # the zygote is shutting down (EOF) or sent something else
@@ -378,11 +408,18 @@ def fresh_random_state() -> None:
 
 
 def _serve_confined(sock: socket.socket) -> int:
-    """Receive the request on `sock`, run it, report; the exit code for the zygote."""
+    """Receive the request on `sock`, run it, report; the exit code for the zygote.
+
+    When no report can be sent, the exit code says at which step it failed (protocol.EXIT_*), so the
+    recorded error tells the author what happened rather than "exited without reporting".
+    """
     try:
         sock.setblocking(True)
         header = protocol.decode(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
         strategy = marshal.loads(protocol.recv_frame(sock, MAX_REQUEST_BYTES))
+    except BaseException:
+        return protocol.EXIT_NO_REQUEST
+    try:
         fresh_random_state()
         execution = Execution(sock, header, strategy)
         report = execution.run()
@@ -390,8 +427,10 @@ def _serve_confined(sock: socket.socket) -> int:
         report["dropped"] = execution.output.dropped
         execution.channel.send(report)
         return 0
-    except BaseException:  # nothing can be reported; the supervisor classifies from the exit status
-        return 70
+    except MemoryError:
+        return protocol.EXIT_OUT_OF_MEMORY
+    except BaseException:
+        return protocol.EXIT_REPORT_FAILED
 
 
 def probe(sock_fd: int, plan: ChildPlan) -> NoReturn:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.outcome import ExecutionOutcome
+from reconciler.sandbox import protocol
 from reconciler.sandbox.limits import SandboxLimits
 
 _REPORTABLE = frozenset({"succeeded", "failed", "timed_out", "memory_exceeded"})
@@ -28,6 +29,7 @@ class ExitInfo:
     wall_killed: bool
     cpu: float
     duration: float
+    memory_killed: bool = False  # the child's memory cgroup killed it (its OOM counter moved)
 
 
 @dataclass
@@ -139,6 +141,48 @@ def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, st
     return str(status), error, result, state
 
 
+_NOT_YOURS = "this is a fault of the service, not of the strategy; the next run starts normally"
+
+
+def _killed(number: int, limits: SandboxLimits) -> tuple[str, str]:
+    """A child ended by a signal that no limit of ours sends: say what it means for the author."""
+    name = _signal_name(number)
+    if number in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        return "failed", (
+            f"the strategy process crashed ({name}: a memory fault in native code such as numpy or pandas); "
+            "the output shows how far it got: change the operation that crashed"
+        )
+    if number == signal.SIGABRT:
+        return "failed", (
+            "the strategy process was aborted (SIGABRT) by a native library, often for lack of memory "
+            f"(the limit is {limits.memory_mb} MB): use less memory"
+        )
+    if number == signal.SIGSYS:
+        return "failed", "the strategy process was stopped for a system call the sandbox does not allow (SIGSYS)"
+    if number == signal.SIGKILL:
+        return "memory_exceeded", (
+            f"the strategy process was killed (SIGKILL) outside the time limits, by the out-of-memory killer "
+            f"(the limit is {limits.memory_mb} MB): use less memory"
+        )
+    return "failed", f"the strategy process was ended by {name}, which the sandbox does not send; {_NOT_YOURS}"
+
+
+def _exited(code: int, limits: SandboxLimits) -> tuple[str, str]:
+    """A child that exited without a report: its exit code says at which step (protocol.EXIT_*)."""
+    if code == protocol.EXIT_OUT_OF_MEMORY:
+        return "memory_exceeded", (
+            f"the strategy's code finished, but its report (output, RESULT, STATE) did not fit in the memory "
+            f"limit of {limits.memory_mb} MB: keep RESULT and STATE small"
+        )
+    if code == protocol.EXIT_REPORT_FAILED:
+        return "failed", f"the strategy's code finished, but its report could not be sent; {_NOT_YOURS}"
+    if code == protocol.EXIT_NOT_CONFINED:
+        return "failed", f"the sandbox could not be set up for this run, so nothing of it ran; {_NOT_YOURS}"
+    if code == protocol.EXIT_NO_REQUEST:
+        return "failed", f"the strategy process did not receive its code, so nothing of it ran; {_NOT_YOURS}"
+    return "failed", f"the strategy process ended without a report (exit status {code}); {_NOT_YOURS}"
+
+
 def classify(
     observed: Observed, exit_info: ExitInfo | None, limits: SandboxLimits, duration: float
 ) -> ExecutionOutcome:
@@ -149,16 +193,20 @@ def classify(
     if observed.interrupted:
         status, error = "interrupted", "the execution was interrupted (the replica stopped or cancelled it)"
     elif observed.zygote_died:
-        status, error = "failed", "the sandbox process died during the execution (it is restarted)"
+        status, error = "failed", f"the service's sandbox process stopped during this run; {_NOT_YOURS}"
     elif observed.lost or exit_info is None:
-        status, error = "failed", "the sandbox did not report the end of the execution (it is restarted)"
+        status, error = "failed", f"the service's sandbox lost track of this run; {_NOT_YOURS}"
     elif exit_info.wall_killed:
         status = "timed_out"
         error = f"wall-clock time limit exceeded ({limits.wall_seconds:g} s): the process was killed"
         if isinstance(report_error, str) and observed.report and observed.report.get("status") == "timed_out":
             error = report_error[:_ERROR_CAP]
+    elif exit_info.memory_killed and observed.report is None:
+        status = "memory_exceeded"
+        error = f"memory limit exceeded ({limits.memory_mb} MB, with kernel memory): the process was killed"
     elif observed.violation is not None:
-        status, error = "failed", f"the strategy process broke the sandbox protocol: {observed.violation}"
+        status = "failed"
+        error = f"the strategy process sent the service something it cannot read ({observed.violation})"
     elif observed.report is not None:
         status, error, result, state = _from_report(observed.report, limits)
     elif os.WIFSIGNALED(exit_info.status):
@@ -168,10 +216,10 @@ def classify(
             status = "timed_out"
             error = f"CPU time limit exceeded ({limits.cpu_seconds} s): the process was killed"
         else:
-            status, error = "failed", f"the strategy process was killed by {_signal_name(number)}"
+            status, error = _killed(number, limits)
     else:
         code = os.WEXITSTATUS(exit_info.status) if os.WIFEXITED(exit_info.status) else exit_info.status
-        status, error = "failed", f"the strategy process exited without reporting (exit code {code})"
+        status, error = _exited(code, limits)
 
     dropped = observed.output_dropped
     if observed.report is not None:

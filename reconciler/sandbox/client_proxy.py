@@ -16,7 +16,8 @@ from reconciler.sandbox.jsonable import strict_default
 
 
 class ExchangeError(Exception):
-    """What a failed client call raises; `kind` says why (e.g. "limit", "exchange", "rate_limited")."""
+    """What a failed client call raises; `kind` says why (one of `reconciler.refusals.KINDS`:
+    "invalid_request", "limit_refused", "rate_limited", "rejected", ...)."""
 
     __module__ = "builtins"  # shown as `ExchangeError: ...` in the strategy's traceback
 

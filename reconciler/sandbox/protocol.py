@@ -16,6 +16,12 @@ from typing import Any
 
 _HEADER = struct.Struct(">I")
 
+# How a child that could not send its report says why, in its exit status (see `classify`).
+EXIT_NOT_CONFINED = 71  # the confinement could not be set up: nothing of the strategy ran
+EXIT_NO_REQUEST = 72  # the request (code, CONFIG, STATE) never arrived whole: nothing ran
+EXIT_REPORT_FAILED = 73  # the strategy ran, but its report could not be built or sent
+EXIT_OUT_OF_MEMORY = 74  # the strategy ran, but its report did not fit in the memory limit
+
 
 class ProtocolError(Exception):
     """A peer sent something that is not a well-formed frame within the size cap."""

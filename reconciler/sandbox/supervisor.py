@@ -17,24 +17,23 @@ import json
 import logging
 import marshal
 import os
-import pwd
 import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import refusals
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
 from reconciler.policy import PolicyError, compile_strategy
-from reconciler.sandbox import protocol
+from reconciler.sandbox import host, layers, protocol
 from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
 from reconciler.sandbox.limits import SandboxLimits
-from reconciler.sandbox.zygote_client import ZygoteClient, ZygoteDied
+from reconciler.sandbox.zygote_client import ZygoteClient, ZygoteDied, ZygoteRefused
 
 logger = logging.getLogger(__name__)
 
-LAYER_NAMES = ("network_namespace", "seccomp", "privilege_drop", "rlimits", "no_new_privs", "language_policy")
 MAX_CLIENT_CALLS = 1000  # per execution; the broker rate-limits too, this bounds the replica's work
 _LOST_GRACE = 10.0  # beyond the wall limit, how long before the zygote itself is presumed hung
 _COMPILE_CACHE = 512
@@ -54,8 +53,8 @@ class _Run:
     observed: Observed
 
 
-def _refusal(kind: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "kind": kind, "message": message}
+def _refusal(error: BrokerError) -> dict[str, Any]:
+    return {"ok": False, "kind": error.kind, "message": error.message}
 
 
 class Sandbox:
@@ -67,6 +66,8 @@ class Sandbox:
         self._compiled: OrderedDict[str, bytes | PolicyError] = OrderedDict()
         self._ids = itertools.count(1)
         self._runs: dict[int, _Run] = {}
+        self._uids: host.UidBlock | None = None
+        self._cgroups: list[host.MemoryCgroup] = []  # of the current zygote (last) and dead ones
         self._max_frame = 8 * (limits.output_bytes + limits.result_bytes + limits.state_bytes) + 65536
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -74,8 +75,8 @@ class Sandbox:
     @property
     def layers(self) -> dict[str, bool]:
         """Which isolation layers are active on this host (as a real confined child reported them)."""
-        return {name: bool(self._layers.get(name, False)) for name in LAYER_NAMES} | {
-            key: value for key, value in self._layers.items() if key not in LAYER_NAMES
+        return {name: bool(self._layers.get(name, False)) for name in layers.LAYER_NAMES} | {
+            key: value for key, value in self._layers.items() if key not in layers.LAYER_NAMES
         }
 
     async def start(self) -> None:
@@ -89,31 +90,49 @@ class Sandbox:
             self._zygote = await self._spawn_zygote()
             self._layers = dict(self._zygote.layers)
             _record_start(time.monotonic() - begun, self.layers)
+            await self._remove_cgroups(keep_current=True, patience=0)
             if first:
-                for name in LAYER_NAMES:
-                    if not self._layers.get(name):
-                        logger.warning("sandbox isolation layer %r is NOT active on this host", name)
+                for name in layers.inactive(self._layers):
+                    logger.warning("%s", layers.warning(name))
 
     def _zygote_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
             "memory_mb": self.limits.memory_mb,
             "cpu_seconds": self.limits.cpu_seconds,
             "wall_seconds": self.limits.wall_seconds,
-            "uid": None,
-            "gid": None,
+            "uids": None,
+            "cgroup": None,
         }
         if os.geteuid() == 0:
-            try:
-                entry = pwd.getpwnam(self.limits.sandbox_user)
-            except KeyError:
-                raise RuntimeError(f"SANDBOX_USER {self.limits.sandbox_user!r} does not exist") from None
-            if entry.pw_uid == 0:
-                raise RuntimeError("SANDBOX_USER must not be root")
-            config["uid"], config["gid"] = entry.pw_uid, entry.pw_gid
+            # Root can switch to any uid: each concurrent child gets one of this replica's own block.
+            if self._uids is None:
+                self._uids = host.UidBlock.claim(self.limits.sandbox_uid_base)
+            config["uids"] = [self._uids.first, self._uids.count]
+        cgroup = host.MemoryCgroup.create()
+        if cgroup is not None:
+            self._cgroups.append(cgroup)
+            config["cgroup"] = {"path": str(cgroup.path), "version": cgroup.version}
         return config
 
     async def _spawn_zygote(self) -> ZygoteClient:
         return await ZygoteClient.spawn(self._zygote_config())
+
+    async def _remove_cgroups(self, *, keep_current: bool, patience: float) -> None:
+        """Remove the cgroups of zygotes that are gone (their children die with them, within moments)."""
+        deadline = time.monotonic() + patience
+        while True:
+            remaining = []
+            for index, cgroup in enumerate(self._cgroups):
+                if keep_current and index == len(self._cgroups) - 1:
+                    remaining.append(cgroup)
+                    continue
+                cgroup.remove()
+                if cgroup.path.exists():
+                    remaining.append(cgroup)
+            self._cgroups = remaining
+            if len(remaining) <= (1 if keep_current else 0) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.02)
 
     async def zygote_status(self) -> dict[str, Any]:
         """What the zygote holds right now: ids of running executions, pids of pre-forked children.
@@ -134,6 +153,10 @@ class Sandbox:
         if self._zygote is not None:
             zygote, self._zygote = self._zygote, None
             await zygote.close()
+        await self._remove_cgroups(keep_current=False, patience=5.0)
+        if self._uids is not None:
+            self._uids.close()
+            self._uids = None
 
     # -- one execution --------------------------------------------------------------------------------
 
@@ -188,6 +211,8 @@ class Sandbox:
         self._runs[run.id] = run
         try:
             exit_info = await self._execute(run, header, code, broker)
+        except ZygoteRefused as exc:
+            return self._failed_before_start(f"the sandbox could not start the run: {exc}")
         finally:
             del self._runs[run.id]
         if run.observed.zygote_died or run.observed.lost:
@@ -260,8 +285,8 @@ class Sandbox:
                 if calling is not None and calling in done:
                     try:
                         reply = calling.result()
-                    except (asyncio.CancelledError, Exception):  # _broker_call handles the rest
-                        reply = _refusal("internal", "the call failed inside the service")
+                    except (asyncio.CancelledError, Exception) as exc:  # _broker_call handles the rest
+                        reply = _refusal(refusals.internal_error("client call", exc, logger, "sandbox"))
                     calling = None
                     writer.write(protocol.encode(reply))
                     await writer.drain()
@@ -300,31 +325,31 @@ class Sandbox:
     async def _broker_call(self, message: dict[str, Any], broker: BrokerCall | None, calls: int) -> dict[str, Any]:
         method, params = message.get("method"), message.get("params")
         if not isinstance(method, str) or method not in CLIENT_METHODS:
-            return {"ok": False, "kind": "invalid", "message": f"unknown client method {str(method)[:60]!r}"}
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, f"unknown client method {str(method)[:60]!r}"))
         if not isinstance(params, dict) or not set(params) <= set(CLIENT_METHODS[method]):
-            return {"ok": False, "kind": "invalid", "message": f"invalid parameters for {method}"}
+            names = ", ".join(CLIENT_METHODS[method]) or "none"
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, f"{method}: invalid parameters; it takes {names}"))
         if calls > MAX_CLIENT_CALLS:
-            return _refusal("limit", f"more than {MAX_CLIENT_CALLS} client calls in one run")
+            reason = f"{method}: more than {MAX_CLIENT_CALLS} client calls in one run; make fewer calls per run"
+            return _refusal(BrokerError(refusals.LIMIT_REFUSED, reason))
         if broker is None:
-            return _refusal("unavailable", "no exchange client is configured for this run")
+            reason = f"{method}: no exchange client is configured for this run"
+            return _refusal(BrokerError(refusals.UNAVAILABLE, reason))
         try:
             params, changed = clean_json(params)
         except RecursionError:
             changed = True
         if changed:  # the broker records parameters (client_order_id, ...) in the database
-            return _refusal("invalid", f"{method}: parameters contain NUL characters or unpaired surrogates")
+            reason = f"{method}: parameters contain NUL characters or unpaired surrogates"
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, reason))
         try:
             value = await broker(method, params)
             json.dumps(value, allow_nan=False)
         except BrokerError as exc:
-            return {"ok": False, "kind": exc.kind, "message": exc.message}
-        except (TypeError, ValueError):
-            logger.exception("broker returned a value that is not JSON for %s", method)
-            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
-        except Exception:
+            return _refusal(exc)
+        except Exception as exc:
             # Never forward the text of an unexpected exception: it may carry the replica's secrets.
-            logger.exception("broker call %s failed", method)
-            return {"ok": False, "kind": "internal", "message": f"{method} failed inside the service"}
+            return _refusal(refusals.internal_error(method, exc, logger, "sandbox broker call"))
         return {"ok": True, "value": value}
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from reconciler import metrics
+from reconciler.storage import jsonb
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ def create_engine(
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args(application_name, limits),
+        json_serializer=jsonb.dumps,  # a float stays a float through jsonb (1.5e300 is not an int)
     )
 
 

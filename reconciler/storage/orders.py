@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -51,5 +52,22 @@ class Orders:
             for exchange_order_id, status, response in answered:
                 statement = queries.update_order_by_exchange_id(strategy_id, exchange_order_id, status, response)
                 await conn.execute(statement)
+
+        await self._db.run(work)
+
+    async def paper_holdings(self, strategy_id: str) -> dict[str, Decimal]:
+        """A paper strategy's wallet, available plus locked, per currency (empty before its first trade)."""
+
+        async def work(conn: AsyncConnection) -> dict[str, Decimal]:
+            rows = (await conn.execute(queries.select_paper_balances(strategy_id))).mappings().all()
+            return {row["currency"]: row["balance"] + row["locked_balance"] for row in rows}
+
+        return await self._db.run(work)
+
+    async def record_wallet_value(self, execution_id: uuid.UUID, value: Decimal, currency: str) -> None:
+        """The wallet's value as a paper run ends, stored with the execution while it is still in flight."""
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(queries.record_wallet_value(execution_id, value, currency))
 
         await self._db.run(work)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
+from reconciler.storage import jsonb
 from reconciler.storage.db import Database
 from reconciler.storage.fence import Fence
 from reconciler.storage.statements import replica as queries
@@ -59,6 +60,7 @@ class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
     renewed: frozenset[UUID]  # the executions whose leases were renewed; the others are fenced off
     lost: list[UUID]  # executions whose leases had expired, recorded as lost by this heartbeat
+    lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +127,9 @@ class ReplicaStore:
             renewed: frozenset[UUID] = frozenset()
             if renew and found:
                 renewed = frozenset((await conn.execute(queries.RENEW_LEASES, renewals)).scalars().all())
-            lost = list((await conn.execute(queries.MARK_LOST)).scalars().all()) if mark_lost else []
-            return Heartbeat(registered=found, renewed=renewed, lost=lost)
+            rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
+            lost = {row.execution_id: row.strategy_id for row in rows}
+            return Heartbeat(registered=found, renewed=renewed, lost=list(lost), lost_strategies=lost)
 
         return await self.db.run(work)
 
@@ -229,8 +232,8 @@ class ReplicaStore:
             "outputs": [_no_nul(o.output) for _, o in outcomes],
             "truncated": [o.output_truncated for _, o in outcomes],
             "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],
-            "results": [None if o.result is None else json.dumps(o.result) for _, o in outcomes],
-            "states": [None if o.state is None else json.dumps(o.state) for _, o in outcomes],
+            "results": [None if o.result is None else jsonb.dumps(o.result) for _, o in outcomes],
+            "states": [None if o.state is None else jsonb.dumps(o.state) for _, o in outcomes],
         }
 
         async def work(conn: AsyncConnection) -> dict[UUID, Completion]:

@@ -110,10 +110,64 @@ def test_coindcx_requires_both_credentials(client: TestClient, pg_conn: psycopg.
     assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
 
 
-def test_credentials_with_the_paper_exchange_are_refused(client: TestClient) -> None:
-    response = client.post("/strategies/deploy", json=deploy_body(api_key="k", api_secret="s"))
+def test_the_seed_backends_body_trades_live_with_its_credentials(
+    client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    # {strategy_id, user_id, code, config, execution_interval, api_key, api_secret}: no exchange, no name.
+    body = deploy_body(name=..., api_key="k", api_secret="s")
+    response = client.post("/strategies/deploy", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["exchange"] == "coindcx" and response.json()["has_credentials"] is True
+    assert strategy_row(pg_conn)["exchange"] == "coindcx"
+
+
+def test_neither_exchange_nor_credentials_trades_on_paper(client: TestClient) -> None:
+    response = client.post("/strategies/deploy", json=deploy_body())
+    assert response.json()["exchange"] == "paper" and response.json()["has_credentials"] is False
+
+
+def test_paper_with_credentials_keeps_them_sealed_for_a_later_switch(
+    client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    response = client.post("/strategies/deploy", json=deploy_body(exchange="paper", api_key="k", api_secret="s"))
+    assert response.status_code == 201, response.text
+    assert response.json()["exchange"] == "paper" and response.json()["has_credentials"] is True
+    (sealed,) = pg_conn.execute("SELECT credentials FROM strategy_credentials").fetchone()
+    assert unseal(sealed) == ["s1", "k", "s"]
+
+
+@pytest.mark.parametrize("exchange", [..., "paper"])
+@pytest.mark.parametrize(("given", "missing"), [("api_key", "api_secret"), ("api_secret", "api_key")])
+def test_one_credential_without_the_other_is_refused(
+    client: TestClient, pg_conn: psycopg.Connection, exchange: Any, given: str, missing: str
+) -> None:
+    response = client.post("/strategies/deploy", json=deploy_body(exchange=exchange, **{given: "x"}))
     assert response.status_code == 422
-    assert {d["field"] for d in response.json()["detail"]} == {"api_key", "api_secret"}
+    assert response.json()["detail"] == [{"field": missing, "reason": f"required with {given}: both or neither"}]
+    assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
+
+
+def test_an_api_key_belongs_to_one_user(client: TestClient, pg_conn: psycopg.Connection) -> None:
+    mine = deploy_body(strategy_id="a", user_id="alice-7", api_key="PUBLIC-KEY", api_secret="s")
+    assert client.post("/strategies/deploy", json=mine).status_code == 201
+    # The same user may use the key for another strategy, or redeploy with it.
+    assert client.post("/strategies/deploy", json={**mine, "strategy_id": "b"}).status_code == 201
+    assert client.post("/strategies/deploy", json=mine).status_code == 200
+    # Another user may not, with any secret, whatever the whitespace around the key (HTTP drops it).
+    for key in ("PUBLIC-KEY", " PUBLIC-KEY\t"):
+        theirs = deploy_body(strategy_id="c", user_id="mallory", api_key=key, api_secret="other")
+        response = client.post("/strategies/deploy", json=theirs)
+        assert response.status_code == 409, response.text
+        assert response.json()["error"] == "conflict"
+        assert "another user" in response.json()["message"]
+        for hint in ("alice", '"a"', "'a'", "strategy a", "PUBLIC-KEY"):
+            assert hint not in response.text
+    assert pg_conn.execute("SELECT count(*) FROM strategies WHERE user_id = 'mallory'").fetchone() == (0,)
+    # Once alice's strategies let go of the key (paper, no credentials), it is free for another user.
+    for strategy_id in ("a", "b"):
+        client.post("/strategies/deploy", json=deploy_body(strategy_id=strategy_id, user_id="alice-7"))
+    theirs = deploy_body(strategy_id="c", user_id="mallory", api_key="PUBLIC-KEY", api_secret="other")
+    assert client.post("/strategies/deploy", json=theirs).status_code == 201
 
 
 def test_credentials_without_sealing_configured_are_refused(

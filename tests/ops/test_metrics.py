@@ -84,3 +84,32 @@ def test_metrics_move_when_executions_happen(serve: Running) -> None:
     )
     assert value(after, f"{PREFIX}_database_up", replica=replica) == 1
     assert value(after, f"{PREFIX}_lost_executions_rescued_total", replica=replica) == 0
+
+
+def test_separate_processes_share_one_metrics_view_in_multiprocess_mode(database_url: str, tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, the API's /metrics also shows a worker process's replica."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = service_env(database_url, prometheus_multiproc_dir=str(shared))
+    api = start("serve", env, tmp_path, "serve")
+    worker = start("worker", env, tmp_path, "worker", port_variable="WORKER_HEALTH_PORT")
+    try:
+        replicas = {
+            httpx.get(f"{api.base}/health", timeout=10).json()["replica"]["replica_id"],
+            httpx.get(f"{worker.base}/health", timeout=10).json()["replica_id"],
+        }
+        with httpx.Client(base_url=api.base, headers=AUTH, timeout=60) as client:
+            body = {"strategy_id": "m", "user_id": "u1", "code": "RESULT = 1", "execution_interval": 3600}
+            assert client.post("/strategies/deploy", json=body).is_success
+            ran = client.post("/strategies/m/execute", params={"wait": 30}).json()
+            assert ran["status"] == "succeeded"
+        # The first tick and the manual run, wherever each ran; then both views agree.
+        succeeded = f"{PREFIX}_executions_total"
+        wait_for(lambda: value(samples(api.base), succeeded, outcome="succeeded") == 2, 30, "both executions")
+        for base in (api.base, worker.base):
+            found = samples(base)
+            assert {dict(labels)["replica"] for name, labels in found if name == f"{PREFIX}_slots"} == replicas
+            assert value(found, succeeded, outcome="succeeded") == 2
+    finally:
+        worker.service.terminate()
+        api.service.terminate()

@@ -242,6 +242,27 @@ CASES = [
     Case("proc-self-environ", "env = pd.read_table('/proc/self/environ')\n", "failed", ("Policy violation",), line=1),
     Case("recursion-without-end", "def f(n):\n    return f(n + 1)\nf(0)\n", "failed", ("RecursionError",), line=2),
     Case("raise-system-exit", "raise SystemExit(0)\n", "failed", ("SystemExit",), line=1),
+    # A MemoryError is memory_exceeded wherever it happens: caught and re-raised as another error, or
+    # while the report is built after the strategy's code ended (an exit without a report, before).
+    Case(
+        "memory-error-re-raised-as-another-error",
+        "try:\n    a = np.ones(1 << 27)\nexcept MemoryError:\n    raise ValueError('no memory')\n",
+        "memory_exceeded",
+        ("ValueError: no memory",),
+        line=4,
+    ),
+    Case(
+        "result-too-big-to-serialise",
+        "RESULT = 'x' * (60 << 20)\n",
+        "memory_exceeded",
+        ("storing its RESULT and STATE as JSON ran out of memory",),
+    ),
+    Case(
+        "state-too-big-to-serialise",
+        "STATE['big'] = 'y' * (60 << 20)\n",
+        "memory_exceeded",
+        ("storing its RESULT and STATE as JSON ran out of memory",),
+    ),
     # -- library helpers that read or write attributes by a name the strategy chooses -------------------
     Case(
         "update-wrapper-copies-library-globals",
@@ -578,7 +599,9 @@ RESULT = {'found': found, 'reads': [a for a in attempts if a.startswith('READ')]
     assert outcome.result["reads"] == []
     assert outcome.result["denied"] == (len(pids) * 4 + 3) * 3
     assert outcome.result["objects"] > 100, outcome.result["objects"]  # the walk really ran
-    assert outcome.result["replies"][0] == "internal: get_balances failed inside the service"
+    assert outcome.result["replies"][0].startswith(
+        "internal: get_balances: the service failed while handling this call (reference "
+    )
     assert outcome.result["replies"][1] == "rejected: not allowed for this strategy"
     assert PLANTED_SECRET not in repr(outcome)
 

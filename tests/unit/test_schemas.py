@@ -31,9 +31,17 @@ def errors_of(**fields: Any) -> dict[str, str]:
 def test_defaults() -> None:
     request = deploy()
     assert request.strategy_id is None
-    assert request.exchange == "paper"
+    assert request.exchange is None and request.trades_on == "paper"
     assert request.auto_start is True
     assert request.config == {}
+
+
+def test_the_exchange_follows_the_credentials_unless_given() -> None:
+    assert deploy(api_key="k", api_secret="s").trades_on == "coindcx"
+    assert deploy(exchange="paper", api_key="k", api_secret="s").trades_on == "paper"
+    assert deploy(exchange="coindcx").trades_on == "coindcx"  # refused by the route: no credentials
+    assert deploy(api_key=" k\t", api_secret="s").api_key.get_secret_value() == "k"
+    assert set(errors_of(api_key="  ", api_secret="s")) == {"api_key"}
 
 
 def test_wrong_types_are_not_coerced() -> None:

@@ -204,3 +204,13 @@ def delete_paper_account(strategy_id: str) -> tuple[Delete, Delete]:
         paper_orders.delete().where(paper_orders.c.strategy_id == strategy_id),
         paper_balances.delete().where(paper_balances.c.strategy_id == strategy_id),
     )
+
+
+def record_wallet_value(execution_id: uuid.UUID, value: Decimal, currency: str) -> Update:
+    """A paper execution's wallet value at its end; only while the execution is still in flight (an
+    execution already recorded lost or finished keeps what it has)."""
+    return (
+        update(executions)
+        .where(executions.c.execution_id == execution_id, executions.c.status == "running")
+        .values(wallet_value=value, wallet_currency=currency)
+    )

@@ -1,0 +1,44 @@
+"""Ctrl-C on a real replica: the first drains and says how long it may take, the second stops now."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.harness import Service, deploy_sql, wait_for
+from tests.e2e.test_replicas import services, start_workers  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_second_ctrl_c_stops_the_drain_and_records_interrupted(
+    database_url: str,
+    pg_conn: psycopg.Connection,
+    services: list[Service],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    start_workers(services, database_url, tmp_path, 1, shutdown_grace_seconds=120, max_wall_time_seconds=300)
+    deploy_sql(pg_conn, "long", "import time\ntime.sleep(240)\n", interval=3600)
+    wait_for(
+        lambda: pg_conn.execute("SELECT count(*) FROM executions WHERE status = 'running'").fetchone()[0] == 1,
+        30,
+        "the execution to start",
+    )
+    worker = services[0]
+    worker.process.send_signal(signal.SIGINT)
+    line = wait_for(
+        lambda: next((x for x in worker.log().splitlines() if "may take up to" in x), None), 10, "the drain notice"
+    )
+    assert "1 running executions may take up to 120 s" in line and "Ctrl-C again" in line
+    time.sleep(1)
+    assert worker.alive()  # draining: the first Ctrl-C alone waits for the grace period
+    started = time.monotonic()
+    worker.process.send_signal(signal.SIGINT)
+    assert worker.process.wait(30) == 0, worker.log()[-3000:]
+    assert time.monotonic() - started < 20  # not the 120 s grace period
+    assert pg_conn.execute("SELECT status FROM executions").fetchone() == ("interrupted",)
+    assert "stopping now" in worker.log()
