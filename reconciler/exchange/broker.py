@@ -223,6 +223,9 @@ class BrokerFactory:
                 holdings = {c: Decimal(str(a)) for c, a in self._settings.paper_initial_balances.items()}
             valued = await wallet_value(holdings, self._feed)
             await self._orders.record_wallet_value(execution_id, valued.value, valued.currency)
+        except DatabaseUnavailable as exc:
+            # The outage itself is logged by the replica, rate-limited; one line per run would flood.
+            log.debug("strategy %s: could not record the wallet's value: %s", strategy_id, exc)
         except Exception as exc:
             log.warning("strategy %s: could not record the wallet's value: %s", strategy_id, exc)
 

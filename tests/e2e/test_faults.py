@@ -307,7 +307,8 @@ def test_database_refusing_connections_longer_than_the_lease(
     for service in services:
         text = service.log()
         assert "Retrying" not in text
-        assert text.count("database unavailable") <= 2, text[-3000:]
+        noisy = [line for line in text.splitlines() if "unavailable" in line]
+        assert len(noisy) <= 2, noisy  # the outage's start (and its end below), nothing per attempt
         assert "database reachable again after an outage of" in text
     conn.close()
 
