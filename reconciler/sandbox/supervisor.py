@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
-import marshal
 import os
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler import refusals
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
-from reconciler.policy import PolicyError, compile_strategy
+from reconciler.policy import PolicyError
+from reconciler.policy.cache import CompiledCache
+from reconciler.policy.pool import CompilePool
 from reconciler.sandbox import host, layers, protocol
 from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
@@ -36,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CLIENT_CALLS = 1000  # per execution; the broker rate-limits too, this bounds the replica's work
 _LOST_GRACE = 10.0  # beyond the wall limit, how long before the zygote itself is presumed hung
-_COMPILE_CACHE = 512
 
 
 def harden_replica_process() -> None:
@@ -58,12 +56,13 @@ def _refusal(error: BrokerError) -> dict[str, Any]:
 
 
 class Sandbox:
-    def __init__(self, limits: SandboxLimits) -> None:
+    def __init__(self, limits: SandboxLimits, compiler: CompiledCache | None = None) -> None:
         self.limits = limits
+        # Compiled off the event loop, in worker processes; cached by source within a byte budget.
+        self.compiler = compiler or CompiledCache(CompilePool())
         self._zygote: ZygoteClient | None = None
         self._start_lock: asyncio.Lock | None = None
         self._layers: dict[str, bool] = {}
-        self._compiled: OrderedDict[str, bytes | PolicyError] = OrderedDict()
         self._ids = itertools.count(1)
         self._runs: dict[int, _Run] = {}
         self._uids: host.UidBlock | None = None
@@ -157,26 +156,9 @@ class Sandbox:
         if self._uids is not None:
             self._uids.close()
             self._uids = None
+        await self.compiler.pool.close()
 
     # -- one execution --------------------------------------------------------------------------------
-
-    def _compile(self, code: str) -> bytes:
-        key = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-        cached = self._compiled.get(key)
-        if cached is None:
-            try:
-                cached = marshal.dumps(compile_strategy(code))
-            except PolicyError as exc:
-                cached = exc.with_traceback(None)  # keep no compiler frames alive in the cache
-            self._compiled[key] = cached
-            if len(self._compiled) > _COMPILE_CACHE:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        if isinstance(cached, PolicyError):
-            # A fresh exception each time: re-raising the cached instance would grow its traceback.
-            raise PolicyError(cached.message, cached.line, cached.column)
-        return cached
 
     def _failed_before_start(self, message: str) -> ExecutionOutcome:
         return ExecutionOutcome(status="failed", duration=0.0, error=message)
@@ -184,7 +166,7 @@ class Sandbox:
     async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
         started = time.monotonic()
         try:
-            code = self._compile(request.code)
+            code = await self.compiler.compile(request.code)
         except PolicyError as exc:
             return self._failed_before_start(f"Policy violation: {exc}")
         try:

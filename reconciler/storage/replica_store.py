@@ -8,8 +8,9 @@ The reconcile decision itself is pure and passed in (`decide`), like the languag
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,8 +25,9 @@ from reconciler.storage.db import Database
 from reconciler.storage.fence import Fence
 from reconciler.storage.statements import replica as queries
 
-# Given a strategy's code, the language policy's error message, or None when it compiles.
-CodeChecker = Callable[[str], str | None]
+# Given a strategy's code, the language policy's error message, or None when it compiles (compiles run
+# in worker processes, so the check is awaited).
+CodeChecker = Callable[[str], Awaitable[str | None]]
 # The pure reconcile decision (`reconciler.reconcile.decide`): (spec, status, now, compile error) -> action.
 Decide = Callable[[Spec, Status | None, datetime, str | None], Action]
 
@@ -142,7 +144,24 @@ class ReplicaStore:
     # --- reconcile ----------------------------------------------------------------------------
 
     async def reconcile(self, decide: Decide, check_code: CodeChecker, *, batch: int = 200) -> ReconcileReport:
-        """One batch of the reconcile pass: lock unreconciled specs, `decide`, write, commit."""
+        """One batch of the reconcile pass: check the code, then lock unreconciled specs, `decide`,
+        write, commit.
+
+        The code is checked before the transaction that locks, never inside it: a compile takes as long
+        as it takes, and a transaction that sat idle for it would hold the strategies' locks meanwhile
+        (and be ended by idle_in_transaction_session_timeout). Each distinct source is checked once, the
+        checks in parallel. A spec whose code changed between the two reads is left for the next pass.
+        """
+
+        async def unreconciled(conn: AsyncConnection) -> list[str | None]:
+            rows = (await conn.execute(queries.SELECT_UNRECONCILED_CODE, {"batch": batch})).all()
+            return [row.code for row in rows]
+
+        pending = await self.db.run(unreconciled)
+        if not pending:
+            return ReconcileReport(0, 0, 0)  # the common case: one statement, no locks
+        codes = list(dict.fromkeys(code for code in pending if code is not None))
+        verdicts = dict(zip(codes, await asyncio.gather(*map(check_code, codes)), strict=True))
 
         async def work(conn: AsyncConnection) -> ReconcileReport:
             specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
@@ -164,7 +183,9 @@ class ReplicaStore:
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
-                compile_error = check_code(row["code"]) if needs_check else None
+                if needs_check and row["code"] not in verdicts:
+                    continue  # deployed again since the check: the next pass sees it
+                compile_error = verdicts[row["code"]] if needs_check else None
                 action = decide(spec, status, now, compile_error)
                 if isinstance(action, SetStatus):
                     writes.append(_status_params(spec.strategy_id, action))

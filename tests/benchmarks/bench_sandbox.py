@@ -2,7 +2,7 @@
 
     python tests/benchmarks/bench_sandbox.py [--runs 300] [--concurrency 5]
 
-Measures, in one run on this host, for two layer sets, one after the other:
+Measures, in one run on this host, for two layer sets side by side (alternating run by run):
   before  the previous round's layers: network namespace, one shared sandbox uid, rlimits, seccomp
           (children forked plainly into the zygote's namespaces, no filesystem view, no cgroup);
   after   every layer: also the filesystem view, a PID and an IPC namespace per child, a uid per
@@ -101,22 +101,40 @@ class PreviousLayers(Sandbox):
         return config
 
 
-async def measure(label: str, sandbox: Sandbox, runs: int, concurrency: int) -> dict[str, float]:
-    start = time.perf_counter()
-    await sandbox.start()
-    print(f"[{label}] zygote start-up (once per replica): {ms(time.perf_counter() - start)}")
-    active = sorted(name for name, on in sandbox.layers.items() if on)
-    print(f"[{label}] active layers: {', '.join(active)}")
-    await sequential(sandbox, 20)  # warm-up
-    times = sorted(await sequential(sandbox, runs))
-    median, p99 = statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
-    throughput, cpu_per_run = await concurrent(sandbox, runs * 2, concurrency)
-    await sandbox.close()
-    print(
-        f"[{label}] {runs} sequential runs of an empty strategy: median {ms(median)}, p99 {ms(p99)}; "
-        f"{concurrency} concurrent: {throughput:.0f} executions/s, CPU per execution {ms(cpu_per_run)}"
-    )
-    return {"median": median, "p99": p99, "throughput": throughput, "cpu": cpu_per_run}
+async def measure(sandboxes: dict[str, Sandbox], runs: int, concurrency: int) -> dict[str, dict[str, float]]:
+    """Both layer sets side by side, alternating (run by run, then block by block), so that a change
+    in the host's load during the benchmark weighs on both alike."""
+    for label, sandbox in sandboxes.items():
+        start = time.perf_counter()
+        await sandbox.start()
+        print(f"[{label}] zygote start-up (once per replica): {ms(time.perf_counter() - start)}")
+        active = sorted(name for name, on in sandbox.layers.items() if on)
+        print(f"[{label}] active layers: {', '.join(active)}")
+        await sequential(sandbox, 20)  # warm-up
+    times: dict[str, list[float]] = {label: [] for label in sandboxes}
+    for _ in range(runs):
+        for label, sandbox in sandboxes.items():
+            times[label] += await sequential(sandbox, 1)
+    elapsed = dict.fromkeys(sandboxes, 0.0)
+    cpu = dict.fromkeys(sandboxes, 0.0)
+    blocks = 4
+    for _ in range(blocks):
+        for label, sandbox in sandboxes.items():
+            throughput, cpu_per_run = await concurrent(sandbox, runs * 2 // blocks, concurrency)
+            elapsed[label] += (runs * 2 // blocks) / throughput
+            cpu[label] += cpu_per_run / blocks
+    figures = {}
+    for label, sandbox in sandboxes.items():
+        await sandbox.close()
+        ordered = sorted(times[label])
+        median, p99 = statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
+        throughput = (runs * 2 // blocks) * blocks / elapsed[label]
+        print(
+            f"[{label}] {runs} sequential runs of an empty strategy: median {ms(median)}, p99 {ms(p99)}; "
+            f"{concurrency} concurrent: {throughput:.0f} executions/s, CPU per execution {ms(cpu[label])}"
+        )
+        figures[label] = {"median": median, "p99": p99, "throughput": throughput, "cpu": cpu[label]}
+    return figures
 
 
 async def main() -> None:
@@ -129,8 +147,8 @@ async def main() -> None:
     # Other processes on the host compete for the same two cores: say how busy it was.
     print(f"host load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     limits = SandboxLimits(memory_mb=100, cpu_seconds=5, wall_seconds=10.0)
-    before = await measure("before", PreviousLayers(limits), args.runs, args.concurrency)
-    after = await measure("after", Sandbox(limits), args.runs, args.concurrency)
+    figures = await measure({"before": PreviousLayers(limits), "after": Sandbox(limits)}, args.runs, args.concurrency)
+    before, after = figures["before"], figures["after"]
     fresh_median = statistics.median(fresh_interpreter(args.fresh_runs))
     print(f"fresh `python -c 'import pandas'`, {args.fresh_runs} runs: median {ms(fresh_median)}")
     print(f"host load average after: {os.getloadavg()[0]:.2f}")

@@ -44,11 +44,15 @@ def claim(database_url: str, pg_conn: psycopg.Connection) -> Claim:
     deploy_s1(pg_conn)
 
     async def work(store: ReplicaStore, _: Orders) -> Claim:
-        await store.reconcile(decide, lambda code: None)
+        await store.reconcile(decide, no_check)
         (claimed,) = (await store.claim(5)).claims
         return claimed
 
     return with_store(database_url, work)
+
+
+async def no_check(code: str) -> str | None:
+    return None
 
 
 def deploy_s1(conn: psycopg.Connection) -> None:
@@ -136,7 +140,7 @@ def test_a_replica_without_a_live_lease_claims_nothing_and_reregistering_draws_a
 
     async def work(store: ReplicaStore, _: Orders) -> tuple[int, list[Claim], int, list[Claim]]:
         first = store.epoch
-        await store.reconcile(decide, lambda code: None)
+        await store.reconcile(decide, no_check)
         async with store.db.engine.begin() as conn:
             from sqlalchemy import text
 

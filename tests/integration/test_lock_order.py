@@ -28,7 +28,7 @@ RACE_SECONDS = float(os.environ.get("LOCK_RACE_SECONDS", "60"))
 STRATEGIES = 40
 
 
-def no_check(code: str) -> str | None:
+async def no_check(code: str) -> str | None:
     return None
 
 

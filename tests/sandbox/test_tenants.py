@@ -10,11 +10,15 @@ on their own).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
 import pytest
 
+from reconciler.outcome import ExecutionOutcome, ExecutionRequest
+from reconciler.sandbox import Sandbox
+from tests.sandbox.conftest import TEST_LIMITS, LoopRunner
 from tests.sandbox.probe import AS_UID_1000, IS_ROOT, refused, run_probe
 
 
@@ -87,3 +91,38 @@ def test_non_root_replica_children_share_a_uid_but_not_a_pid_namespace(fake_data
     assert report["zygote_layers"]["distinct_uids"] is False
     assert report["zygote_layers"]["pid_namespace"] is True
     _assert_untouched(report)
+
+
+def test_a_run_beyond_the_identities_of_a_zygote_fails_clearly_and_the_others_run(loop_runner: LoopRunner) -> None:
+    """A zygote with two identities (one held by its pre-forked spare): of three concurrent runs, the
+    one that finds no free identity fails at once with a clear error; the others are unaffected,
+    and once they end the identities are free again."""
+
+    class TwoIdentities(Sandbox):
+        def _zygote_config(self) -> dict[str, Any]:
+            config = super()._zygote_config()
+            if config["uids"]:
+                config["uids"] = [config["uids"][0], 2]
+            else:
+                config["max_children"] = 2
+            return config
+
+    box = TwoIdentities(TEST_LIMITS)
+    slow = "import time\ntime.sleep(0.5)\nRESULT = 'ran'\n"
+
+    async def scenario() -> tuple[list[ExecutionOutcome], ExecutionOutcome]:
+        await box.start()
+        try:
+            first = await asyncio.gather(*(box.run(ExecutionRequest(f"e{i}", f"s{i}", slow)) for i in range(3)))
+            after = await box.run(ExecutionRequest("after", "s", "RESULT = 'fine'\n"))
+            return list(first), after
+        finally:
+            await box.close()
+
+    outcomes, after = loop_runner.run(scenario())
+    statuses = sorted(outcome.status for outcome in outcomes)
+    assert statuses == ["failed", "succeeded", "succeeded"], outcomes
+    refused_run = next(outcome for outcome in outcomes if outcome.status == "failed")
+    error = refused_run.error or ""
+    assert "could not start the run" in error and "identities are in use" in error, error
+    assert after.status == "succeeded" and after.result == "fine"

@@ -36,6 +36,21 @@ LOCK_UNRECONCILED = text(
     """
 )
 
+# The same strategies as LOCK_UNRECONCILED, read without locks, with the code of those whose code the
+# pass must check (running, not being deleted): the checks run before the locking transaction.
+SELECT_UNRECONCILED_CODE = text(
+    """
+    SELECT CASE WHEN s.desired_state = 'running' AND s.delete_requested_at IS NULL THEN s.code END AS code
+    FROM strategies s
+    LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
+    WHERE st.strategy_id IS NULL
+       OR st.observed_generation <> s.generation
+       OR (s.delete_requested_at IS NOT NULL)
+    ORDER BY s.updated_at
+    LIMIT :batch
+    """
+)
+
 LOCK_STATUS_ROWS = text(
     """
     SELECT strategy_id, status, observed_generation, schedule_anchor_at, schedule_interval,

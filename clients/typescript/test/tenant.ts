@@ -1,7 +1,7 @@
 /** The tenant-API client (one user's bots, a JWT per user) against a real `strategy-executor serve`. */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 
 import {
@@ -12,7 +12,8 @@ import {
   TenantClient,
 } from "../src/index.js";
 import { compileExample, readmeExample } from "./readme.js";
-import { Service } from "./service.js";
+import type { Service } from "./service.js";
+import { eventually, sharedService } from "./shared.js";
 
 const COUNTER = 'STATE["runs"] = STATE.get("runs", 0) + 1\nRESULT = {"runs": STATE["runs"], "pair": CONFIG["pair"]}';
 
@@ -21,7 +22,7 @@ let alice: TenantClient;
 let bob: TenantClient;
 
 before(async () => {
-  service = await Service.start();
+  service = await sharedService();
   const client = (userId: string) =>
     new TenantClient({
       baseUrl: service.baseUrl,
@@ -31,20 +32,6 @@ before(async () => {
   alice = client("alice");
   bob = client("bob");
 });
-
-after(async () => {
-  await service?.stop();
-});
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, withinMs = 30_000): Promise<T> {
-  const deadline = Date.now() + withinMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((wake) => setTimeout(wake, 200));
-  }
-  throw new Error(`timed out after ${withinMs} ms waiting for ${what}`);
-}
 
 describe("tenant API", () => {
   test("start a bot, run it, read it, stop it, delete it; another user sees none of it", async () => {
