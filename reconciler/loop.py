@@ -464,8 +464,9 @@ class Replica:
                 for flight in flights:
                     if flight.claim.execution_id in beat.renewed:
                         flight.lease_until = before + self.settings.lease_seconds
-                    else:
+                    elif flight.claim.execution_id in beat.fenced:
                         self._fence(flight, "its lease was not renewed (expired, or marked lost)")
+                    # Neither: its outcome was recorded while the heartbeat ran.
                 if beat.lost:
                     self.metrics.lost(len(beat.lost))
                     for execution_id, strategy_id in beat.lost_strategies.items():

@@ -60,7 +60,8 @@ class Claimed:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
-    renewed: frozenset[UUID]  # the executions whose leases were renewed; the others are fenced off
+    renewed: frozenset[UUID]  # the named executions whose leases were renewed
+    fenced: frozenset[UUID]  # the named executions fenced off (lost, expired, another token): kill them
     lost: list[UUID]  # executions whose leases had expired, recorded as lost by this heartbeat
     lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
@@ -126,12 +127,12 @@ class ReplicaStore:
 
         async def work(conn: AsyncConnection) -> Heartbeat:
             found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
-            renewed: frozenset[UUID] = frozenset()
-            if renew and found:
-                renewed = frozenset((await conn.execute(queries.RENEW_LEASES, renewals)).scalars().all())
+            rows = (await conn.execute(queries.RENEW_LEASES, renewals)).all() if renew and found else []
+            renewed = frozenset(row.execution_id for row in rows if row.renewed)
+            fenced = frozenset(row.execution_id for row in rows if not row.renewed)
             rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
             lost = {row.execution_id: row.strategy_id for row in rows}
-            return Heartbeat(registered=found, renewed=renewed, lost=list(lost), lost_strategies=lost)
+            return Heartbeat(found, renewed, fenced, list(lost), lost_strategies=lost)
 
         return await self.db.run(work)
 

@@ -112,7 +112,7 @@ def test_an_expired_lease_is_never_renewed_and_its_outcome_is_refused(
         return beat, completion, lost
 
     beat, completion, lost = with_store(database_url, work)
-    assert beat.renewed == frozenset()  # not renewed: the replica fences it off
+    assert beat.renewed == frozenset() and beat.fenced == {claim.execution_id}  # the replica kills it
     assert completion.recorded is False
     assert lost.lost == [claim.execution_id]
     status, token = pg_conn.execute("SELECT status, fencing_token FROM executions").fetchone()
@@ -123,13 +123,17 @@ def test_an_expired_lease_is_never_renewed_and_its_outcome_is_refused(
 def test_a_live_lease_is_renewed_and_the_outcome_recorded(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
-    async def work(store: ReplicaStore, _: Orders) -> tuple[Any, Any]:
+    async def work(store: ReplicaStore, _: Orders) -> tuple[Any, Any, Any]:
         beat = await store.heartbeat(renew=[claim.fence])
         completion = await store.complete(claim.fence, ExecutionOutcome("succeeded", 0.1, state={"n": 1}))
-        return beat, completion
+        # A heartbeat that still names it (its outcome committed meanwhile): neither renewed nor fenced.
+        after = await store.heartbeat(renew=[claim.fence])
+        return beat, completion, after
 
-    beat, completion = with_store(database_url, work)
-    assert beat.renewed == frozenset({claim.execution_id}) and completion.recorded
+    beat, completion, after = with_store(database_url, work)
+    assert beat.renewed == frozenset({claim.execution_id}) and beat.fenced == frozenset()
+    assert completion.recorded
+    assert after.renewed == frozenset() and after.fenced == frozenset()
     assert pg_conn.execute("SELECT state FROM strategy_status").fetchone() == ({"n": 1},)
 
 

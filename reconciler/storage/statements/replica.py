@@ -412,19 +412,33 @@ HEARTBEAT = text(
 
 # Renews the leases of the executions the replica names (those it is still running or still trying to
 # record), under the fencing check. A lease that has already expired is never renewed: from that
-# instant the execution belongs to whoever marks it lost. The replica fences off (kills, forgets)
-# every execution it named that does not come back.
+# instant the execution belongs to whoever marks it lost. One row per named execution that was renewed
+# (renewed = true) or is fenced off (false: lost, expired, another token, gone); none for one this
+# replica has just finished itself (its outcome committed while the heartbeat ran), which is neither.
+# The replica kills (and forgets) every execution that comes back fenced off.
 RENEW_LEASES = text(
     """
-    UPDATE executions e
-    SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-    FROM unnest(CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[])) AS r(execution_id, fencing_token)
-    WHERE e.execution_id = r.execution_id
-      AND e.status = 'running'
-      AND e.replica_id = :replica_id
-      AND e.fencing_token = r.fencing_token
-      AND e.lease_expires_at > now()
-    RETURNING e.execution_id
+    WITH named AS (
+        SELECT * FROM unnest(CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]))
+            AS r(execution_id, fencing_token)
+    ),
+    renewed AS (
+        UPDATE executions e
+        SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+        FROM named r
+        WHERE e.execution_id = r.execution_id
+          AND e.status = 'running'
+          AND e.replica_id = :replica_id
+          AND e.fencing_token = r.fencing_token
+          AND e.lease_expires_at > now()
+        RETURNING e.execution_id
+    )
+    SELECT n.execution_id, n.execution_id IN (SELECT execution_id FROM renewed) AS renewed
+    FROM named n
+    WHERE n.execution_id IN (SELECT execution_id FROM renewed)
+       OR NOT EXISTS (SELECT 1 FROM executions e
+                      WHERE e.execution_id = n.execution_id AND e.replica_id = :replica_id
+                        AND e.fencing_token = n.fencing_token AND e.status NOT IN ('running', 'lost'))
     """
 )
 
