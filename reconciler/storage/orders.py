@@ -9,7 +9,7 @@ order that was sent is a fact, and its record must say what became of it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -24,17 +24,27 @@ class Orders:
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
 
-    async def record(self, values: Mapping[str, Any], fence: Fence | None) -> uuid.UUID | None:
+    async def record(
+        self,
+        values: Mapping[str, Any],
+        fence: Fence | None,
+        *,
+        then: Callable[[AsyncConnection, uuid.UUID], Awaitable[None]] | None = None,
+    ) -> uuid.UUID | None:
         """Insert one order request; its id, or None for a client_order_id the strategy already used.
         Raises `Fenced` when `fence` no longer holds: nothing is recorded, and the caller must send
-        nothing. `fence` is None only outside an execution (the broker's own tests)."""
+        nothing. `fence` is None only outside an execution (the broker's own tests). `then(conn, order_id)`
+        runs in the same transaction once the order is recorded (an alert that must agree with it)."""
 
         async def work(conn: AsyncConnection) -> uuid.UUID | None:
             if fence is None:
-                return (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
-            order_id = (await conn.execute(queries.insert_fenced_order(values, fence))).scalar_one_or_none()
-            if order_id is None and not (await conn.execute(queries.select_fence_holds(fence))).scalar_one():
-                raise Fenced(fence, "order")
+                order_id = (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
+            else:
+                order_id = (await conn.execute(queries.insert_fenced_order(values, fence))).scalar_one_or_none()
+                if order_id is None and not (await conn.execute(queries.select_fence_holds(fence))).scalar_one():
+                    raise Fenced(fence, "order")
+            if order_id is not None and then is not None:
+                await then(conn, order_id)
             return order_id
 
         return await self._db.run(work)

@@ -18,12 +18,15 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
 from reconciler.storage import jsonb
 from reconciler.storage.db import Database
 from reconciler.storage.fence import Fence
+from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import replica as queries
+from reconciler.storage.statements import risk as risk_queries
 
 # Given a strategy's code, the language policy's error message, or None when it compiles (compiles run
 # in worker processes, so the check is awaited).
@@ -77,6 +80,8 @@ class ReconcileReport:
     examined: int
     updated: int
     finalized: int
+    # Seconds until the earliest paused strategy resumes; None: none is paused.
+    seconds_until_resume: float | None = None
 
 
 class ReplicaStore:
@@ -131,6 +136,11 @@ class ReplicaStore:
             renewed = frozenset(row.execution_id for row in rows if row.renewed)
             fenced = frozenset(row.execution_id for row in rows if not row.renewed)
             rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
+            for row in rows:
+                await enqueue_alert(
+                    conn, row.strategy_id, "execution_lost", {"execution_id": str(row.execution_id), "error": row.error}
+                )
+            await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             lost = {row.execution_id: row.strategy_id for row in rows}
             return Heartbeat(found, renewed, fenced, list(lost), lost_strategies=lost)
 
@@ -154,20 +164,20 @@ class ReplicaStore:
         checks in parallel. A spec whose code changed between the two reads is left for the next pass.
         """
 
-        async def unreconciled(conn: AsyncConnection) -> list[str | None]:
+        async def unreconciled(conn: AsyncConnection) -> tuple[list[str | None], float | None]:
             rows = (await conn.execute(queries.SELECT_UNRECONCILED_CODE, {"batch": batch})).all()
-            return [row.code for row in rows]
+            return [row.code for row in rows], None if rows else await _next_resume(conn)
 
-        pending = await self.db.run(unreconciled)
+        pending, resume = await self.db.run(unreconciled)
         if not pending:
-            return ReconcileReport(0, 0, 0)  # the common case: one statement, no locks
+            return ReconcileReport(0, 0, 0, resume)  # the common case: no locks taken
         codes = list(dict.fromkeys(code for code in pending if code is not None))
         verdicts = dict(zip(codes, await asyncio.gather(*map(check_code, codes)), strict=True))
 
         async def work(conn: AsyncConnection) -> ReconcileReport:
             specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
             if not specs:
-                return ReconcileReport(0, 0, 0)
+                return ReconcileReport(0, 0, 0, await _next_resume(conn))
             ids = [row["strategy_id"] for row in specs]
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
@@ -181,6 +191,7 @@ class ReplicaStore:
                     desired_state=row["desired_state"],
                     execution_interval=row["execution_interval"],
                     delete_requested=row["delete_requested"],
+                    started_at=row["started_at"],
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
@@ -199,7 +210,10 @@ class ReplicaStore:
                 await conn.execute(queries.UPSERT_STATUS, writes)
                 if any(w["next_execution_at"] is not None for w in writes):
                     await conn.execute(queries.NOTIFY_SCHEDULE_CHANGED)
-            return ReconcileReport(len(specs), len(writes), finalized)
+                for write in writes:
+                    if write["resumed"]:
+                        await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
+            return ReconcileReport(len(specs), len(writes), finalized, await _next_resume(conn))
 
         return await self.db.run(work)
 
@@ -262,6 +276,7 @@ class ReplicaStore:
             strategy_ids = [fence.strategy_id for fence, _ in outcomes]
             await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids})
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
+            await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
@@ -297,6 +312,34 @@ class ReplicaStore:
         return await self.db.run(work)
 
 
+async def _next_resume(conn: AsyncConnection) -> float | None:
+    wait = (await conn.execute(risk_queries.NEXT_RESUME)).scalar_one()
+    return None if wait is None else float(wait.total_seconds())
+
+
+async def _check_failure_streaks(conn: AsyncConnection, streaks: list[tuple[str, int]]) -> None:
+    """After outcomes were recorded: alert on a streak reaching its threshold, halt at the limit.
+
+    Runs in the transaction that recorded them, so the count, the halt and the alert agree.
+    """
+    failing = [(strategy_id, streak) for strategy_id, streak in streaks if streak > 0]
+    if not failing:
+        return
+    specs = (
+        await conn.execute(risk_queries.SELECT_RISK_SPECS, {"strategy_ids": [sid for sid, _ in failing]})
+    ).mappings()
+    limits = {row["strategy_id"]: risk.RiskLimits.lenient(row["risk"]) for row in specs}
+    for strategy_id, streak in failing:
+        strategy_limits = limits.get(strategy_id)
+        if strategy_limits is None:
+            continue
+        if risk.failure_alert_due(strategy_limits, streak):
+            await enqueue_alert(conn, strategy_id, "consecutive_failures", {"consecutive_failures": streak})
+        breach = risk.check_failures(strategy_limits, streak)
+        if breach is not None:
+            await halt(conn, strategy_id, breach, risk.resume_rule(strategy_limits, breach))
+
+
 def _status(row: Any) -> Status:
     running = row["running_execution_id"]
     return Status(
@@ -306,6 +349,9 @@ def _status(row: Any) -> Status:
         schedule_interval=row["schedule_interval"],
         next_execution_at=row["next_execution_at"],
         running_execution_id=None if running is None else str(running),
+        status_reason=row["status_reason"],
+        halted_at=row["halted_at"],
+        resume_at=row["resume_at"],
     )
 
 
@@ -318,6 +364,7 @@ def _status_params(strategy_id: str, action: SetStatus) -> dict[str, Any]:
         "schedule_anchor_at": action.schedule_anchor_at,
         "schedule_interval": action.schedule_interval,
         "next_execution_at": action.next_execution_at,
+        "resumed": action.resumed,
     }
 
 
