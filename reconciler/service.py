@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import shlex
 import signal
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
-        embedded = EmbeddedPostgres(data_dir=data_dir)
+        embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
         log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
         log.info("connect with: %s", embedded.psql_command())
@@ -76,7 +77,9 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
         updates["executor_api_token"] = SecretStr(token)
         if with_api:
             # Printed once, on the console of whoever started the service; never logged again.
-            print(f"API token ({'generated' if created else 'stored'} in {data_dir / 'api-token'}): {token}")
+            path = shlex.quote(str(data_dir / "api-token"))
+            print(f"API token ({'generated' if created else 'stored'} in {path}): {token}")
+            print(f"  in a shell: TOKEN=$(cat {path})   (or: TOKEN=$(strategy-executor api-token))")
     if settings.encryption_key is None:
         key, created = load_or_create(data_dir / "encryption-key", generate_key)
         updates["encryption_key"] = SecretStr(key)
