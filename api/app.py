@@ -1,4 +1,7 @@
-"""The executor API's app factory. The caller owns the engine and the Store; the app only uses them."""
+"""The app factory: the executor API, the tenant API, the dashboard and the API's description.
+
+The caller owns the engine and the Store; the app only uses them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.auth import BearerAuthMiddleware
+from api.dashboard import Dashboard, is_dashboard_path
+from api.docs import view as docs_view
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
 from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
+from api.security_headers import SecurityHeadersMiddleware
+from api.tenant import TenantApi
+from api.tenant_auth import TenantAuth
 from reconciler import __version__, metrics
 from reconciler.policy import check_code as policy_check
 from reconciler.settings import Settings
@@ -32,24 +40,45 @@ def create_app(
     replica: LocalReplica | None = None,
 ) -> Starlette:
     api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code, replica=replica)
-    endpoints = api.endpoints()
+    secret = settings.jwt_secret
+    tenant = TenantApi(api, TenantAuth(secret.get_secret_value()) if secret is not None else None)
+    dashboard = Dashboard(tenant, secret)
+    endpoints = api.endpoints() + tenant.endpoints()
     document: dict[str, object] = {}
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", {200: None}))
-    document.update(build_openapi(endpoints, title="strategy-executor executor API", version=__version__))
+    async def docs(request: Request) -> Response:
+        return dashboard.render(request, "docs.html", **docs_view(document))
+
+    endpoints.append(Endpoint("GET", "/openapi.json", openapi, "This OpenAPI document", {200: None}, public=True))
+    document.update(build_openapi(endpoints, title="strategy-executor API", version=__version__))
     # The interval's bounds are settings, not constants of the model: state this server's.
     interval = document["components"]["schemas"]["DeployRequest"]["properties"]["execution_interval"]  # type: ignore[index]
     interval.update(minimum=settings.min_execution_interval, maximum=settings.max_execution_interval)
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
     return Starlette(
-        routes=[*routes(endpoints), Route("/metrics", metrics.endpoint)],
+        routes=[
+            *routes(endpoints),
+            Route("/metrics", metrics.endpoint),
+            Route("/docs", docs, methods=["GET"]),
+            *dashboard.routes(),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(BearerAuthMiddleware, token=token)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(BearerAuthMiddleware, token=token, exempt=_own_auth),
+        ],
     )
+
+
+def _own_auth(path: str) -> bool:
+    """Paths the executor token does not guard: the tenant API and the dashboard check a user's JWT
+    themselves, and the API's description (no secret in it) is public so /docs renders in a browser."""
+    return path.startswith("/api/bot/") or path in ("/openapi.json", "/docs") or is_dashboard_path(path)
 
 
 def routes(endpoints: list[Endpoint]) -> list[Route]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -13,12 +14,16 @@ PUBLIC = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/metrics")}
 
 
 class BearerAuthMiddleware:
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    """The executor API's token. `exempt(path)` names the paths that authenticate otherwise (the
+    tenant API and the dashboard, with a user's JWT) or not at all (the API's description)."""
+
+    def __init__(self, app: ASGIApp, token: str | None, exempt: Callable[[str], bool] = lambda path: False) -> None:
         self.app = app
         self._token = token.encode() if token else None
+        self._exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in PUBLIC:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in PUBLIC or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self._token is None:

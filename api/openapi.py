@@ -17,6 +17,7 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "strategy_id": {"type": "string", "pattern": STRATEGY_ID_PATTERN},
     "execution_id": {"type": "string", "format": "uuid"},
+    "deployment_id": {"type": "string", "pattern": STRATEGY_ID_PATTERN},
 }
 _ERROR_DESCRIPTIONS = {
     401: "Missing or invalid bearer token",
@@ -71,7 +72,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         errors = set(endpoint.errors) | {500, 503}
         if not endpoint.public:
             errors.add(401)
-            operation["security"] = [{"bearerAuth": []}]
+            operation["security"] = [{"tenantJwt": []}] if endpoint.tenant else [{"bearerAuth": []}]
         if parameters:
             errors.add(422)
         if any(name.endswith("_id") for name in _PATH_PARAM.findall(endpoint.path)):
@@ -90,7 +91,19 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         "paths": paths,
         "components": {
             "schemas": top.get("$defs", {}),
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The executor API's token (EXECUTOR_API_TOKEN), for the platform's backend.",
+                },
+                "tenantJwt": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A user's JWT: HS256 under JWT_SECRET, `sub` = the user id, `exp` required.",
+                },
+            },
         },
     }
 

@@ -51,7 +51,7 @@ from api.schemas import (
 from reconciler.exchange.keys import api_key_digest
 from reconciler.policy import PolicyError
 from reconciler.settings import Settings
-from reconciler.storage.api_store import SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.api_store import Deployed, SealedCredentials, Store, StrategyConflict, StrategySpec
 from reconciler.storage.db import StoreError
 
 log = logging.getLogger("api")
@@ -91,6 +91,8 @@ class Endpoint:
     query: type[BaseModel] | None = None
     public: bool = False
     errors: tuple[int, ...] = field(default=())
+    # Authenticated with a tenant JWT (the tenant API) instead of the executor API's token.
+    tenant: bool = False
 
 
 def respond(model: BaseModel, status: int = 200) -> Response:
@@ -193,6 +195,18 @@ class ExecutorApi:
             deploy = DeployRequest.model_validate_json(body, context={"interval_bounds": bounds})
         except ValidationError as exc:
             raise RequestInvalid(field_errors(exc)) from None
+        try:
+            deployed = await self.apply_deploy(deploy)
+        except StrategyConflict as exc:
+            raise Conflict(str(exc)) from None
+        return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
+
+    async def apply_deploy(self, deploy: DeployRequest) -> Deployed:
+        """Check a validated deploy (sizes, credentials, the language policy), seal, and write it.
+
+        Shared with the tenant API and the dashboard: refusals are ApiErrors naming the executor
+        API's (snake_case) fields; a strategy of another user or being deleted is StrategyConflict.
+        """
         code_bytes = len(deploy.code.encode())
         if code_bytes > MAX_CODE_BYTES:
             raise PayloadTooLarge(f"code is {code_bytes} bytes; the limit is {MAX_CODE_BYTES} bytes")
@@ -213,17 +227,14 @@ class ExecutorApi:
             exchange=deploy.trades_on,
             desired_state="running" if deploy.auto_start else "stopped",
         )
-        try:
-            deployed = await self.store.deploy(spec, sealed)
-        except StrategyConflict as exc:
-            raise Conflict(str(exc)) from None
+        deployed = await self.store.deploy(spec, sealed)
         log.info(
             "deployed strategy %s (user %s, generation %s)",
             strategy_id,
             spec.user_id,
             deployed.strategy["generation"],
         )
-        return respond(Strategy.model_validate(deployed.strategy), 201 if deployed.created else 200)
+        return deployed
 
     def _check_credentials(self, deploy: DeployRequest) -> tuple[str, str] | None:
         """The credentials to seal, by the rule in schemas.EXCHANGE_RULE, or a 422 saying what is missing."""

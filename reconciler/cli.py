@@ -1,4 +1,4 @@
-"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, api-token, openapi."""
+"""`strategy-executor` command line: serve, worker, migrate, generate-key, rotate-keys, api-token, openapi, token."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
             epilog=f"Settings it reads (environment variables):\n{reads}\n\n{_SETTINGS_POINTER}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+    token = commands.add_parser("token", help="print a tenant JWT for a user (for the tenant API and the dashboard)")
+    token.add_argument("--user", required=True, help="the user id, the token's 'sub'")
+    token.add_argument("--ttl", type=int, default=30 * 86_400, help="seconds until it expires (default: 30 days)")
     openapi = commands.add_parser("openapi", help="print the OpenAPI document (no server or database needed)")
     openapi.add_argument("-o", "--output", type=Path, help="write it to this file instead of standard output")
     cli_client.register(commands)
@@ -50,6 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"strategy-executor: {exc}", file=sys.stderr)
         return 2
+
+    if args.command == "token":
+        from reconciler.service import StartupError, mint_token
+
+        if args.ttl < 1:
+            print("strategy-executor: --ttl must be at least 1 second", file=sys.stderr)
+            return 2
+        try:
+            print(mint_token(settings, args.user, args.ttl))
+        except StartupError as exc:
+            print(f"strategy-executor: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     from reconciler.logging_setup import configure_logging
 

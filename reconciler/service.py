@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import shlex
 import signal
 from collections import OrderedDict
@@ -66,6 +67,8 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
             raise StartupError("ENCRYPTION_KEY is not set; generate one with `strategy-executor generate-key`")
     redact_settings(settings)  # from here on, no log line can show the token, the keys or the password
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
+    if with_api:
+        check_jwt_secret(settings)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
 
@@ -80,12 +83,57 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
             path = shlex.quote(str(data_dir / "api-token"))
             print(f"API token ({'generated' if created else 'stored'} in {path}): {token}")
             print(f"  in a shell: TOKEN=$(cat {path})   (or: TOKEN=$(strategy-executor api-token))")
+    if settings.jwt_secret is None and with_api:
+        secret, created = load_or_create(data_dir / JWT_SECRET_FILE, new_jwt_secret)
+        updates["jwt_secret"] = SecretStr(secret)
+        if created:
+            log.info("generated a JWT secret for the tenant API in %s", data_dir / JWT_SECRET_FILE)
     if settings.encryption_key is None:
         key, created = load_or_create(data_dir / "encryption-key", generate_key)
         updates["encryption_key"] = SecretStr(key)
         if created:
             log.info("generated an encryption key in %s", data_dir / "encryption-key")
     return settings.model_copy(update=updates) if updates else settings
+
+
+JWT_SECRET_FILE = "jwt-secret"
+
+
+def new_jwt_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def check_jwt_secret(settings: Settings) -> None:
+    """A tenant JWT must never be forgeable by whoever holds the executor token, nor brute-forced."""
+    if settings.jwt_secret is None:
+        log.warning("JWT_SECRET is not set: the tenant API and the dashboard refuse every request")
+        return
+    from api.tenant_auth import MIN_SECRET_BYTES
+
+    secret = settings.jwt_secret.get_secret_value()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise StartupError(f"JWT_SECRET is too short: use at least {MIN_SECRET_BYTES} random bytes")
+    token = settings.executor_api_token
+    if token is not None and token.get_secret_value() == secret:
+        raise StartupError("JWT_SECRET must differ from EXECUTOR_API_TOKEN (the two must not open each other)")
+
+
+def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
+    """`strategy-executor token`: a tenant JWT for `user_id`, under JWT_SECRET (or, with the embedded
+    database, the secret `serve` keeps in the data directory, created here if `serve` has not run yet)."""
+    from api.tenant_auth import TenantAuth
+
+    if settings.jwt_secret is not None:
+        check_jwt_secret(settings)
+        secret = settings.jwt_secret.get_secret_value()
+    elif settings.database_url is None:
+        secret, _ = load_or_create((settings.data_dir or default_data_dir()) / JWT_SECRET_FILE, new_jwt_secret)
+    else:
+        raise StartupError("JWT_SECRET is not set: the service that checks the token needs the same one")
+    try:
+        return TenantAuth(secret).mint(user_id, ttl_seconds=ttl_seconds)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def rotate_keys(runtime: Runtime) -> int:

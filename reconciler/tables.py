@@ -194,6 +194,10 @@ executions = Table(
     Column("output_truncated", Boolean, nullable=False, server_default=text("false")),
     Column("error", Text),
     Column("result", JSONB),
+    # A paper strategy's whole wallet (balances and held funds) valued at the feed's prices when
+    # the run ended, in `wallet_currency`: the points of its value-over-time chart. NULL otherwise.
+    Column("wallet_value", Numeric),
+    Column("wallet_currency", Text),
     CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger_known"),
     CheckConstraint(_one_of("status", EXECUTION_STATUSES), name="status_known"),
     CheckConstraint(f"(status = '{IN_FLIGHT}') = (finished_at IS NULL)", name="finished_iff_terminal"),

@@ -39,6 +39,7 @@ from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, Simulate
 from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
+from reconciler.exchange.wallet import wallet_value
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
@@ -199,6 +200,23 @@ class BrokerFactory:
         finally:
             # The live client forgets the credentials here; the shared HTTP pool stays open.
             await target.aclose()
+            if exchange == "paper":
+                await self._record_wallet_value(strategy_id, session.execution_id)
+
+    async def _record_wallet_value(self, strategy_id: str, execution_id: uuid.UUID) -> None:
+        """The wallet's value at the feed's prices as the run ends, stored with the execution: the
+        points of the dashboard's wallet chart. Best effort: a failure here never fails the run."""
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(queries.select_paper_balances(strategy_id))).mappings().all()
+            holdings = {r["currency"]: r["balance"] + r["locked_balance"] for r in rows}
+            if not holdings:  # never traded: its starting wallet
+                holdings = {c: Decimal(str(a)) for c, a in self._settings.paper_initial_balances.items()}
+            valued = await wallet_value(holdings, self._feed)
+            async with self._engine.begin() as conn:
+                await conn.execute(queries.record_wallet_value(execution_id, valued.value, valued.currency))
+        except Exception as exc:
+            log.warning("strategy %s: could not record the wallet's value: %s", strategy_id, exc)
 
     async def aclose(self) -> None:
         await self._feed.aclose()
@@ -235,6 +253,10 @@ class BrokerSession:
         self._rate_key = rate_key
         self._setup_error = setup_error
         self.orders_sent = 0
+
+    @property
+    def execution_id(self) -> uuid.UUID:
+        return self._execution_id
 
     def __repr__(self) -> str:
         return f"BrokerSession(strategy_id={self._strategy_id!r}, exchange={self._exchange!r})"

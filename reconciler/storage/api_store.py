@@ -145,32 +145,46 @@ class Store:
             strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
         return Deployed(strategy=dict(strategy), created=bool(row.created))
 
-    async def set_desired_state(self, strategy_id: str, desired_state: str) -> Record | None:
+    # `user_id` (the tenant API): act only on that user's strategy; another user's reads as unknown.
+
+    async def set_desired_state(
+        self, strategy_id: str, desired_state: str, *, user_id: str | None = None
+    ) -> Record | None:
         """Set running/stopped and bump the generation; None when unknown or being deleted."""
         async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
             if (await conn.execute(q.set_desired_state(strategy_id, desired_state))).first() is None:
                 return None
             return await _one(conn, q.select_status(strategy_id))
 
-    async def request_deletion(self, strategy_id: str) -> Record | None:
+    async def request_deletion(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         """Mark for deletion (idempotent); the strategy's status, or None when unknown."""
         async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
             await conn.execute(q.request_deletion(strategy_id))
             return await _one(conn, q.select_status(strategy_id))
 
-    async def request_run(self, strategy_id: str) -> Record | None:
+    async def request_run(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         """Record a manual run request; None when the strategy is unknown or being deleted."""
         async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
             return await _one(conn, q.insert_run_request(strategy_id))
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def get_spec(self, strategy_id: str) -> Record | None:
+    async def get_spec(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
             return await _one(conn, q.select_spec(strategy_id))
 
-    async def get_status(self, strategy_id: str) -> Record | None:
+    async def get_status(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
             return await _one(conn, q.select_status(strategy_id))
 
     async def list_strategies(
@@ -249,6 +263,52 @@ class Store:
                 return run
             await asyncio.sleep(min(poll_interval, remaining))
 
+    # --- the tenant API ----------------------------------------------------------------------------
+
+    async def find_live_by_name(self, user_id: str, name: str) -> str | None:
+        """The user's strategy of that name that is not being deleted (the newest), for a redeploy."""
+        async with self._transaction() as conn:
+            return (await conn.execute(q.select_live_by_name(user_id, name))).scalar_one_or_none()
+
+    async def list_user_deployments(
+        self, user_id: str, *, limit: int, after: tuple[datetime, str] | None = None, recent: int = 20
+    ) -> tuple[list[Record], dict[str, list[Record]]]:
+        """A user's strategies with status and statistics, and each one's last `recent` outcomes."""
+        async with self._transaction() as conn:
+            rows = await _all(conn, q.list_user_status(user_id, limit=limit, after=after))
+            outcomes: dict[str, list[Record]] = {row["strategy_id"]: [] for row in rows}
+            if rows and recent > 0:
+                for row in await _all(conn, q.select_recent_outcomes(list(outcomes), recent)):
+                    outcomes[row["strategy_id"]].append(row)
+        return rows, outcomes
+
+    async def deployment_detail(
+        self, strategy_id: str, user_id: str, *, executions: int = 20, orders: int = 20, wallet_points: int = 200
+    ) -> Record | None:
+        """Everything a bot's page shows, read in one transaction; None when not the user's."""
+        async with self._transaction() as conn:
+            if not await _owned(conn, strategy_id, user_id):
+                return None
+            status = await _one(conn, q.select_status(strategy_id))
+            spec = await _one(conn, q.select_spec(strategy_id))
+            if status is None or spec is None:
+                return None
+            state = (await conn.execute(q.select_strategy_state(strategy_id))).scalar_one_or_none()
+            recent = await _all(conn, q.list_executions(strategy_id, limit=executions, after=None, status=None))
+            recent_orders = await _all(conn, q.list_orders(strategy_id, limit=orders, after=None))
+            balances = await _all(conn, q.select_paper_balances(strategy_id))
+            history = await _all(conn, q.select_wallet_history(strategy_id, limit=wallet_points))
+        return {
+            **status,
+            "code": spec["code"],
+            "config": spec["config"],
+            "state": state if state is not None else {},
+            "executions": recent,
+            "orders": recent_orders,
+            "balances": balances,
+            "wallet_history": list(reversed(history)),
+        }
+
     # --- health ----------------------------------------------------------------------------------
 
     async def health(self) -> Health:
@@ -260,6 +320,15 @@ class Store:
         names = sorted(set().union(*reports))
         layers = {name: all(bool(report.get(name)) for report in reports) for name in names}
         return Health(active_strategies=int(active), live_replicas=len(live), sandbox_layers=layers)
+
+
+async def _owned(conn: AsyncConnection, strategy_id: str, user_id: str | None) -> bool:
+    """True without a user (the executor API sees every strategy), else whether it is theirs. A
+    strategy's user never changes (a redeploy by another user is refused), so a check in the same
+    transaction as the work that follows it holds for that work."""
+    if user_id is None:
+        return True
+    return (await conn.execute(q.select_owned(strategy_id, user_id))).first() is not None
 
 
 async def _one(conn: AsyncConnection, stmt: Any) -> Record | None:

@@ -23,6 +23,12 @@ ROUTES = {
     ("get", "/strategies/{strategy_id}/balances"),
     ("get", "/executions/{execution_id}"),
     ("get", "/openapi.json"),
+    ("post", "/api/bot/start"),
+    ("post", "/api/bot/stop"),
+    ("get", "/api/bot/deployments"),
+    ("get", "/api/bot/deployments/{deployment_id}"),
+    ("delete", "/api/bot/deployments/{deployment_id}"),
+    ("post", "/api/bot/deployments/{deployment_id}/run"),
 }
 
 

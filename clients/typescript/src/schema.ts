@@ -209,6 +209,92 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/bot/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Deploy (or redeploy) and start a bot, or start a stopped one */
+        post: operations["bot_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bot/stop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stop a bot (a run in progress finishes) */
+        post: operations["bot_stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bot/deployments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's bots, newest first, with statistics and recent outcomes */
+        get: operations["list_deployments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bot/deployments/{deployment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One bot: code, config, STATE, recent executions and orders, a paper bot's wallet */
+        get: operations["get_deployment"];
+        put?: never;
+        post?: never;
+        /** Delete a bot (its rows go once nothing is in flight) */
+        delete: operations["delete_deployment"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bot/deployments/{deployment_id}/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Run a bot now (also a stopped one) */
+        post: operations["run_deployment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -230,6 +316,186 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** BotExecution */
+        BotExecution: {
+            /**
+             * Execution id
+             * Format: uuid
+             */
+            executionId: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted";
+            /**
+             * Trigger
+             * @enum {string}
+             */
+            trigger: "schedule" | "manual";
+            /**
+             * Scheduled for
+             * Format: date-time
+             */
+            scheduledFor: string;
+            /** Started at */
+            startedAt: string | null;
+            /** Finished at */
+            finishedAt: string | null;
+            /** Duration */
+            duration: number | null;
+            /** Output */
+            output: string | null;
+            /** Output truncated */
+            outputTruncated: boolean;
+            /**
+             * Error
+             * @description The exception and traceback, in the strategy's own line numbers.
+             */
+            error: string | null;
+            /**
+             * Result
+             * @default null
+             */
+            result?: unknown;
+            /** Replica id */
+            replicaId: string;
+            /** Generation */
+            generation: number;
+            /**
+             * Wallet value
+             * @description Paper bots: the wallet's value when the run ended.
+             * @default null
+             */
+            walletValue?: string | null;
+            /**
+             * Wallet currency
+             * @default null
+             */
+            walletCurrency?: string | null;
+        };
+        /** BotOrder */
+        BotOrder: {
+            /**
+             * Order id
+             * Format: uuid
+             */
+            orderId: string;
+            /** Execution id */
+            executionId: string | null;
+            /**
+             * Exchange
+             * @enum {string}
+             */
+            exchange: "paper" | "coindcx";
+            /** Client order id */
+            clientOrderId: string;
+            /** Exchange order id */
+            exchangeOrderId: string | null;
+            /** Market */
+            market: string;
+            /**
+             * Side
+             * @enum {string}
+             */
+            side: "buy" | "sell";
+            /** Order type */
+            orderType: string;
+            /** Total quantity */
+            totalQuantity: string;
+            /** Price per unit */
+            pricePerUnit: string | null;
+            /** Status */
+            status: string;
+            /** Error */
+            error: string | null;
+            /**
+             * Created at
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Updated at
+             * Format: date-time
+             */
+            updatedAt: string;
+        };
+        /** BotRunRequest */
+        BotRunRequest: {
+            /** Run request id */
+            runRequestId: number;
+            /** Deployment id */
+            deploymentId: string;
+            /**
+             * Requested at
+             * Format: date-time
+             */
+            requestedAt: string;
+        };
+        /**
+         * BotStartRequest
+         * @description Deploy a bot and start it, redeploy one (new code or settings), or start a stopped one.
+         *
+         *     - `{name, code, executionInterval, ...}`: deploy; when the user already has a bot of that name
+         *       (not being deleted) it is redeployed in place.
+         *     - `{deploymentId, name, code, executionInterval, ...}`: redeploy that bot.
+         *     - `{deploymentId}` alone: start that bot again with its current code.
+         */
+        BotStartRequest: {
+            /**
+             * Deployment id
+             * @default null
+             */
+            deploymentId?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Code
+             * @description Python source, at most 262144 bytes.
+             * @default null
+             */
+            code?: string | null;
+            /**
+             * Config
+             * @description CONFIG; at most 65536 bytes as JSON.
+             * @default null
+             */
+            config?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Execution interval
+             * @description Seconds between runs, within the server's bounds.
+             * @default null
+             */
+            executionInterval?: number | null;
+            /**
+             * Exchange
+             * @description 'paper' (the default) or 'coindcx'.
+             * @default null
+             */
+            exchange?: ("paper" | "coindcx") | null;
+            /**
+             * Api key
+             * @description For exchange 'coindcx'; stored sealed, never returned.
+             * @default null
+             */
+            apiKey?: string | null;
+            /**
+             * Api secret
+             * @description For exchange 'coindcx'; stored sealed, never returned.
+             * @default null
+             */
+            apiSecret?: string | null;
+        };
+        /** BotStopRequest */
+        BotStopRequest: {
+            /** Deployment id */
+            deploymentId: string;
+        };
         /**
          * DeployRequest
          * @description Create a strategy, or replace the spec of an existing one (its generation is bumped).
@@ -291,6 +557,174 @@ export interface components {
              */
             auto_start?: boolean;
         } & (unknown & unknown & unknown);
+        /**
+         * Deployment
+         * @description A bot with its status and statistics.
+         */
+        Deployment: {
+            /** Deployment id */
+            deploymentId: string;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            /** Status reason */
+            statusReason: string | null;
+            /**
+             * Desired state
+             * @enum {string}
+             */
+            desiredState: "running" | "stopped";
+            /**
+             * Exchange
+             * @enum {string}
+             */
+            exchange: "paper" | "coindcx";
+            /** Has credentials */
+            hasCredentials: boolean;
+            /** Execution interval */
+            executionInterval: number;
+            /** Next execution at */
+            nextExecutionAt: string | null;
+            /** Execution count */
+            executionCount: number;
+            /** Successful executions */
+            successfulExecutions: number;
+            /** Failed executions */
+            failedExecutions: number;
+            /** Missed executions */
+            missedExecutions: number;
+            /**
+             * Avg execution time
+             * @description Seconds, over every execution.
+             */
+            avgExecutionTime: number | null;
+            /**
+             * Last execution duration
+             * @description Seconds.
+             */
+            lastExecutionDuration: number | null;
+            /** Last execution at */
+            lastExecutionAt: string | null;
+            /** Last error */
+            lastError: string | null;
+            /** Generation */
+            generation: number;
+            /** Observed generation */
+            observedGeneration: number;
+            /**
+             * Created at
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Updated at
+             * Format: date-time
+             */
+            updatedAt: string;
+            /**
+             * Recent executions
+             * @description The last executions, newest first (in lists: times and outcomes).
+             */
+            recentExecutions?: components["schemas"]["ExecutionPoint"][];
+        };
+        /**
+         * DeploymentDetail
+         * @description A bot in full: its code and config, persisted STATE, recent executions and orders, and the
+         *     wallet of a paper bot (null for a live one, whose balances are on the exchange).
+         */
+        DeploymentDetail: {
+            /** Deployment id */
+            deploymentId: string;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            /** Status reason */
+            statusReason: string | null;
+            /**
+             * Desired state
+             * @enum {string}
+             */
+            desiredState: "running" | "stopped";
+            /**
+             * Exchange
+             * @enum {string}
+             */
+            exchange: "paper" | "coindcx";
+            /** Has credentials */
+            hasCredentials: boolean;
+            /** Execution interval */
+            executionInterval: number;
+            /** Next execution at */
+            nextExecutionAt: string | null;
+            /** Execution count */
+            executionCount: number;
+            /** Successful executions */
+            successfulExecutions: number;
+            /** Failed executions */
+            failedExecutions: number;
+            /** Missed executions */
+            missedExecutions: number;
+            /**
+             * Avg execution time
+             * @description Seconds, over every execution.
+             */
+            avgExecutionTime: number | null;
+            /**
+             * Last execution duration
+             * @description Seconds.
+             */
+            lastExecutionDuration: number | null;
+            /** Last execution at */
+            lastExecutionAt: string | null;
+            /** Last error */
+            lastError: string | null;
+            /** Generation */
+            generation: number;
+            /** Observed generation */
+            observedGeneration: number;
+            /**
+             * Created at
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Updated at
+             * Format: date-time
+             */
+            updatedAt: string;
+            /** Recent executions */
+            recentExecutions?: components["schemas"]["BotExecution"][];
+            /** Code */
+            code: string;
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /**
+             * State
+             * @description The STATE dict the bot persisted between runs.
+             */
+            state: unknown;
+            /** Recent orders */
+            recentOrders: components["schemas"]["BotOrder"][];
+            /** Wallet */
+            wallet: components["schemas"]["Wallet"] | null;
+        };
+        /** DeploymentList */
+        DeploymentList: {
+            /** Items */
+            items: components["schemas"]["Deployment"][];
+            /** Next cursor */
+            nextCursor: string | null;
+        };
         /** ErrorResponse */
         ErrorResponse: {
             /**
@@ -363,6 +797,31 @@ export interface components {
             items: components["schemas"]["Execution"][];
             /** Next Cursor */
             next_cursor: string | null;
+        };
+        /**
+         * ExecutionPoint
+         * @description One recent execution, for charts: when, how long, how it ended.
+         */
+        ExecutionPoint: {
+            /**
+             * Execution id
+             * Format: uuid
+             */
+            executionId: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted";
+            /**
+             * Scheduled for
+             * Format: date-time
+             */
+            scheduledFor: string;
+            /** Finished at */
+            finishedAt: string | null;
+            /** Duration */
+            duration: number | null;
         };
         /** FieldError */
         FieldError: {
@@ -763,6 +1222,47 @@ export interface components {
             message?: string;
             /** Detail */
             detail: components["schemas"]["FieldError"][];
+        };
+        /**
+         * Wallet
+         * @description A paper bot's wallet now, and its value when each recent execution ended (oldest first).
+         */
+        Wallet: {
+            /**
+             * Starting
+             * @description True until the bot's first trade: the wallet it starts with.
+             */
+            starting: boolean;
+            /** Balances */
+            balances: components["schemas"]["WalletBalance"][];
+            /** Value history */
+            valueHistory: components["schemas"]["WalletPoint"][];
+        };
+        /** WalletBalance */
+        WalletBalance: {
+            /** Currency */
+            currency: string;
+            /** Balance */
+            balance: string;
+            /** Locked balance */
+            lockedBalance: string;
+        };
+        /** WalletPoint */
+        WalletPoint: {
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /** Value */
+            value: string;
+            /** Currency */
+            currency: string;
+            /**
+             * Execution id
+             * Format: uuid
+             */
+            executionId: string;
         };
     };
     responses: never;
@@ -1652,6 +2152,444 @@ export interface operations {
             };
         };
     };
+    bot_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BotStartRequest"];
+            };
+        };
+        responses: {
+            /** @description A bot with its status and statistics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description A bot with its status and statistics. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body, code or config too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    bot_stop: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BotStopRequest"];
+            };
+        };
+        responses: {
+            /** @description A bot with its status and statistics. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body, code or config too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_deployments: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description nextCursor of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description DeploymentList */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeploymentList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_deployment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                deployment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description A bot in full: its code and config, persisted STATE, recent executions and orders, and the
+             *         wallet of a paper bot (null for a live one, whose balances are on the exchange).
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeploymentDetail"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_deployment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                deployment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A bot with its status and statistics. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    run_deployment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                deployment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description BotRunRequest */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BotRunRequest"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     openapi: {
         parameters: {
             query?: never;
@@ -1668,15 +2606,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
-                };
-            };
-            /** @description Missing or invalid bearer token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Unexpected error (the body carries the request id) */

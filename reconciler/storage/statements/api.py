@@ -268,3 +268,64 @@ COUNT_ACTIVE_STRATEGIES = (
 SELECT_LIVE_REPLICAS = select(replicas.c.replica_id, replicas.c.sandbox_layers).where(
     replicas.c.lease_expires_at > func.now()
 )
+
+
+# --- the tenant API: a user's own deployments -------------------------------------------------------
+
+
+def select_owned(strategy_id: str, user_id: str) -> Select[Any]:
+    """The strategy, if it belongs to `user_id`: another user's answers exactly like a missing one."""
+    return select(s.c.strategy_id).where(s.c.strategy_id == strategy_id, s.c.user_id == user_id)
+
+
+def select_live_by_name(user_id: str, name: str) -> Select[Any]:
+    """The user's newest strategy of that name that is not being deleted (a redeploy by name)."""
+    return (
+        select(s.c.strategy_id)
+        .where(s.c.user_id == user_id, s.c.name == name, s.c.delete_requested_at.is_(None))
+        .order_by(s.c.created_at.desc(), s.c.strategy_id.desc())
+        .limit(1)
+    )
+
+
+def list_user_status(user_id: str, *, limit: int, after: tuple[datetime, str] | None) -> Select[Any]:
+    """A user's strategies with status and statistics, newest first; keyset-paginated like list_strategies."""
+    stmt = select(*STATUS_COLUMNS).select_from(_SPEC_JOIN).where(s.c.user_id == user_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(s.c.created_at, s.c.strategy_id) < tuple_(literal(after[0]), literal(after[1])))
+    return stmt.order_by(s.c.created_at.desc(), s.c.strategy_id.desc()).limit(limit)
+
+
+def select_recent_outcomes(strategy_ids: list[str], per_strategy: int) -> Select[Any]:
+    """The last `per_strategy` executions of each strategy (times and outcome only), newest first."""
+    e = executions
+    rank = (
+        func.row_number()
+        .over(partition_by=e.c.strategy_id, order_by=(e.c.scheduled_for.desc(), e.c.execution_id.desc()))
+        .label("rank")
+    )
+    ranked = (
+        select(e.c.strategy_id, e.c.execution_id, e.c.status, e.c.scheduled_for, e.c.finished_at, e.c.duration, rank)
+        .where(e.c.strategy_id.in_(strategy_ids))
+        .subquery()
+    )
+    return (
+        select(*(c for c in ranked.c if c.name != "rank"))
+        .where(ranked.c.rank <= per_strategy)
+        .order_by(ranked.c.strategy_id, ranked.c.scheduled_for.desc(), ranked.c.execution_id.desc())
+    )
+
+
+def select_strategy_state(strategy_id: str) -> Select[Any]:
+    return select(status_t.c.state).where(status_t.c.strategy_id == strategy_id)
+
+
+def select_wallet_history(strategy_id: str, *, limit: int) -> Select[Any]:
+    """The last `limit` wallet values recorded by paper executions, newest first."""
+    e = executions
+    return (
+        select(e.c.finished_at, e.c.wallet_value, e.c.wallet_currency, e.c.execution_id)
+        .where(e.c.strategy_id == strategy_id, e.c.wallet_value.is_not(None), e.c.finished_at.is_not(None))
+        .order_by(e.c.finished_at.desc())
+        .limit(limit)
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Delete, Insert, Select, Update, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from reconciler.tables import orders, paper_balances, paper_orders, strategy_credentials
+from reconciler.tables import executions, orders, paper_balances, paper_orders, strategy_credentials
 
 OPEN_PAPER_STATUSES = ("open", "partially_filled")
 
@@ -171,4 +171,14 @@ def delete_paper_account(strategy_id: str) -> tuple[Delete, Delete]:
     return (
         paper_orders.delete().where(paper_orders.c.strategy_id == strategy_id),
         paper_balances.delete().where(paper_balances.c.strategy_id == strategy_id),
+    )
+
+
+def record_wallet_value(execution_id: uuid.UUID, value: Decimal, currency: str) -> Update:
+    """A paper execution's wallet value at its end; only while the execution is still in flight (an
+    execution already recorded lost or finished keeps what it has)."""
+    return (
+        update(executions)
+        .where(executions.c.execution_id == execution_id, executions.c.status == "running")
+        .values(wallet_value=value, wallet_currency=currency)
     )

@@ -1,0 +1,265 @@
+"""The tenant API: a platform user's own bots, authenticated by a JWT whose `sub` is the user id.
+
+Every handler reads or writes only strategies whose `user_id` is the token's `sub`; another user's
+bot answers 404 exactly like a missing one, so ids cannot be probed. Deploys go through the executor
+API's own checks (sizes, credentials, the language policy), so both APIs accept the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.errors import ApiError, NotFound, RequestInvalid
+from api.pagination import decode_cursor, encode_cursor
+from api.routes import Endpoint, ExecutorApi, parse_query, read_body
+from api.schemas import MAX_BODY_BYTES, STRATEGY_ID_PATTERN, DeployRequest, FieldError, field_errors
+from api.tenant_auth import TenantAuth, TenantAuthError
+from api.tenant_schemas import (
+    BotRunRequest,
+    BotStartRequest,
+    BotStopRequest,
+    Deployment,
+    DeploymentDetail,
+    DeploymentList,
+    DeploymentsQuery,
+    detail,
+)
+from reconciler.storage.api_store import Deployed, StrategyConflict
+
+log = logging.getLogger("api.tenant")
+
+M = TypeVar("M", bound=BaseModel)
+_DEPLOYMENT_ID = re.compile(STRATEGY_ID_PATTERN)
+
+# The executor API's field names, as the tenant API spells them.
+_CAMEL = {"api_key": "apiKey", "api_secret": "apiSecret", "execution_interval": "executionInterval"}
+
+
+def respond_camel(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(by_alias=True), status_code=status, media_type="application/json")
+
+
+def not_found(deployment_id: str) -> NotFound:
+    return NotFound(f"no deployment {deployment_id!r}")
+
+
+class TenantUnauthorized(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="tenant"'})
+
+
+class TenantApi:
+    def __init__(self, executor: ExecutorApi, auth: TenantAuth | None) -> None:
+        self.executor = executor
+        self.store = executor.store
+        self.settings = executor.settings
+        self.auth = auth
+
+    # --- who is asking ---------------------------------------------------------------------------
+
+    def user_from_token(self, token: str | None) -> str:
+        if self.auth is None:
+            raise ApiError(
+                503, "auth_not_configured", "JWT_SECRET is not set on the server: the tenant API is unavailable"
+            )
+        if not token:
+            raise TenantUnauthorized("missing bearer token: send 'Authorization: Bearer <JWT>'")
+        try:
+            return self.auth.user_id(token)
+        except TenantAuthError as exc:
+            raise TenantUnauthorized(str(exc)) from None
+
+    def _user(self, request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return self.user_from_token(token.strip() if scheme.lower() == "bearer" else None)
+
+    # --- operations shared with the dashboard ------------------------------------------------------
+
+    async def start(self, user_id: str, start: BotStartRequest) -> tuple[Deployed | None, dict[str, object] | None]:
+        """Deploy/redeploy (Deployed) or restart (the status record); NotFound for another user's id."""
+        if start.code is None:
+            assert start.deployment_id is not None
+            record = await self.store.set_desired_state(start.deployment_id, "running", user_id=user_id)
+            if record is None:
+                raise not_found(start.deployment_id)
+            return None, record
+        assert start.name is not None and start.execution_interval is not None
+        deployment_id = start.deployment_id
+        if deployment_id is not None:
+            if await self.store.get_status(deployment_id, user_id=user_id) is None:
+                raise not_found(deployment_id)
+        else:
+            deployment_id = await self.store.find_live_by_name(user_id, start.name)
+        bounds = (self.settings.min_execution_interval, self.settings.max_execution_interval)
+        try:
+            deploy = DeployRequest.model_validate(
+                {
+                    "strategy_id": deployment_id,
+                    "user_id": user_id,
+                    "name": start.name,
+                    "code": start.code,
+                    "config": start.config or {},
+                    "execution_interval": start.execution_interval,
+                    "exchange": start.exchange or "paper",
+                    "api_key": start.api_key,
+                    "api_secret": start.api_secret,
+                    "auto_start": True,
+                },
+                context={"interval_bounds": bounds},
+            )
+            return await self.executor.apply_deploy(deploy), None
+        except ValidationError as exc:
+            raise RequestInvalid(_camel(field_errors(exc))) from None
+        except RequestInvalid as exc:
+            raise RequestInvalid(_camel(exc.detail)) from None
+        except StrategyConflict:
+            # Being deleted (a redeploy by id): the user may deploy it again once it is gone.
+            raise ApiError(409, "conflict", f"deployment {deployment_id!r} is being deleted") from None
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    async def bot_start(self, request: Request) -> Response:
+        user_id = self._user(request)
+        start = _parse_body(BotStartRequest, await read_body(request, MAX_BODY_BYTES))
+        deployed, record = await self.start(user_id, start)
+        if deployed is not None:
+            status = await self.store.get_status(deployed.strategy["strategy_id"], user_id=user_id)
+            if status is None:  # deleted by a concurrent request of the same user
+                raise not_found(deployed.strategy["strategy_id"])
+            return respond_camel(Deployment.from_record(status), 201 if deployed.created else 200)
+        assert record is not None
+        return respond_camel(Deployment.from_record(record))
+
+    async def bot_stop(self, request: Request) -> Response:
+        user_id = self._user(request)
+        stop = _parse_body(BotStopRequest, await read_body(request, MAX_BODY_BYTES))
+        record = await self.store.set_desired_state(stop.deployment_id, "stopped", user_id=user_id)
+        if record is None:
+            raise not_found(stop.deployment_id)
+        return respond_camel(Deployment.from_record(record))
+
+    async def list_deployments(self, request: Request) -> Response:
+        user_id = self._user(request)
+        query = parse_query(request, DeploymentsQuery)
+        rows, recent = await self.store.list_user_deployments(
+            user_id, limit=query.limit + 1, after=decode_cursor(query.cursor, str)
+        )
+        page = rows[: query.limit]
+        next_cursor = (
+            encode_cursor(page[-1]["created_at"], page[-1]["strategy_id"]) if len(rows) > query.limit else None
+        )
+        items = [Deployment.from_record(row, recent.get(row["strategy_id"])) for row in page]
+        return respond_camel(DeploymentList(items=items, next_cursor=next_cursor))
+
+    async def get_deployment(self, request: Request) -> Response:
+        user_id = self._user(request)
+        deployment_id = _deployment_id(request)
+        record = await self.store.deployment_detail(deployment_id, user_id)
+        if record is None:
+            raise not_found(deployment_id)
+        return respond_camel(detail(record, self.settings.paper_initial_balances))
+
+    async def delete_deployment(self, request: Request) -> Response:
+        user_id = self._user(request)
+        deployment_id = _deployment_id(request)
+        record = await self.store.request_deletion(deployment_id, user_id=user_id)
+        if record is None:
+            raise not_found(deployment_id)
+        log.info("deployment %s: deletion requested by its user", deployment_id)
+        return respond_camel(Deployment.from_record(record), 202)
+
+    async def run_deployment(self, request: Request) -> Response:
+        user_id = self._user(request)
+        deployment_id = _deployment_id(request)
+        run = await self.store.request_run(deployment_id, user_id=user_id)
+        if run is None:
+            raise not_found(deployment_id)
+        return respond_camel(
+            BotRunRequest(
+                run_request_id=run["run_request_id"], deployment_id=deployment_id, requested_at=run["requested_at"]
+            ),
+            202,
+        )
+
+    def endpoints(self) -> list[Endpoint]:
+        def tenant(
+            method: str, path: str, handler: Callable[[Request], Awaitable[Response]], summary: str, **kw: object
+        ) -> Endpoint:
+            return Endpoint(method, path, handler, summary, tenant=True, **kw)  # type: ignore[arg-type]
+
+        return [
+            tenant(
+                "POST",
+                "/api/bot/start",
+                self.bot_start,
+                "Deploy (or redeploy) and start a bot, or start a stopped one",
+                responses={200: Deployment, 201: Deployment},
+                body=BotStartRequest,
+                errors=(404, 409, 413, 422),
+            ),
+            tenant(
+                "POST",
+                "/api/bot/stop",
+                self.bot_stop,
+                "Stop a bot (a run in progress finishes)",
+                responses={200: Deployment},
+                body=BotStopRequest,
+                errors=(404, 413, 422),
+            ),
+            tenant(
+                "GET",
+                "/api/bot/deployments",
+                self.list_deployments,
+                "The user's bots, newest first, with statistics and recent outcomes",
+                responses={200: DeploymentList},
+                query=DeploymentsQuery,
+            ),
+            tenant(
+                "GET",
+                "/api/bot/deployments/{deployment_id}",
+                self.get_deployment,
+                "One bot: code, config, STATE, recent executions and orders, a paper bot's wallet",
+                responses={200: DeploymentDetail},
+            ),
+            tenant(
+                "DELETE",
+                "/api/bot/deployments/{deployment_id}",
+                self.delete_deployment,
+                "Delete a bot (its rows go once nothing is in flight)",
+                responses={202: Deployment},
+            ),
+            tenant(
+                "POST",
+                "/api/bot/deployments/{deployment_id}/run",
+                self.run_deployment,
+                "Run a bot now (also a stopped one)",
+                responses={202: BotRunRequest},
+            ),
+        ]
+
+
+def _parse_body(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestInvalid(field_errors(exc)) from None
+
+
+def _deployment_id(request: Request) -> str:
+    deployment_id: str = request.path_params["deployment_id"]
+    if not _DEPLOYMENT_ID.fullmatch(deployment_id):
+        raise RequestInvalid.one("deploymentId", "not a deployment id")
+    return deployment_id
+
+
+def _camel(detail: list[FieldError]) -> list[FieldError]:
+    return [
+        FieldError(field=_CAMEL.get(e.field, e.field), reason=e.reason, line=e.line, column=e.column) for e in detail
+    ]

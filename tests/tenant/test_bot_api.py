@@ -1,0 +1,188 @@
+"""The tenant API's routes, in the camelCase the platform's frontend uses, over a real database."""
+
+from __future__ import annotations
+
+import psycopg
+from starlette.testclient import TestClient
+
+from tests.api.replica import write_execution, write_order, write_status
+from tests.tenant.conftest import CODE, bearer, start_body
+
+ALICE = bearer("alice")
+
+
+def deploy(client: TestClient, **fields: object) -> dict[str, object]:
+    response = client.post("/api/bot/start", headers=ALICE, json=start_body(**fields))
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def test_start_deploys_a_running_bot_owned_by_the_tokens_user(tenant_client: TestClient, pg_conn: psycopg.Connection):
+    response = tenant_client.post("/api/bot/start", headers=ALICE, json=start_body())
+    assert response.status_code == 201, response.text
+    bot = response.json()
+    fields = ("deploymentId", "executionInterval", "nextExecutionAt", "executionCount", "lastExecutionDuration",
+              "successfulExecutions", "failedExecutions", "avgExecutionTime", "status", "recentExecutions")  # fmt: skip
+    for field in fields:
+        assert field in bot, field
+    assert bot["executionInterval"] == 5 and bot["desiredState"] == "running" and bot["status"] == "pending"
+    assert bot["executionCount"] == 0 and bot["exchange"] == "paper"
+    row = pg_conn.execute(
+        "SELECT user_id, name, code, desired_state FROM strategies WHERE strategy_id = %s", (bot["deploymentId"],)
+    ).fetchone()
+    assert row == ("alice", "bot-1", CODE, "running")
+
+
+def test_start_again_with_the_same_name_redeploys_in_place(tenant_client: TestClient) -> None:
+    first = deploy(tenant_client)
+    response = tenant_client.post("/api/bot/start", headers=ALICE, json=start_body(executionInterval=7))
+    assert response.status_code == 200
+    again = response.json()
+    assert again["deploymentId"] == first["deploymentId"]
+    assert again["generation"] == 2 and again["executionInterval"] == 7
+    other = deploy(tenant_client, name="bot-2")
+    assert other["deploymentId"] != first["deploymentId"]
+
+
+def test_redeploy_by_id_and_restart_by_id(tenant_client: TestClient) -> None:
+    bot = deploy(tenant_client)
+    bot_id = bot["deploymentId"]
+    renamed = tenant_client.post(
+        "/api/bot/start", headers=ALICE, json=start_body(deploymentId=bot_id, name="renamed")
+    ).json()
+    assert renamed["deploymentId"] == bot_id and renamed["name"] == "renamed"
+    stopped = tenant_client.post("/api/bot/stop", headers=ALICE, json={"deploymentId": bot_id})
+    assert stopped.status_code == 200 and stopped.json()["desiredState"] == "stopped"
+    restarted = tenant_client.post("/api/bot/start", headers=ALICE, json={"deploymentId": bot_id})
+    assert restarted.status_code == 200 and restarted.json()["desiredState"] == "running"
+    assert restarted.json()["generation"] == 4
+
+
+def test_a_compile_error_names_its_line_and_column(tenant_client: TestClient) -> None:
+    response = tenant_client.post("/api/bot/start", headers=ALICE, json=start_body(code="x = 1\ny = (\n"))
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["field"] == "code" and error["line"] == 2 and error["column"] >= 1
+    refused = tenant_client.post("/api/bot/start", headers=ALICE, json=start_body(code="x = 1\nimport os\n"))
+    assert refused.status_code == 422 and refused.json()["detail"][0]["line"] == 2
+
+
+def test_bad_bodies_get_field_errors_in_camel_case(tenant_client: TestClient) -> None:
+    cases = {
+        "missing code": (start_body(code=...), "code"),
+        "snake_case name": ({**start_body(executionInterval=...), "execution_interval": 5}, "execution_interval"),
+        "interval out of bounds": (start_body(executionInterval=0), "executionInterval"),
+        "interval a string": (start_body(executionInterval="5"), "executionInterval"),
+        "config not an object": (start_body(config=[1]), "config"),
+        "credentials for paper": (start_body(apiKey="k", apiSecret="s"), "apiKey"),
+        "coindcx without credentials": (start_body(exchange="coindcx"), "apiKey"),
+        "unknown exchange": (start_body(exchange="binance"), "exchange"),
+    }
+    for name, (body, field) in cases.items():
+        response = tenant_client.post("/api/bot/start", headers=ALICE, json=body)
+        assert response.status_code == 422, (name, response.text)
+        assert response.json()["error"] == "validation_error"
+        text = response.text
+        assert field in text, (name, text)
+    assert tenant_client.post("/api/bot/start", headers=ALICE, content=b"{").status_code == 422
+    assert tenant_client.post("/api/bot/stop", headers=ALICE, json={}).status_code == 422
+    assert tenant_client.get("/api/bot/deployments?limit=0", headers=ALICE).status_code == 422
+    assert tenant_client.get("/api/bot/deployments?cursor=zz", headers=ALICE).status_code == 422
+    assert tenant_client.get("/api/bot/deployments/%20bad", headers=ALICE).status_code == 422
+
+
+def test_list_shows_statistics_and_recent_outcomes(tenant_client: TestClient, pg_conn: psycopg.Connection) -> None:
+    bot_id = deploy(tenant_client)["deploymentId"]
+    write_status(
+        pg_conn, bot_id, execution_count=3, successful_executions=2, failed_executions=1,
+        avg_execution_time=0.25, last_execution_duration=0.5, next_execution_at="2030-01-01T00:00:00Z",
+    )  # fmt: skip
+    write_execution(pg_conn, bot_id, scheduled_for="2026-01-01T00:00:00Z")
+    write_execution(pg_conn, bot_id, status="failed", scheduled_for="2026-01-01T00:00:05Z", error="boom")
+    listed = tenant_client.get("/api/bot/deployments", headers=ALICE).json()
+    (item,) = listed["items"]
+    assert listed["nextCursor"] is None
+    assert item["executionCount"] == 3 and item["successfulExecutions"] == 2 and item["failedExecutions"] == 1
+    assert item["avgExecutionTime"] == 0.25 and item["lastExecutionDuration"] == 0.5
+    assert item["nextExecutionAt"].startswith("2030-01-01")
+    assert [e["status"] for e in item["recentExecutions"]] == ["failed", "succeeded"]
+
+
+def test_list_pages_with_a_cursor(tenant_client: TestClient) -> None:
+    ids = {deploy(tenant_client, name=f"bot-{n}")["deploymentId"] for n in range(5)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = "/api/bot/deployments?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = tenant_client.get(url, headers=ALICE).json()
+        seen.extend(item["deploymentId"] for item in page["items"])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and set(seen) == ids
+
+
+def test_detail_has_code_state_executions_orders_and_the_paper_wallet(
+    tenant_client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    bot_id = deploy(tenant_client)["deploymentId"]
+    fresh = tenant_client.get(f"/api/bot/deployments/{bot_id}", headers=ALICE).json()
+    assert fresh["wallet"]["starting"] is True and fresh["wallet"]["valueHistory"] == []
+    assert {b["currency"] for b in fresh["wallet"]["balances"]} == {"USDT", "INR"}
+
+    write_status(pg_conn, bot_id, state='{"entry": 61000.5}')
+    execution = write_execution(pg_conn, bot_id, output="bought\n", error="Traceback: line 3")
+    pg_conn.execute(
+        "UPDATE executions SET wallet_value = 21000.5, wallet_currency = 'USDT' WHERE execution_id = %s", (execution,)
+    )
+    write_order(pg_conn, bot_id, client_order_id="c-1", execution_id=execution)
+    pg_conn.execute(
+        "INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance) VALUES (%s, 'BTC', 0.01, 0)",
+        (bot_id,),
+    )
+    body = tenant_client.get(f"/api/bot/deployments/{bot_id}", headers=ALICE).json()
+    assert body["code"] == CODE and body["config"] == {"pair": "BTCUSDT"} and body["state"] == {"entry": 61000.5}
+    (run,) = body["recentExecutions"]
+    assert run["output"] == "bought\n" and run["error"] == "Traceback: line 3" and run["replicaId"] == "replica-a"
+    assert run["duration"] == 0.25 and run["walletValue"] == "21000.5"
+    (order,) = body["recentOrders"]
+    assert order["clientOrderId"] == "c-1" and order["totalQuantity"] == "0.015" and order["market"] == "BTCUSDT"
+    assert body["wallet"]["starting"] is False
+    assert body["wallet"]["balances"] == [{"currency": "BTC", "balance": "0.01", "lockedBalance": "0"}]
+    (point,) = body["wallet"]["valueHistory"]
+    assert point["value"] == "21000.5" and point["currency"] == "USDT" and point["executionId"] == str(execution)
+
+
+def test_a_live_bot_has_no_wallet_and_never_returns_its_credentials(tenant_client: TestClient) -> None:
+    body = start_body(exchange="coindcx", apiKey="key-123", apiSecret="secret-456")
+    created = tenant_client.post("/api/bot/start", headers=ALICE, json=body)
+    assert created.status_code == 201 and created.json()["hasCredentials"] is True
+    detail = tenant_client.get(f"/api/bot/deployments/{created.json()['deploymentId']}", headers=ALICE)
+    assert detail.json()["wallet"] is None
+    for response in (created, detail, tenant_client.get("/api/bot/deployments", headers=ALICE)):
+        assert "secret-456" not in response.text and "key-123" not in response.text
+
+
+def test_delete_and_run(tenant_client: TestClient) -> None:
+    bot_id = deploy(tenant_client)["deploymentId"]
+    run = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    assert run.status_code == 202 and run.json()["deploymentId"] == bot_id
+    deleted = tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE)
+    assert deleted.status_code == 202 and deleted.json()["status"] == "deleting"
+    assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE).status_code == 404
+    # Deploying the same name now makes a new bot: the old one is on its way out.
+    assert deploy(tenant_client)["deploymentId"] != bot_id
+
+
+def test_unknown_ids_are_404(tenant_client: TestClient) -> None:
+    for method, path, body in [
+        ("GET", "/api/bot/deployments/nope", None),
+        ("DELETE", "/api/bot/deployments/nope", None),
+        ("POST", "/api/bot/deployments/nope/run", None),
+        ("POST", "/api/bot/stop", {"deploymentId": "nope"}),
+        ("POST", "/api/bot/start", {"deploymentId": "nope"}),
+        ("POST", "/api/bot/start", start_body(deploymentId="nope")),
+    ]:
+        response = tenant_client.request(method, path, headers=ALICE, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"] == "not_found"
