@@ -107,7 +107,7 @@ class TenantApi:
                     "code": start.code,
                     "config": start.config or {},
                     "execution_interval": start.execution_interval,
-                    "exchange": start.exchange or "paper",
+                    "exchange": start.exchange,
                     "api_key": start.api_key,
                     "api_secret": start.api_secret,
                     "auto_start": True,
@@ -119,9 +119,10 @@ class TenantApi:
             raise RequestInvalid(_camel(field_errors(exc))) from None
         except RequestInvalid as exc:
             raise RequestInvalid(_camel(exc.detail)) from None
-        except StrategyConflict:
-            # Being deleted (a redeploy by id): the user may deploy it again once it is gone.
-            raise ApiError(409, "conflict", f"deployment {deployment_id!r} is being deleted") from None
+        except StrategyConflict as exc:
+            # Being deleted (a redeploy by id), or an API key another user's bot holds. Never "another
+            # user's bot": ownership of the id was checked above, and a name only finds the user's own.
+            raise ApiError(409, "conflict", str(exc).replace("strategy_id", "deploymentId")) from None
 
     # --- handlers --------------------------------------------------------------------------------
 

@@ -65,9 +65,15 @@ class BotStartRequest(_CamelRequest):
     code: str | None = Field(None, min_length=1, description=f"Python source, at most {MAX_CODE_BYTES} bytes.")
     config: dict[str, Any] | None = Field(None, description=f"CONFIG; at most {MAX_CONFIG_BYTES} bytes as JSON.")
     execution_interval: int | None = Field(None, description="Seconds between runs, within the server's bounds.")
-    exchange: Exchange | None = Field(None, description="'paper' (the default) or 'coindcx'.")
-    api_key: Credential | None = Field(None, description="For exchange 'coindcx'; stored sealed, never returned.")
-    api_secret: Credential | None = Field(None, description="For exchange 'coindcx'; stored sealed, never returned.")
+    exchange: Exchange | None = Field(
+        None,
+        description="Absent: 'coindcx' when apiKey and apiSecret are given, 'paper' when neither is. 'coindcx' "
+        "requires both; 'paper' with both keeps them sealed for a later switch to live.",
+    )
+    api_key: Credential | None = Field(
+        None, description="With apiSecret (both or neither); stored sealed, never returned."
+    )
+    api_secret: Credential | None = Field(None, description="With apiKey; stored sealed, never returned.")
 
     @model_validator(mode="after")
     def _deploy_or_start(self) -> BotStartRequest:

@@ -474,19 +474,19 @@ export interface components {
             executionInterval?: number | null;
             /**
              * Exchange
-             * @description 'paper' (the default) or 'coindcx'.
+             * @description Absent: 'coindcx' when apiKey and apiSecret are given, 'paper' when neither is. 'coindcx' requires both; 'paper' with both keeps them sealed for a later switch to live.
              * @default null
              */
             exchange?: ("paper" | "coindcx") | null;
             /**
              * Api key
-             * @description For exchange 'coindcx'; stored sealed, never returned.
+             * @description With apiSecret (both or neither); stored sealed, never returned.
              * @default null
              */
             apiKey?: string | null;
             /**
              * Api secret
-             * @description For exchange 'coindcx'; stored sealed, never returned.
+             * @description With apiKey; stored sealed, never returned.
              * @default null
              */
             apiSecret?: string | null;
