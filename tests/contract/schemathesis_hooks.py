@@ -1,0 +1,28 @@
+"""Schemathesis hooks for the contract run: how to generate what a JSON Schema cannot describe.
+
+`format: python-strategy` (a deploy's code) is Python that compiles under the language policy; the
+server refuses anything else with a 422 (line and column), which a property-based run must not count as
+"a valid request rejected". Loaded by the CLI through SCHEMATHESIS_HOOKS.
+"""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import strategies as st
+
+_STATEMENTS = st.one_of(
+    st.from_regex(r"\A(RESULT|x|total) = -?(0|[1-9][0-9]{0,8})\Z"),
+    st.from_regex(r"\ASTATE\[\"[a-z]{1,8}\"\] = (0|[1-9][0-9]{0,5})\Z"),
+    st.sampled_from(
+        [
+            "RESULT = CONFIG.get('n', 0) + 1",
+            "STATE['runs'] = STATE.get('runs', 0) + 1",
+            "print('tick')",
+            "import math\nRESULT = math.sqrt(2)",
+            "RESULT = [i * i for i in range(5)]",
+            "pass",
+        ]
+    ),
+)
+
+schemathesis.openapi.format("python-strategy", st.lists(_STATEMENTS, min_size=1, max_size=4).map("\n".join))
