@@ -5,7 +5,8 @@ The caller owns the engine and the Store; the app only uses them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,12 +19,12 @@ from api.dashboard import Dashboard, is_dashboard_path
 from api.docs import view as docs_view
 from api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from api.openapi import build_openapi
-from api.routes import Endpoint, ExecutorApi, Handler, LocalReplica
+from api.routes import CheckCode, Endpoint, ExecutorApi, Handler, LocalReplica
 from api.security_headers import SecurityHeadersMiddleware
 from api.tenant import TenantApi
 from api.tenant_auth import TenantAuth
 from reconciler import __version__, metrics
-from reconciler.policy import check_code as policy_check
+from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.settings import Settings
 from reconciler.storage.api_store import Store
 
@@ -34,12 +35,16 @@ def create_app(
     *,
     # (strategy_id, api_key, api_secret) -> (key_id, ciphertext); None: coindcx deploys are refused.
     seal_credentials: Callable[[str, str, str], tuple[str, bytes]] | None = None,
-    # The language policy's deploy-time check (raises reconciler.policy.PolicyError).
-    check_code: Callable[[str], None] = policy_check,
+    # The language policy's deploy-time check (raises reconciler.policy.PolicyError). By default, a pool
+    # of compile worker processes: off the event loop, bounded in CPU time and compiled size.
+    check_code: CheckCode | None = None,
     # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
     replica: LocalReplica | None = None,
 ) -> Starlette:
-    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check_code, replica=replica)
+    pool = CompilePool(CompileLimits.from_settings(settings)) if check_code is None else None
+    check = pool.check if pool is not None else check_code
+    assert check is not None
+    api = ExecutorApi(settings, store, seal_credentials=seal_credentials, check_code=check, replica=replica)
     secret = settings.jwt_secret
     tenant = TenantApi(api, TenantAuth(secret.get_secret_value()) if secret is not None else None)
     dashboard = Dashboard(tenant, secret)
@@ -59,7 +64,15 @@ def create_app(
     interval.update(minimum=settings.min_execution_interval, maximum=settings.max_execution_interval)
 
     token = settings.executor_api_token.get_secret_value() if settings.executor_api_token else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if pool is not None:
+            await pool.close()
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             *routes(endpoints),
             Route("/metrics", metrics.endpoint),

@@ -128,7 +128,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 # from a run request to its execution.
 _PRODUCERS = (
     (("post", "/strategies/deploy"), ("200", "201"), "strategy_id", "strategy_id", "/strategies/"),
-    (("post", "/strategies/{strategy_id}/execute"), ("200", "202"), "execution_id", "execution_id", "/executions/"),
+    # 200 only: a 202's run request may have no execution yet (execution_id null).
+    (("post", "/strategies/{strategy_id}/execute"), ("200",), "execution_id", "execution_id", "/executions/"),
 )
 
 

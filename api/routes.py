@@ -6,6 +6,7 @@ Every input is validated before the database is touched; a refusal is an `ApiErr
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -60,7 +61,9 @@ log = logging.getLogger("api")
 # (strategy_id, api_key, api_secret) -> (key_id, ciphertext); the strategy id is the cipher's associated
 # data, so a sealed row cannot be moved to another strategy.
 SealCredentials = Callable[[str, str, str], tuple[str, bytes]]
-CheckCode = Callable[[str], None]
+# The language policy's check: raises reconciler.policy.PolicyError. A coroutine function (the compile
+# pool: worker processes) is awaited; a plain function runs in a thread (checks that are fast by design).
+CheckCode = Callable[[str], Awaitable[None]] | Callable[[str], None]
 Handler = Callable[[Request], Awaitable[Response]]
 Q = TypeVar("Q", bound=BaseModel)
 
@@ -264,7 +267,10 @@ class ExecutorApi:
     async def _check_code(self, code: str) -> None:
         # Compiling up to 256 KB takes long enough to matter to every other request: off the loop.
         try:
-            await anyio.to_thread.run_sync(self.check_code, code)
+            if inspect.iscoroutinefunction(self.check_code):
+                await self.check_code(code)
+            else:
+                await anyio.to_thread.run_sync(self.check_code, code)
         except PolicyError as exc:
             # Checkers report ast's 0-based columns; clients get 1-based ones, like the lines.
             column = exc.column + 1 if exc.line is not None and exc.column is not None else None
@@ -368,7 +374,7 @@ class ExecutorApi:
     async def get_execution(self, request: Request) -> Response:
         raw = request.path_params["execution_id"]
         if not re.fullmatch(UUID_PATTERN, raw):  # the form the OpenAPI document states, and only that
-            raise NotFound(f"no execution {raw[:80]!r}: execution ids are UUIDs such as {uuid.UUID(int=0)}")
+            raise RequestInvalid.one("execution_id", f"must be a UUID such as {uuid.UUID(int=0)}")
         execution_id = uuid.UUID(raw)
         record = await self.store.get_execution(execution_id)
         if record is None:

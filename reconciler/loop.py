@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler import __version__
 from reconciler.logging_setup import bind as bind_log_context
+from reconciler.logging_setup import bound as bound_log_context
 from reconciler.metrics import ReplicaMetrics
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
 from reconciler.settings import Settings
@@ -356,7 +357,9 @@ class Replica:
                 self._db_ok()
                 if beat.lost:
                     self.metrics.lost(len(beat.lost))
-                    log.warning("marked %d executions lost: %s", len(beat.lost), [str(e) for e in beat.lost])
+                    for execution_id, strategy_id in beat.lost_strategies.items():
+                        with bound_log_context(strategy_id=strategy_id, execution_id=execution_id):
+                            log.warning("execution %s marked lost: its replica's lease ran out", execution_id)
                     self._requests_pending = True
                     self._wake.set()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():

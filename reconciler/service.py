@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 import shlex
 import signal
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,8 @@ from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.logging_setup import redact_settings
 from reconciler.loop import Replica
-from reconciler.policy import PolicyError, check_code
+from reconciler.policy.cache import CompiledCache
+from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
@@ -148,30 +147,6 @@ def current_key_id(runtime: Runtime) -> str:
     return CredentialCipher.from_settings(runtime.settings).current_key_id
 
 
-def policy_verdict(code: str) -> str | None:
-    """The language policy's verdict on a spec's code, for the reconcile pass (None: it compiles).
-
-    Remembered by the code's digest: many strategies often share one source (an example, a template),
-    and a reconcile pass over thousands of them should compile it once.
-    """
-    digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).digest()
-    if digest in _verdicts:
-        _verdicts.move_to_end(digest)
-        return _verdicts[digest]
-    try:
-        check_code(code)
-        verdict = None
-    except PolicyError as exc:
-        verdict = str(exc)
-    _verdicts[digest] = verdict
-    if len(_verdicts) > 4096:
-        _verdicts.popitem(last=False)
-    return verdict
-
-
-_verdicts: OrderedDict[bytes, str | None] = OrderedDict()
-
-
 async def run(runtime: Runtime, *, with_api: bool) -> None:
     settings = runtime.settings
     engine = create_engine(
@@ -184,13 +159,11 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     # This process holds decrypted credentials while executions run: make its /proc files (environ,
     # mem) unreadable to same-uid processes, in case the sandbox ever runs as our own uid.
     harden_replica_process()
-    sandbox = Sandbox(SandboxLimits.from_settings(settings))
-    await sandbox.start()
-    for layer, active in sandbox.layers.items():
-        # A user namespace is only how a non-root replica gets its network namespace, which is
-        # reported on its own; as root it is never needed.
-        if not active and layer != "user_namespace":
-            log.warning("sandbox layer %r is NOT active on this host", layer)
+    # One compile for every use of a source in this replica: the reconcile pass's verdict and the
+    # code objects its executions run; both off the event loop, in worker processes.
+    compiled = CompiledCache(CompilePool(CompileLimits.from_settings(settings)), settings.compile_cache_bytes)
+    sandbox = Sandbox(SandboxLimits.from_settings(settings), compiled)
+    await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await retrying(lambda: check_key_ids(engine, cipher), what="check encryption keys")
@@ -199,7 +172,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         settings,
         engine,
         sandbox,
-        check_code=policy_verdict,
+        check_code=compiled.verdict,
         brokers=brokers,
         database_url=runtime.database_url,
     )
@@ -263,7 +236,7 @@ def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCiphe
         sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)
         return sealed.key_id, sealed.ciphertext
 
-    app = create_app(settings, Store(engine), seal_credentials=seal, check_code=check_code, replica=replica.health)
+    app = create_app(settings, Store(engine), seal_credentials=seal, replica=replica.health)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     return _Server(config)
 

@@ -60,7 +60,17 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(64 * 1024, ge=1024)
     max_result_bytes: int = Field(64 * 1024, ge=1024)
     max_state_bytes: int = Field(64 * 1024, ge=1024)
-    sandbox_user: str = "nobody"
+    # Children of a root replica run as uids from here on: each replica on a host claims its own
+    # block of 512, one uid per concurrent child (they need no /etc/passwd entry).
+    sandbox_uid_base: int = Field(1_900_000_000, ge=1000, le=4_000_000_000)
+
+    # Compiling strategies (at deploy in the API, once per distinct source in a replica): in worker
+    # processes, off the event loops. CPU seconds one compile may take; size of the compiled code;
+    # worker processes per API and per replica; bytes of compiled code a replica keeps cached.
+    compile_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    max_compiled_bytes: int = Field(8 << 20, ge=64 << 10)
+    compile_workers: int = Field(2, ge=1, le=32)
+    compile_cache_bytes: int = Field(64 << 20, ge=1 << 20)
 
     # Exchange
     coindcx_api_url: str = "https://api.coindcx.com"

@@ -13,8 +13,11 @@ Modules, one concern each:
   classify     observed facts -> ExecutionOutcome (pure)
   protocol     length-prefixed JSON frames, capped
   zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`)
-  confine      the OS layers: network namespace once; per child fds, rlimits, uid, no_new_privs, seccomp
-  seccomp      the seccomp program (compiled once with libseccomp, installed per child with one prctl)
+  confine      the OS layers: network namespace and filesystem view once; per child PID and IPC
+               namespaces (clone), cgroup, fds, rlimits, uid, no_new_privs, seccomp
+  seccomp      the seccomp allow-list (compiled once with libseccomp, installed per child with one prctl)
+  host         what the replica claims from the host for its children: a uid block, a memory cgroup
+  layers       the layers by name, what is lost without each (for /health and start-up warnings)
   child        what runs in the confined fork: namespace, output capture, limits as exceptions, report
   client_proxy CoinDCXClient as the strategy sees it, and ExchangeError
   jsonable     RESULT/STATE to JSON

@@ -29,6 +29,7 @@ class ExitInfo:
     wall_killed: bool
     cpu: float
     duration: float
+    memory_killed: bool = False  # the child's memory cgroup killed it (its OOM counter moved)
 
 
 @dataclass
@@ -199,6 +200,9 @@ def classify(
         error = f"wall-clock time limit exceeded ({limits.wall_seconds:g} s): the process was killed"
         if isinstance(report_error, str) and observed.report and observed.report.get("status") == "timed_out":
             error = report_error[:_ERROR_CAP]
+    elif exit_info.memory_killed and observed.report is None:
+        status = "memory_exceeded"
+        error = f"memory limit exceeded ({limits.memory_mb} MB, with kernel memory): the process was killed"
     elif observed.violation is not None:
         status = "failed"
         error = f"the strategy process sent the service something it cannot read ({observed.violation})"

@@ -17,7 +17,7 @@ class SandboxLimits:
     output_bytes: int = 65536
     result_bytes: int = 65536
     state_bytes: int = 65536
-    sandbox_user: str = "nobody"
+    sandbox_uid_base: int = 1_900_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
@@ -28,7 +28,7 @@ class SandboxLimits:
             output_bytes=settings.max_output_bytes,
             result_bytes=settings.max_result_bytes,
             state_bytes=settings.max_state_bytes,
-            sandbox_user=settings.sandbox_user,
+            sandbox_uid_base=settings.sandbox_uid_base,
         )
 
     def to_json(self) -> dict[str, Any]:

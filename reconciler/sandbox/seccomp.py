@@ -1,10 +1,15 @@
 """The seccomp filter of a sandboxed child, through the system's libseccomp (pyseccomp, via ctypes).
 
-A deny-list over a default of ALLOW: CPython, numpy and pandas use too many syscalls for an allow-list
-to stay correct across library upgrades, while the dangerous ones are few and stable. Denied calls
-fail with an errno (EPERM, or ENOSYS where libc should fall back) so the strategy sees a clean Python
-exception instead of a dead process. Calls from a foreign architecture (int 0x80 on x86_64) kill the
-process: libseccomp's default bad-arch action.
+An ALLOW-list: what CPython, numpy and pandas need to compute, read the Python installation, keep
+time, handle their own signals and talk over the one socketpair. Everything else fails with EPERM
+(the strategy sees a clean Python exception, not a dead process): new processes and programs,
+sockets, file creation and writes, signals to anyone, another process's memory or scheduling, SysV
+and POSIX IPC, memfd, keyrings, bpf, perf, userfaultfd, io_uring, mounts and namespaces. Calls from a
+foreign architecture (int 0x80 on x86_64) kill the process: libseccomp's default bad-arch action.
+
+Calls with a harmless and a harmful use are allowed by argument: `fcntl` for descriptor flags but
+not for signal ownership, leases or locks; `ioctl` for the few terminal and non-blocking requests
+CPython makes; `openat` for reading only; `clone` for threads only; `prlimit64` on itself only.
 """
 
 from __future__ import annotations
@@ -21,105 +26,133 @@ except (ImportError, OSError):  # pragma: no cover - depends on the host
 
 _CLONE_THREAD = 0x00010000
 
-# Creating processes or new programs, reaching into other processes, changing the system.
-_DENY_ALWAYS = (
-    "fork",
-    "vfork",
-    "execve",
-    "execveat",
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "kcmp",
-    "get_robust_list",
-    "pidfd_open",
-    "pidfd_getfd",
-    "pidfd_send_signal",
-    "setns",
-    "unshare",
-    "mount",
-    "umount2",
-    "pivot_root",
-    "chroot",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "bpf",
-    "perf_event_open",
-    "userfaultfd",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "reboot",
-    "swapon",
-    "swapoff",
-    "acct",
-    "settimeofday",
-    "clock_settime",
-    "adjtimex",
-    "sethostname",
-    "setdomainname",
-    "iopl",
-    "ioperm",
-    "quotactl",
-    "personality",
-    "setpriority",
-    "sched_setscheduler",
-    "sched_setparam",
-    "sched_setaffinity",
-    "ioprio_set",
-    "migrate_pages",
-    "move_pages",
-    "mbind",
-    # No network: the zygote's namespace is already empty; this also stops new sockets entirely.
-    "socket",
-    "socketpair",
-    "connect",
-    "bind",
-    "listen",
-    "accept",
-    "accept4",
-    # No file writes, whatever the uid could otherwise write (e.g. /tmp).
-    "creat",
-    "truncate",
-    "ftruncate",
-    "rename",
-    "renameat",
-    "renameat2",
-    "unlink",
-    "unlinkat",
-    "mkdir",
-    "mkdirat",
-    "rmdir",
-    "link",
-    "linkat",
-    "symlink",
-    "symlinkat",
-    "mknod",
-    "mknodat",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "chown",
-    "fchown",
-    "lchown",
-    "fchownat",
-    "utimensat",
-    "memfd_create",
-    "name_to_handle_at",
-    "open_by_handle_at",
+# Allowed with any arguments. Names the running kernel's architecture lacks are skipped.
+_ALLOW = (
+    # memory (bounded by RLIMIT_AS and the cgroup)
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "msync",
+    # reading what is open, and the one socket
+    "read",
+    "readv",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "write",
+    "writev",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "shutdown",
+    "getsockopt",
+    "setsockopt",
+    "getsockname",
+    "getpeername",
+    "close",
+    "close_range",
+    "dup",
+    "dup2",
+    "dup3",
+    "lseek",
+    "fadvise64",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    # looking at files (imports, linecache, time zones): the view is read-only anyway
+    "fstat",
+    "stat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "statfs",
+    "fstatfs",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "getdents",
+    "getdents64",
+    "getcwd",
+    "chdir",
+    "fchdir",
+    "umask",
+    # time, sleeping, the limit timers
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
+    "time",
+    "times",
+    "setitimer",
+    "getitimer",
+    "alarm",
+    # its own signal handling (SIGXCPU, SIGALRM); sending signals is not here
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigpending",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "sigaltstack",
+    "restart_syscall",
+    # about itself
+    "getpid",
+    "getppid",
+    "gettid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getresuid",
+    "getresgid",
+    "getgroups",
+    "getpgrp",
+    "getpgid",
+    "getsid",
+    "getrusage",
+    "getpriority",
+    "sched_getaffinity",
+    "sched_yield",
+    "getcpu",
+    "uname",
+    "sysinfo",
+    "getrandom",
+    # threads' plumbing in the C library (new threads themselves fail: RLIMIT_NPROC is 0)
+    "futex",
+    "set_robust_list",
+    "set_tid_address",
+    "rseq",
+    "arch_prctl",
+    "exit",
+    "exit_group",
 )
 
 # Calls whose structured argument cannot be inspected: ENOSYS makes glibc fall back to the old call,
-# which the filter can inspect (clone3 -> clone).
+# which the filter can inspect (clone3 -> clone, openat2 -> openat).
 _ENOSYS = ("clone3", "openat2")
 
-_WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_F_DUPFD, _F_GETFD, _F_SETFD, _F_GETFL, _F_SETFL, _F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
+# Not here: F_SETOWN/F_SETOWN_EX/F_SETSIG (a descriptor that signals another process), F_SETLEASE,
+# F_NOTIFY, and the record locks (a channel between tenants sharing the read-only files).
+_FCNTL_ALLOWED = (_F_DUPFD, _F_GETFD, _F_SETFD, _F_GETFL, _F_SETFL, _F_DUPFD_CLOEXEC, 9, 1032, 1034)
+# TCGETS (isatty), FIONREAD, FIONBIO (socket.setblocking), FIONCLEX, FIOCLEX.
+_IOCTL_ALLOWED = (0x5401, 0x541B, 0x5421, 0x5450, 0x5451)
 
 
 def available() -> bool:
@@ -137,32 +170,31 @@ def _known(name: str) -> bool:
 def compile_filter() -> bytes:
     """Build the filter with libseccomp and return its BPF program (done once, in the zygote).
 
-    Compiling costs milliseconds; installing a ready program is one prctl. The filter therefore does
-    not depend on the child's pid: signals to any other process are refused outright (CPython needs
-    no kill/tgkill of its own; the kernel delivers SIGXCPU and SIGALRM itself).
+    Compiling costs milliseconds; installing a ready program is one prctl. The filter does not
+    depend on the child's pid: it may send no signal at all (CPython needs none; the kernel
+    delivers SIGXCPU and SIGALRM itself).
     """
     if _seccomp is None:
         raise OSError(errno.ENOSYS, "libseccomp is not available")
     s: Any = _seccomp
-    eperm = s.ERRNO(errno.EPERM)
-    f = s.SyscallFilter(s.ALLOW)
-    for name in _DENY_ALWAYS:
+    f = s.SyscallFilter(s.ERRNO(errno.EPERM))
+    for name in _ALLOW:
         if _known(name):
-            f.add_rule(eperm, name)
+            f.add_rule(s.ALLOW, name)
     for name in _ENOSYS:
         if _known(name):
             f.add_rule(s.ERRNO(errno.ENOSYS), name)
-    # Threads only: a clone without CLONE_THREAD is a new process (fork bomb, helper process).
-    f.add_rule(eperm, "clone", s.Arg(0, s.MASKED_EQ, _CLONE_THREAD, 0))
-    # Opening for reading is needed (lazy imports of pandas modules); opening for writing is not.
-    for flag in _WRITE_FLAGS:
-        f.add_rule(eperm, "openat", s.Arg(2, s.MASKED_EQ, flag, flag))
-        if _known("open"):
-            f.add_rule(eperm, "open", s.Arg(1, s.MASKED_EQ, flag, flag))
-    # Siblings run as the same unprivileged uid: no signals, no prlimit on anything but itself.
-    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        f.add_rule(eperm, name)
-    f.add_rule(eperm, "prlimit64", s.Arg(0, s.NE, 0))  # glibc's setrlimit passes pid 0
+    # Opening for reading (lazy imports, time zones); never for writing or creating.
+    f.add_rule(s.ALLOW, "openat", s.Arg(2, s.MASKED_EQ, _WRITE_FLAGS, 0))
+    if _known("open"):
+        f.add_rule(s.ALLOW, "open", s.Arg(1, s.MASKED_EQ, _WRITE_FLAGS, 0))
+    for command in _FCNTL_ALLOWED:
+        f.add_rule(s.ALLOW, "fcntl", s.Arg(1, s.EQ, command))
+    for request in _IOCTL_ALLOWED:
+        f.add_rule(s.ALLOW, "ioctl", s.Arg(1, s.MASKED_EQ, 0xFFFFFFFF, request))
+    # Threads only (and those fail on RLIMIT_NPROC): a clone without CLONE_THREAD is a new process.
+    f.add_rule(s.ALLOW, "clone", s.Arg(0, s.MASKED_EQ, _CLONE_THREAD, _CLONE_THREAD))
+    f.add_rule(s.ALLOW, "prlimit64", s.Arg(0, s.EQ, 0))  # glibc's get/setrlimit pass pid 0: itself
     fd = os.memfd_create("seccomp-bpf")
     try:
         with os.fdopen(fd, "w+b", closefd=False) as fh:

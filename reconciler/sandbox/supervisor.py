@@ -11,34 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
-import marshal
 import os
-import pwd
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler import refusals
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
-from reconciler.policy import PolicyError, compile_strategy
-from reconciler.sandbox import protocol
+from reconciler.policy import PolicyError
+from reconciler.policy.cache import CompiledCache
+from reconciler.policy.pool import CompilePool
+from reconciler.sandbox import host, layers, protocol
 from reconciler.sandbox.classify import ExitInfo, Observed, classify, clean_json
 from reconciler.sandbox.confine import set_dumpable
 from reconciler.sandbox.limits import SandboxLimits
-from reconciler.sandbox.zygote_client import ZygoteClient, ZygoteDied
+from reconciler.sandbox.zygote_client import ZygoteClient, ZygoteDied, ZygoteRefused
 
 logger = logging.getLogger(__name__)
 
-LAYER_NAMES = ("network_namespace", "seccomp", "privilege_drop", "rlimits", "no_new_privs", "language_policy")
 MAX_CLIENT_CALLS = 1000  # per execution; the broker rate-limits too, this bounds the replica's work
 _LOST_GRACE = 10.0  # beyond the wall limit, how long before the zygote itself is presumed hung
-_COMPILE_CACHE = 512
 
 
 def harden_replica_process() -> None:
@@ -60,14 +56,17 @@ def _refusal(error: BrokerError) -> dict[str, Any]:
 
 
 class Sandbox:
-    def __init__(self, limits: SandboxLimits) -> None:
+    def __init__(self, limits: SandboxLimits, compiler: CompiledCache | None = None) -> None:
         self.limits = limits
+        # Compiled off the event loop, in worker processes; cached by source within a byte budget.
+        self.compiler = compiler or CompiledCache(CompilePool())
         self._zygote: ZygoteClient | None = None
         self._start_lock: asyncio.Lock | None = None
         self._layers: dict[str, bool] = {}
-        self._compiled: OrderedDict[str, bytes | PolicyError] = OrderedDict()
         self._ids = itertools.count(1)
         self._runs: dict[int, _Run] = {}
+        self._uids: host.UidBlock | None = None
+        self._cgroups: list[host.MemoryCgroup] = []  # of the current zygote (last) and dead ones
         self._max_frame = 8 * (limits.output_bytes + limits.result_bytes + limits.state_bytes) + 65536
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -75,8 +74,8 @@ class Sandbox:
     @property
     def layers(self) -> dict[str, bool]:
         """Which isolation layers are active on this host (as a real confined child reported them)."""
-        return {name: bool(self._layers.get(name, False)) for name in LAYER_NAMES} | {
-            key: value for key, value in self._layers.items() if key not in LAYER_NAMES
+        return {name: bool(self._layers.get(name, False)) for name in layers.LAYER_NAMES} | {
+            key: value for key, value in self._layers.items() if key not in layers.LAYER_NAMES
         }
 
     async def start(self) -> None:
@@ -90,31 +89,49 @@ class Sandbox:
             self._zygote = await self._spawn_zygote()
             self._layers = dict(self._zygote.layers)
             _record_start(time.monotonic() - begun, self.layers)
+            await self._remove_cgroups(keep_current=True, patience=0)
             if first:
-                for name in LAYER_NAMES:
-                    if not self._layers.get(name):
-                        logger.warning("sandbox isolation layer %r is NOT active on this host", name)
+                for name in layers.inactive(self._layers):
+                    logger.warning("%s", layers.warning(name))
 
     def _zygote_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
             "memory_mb": self.limits.memory_mb,
             "cpu_seconds": self.limits.cpu_seconds,
             "wall_seconds": self.limits.wall_seconds,
-            "uid": None,
-            "gid": None,
+            "uids": None,
+            "cgroup": None,
         }
         if os.geteuid() == 0:
-            try:
-                entry = pwd.getpwnam(self.limits.sandbox_user)
-            except KeyError:
-                raise RuntimeError(f"SANDBOX_USER {self.limits.sandbox_user!r} does not exist") from None
-            if entry.pw_uid == 0:
-                raise RuntimeError("SANDBOX_USER must not be root")
-            config["uid"], config["gid"] = entry.pw_uid, entry.pw_gid
+            # Root can switch to any uid: each concurrent child gets one of this replica's own block.
+            if self._uids is None:
+                self._uids = host.UidBlock.claim(self.limits.sandbox_uid_base)
+            config["uids"] = [self._uids.first, self._uids.count]
+        cgroup = host.MemoryCgroup.create()
+        if cgroup is not None:
+            self._cgroups.append(cgroup)
+            config["cgroup"] = {"path": str(cgroup.path), "version": cgroup.version}
         return config
 
     async def _spawn_zygote(self) -> ZygoteClient:
         return await ZygoteClient.spawn(self._zygote_config())
+
+    async def _remove_cgroups(self, *, keep_current: bool, patience: float) -> None:
+        """Remove the cgroups of zygotes that are gone (their children die with them, within moments)."""
+        deadline = time.monotonic() + patience
+        while True:
+            remaining = []
+            for index, cgroup in enumerate(self._cgroups):
+                if keep_current and index == len(self._cgroups) - 1:
+                    remaining.append(cgroup)
+                    continue
+                cgroup.remove()
+                if cgroup.path.exists():
+                    remaining.append(cgroup)
+            self._cgroups = remaining
+            if len(remaining) <= (1 if keep_current else 0) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.02)
 
     async def zygote_status(self) -> dict[str, Any]:
         """What the zygote holds right now: ids of running executions, pids of pre-forked children.
@@ -135,26 +152,13 @@ class Sandbox:
         if self._zygote is not None:
             zygote, self._zygote = self._zygote, None
             await zygote.close()
+        await self._remove_cgroups(keep_current=False, patience=5.0)
+        if self._uids is not None:
+            self._uids.close()
+            self._uids = None
+        await self.compiler.pool.close()
 
     # -- one execution --------------------------------------------------------------------------------
-
-    def _compile(self, code: str) -> bytes:
-        key = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-        cached = self._compiled.get(key)
-        if cached is None:
-            try:
-                cached = marshal.dumps(compile_strategy(code))
-            except PolicyError as exc:
-                cached = exc.with_traceback(None)  # keep no compiler frames alive in the cache
-            self._compiled[key] = cached
-            if len(self._compiled) > _COMPILE_CACHE:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        if isinstance(cached, PolicyError):
-            # A fresh exception each time: re-raising the cached instance would grow its traceback.
-            raise PolicyError(cached.message, cached.line, cached.column)
-        return cached
 
     def _failed_before_start(self, message: str) -> ExecutionOutcome:
         return ExecutionOutcome(status="failed", duration=0.0, error=message)
@@ -162,7 +166,7 @@ class Sandbox:
     async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
         started = time.monotonic()
         try:
-            code = self._compile(request.code)
+            code = await self.compiler.compile(request.code)
         except PolicyError as exc:
             return self._failed_before_start(f"Policy violation: {exc}")
         try:
@@ -189,6 +193,8 @@ class Sandbox:
         self._runs[run.id] = run
         try:
             exit_info = await self._execute(run, header, code, broker)
+        except ZygoteRefused as exc:
+            return self._failed_before_start(f"the sandbox could not start the run: {exc}")
         finally:
             del self._runs[run.id]
         if run.observed.zygote_died or run.observed.lost:

@@ -37,6 +37,8 @@ for _name in (
 
 import array  # noqa: E402
 import codecs  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import selectors  # noqa: E402
@@ -53,6 +55,10 @@ WALL_GRACE_SECONDS = 0.5  # the child's own SIGALRM fires first and reports a tr
 WARM_CHILDREN = 1
 
 
+class NoFreeSlot(Exception):
+    """Every sandbox identity (uid, cgroup) of this zygote is held by a live child."""
+
+
 @dataclass
 class _Warm:
     pid: int
@@ -66,6 +72,18 @@ class _Running:
     started: float
     deadline: float
     wall_killed: bool = False
+
+
+@dataclass
+class _Slot:
+    """One identity a live child holds alone: a uid (and gid) and, where the host allows, a memory
+    cgroup. A slot is taken at fork and given back when the child is reaped, so no two live children
+    (running or pre-forked) ever share one."""
+
+    index: int
+    uid: int | None
+    cgroup: str | None  # directory name under the zygote's cgroup, created on first use
+    oom_kills: int = 0  # the cgroup's OOM-kill counter when the current child was forked
 
 
 def _preload() -> None:
@@ -116,6 +134,25 @@ def _preload() -> None:
     exec(code, {"__builtins__": guards.make_builtins(), "__name__": guards.STRATEGY_MODULE})
 
 
+def view_paths() -> list[str]:
+    """What a child may read: the Python installation, its libraries, and the sandbox's own package.
+
+    Everything else of the host (home directories, /root, /var, /proc, the service's data and logs,
+    the rest of the project) is absent from the child's filesystem view.
+    """
+    import reconciler
+
+    package = os.path.dirname(os.path.abspath(reconciler.__file__))
+    project = os.path.dirname(package)
+    candidates = {sys.base_prefix, sys.prefix, "/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache", package}
+    candidates |= {entry for entry in sys.path if entry and os.path.isdir(entry) and entry != project}
+    kept: list[str] = []
+    for path in sorted(os.path.abspath(c) for c in candidates if os.path.lexists(c)):
+        if not any(path == k or path.startswith(k + "/") for k in kept):  # already inside a kept one
+            kept.append(path)
+    return kept
+
+
 def _recv_control(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     fds = array.array("i")
     data, ancdata, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(4 * fds.itemsize))
@@ -129,8 +166,7 @@ def _recv_control(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]
 
 class Zygote:
     def __init__(self, config: dict[str, Any]) -> None:
-        from reconciler.sandbox import seccomp
-        from reconciler.sandbox.confine import ChildPlan
+        from reconciler.sandbox import confine, seccomp
 
         program = None
         if seccomp.available():
@@ -138,11 +174,12 @@ class Zygote:
                 program = seccomp.Program(seccomp.compile_filter())
             except (OSError, ValueError) as exc:
                 print(f"sandbox zygote: cannot build the seccomp filter: {exc!r}", file=sys.stderr)
-        self.plan = ChildPlan(
-            memory_mb=int(config["memory_mb"]),
+        self.memory_mb = int(config["memory_mb"])
+        self.plan = confine.ChildPlan(
+            memory_mb=self.memory_mb,
             cpu_seconds=int(config["cpu_seconds"]),
-            uid=config.get("uid"),
-            gid=config.get("gid"),
+            uid=None,
+            gid=None,
             seccomp_program=program,
         )
         self.wall_seconds = float(config["wall_seconds"])
@@ -150,6 +187,29 @@ class Zygote:
         self.running: dict[int, _Running] = {}  # by pid
         self.by_id: dict[int, _Running] = {}
         self.warm: dict[int, _Warm] = {}  # by pid
+        # Identities: a uid per live child from the replica's own range (root), or none (one uid).
+        # ("shared_uid" and "namespaces_per_child": false rebuild the previous round's layer set, for
+        # the benchmark's before/after comparison; the replica never sets them.)
+        uids = config.get("uids")
+        count = int(uids[1]) if uids else int(config.get("max_children", 64))
+        self.free_slots = list(range(count - 1, -1, -1))  # popped from the end: lowest first
+        shared = bool(config.get("shared_uid"))
+        self.slots = [_Slot(i, int(uids[0]) + (0 if shared else i) if uids else None, None) for i in range(count)]
+        self.slot_of: dict[int, _Slot] = {}  # by pid of the live child holding it
+        # Opened now, while the host's filesystem is still visible; used after the view hides it.
+        self.statm_fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.cgroup_fd: int | None = None
+        self.cgroup_version = 0
+        cgroup = config.get("cgroup")
+        if cgroup:
+            try:
+                self.cgroup_fd = os.open(cgroup["path"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self.cgroup_version = int(cgroup["version"])
+            except OSError as exc:
+                print(f"sandbox zygote: cannot open the memory cgroup: {exc!r}", file=sys.stderr)
+        self.clone_flags = confine.CLONE_NEWPID | confine.CLONE_NEWIPC
+        if not config.get("namespaces_per_child", True):
+            self.clone_flags = 0
         # SIGCHLD wakes the select loop through a pipe; the handler itself does nothing.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
@@ -158,39 +218,165 @@ class Zygote:
     def send(self, message: dict[str, Any]) -> None:
         self.control.sendall(json.dumps(message).encode())
 
+    # -- identities ---------------------------------------------------------------------------------
+
+    def _cgroup_file(self, slot: _Slot, name: str) -> str:
+        return f"{slot.cgroup}/{name}"
+
+    def _prepare_cgroup(self, slot: _Slot) -> None:
+        """Create the slot's memory cgroup on first use, with the execution's limit.
+
+        The limit counts what the child allocates plus the zygote pages it copies on write, so it is
+        the zygote's resident size plus the memory limit, with room for kernel memory: RLIMIT_AS
+        (a clean MemoryError) binds first; the cgroup bounds what RLIMIT_AS does not see.
+        """
+        if self.cgroup_fd is None or slot.cgroup is not None:
+            return
+        name = f"slot-{slot.index}"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o755, dir_fd=self.cgroup_fd)
+        resident = int(os.pread(self.statm_fd, 128, 0).split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        limit = resident + (self.memory_mb + 64) * 1024 * 1024
+        files = (
+            [("memory.limit_in_bytes", limit), ("memory.memsw.limit_in_bytes", limit)]
+            if self.cgroup_version == 1
+            else [("memory.max", limit), ("memory.swap.max", 0)]
+        )
+        for index, (leaf, value) in enumerate(files):
+            try:
+                fd = os.open(f"{name}/{leaf}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.cgroup_fd)
+                try:
+                    os.write(fd, str(value).encode())
+                finally:
+                    os.close(fd)
+            except OSError:
+                if index == 0:  # the limit itself; the swap limit is absent without swap accounting
+                    raise
+        slot.cgroup = name
+
+    def _oom_kills(self, slot: _Slot) -> int:
+        if self.cgroup_fd is None or slot.cgroup is None:
+            return 0
+        leaf = "memory.oom_control" if self.cgroup_version == 1 else "memory.events"
+        try:
+            fd = os.open(self._cgroup_file(slot, leaf), os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.cgroup_fd)
+            try:
+                text = os.read(fd, 4096).decode()
+            finally:
+                os.close(fd)
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def _plan_for(self, slot: _Slot) -> tuple[Any, int | None]:
+        """The child's plan (its uid, the zygote's size now, its cgroup) and the descriptor to close."""
+        procs_fd = None
+        if self.cgroup_fd is not None:
+            try:
+                self._prepare_cgroup(slot)
+                procs_fd = os.open(self._cgroup_file(slot, "cgroup.procs"), os.O_WRONLY, dir_fd=self.cgroup_fd)
+                slot.oom_kills = self._oom_kills(slot)
+            except OSError as exc:
+                print(f"sandbox zygote: memory cgroup unavailable: {exc!r}", file=sys.stderr)
+        size = int(os.pread(self.statm_fd, 128, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        plan = dataclasses.replace(self.plan, uid=slot.uid, gid=slot.uid, address_space=size, cgroup_procs_fd=procs_fd)
+        return plan, procs_fd
+
+    def release(self, pid: int) -> _Slot | None:
+        """The child `pid` was reaped: its identity is free for the next one."""
+        slot = self.slot_of.pop(pid, None)
+        if slot is not None:
+            self.free_slots.append(slot.index)
+            self.free_slots.sort(reverse=True)
+        return slot
+
     def fork_child(self, target: Any, fd: int) -> int:
-        pid = os.fork()
+        """Fork a child in its own PID and IPC namespaces, holding a free slot, running `target(fd, plan)`.
+
+        Takes ownership of `fd` (closed here; the child keeps its copy). Raises NoFreeSlot."""
+        if not self.free_slots:
+            os.close(fd)
+            raise NoFreeSlot(f"all {len(self.slots)} sandbox identities are in use")
+        from reconciler.sandbox import confine
+
+        slot = self.slots[self.free_slots.pop()]
+        plan, procs_fd = self._plan_for(slot)
+        try:
+            pid = confine.fork_isolated(self.clone_flags)
+        except BaseException:
+            self.free_slots.append(slot.index)
+            self.free_slots.sort(reverse=True)
+            os.close(fd)
+            if procs_fd is not None:
+                os.close(procs_fd)
+            raise
         if pid == 0:  # the child: never returns into this loop
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                target(fd, self.plan)
+                target(fd, plan)
             finally:
                 os._exit(70)
+        if procs_fd is not None:
+            os.close(procs_fd)
         os.close(fd)  # only the child keeps its end: its death is then EOF for the supervisor
+        self.slot_of[pid] = slot
         return pid
 
     def probe_layers(self) -> dict[str, bool]:
-        from reconciler.sandbox import child, protocol
+        """Fork one confined child the way every execution's child is forked; what took effect.
 
-        mine, theirs = socket.socketpair()
-        pid = self.fork_child(child.probe, theirs.detach())
-        mine.settimeout(10)
-        try:
-            layers = protocol.decode(protocol.recv_frame(mine, 4096)).get("layers", {})
-        except (OSError, protocol.ProtocolError):
+        Also settles the clone flags: a host that refuses new PID or IPC namespaces (a container
+        without CAP_SYS_ADMIN) gets plain forks, reported as inactive layers rather than a failure.
+        """
+        from reconciler.sandbox import child, confine, protocol
+
+        for flags in (self.clone_flags, confine.CLONE_NEWPID, confine.CLONE_NEWIPC, 0):
+            self.clone_flags = flags
+            mine, theirs = socket.socketpair()
+            try:
+                pid = self.fork_child(child.probe, theirs.detach())
+            except OSError:
+                mine.close()
+                continue
+            mine.settimeout(10)
+            try:
+                layers = protocol.decode(protocol.recv_frame(mine, 4096)).get("layers", {})
+            except (OSError, protocol.ProtocolError):
+                layers = {}
+            finally:
+                mine.close()
+                os.waitpid(pid, 0)
+                self.release(pid)
+            break
+        else:
             layers = {}
-        finally:
-            mine.close()
-            os.waitpid(pid, 0)
-        return {str(key): bool(value) for key, value in layers.items()}
+        layers = {str(key): bool(value) for key, value in layers.items()}
+        layers["pid_namespace"] = bool(self.clone_flags & confine.CLONE_NEWPID)
+        layers["ipc_namespace"] = bool(self.clone_flags & confine.CLONE_NEWIPC)
+        # Distinct identities only where the zygote can switch to any uid of its range (as root).
+        distinct = len(self.slots) < 2 or self.slots[0].uid != self.slots[1].uid
+        layers["distinct_uids"] = bool(layers.get("privilege_drop")) and self.slots[0].uid is not None and distinct
+        return layers
 
-    def fork_warm(self) -> None:
+    def fork_warm(self) -> bool:
         from reconciler.sandbox import child
 
+        if not self.free_slots:
+            return False
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = self.fork_child(child.serve_warm, theirs.detach())
+        try:
+            pid = self.fork_child(child.serve_warm, theirs.detach())
+        except OSError as exc:
+            mine.close()
+            print(f"sandbox zygote: cannot pre-fork a child: {exc!r}", file=sys.stderr)
+            return False
         self.warm[pid] = _Warm(pid, mine)
+        return True
 
     def _hand_to_warm(self, fd: int) -> int | None:
         """Give the execution's socket to a waiting child; its pid, or None if none could take it."""
@@ -213,7 +399,11 @@ class Zygote:
         now = time.monotonic()
         pid = self._hand_to_warm(fd)
         if pid is None:
-            pid = self.fork_child(child.serve, fd)
+            try:
+                pid = self.fork_child(child.serve, fd)
+            except (NoFreeSlot, OSError) as exc:
+                self.send({"t": "refused", "id": request_id, "reason": str(exc)})
+                return
         else:
             os.close(fd)
         entry = _Running(request_id, pid, now, now + self.wall_seconds + WALL_GRACE_SECONDS)
@@ -233,6 +423,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            slot = self.release(pid)
             warm = self.warm.pop(pid, None)
             if warm is not None:  # died while waiting (killed from outside): replaced below
                 warm.link.close()
@@ -248,6 +439,7 @@ class Zygote:
                     "pid": pid,
                     "status": status,
                     "wall_killed": entry.wall_killed,
+                    "memory_killed": slot is not None and self._oom_kills(slot) > slot.oom_kills,
                     "cpu": usage.ru_utime + usage.ru_stime,
                     "duration": time.monotonic() - entry.started,
                 }
@@ -288,8 +480,8 @@ class Zygote:
                 self.handle(message, fds)
             self.reap()
             # Replenish after answering, so the fork is off the path of the run that used the last one.
-            while len(self.warm) < WARM_CHILDREN:
-                self.fork_warm()
+            while len(self.warm) < WARM_CHILDREN and self.fork_warm():
+                pass
 
     def handle(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message.get("op")
@@ -324,10 +516,13 @@ def main() -> None:
     _preload()
     if "reconciler.settings" in sys.modules:  # a check that must survive `python -O`
         raise SystemExit("sandbox zygote: reconciler.settings was imported; refusing to serve")
+    zygote = Zygote(config)
+    # Last of the one-time layers: after it, nothing outside the Python installation can be opened
+    # (the zygote keeps descriptors on what it still needs: its statm, its cgroup).
+    view = confine.enter_filesystem_view(view_paths()) if config.get("filesystem_view", True) else False
     gc.collect()
     gc.freeze()  # children start with a clean, shared heap: less copy-on-write from the collector
-    zygote = Zygote(config)
-    layers = {**network, **zygote.probe_layers(), "language_policy": True}
+    layers = {**network, "filesystem_view": view, **zygote.probe_layers(), "language_policy": True}
     zygote.send({"t": "ready", "layers": layers, "pid": os.getpid()})
     zygote.serve()
 

@@ -198,6 +198,7 @@ class ZygoteClient:
                     wall_killed=bool(message["wall_killed"]),
                     cpu=float(message["cpu"]),
                     duration=float(message["duration"]),
+                    memory_killed=bool(message.get("memory_killed", False)),
                 )
             )
         elif kind == "refused":  # the zygote could not start a child for this run

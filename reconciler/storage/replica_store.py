@@ -6,9 +6,10 @@ lost or refused connection, which the loop retries with backoff, and `StoreError
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -22,7 +23,7 @@ from reconciler.storage.db import wrap
 from reconciler.storage.statements import replica as queries
 
 # Given a strategy's code, the language policy's error message, or None when it compiles.
-CodeChecker = Callable[[str], str | None]
+CodeChecker = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class Claimed:
 class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
     lost: list[UUID]  # executions of dead replicas this heartbeat recorded as lost
+    lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +110,9 @@ class ReplicaStore:
             found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
             if renew:
                 await conn.execute(queries.RENEW_LEASES, params)
-            lost = list((await conn.execute(queries.MARK_LOST)).scalars().all()) if mark_lost else []
-            return Heartbeat(registered=found, lost=lost)
+            rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
+            lost = {row.execution_id: row.strategy_id for row in rows}
+            return Heartbeat(registered=found, lost=list(lost), lost_strategies=lost)
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 
@@ -132,6 +135,12 @@ class ReplicaStore:
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
             now = (await conn.execute(queries.DATABASE_NOW)).scalar_one()
+            # Each distinct source once, before deciding (compiles run in worker processes, in parallel,
+            # so a batch of strategies sharing one template costs one compile).
+            to_check = list(
+                dict.fromkeys(r["code"] for r in specs if r["desired_state"] == "running" and not r["delete_requested"])
+            )
+            verdicts = dict(zip(to_check, await asyncio.gather(*map(check_code, to_check)), strict=True))
             writes: list[dict[str, Any]] = []
             finalized = 0
             for row in specs:
@@ -144,7 +153,7 @@ class ReplicaStore:
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
-                compile_error = check_code(row["code"]) if needs_check else None
+                compile_error = verdicts[row["code"]] if needs_check else None
                 action = decide(spec, status, now, compile_error)
                 if isinstance(action, SetStatus):
                     writes.append(_status_params(spec.strategy_id, action))

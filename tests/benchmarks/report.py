@@ -270,13 +270,15 @@ def write_report(figures: dict[str, Any], out: Path, command: str) -> Path:
     memory_text = _memory_text(figures)
     text = f"""# strategy-executor against the design it replaces
 
-Measured {figures["when"]} in one run of `{command}`, on {load["cores"]} cores ({load["platform"]}).
+Measured in one run of `{command}` started {figures["when"]}, on {load["cores"]} cores
+({load["platform"]}).
 
 **This machine is shared with other work, which ran on the same cores during the measurement**
 (load average {load["load_before"]:.2f} before and {load["load_after"]:.2f} after, on {load["cores"]} cores;
 above {load["cores"]}, processes were waiting for a core). Absolute figures are lower than on a quiet
 machine and vary from run to run; the two designs were measured one after the other in this same
-run, so their ratios are what this report is for.
+run, so their ratios are what this report is for. The README's Performance section gives the
+replica's figures measured on the same machine when it was quiet.
 
 ## Summary
 

@@ -17,7 +17,7 @@ from reconciler.storage.replica_store import ReplicaStore
 T = TypeVar("T")
 
 
-def python_check(code: str) -> str | None:
+async def python_check(code: str) -> str | None:
     try:
         compile(code, "<strategy>", "exec")
     except SyntaxError as exc:

@@ -50,6 +50,8 @@ class LoopRunner:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 @pytest.fixture(scope="session")

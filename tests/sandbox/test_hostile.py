@@ -733,3 +733,15 @@ RESULT = {
         "pivot": {"b": {"1": 1.5, "2": 3.0}},
         "dtype": "dtype('float64')",
     }
+
+
+def test_every_run_starts_from_fresh_random_state(harness: Harness) -> None:
+    """Every child is a fork of one zygote: without a reseed each run drew the same numbers."""
+    code = (
+        "import random\n"
+        "RESULT = [np.random.random(), random.random(), int(pd.Series(range(10**6)).sample(1).iloc[0]),"
+        " float(np.random.default_rng().random())]\n"
+    )
+    first, second = harness.run(code), harness.run(code)
+    assert first.status == second.status == "succeeded", (first.error, second.error)
+    assert all(a != b for a, b in zip(first.result, second.result, strict=True)), (first.result, second.result)

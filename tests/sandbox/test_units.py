@@ -35,9 +35,9 @@ def test_limits_from_settings_is_the_one_reader_of_settings() -> None:
         max_output_bytes=2048,
         max_result_bytes=4096,
         max_state_bytes=8192,
-        sandbox_user="sandbox",
+        sandbox_uid_base=3_000_000,
     )
-    assert SandboxLimits.from_settings(settings) == SandboxLimits(64, 3, 4.5, 2048, 4096, 8192, "sandbox")
+    assert SandboxLimits.from_settings(settings) == SandboxLimits(64, 3, 4.5, 2048, 4096, 8192, 3_000_000)
 
 
 def test_classify_success_with_output_cap_marker() -> None:
@@ -206,17 +206,11 @@ def test_classify_makes_every_text_storable() -> None:
 
 def test_start_warns_for_each_inactive_layer(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from reconciler.sandbox import Sandbox, supervisor
+    from reconciler.sandbox.layers import LAYER_NAMES
 
     class FakeZygote:
         alive = True
-        layers = {
-            "network_namespace": True,
-            "seccomp": False,
-            "privilege_drop": True,
-            "rlimits": True,
-            "no_new_privs": True,
-            "language_policy": True,
-        }
+        layers = {name: name not in ("seccomp", "cgroup_memory") for name in LAYER_NAMES} | {"user_namespace": False}
 
     async def fake_spawn(self: Sandbox) -> FakeZygote:
         return FakeZygote()
@@ -228,14 +222,43 @@ def test_start_warns_for_each_inactive_layer(monkeypatch: pytest.MonkeyPatch, ca
         asyncio.run(box.start())
     assert box.layers["seccomp"] is False and box.layers["network_namespace"] is True
     warnings = [record.getMessage() for record in caplog.records]
-    assert warnings == ["sandbox isolation layer 'seccomp' is NOT active on this host"]
+    assert [warning.split(":")[0] for warning in warnings] == [
+        "sandbox isolation layer 'cgroup_memory' is NOT active on this host",
+        "sandbox isolation layer 'seccomp' is NOT active on this host",
+    ]
+    assert "RLIMIT_AS" in warnings[0] and "libseccomp" in warnings[1]  # what is lost, what it needs
 
 
-def test_an_unknown_sandbox_user_stops_start_up_with_a_clear_error() -> None:
-    from reconciler.sandbox import Sandbox
+def test_each_replica_claims_its_own_block_of_uids() -> None:
+    """Replicas on one host never hand the same uid to two children: each holds a distinct block
+    while it lives, and a block is free again once its holder is gone."""
+    from reconciler.sandbox import host
 
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox user is only used when the replica runs as root")
-    box = Sandbox(SandboxLimits(sandbox_user="no-such-user-here"))
-    with pytest.raises(RuntimeError, match="SANDBOX_USER 'no-such-user-here' does not exist"):
-        asyncio.run(box.start())
+    base = 2_500_000
+    first = host.UidBlock.claim(base)
+    second = host.UidBlock.claim(base)
+    try:
+        assert first.count == second.count == host.UIDS_PER_REPLICA
+        assert abs(second.first - first.first) >= host.UIDS_PER_REPLICA
+        first.close()
+        again = host.UidBlock.claim(base)
+        assert again.first == first.first
+        again.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_uid_base_that_leaves_no_room_is_refused_by_the_settings() -> None:
+    from reconciler.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"(?i)sandbox_uid_base"):
+        load_settings(sandbox_uid_base=0)
+
+
+def test_classify_a_kill_by_the_memory_cgroup_as_memory_exceeded() -> None:
+    killed = ExitInfo(status=signal.SIGKILL, wall_killed=False, cpu=0.2, duration=0.3, memory_killed=True)
+    outcome = classify(Observed(), killed, LIMITS, 0.3)
+    assert outcome.status == "memory_exceeded"
+    assert outcome.error is not None and "memory limit exceeded" in outcome.error
+    assert f"{LIMITS.memory_mb} MB" in outcome.error

@@ -6,3 +6,5 @@ export { BaseClient, type ClientOptions } from "./base.js";
 export * from "./errors.js";
 export * from "./executor.js";
 export type { components, operations, paths } from "./schema.js";
+export * from "./tenant.js";
+export * from "./tenant-token.js";

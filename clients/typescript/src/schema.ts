@@ -517,15 +517,16 @@ export interface components {
             name?: string | null;
             /**
              * Code
-             * @description Python source, at most 262144 bytes as UTF-8.
+             * Format: python-strategy
+             * @description Python source, at most 262144 bytes as UTF-8, that compiles under the sandbox's language policy (a 422 with line and column otherwise).
              */
             code: string;
             /**
              * Config
-             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON.
+             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON, no NUL characters.
              */
             config?: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["StorableJson"];
             };
             /**
              * Execution Interval
@@ -1264,6 +1265,9 @@ export interface components {
              */
             executionId: string;
         };
+        StorableJson: string | (number | boolean | null) | components["schemas"]["StorableJson"][] | {
+            [key: string]: components["schemas"]["StorableJson"];
+        };
     };
     responses: never;
     parameters: never;
@@ -1351,7 +1355,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1402,7 +1406,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 user_id?: string | null;
                 status?: ("pending" | "running" | "stopped" | "error" | "deleting") | null;
@@ -1879,7 +1883,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 status?: ("running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted") | null;
             };
@@ -1951,7 +1955,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
             };
             header?: never;
@@ -2049,6 +2053,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2201,7 +2214,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -10,23 +10,28 @@ import { PACKAGE_DIR } from "./service.js";
 
 export const README_BASE_URL = "http://localhost:8003";
 
-/** The first ```ts block of the package's README. */
-export function readmeExample(): string {
+/** The n-th ```ts block of the package's README (0: the executor API's, 1: the tenant API's). */
+export function readmeExample(index = 0): string {
   const readme = readFileSync(join(PACKAGE_DIR, "README.md"), "utf8");
-  const match = /```ts\n([\s\S]*?)```/.exec(readme);
-  if (!match?.[1]) throw new Error("README.md has no ```ts example");
-  return match[1];
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] ?? "");
+  const block = blocks[index];
+  if (!block) throw new Error(`README.md has no ts example number ${index}`);
+  return block;
 }
 
 /**
  * Writes the example under dist/ (inside the package, so `@strategy-executor/client` resolves to
  * the package itself), pointed at `baseUrl`; returns its diagnostics and the emitted module's path.
  */
-export function compileExample(source: string, baseUrl: string): { errors: string[]; module: string } {
+export function compileExample(
+  source: string,
+  baseUrl: string,
+  name = "example",
+): { errors: string[]; module: string } {
   if (!source.includes(README_BASE_URL)) throw new Error(`the example does not use ${README_BASE_URL}`);
-  const dir = join(PACKAGE_DIR, "dist", "readme");
+  const dir = join(PACKAGE_DIR, "dist", "readme", name);
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, "example.mts");
+  const file = join(dir, `${name}.mts`);
   writeFileSync(file, source.replace(README_BASE_URL, baseUrl));
   const program = ts.createProgram([file], {
     target: ts.ScriptTarget.ES2022,
@@ -43,5 +48,5 @@ export function compileExample(source: string, baseUrl: string): { errors: strin
   const errors = [...ts.getPreEmitDiagnostics(program), ...emitted.diagnostics].map((diagnostic) =>
     ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n"),
   );
-  return { errors, module: join(dir, "example.mjs") };
+  return { errors, module: join(dir, `${name}.mjs`) };
 }

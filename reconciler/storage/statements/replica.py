@@ -327,7 +327,7 @@ MARK_LOST = text(
         updated_at = now()
     FROM lost l
     WHERE st.strategy_id = l.strategy_id
-    RETURNING l.execution_id
+    RETURNING l.execution_id, l.strategy_id
     """
 )
 

@@ -14,7 +14,8 @@ import {
   type Execution,
 } from "../src/index.js";
 import { compileExample, readmeExample } from "./readme.js";
-import { freePort, PACKAGE_DIR, python, Service } from "./service.js";
+import { freePort, PACKAGE_DIR, python, type Service } from "./service.js";
+import { eventually, sharedService } from "./shared.js";
 
 const COUNTER = [
   'STATE["runs"] = STATE.get("runs", 0) + 1',
@@ -26,23 +27,9 @@ let service: Service;
 let client: ExecutorClient;
 
 before(async () => {
-  service = await Service.start();
+  service = await sharedService();
   client = new ExecutorClient({ baseUrl: service.baseUrl, token: service.token, timeoutMs: 15_000 });
 });
-
-after(async () => {
-  await service?.stop();
-});
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, withinMs = 30_000): Promise<T> {
-  const deadline = Date.now() + withinMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((wake) => setTimeout(wake, 200));
-  }
-  throw new Error(`timed out after ${withinMs} ms waiting for ${what}`);
-}
 
 describe("executor API", () => {
   test("deploy, run with wait, status, executions, stop, start, delete", async () => {
@@ -205,7 +192,11 @@ describe("executor API", () => {
     assert.match(stdout, /failed_executions: 0,/);
 
     // A policy violation takes the example's ExecutorValidationError branch.
-    const broken = compileExample(readmeExample().replace('code: "RESULT = 1"', 'code: "import os"'), service.baseUrl);
+    const broken = compileExample(
+      readmeExample().replace('code: "RESULT = 1"', 'code: "import os"'),
+      service.baseUrl,
+      "broken",
+    );
     assert.deepEqual(broken.errors, []);
     const refused = await promisify(execFile)(process.execPath, [broken.module], {
       env: { ...process.env, EXECUTOR_API_TOKEN: service.token },
