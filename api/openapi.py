@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api.routes import Endpoint
-from api.schemas import STORABLE_JSON_SCHEMA, STRATEGY_ID_PATTERN, UUID_PATTERN, ErrorResponse, ValidationErrorResponse
+from api.schemas import STRATEGY_ID_PATTERN, UUID_PATTERN, ErrorResponse, ValidationErrorResponse
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -92,7 +92,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {
-            "schemas": {**top.get("$defs", {}), "StorableJson": STORABLE_JSON_SCHEMA},
+            "schemas": top.get("$defs", {}),
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",

@@ -374,7 +374,9 @@ class ExecutorApi:
     async def get_execution(self, request: Request) -> Response:
         raw = request.path_params["execution_id"]
         if not re.fullmatch(UUID_PATTERN, raw):  # the form the OpenAPI document states, and only that
-            raise RequestInvalid.one("execution_id", f"must be a UUID such as {uuid.UUID(int=0)}")
+            # A 404, not a 422: a value that is no UUID (say the null of a run request not yet claimed,
+            # echoed by a client) names no execution, whatever the client made of it.
+            raise NotFound(f"no execution {raw[:80]!r}: execution ids are UUIDs such as {uuid.UUID(int=0)}")
         execution_id = uuid.UUID(raw)
         record = await self.store.get_execution(execution_id)
         if record is None:

@@ -74,6 +74,10 @@ def run_schemathesis(base: str, tmp_path: Path, *extra: str) -> str:
         COVERED_PATHS,
         "--checks",
         "all",
+        # ... but one: DELETE is asynchronous by design (202; the strategy reads as 'deleting' until a
+        # replica removes it once nothing of it runs), which this check takes for a resource not freed.
+        "--exclude-checks",
+        "use_after_free",
         "--no-color",
         *extra,
     ]

@@ -523,10 +523,10 @@ export interface components {
             code: string;
             /**
              * Config
-             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON, no NUL characters.
+             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON; no string or key in it may contain U+0000 (PostgreSQL cannot store it).
              */
             config?: {
-                [key: string]: components["schemas"]["StorableJson"];
+                [key: string]: unknown;
             };
             /**
              * Execution Interval
@@ -1264,9 +1264,6 @@ export interface components {
              * Format: uuid
              */
             executionId: string;
-        };
-        StorableJson: string | (number | boolean | null) | components["schemas"]["StorableJson"][] | {
-            [key: string]: components["schemas"]["StorableJson"];
         };
     };
     responses: never;
