@@ -47,9 +47,10 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         return dict(refs[(model, mode)])
 
     paths: dict[str, dict[str, Any]] = {}
+    operation_ids: set[str] = set()
     for endpoint in endpoints:
         operation: dict[str, Any] = {
-            "operationId": endpoint.handler.__name__,
+            "operationId": _operation_id(endpoint, operation_ids),
             "summary": endpoint.summary,
             "responses": {str(code): _response(model, ref) for code, model in sorted(endpoint.responses.items())},
         }
@@ -108,6 +109,18 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             },
         },
     }
+
+
+def _operation_id(endpoint: Endpoint, taken: set[str]) -> str:
+    """The handler's name, unique in the document (generated clients name their methods by it): a name
+    another API's handler took already is prefixed with its owner's name, e.g. `webhooks_delete`."""
+    name = endpoint.handler.__name__
+    if name in taken:
+        owner = getattr(endpoint.handler, "__self__", None)
+        prefix = type(owner).__name__ if owner is not None else endpoint.path.strip("/").split("/")[0]
+        name = f"{re.sub(r'(?<!^)(?=[A-Z])', '_', prefix).lower()}_{name}"
+    taken.add(name)
+    return name
 
 
 def _response(
