@@ -11,7 +11,7 @@ import math
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -61,6 +61,17 @@ Credential = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # JSON Schema (and so the OpenAPI document, and JavaScript) counts 60.0 as an integer: take it
+        # as 60 wherever an int is wanted. Strings ("60") stay refused, as strict mode wants.
+        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _wants_int(field.annotation):
+                return int(value)
+        return value
+
 
 class _Query(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,6 +102,12 @@ def _storable(value: Any, where: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             _storable(item, where)
+
+
+def _wants_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    return any(_wants_int(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 def _integral(value: Any) -> Any:
