@@ -27,7 +27,7 @@ before(async () => {
     new TenantClient({
       baseUrl: service.baseUrl,
       token: signTenantToken({ secret: service.jwtSecret, userId }),
-      timeoutMs: 15_000,
+      timeoutMs: 60_000,
     });
   alice = client("alice");
   bob = client("bob");
