@@ -23,6 +23,7 @@ from api.routes import CheckCode, Endpoint, ExecutorApi, Handler, LocalReplica
 from api.security_headers import SecurityHeadersMiddleware
 from api.tenant import TenantApi
 from api.tenant_auth import TenantAuth
+from api.webhooks import SealSecret, WebhookApi
 from reconciler import __version__, metrics
 from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.settings import Settings
@@ -40,6 +41,8 @@ def create_app(
     check_code: CheckCode | None = None,
     # The replica running beside the API in `serve` (its ReplicaHealth), reported by /health.
     replica: LocalReplica | None = None,
+    # (webhook_id, secret) -> (key_id, ciphertext); None: webhooks cannot be registered.
+    seal_webhook_secret: SealSecret | None = None,
 ) -> Starlette:
     pool = CompilePool(CompileLimits.from_settings(settings)) if check_code is None else None
     check = pool.check if pool is not None else check_code
@@ -48,7 +51,8 @@ def create_app(
     secret = settings.jwt_secret
     tenant = TenantApi(api, TenantAuth(secret.get_secret_value()) if secret is not None else None)
     dashboard = Dashboard(tenant, secret)
-    endpoints = api.endpoints() + tenant.endpoints()
+    webhooks = WebhookApi(store, seal_secret=seal_webhook_secret, tenant_user=tenant.user_of_request)
+    endpoints = api.endpoints() + tenant.endpoints() + webhooks.endpoints() + webhooks.tenant_endpoints()
     document: dict[str, object] = {}
 
     async def openapi(request: Request) -> Response:
@@ -91,7 +95,9 @@ def create_app(
 def _own_auth(path: str) -> bool:
     """Paths the executor token does not guard: the tenant API and the dashboard check a user's JWT
     themselves, and the API's description (no secret in it) is public so /docs renders in a browser."""
-    return path.startswith("/api/bot/") or path in ("/openapi.json", "/docs") or is_dashboard_path(path)
+    return (
+        path.startswith(("/api/bot/", "/api/webhooks")) or path in ("/openapi.json", "/docs") or is_dashboard_path(path)
+    )
 
 
 def routes(endpoints: list[Endpoint]) -> list[Route]:

@@ -346,7 +346,9 @@ class Dashboard:
                 for error in exc.detail:
                     field = _FORM_FIELDS.get(error.field.split(".")[0], "form")
                     if field == "code" and error.line is not None:
-                        code_error = {"line": error.line, "column": error.column, "message": error.reason}
+                        # The listing shows where; the message need not repeat it.
+                        message = _WHERE.sub("", error.reason)
+                        code_error = {"line": error.line, "column": error.column, "message": message}
                     errors[field] = error.reason
             except ApiError as exc:
                 errors["form"] = exc.message
@@ -395,6 +397,7 @@ _FORM_FIELDS = {
 
 
 _BOT_ID = re.compile(STRATEGY_ID_PATTERN)
+_WHERE = re.compile(r" \(line \d+, column \d+\)$")
 
 
 def is_dashboard_path(path: str) -> bool:

@@ -229,6 +229,7 @@ class ExecutorApi:
             execution_interval=deploy.execution_interval,
             exchange=deploy.trades_on,
             desired_state="running" if deploy.auto_start else "stopped",
+            risk=deploy.risk.model_dump(exclude_none=True) if deploy.risk is not None else {},
         )
         deployed = await self.store.deploy(spec, sealed)
         log.info(

@@ -21,10 +21,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from reconciler.exchange.keys import normalize_api_key
+from reconciler.risk import RiskLimits, RiskSpecError
 
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
@@ -38,7 +40,7 @@ MAX_WAIT_SECONDS = 60.0
 
 Exchange = Literal["paper", "coindcx"]
 DesiredState = Literal["running", "stopped"]
-StrategyStatusName = Literal["pending", "running", "stopped", "error", "deleting"]
+StrategyStatusName = Literal["pending", "running", "stopped", "error", "deleting", "halted"]
 ExecutionStatus = Literal["running", "succeeded", "failed", "timed_out", "memory_exceeded", "lost", "interrupted"]
 Trigger = Literal["schedule", "manual"]
 
@@ -83,6 +85,31 @@ def _storable(value: Any, where: str = "") -> None:
 
 
 # --- requests -------------------------------------------------------------------------------------
+
+
+class RiskSpec(_Request):
+    """Limits the broker enforces whatever the strategy's code does (see the README's risk section)."""
+
+    max_daily_loss: float | None = Field(
+        None, gt=0, description="Quote currency, realised plus unrealised, per UTC day."
+    )
+    max_drawdown_pct: float | None = Field(None, gt=0, lt=100, description="Percent below the equity's peak.")
+    max_position: float | dict[str, float] | None = Field(
+        None, description='Most of the traded coin held after a buy: one number, or {"BTCUSDT": 0.5, ...}.'
+    )
+    max_consecutive_failures: int | None = Field(None, ge=1)
+    on_breach: Literal["stop", "pause"] = "stop"
+    resume_after: int | None = Field(None, ge=1, le=30 * 86_400, description="Seconds a pause lasts.")
+    currency: str = Field("USDT", pattern=r"^[A-Za-z0-9]{1,12}$", description="What equity is valued in.")
+
+    @model_validator(mode="after")
+    def _enforceable(self) -> RiskSpec:
+        # One rule book: the replica's own parser decides what is enforceable.
+        try:
+            RiskLimits.parse(self.model_dump(exclude_none=True))
+        except RiskSpecError as exc:
+            raise PydanticCustomError("risk_invalid", "{reason}", {"reason": str(exc)}) from None
+        return self
 
 
 EXCHANGE_RULE = (
@@ -137,6 +164,7 @@ class DeployRequest(_Request):
         None, description="The exchange API secret, with api_key (both or neither); stored sealed, never returned."
     )
     auto_start: bool = Field(True, description="desired_state is 'running' when true, 'stopped' otherwise.")
+    risk: RiskSpec | None = Field(None, description="Risk limits; none when absent.")
 
     @field_validator("code", "name", "config")
     @classmethod
@@ -260,6 +288,17 @@ class StrategyStats(_Response):
     last_error: str | None
     last_execution_duration: float | None
     missed_executions: int
+    consecutive_failures: int = 0
+
+
+class Halt(_Response):
+    """Why the risk guard halted the strategy: the limit, what it measured, and when."""
+
+    limit: str
+    value: Decimal = Field(description="The measured value, as a string.")
+    threshold: Decimal = Field(description="The limit's value, as a string.")
+    halted_at: datetime
+    resume_at: datetime | None = Field(description="When a pause ends by itself; null: until a person starts it.")
 
 
 class StrategyStatus(_Response):
@@ -279,11 +318,24 @@ class StrategyStatus(_Response):
     created_at: datetime
     updated_at: datetime
     stats: StrategyStats
+    risk: dict[str, Any] = Field(default_factory=dict)
+    halt: Halt | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> StrategyStatus:
-        stats = StrategyStats.model_validate({name: record[name] for name in StrategyStats.model_fields})
-        return cls.model_validate({**record, "stats": stats})
+        stats = StrategyStats.model_validate(
+            {name: record[name] for name in StrategyStats.model_fields if name in record}
+        )
+        halt = None
+        if record.get("status") == "halted" and record.get("halted_at") is not None:
+            halt = Halt(
+                limit=record["halt_limit"],
+                value=record["halt_value"],
+                threshold=record["halt_threshold"],
+                halted_at=record["halted_at"],
+                resume_at=record["resume_at"],
+            )
+        return cls.model_validate({**record, "stats": stats, "halt": halt})
 
 
 class StrategySummary(_Response):
@@ -310,6 +362,7 @@ class Strategy(_Response):
     name: str
     code: str
     config: dict[str, Any]
+    risk: dict[str, Any] = Field(default_factory=dict)
     execution_interval: int
     exchange: Exchange
     desired_state: DesiredState

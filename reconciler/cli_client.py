@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def register(commands: Any) -> None:
 
     listing = add("list", _list, "list strategies, newest first")
     listing.add_argument("--user", help="only this user's strategies")
-    listing.add_argument("--status", choices=["pending", "running", "stopped", "error", "deleting"])
+    listing.add_argument("--status", choices=["pending", "running", "stopped", "error", "deleting", "halted"])
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     add("status", _status, "a strategy's status and statistics").add_argument("strategy_id", metavar="ID")
@@ -477,8 +477,7 @@ def _await(client: Client, run_request: dict[str, Any], deadline: float, status:
         if execution_id is None:
             status.update(f"waiting for a replica to claim the run of {strategy_id}…")
             page = client.call("GET", f"/strategies/{_quote(strategy_id)}/executions", params={"limit": 20}).json()
-            for execution in _manual_since(page["items"], run_request["requested_at"]):
-                execution_id = execution["execution_id"]
+            execution_id = _caused_by(page["items"], run_request["requested_at"])
         if execution_id is not None:
             status.update(f"execution {execution_id} running…")
             execution = client.call("GET", f"/executions/{execution_id}").json()
@@ -488,13 +487,13 @@ def _await(client: Client, run_request: dict[str, Any], deadline: float, status:
     return None
 
 
-def _manual_since(items: list[dict[str, Any]], requested_at: str) -> Iterator[dict[str, Any]]:
-    # The execution a run request causes is a manual one claimed after the request was made.
+def _caused_by(items: list[dict[str, Any]], requested_at: str) -> str | None:
+    """The execution a run request caused: the first manual one claimed after the request was made."""
     since = datetime.fromisoformat(requested_at)
-    for execution in reversed(items):
+    for execution in reversed(items):  # oldest first
         if execution["trigger"] == "manual" and datetime.fromisoformat(execution["claimed_at"]) >= since:
-            yield execution
-            return
+            return str(execution["execution_id"])
+    return None
 
 
 def _set_desired(client: Client, args: argparse.Namespace, out: Output) -> int:

@@ -38,6 +38,7 @@ from reconciler.settings import Settings
 from reconciler.storage.db import DatabaseUnavailable, StoreError, libpq_url, retrying
 from reconciler.storage.replica_store import Claim, CodeChecker, Completion, ReplicaStore
 from reconciler.storage.statements import replica as queries
+from reconciler.storage.statements.risk import ALERT_CHANNEL_PAYLOAD as ALERT_QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class BrokerSessions(Protocol):
     def session(
         self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
     ) -> AbstractAsyncContextManager[BrokerCall]: ...
+
+
+class AlertSender(Protocol):
+    async def run(self, queued: asyncio.Event, stop: asyncio.Event) -> None: ...
 
 
 @dataclass
@@ -117,6 +122,12 @@ class Replica:
         # Lost-marking waits until this replica has been connected for a whole lease: after an outage
         # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
         self._connected_since: float | None = None
+        # When (monotonic) the earliest paused strategy resumes: a reconcile pass is due then.
+        self._resume_due: float | None = None
+        # Set by a NOTIFY that an alert was enqueued; the alert sender waits on it.
+        self.alerts_queued = asyncio.Event()
+        # The sender of webhook alerts, started with the replica (see reconciler.alerts).
+        self.alert_sender: AlertSender | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -141,6 +152,8 @@ class Replica:
             asyncio.create_task(self._listen_loop(stop), name="listen"),
             asyncio.create_task(self._record_loop(), name="record"),
         ]
+        if self.alert_sender is not None:
+            background.append(asyncio.create_task(self.alert_sender.run(self.alerts_queued, stop), name="alerts"))
         try:
             await self._main_loop(stop)
         finally:
@@ -179,10 +192,14 @@ class Replica:
     async def _pass(self) -> float:
         """One reconcile-and-claim pass; returns how long the loop may sleep afterwards."""
         idle = self._idle_interval()
-        if self._desired_changed.is_set() or time.monotonic() - self._last_reconcile >= idle:
+        resume_due = self._resume_due is not None and time.monotonic() >= self._resume_due
+        if self._desired_changed.is_set() or resume_due or time.monotonic() - self._last_reconcile >= idle:
             self._desired_changed.clear()
             self._requests_pending = True
             await self._reconcile()
+        if self._resume_due is not None:
+            # A pause ends before the next full pass would come round: look again then.
+            idle = max(0.0, min(idle, self._resume_due - time.monotonic()))
         free = self._free_slots()
         if free <= 0:
             return idle  # a finishing execution sets the wake event
@@ -214,6 +231,13 @@ class Replica:
                 if report.examined < 200 or not (report.updated or report.finalized):
                     break
         self._last_reconcile = time.monotonic()
+        wait = report.seconds_until_resume
+        # A little after the database says, so the pass finds `resume_at <= now()` true; a resume
+        # already overdue after this pass is another replica's to finish (it holds the row): later.
+        if wait is None:
+            self._resume_due = None
+        else:
+            self._resume_due = self._last_reconcile + (wait + 0.05 if wait > 0 else 0.5)
 
     # --- executions ---------------------------------------------------------------------------
 
@@ -399,6 +423,9 @@ class Replica:
                     async for notify in conn.notifies():
                         # The trigger's payload is a strategy id: desired state changed. The other
                         # one comes from a reconcile pass that scheduled something: claim only.
+                        if notify.payload == ALERT_QUEUED:
+                            self.alerts_queued.set()
+                            continue
                         if notify.payload != queries.SCHEDULE_CHANGED:
                             self._desired_changed.set()
                         self._wake.set()

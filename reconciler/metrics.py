@@ -13,6 +13,7 @@ process manager), prometheus-client keeps the values in files there and `render`
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +43,11 @@ PREFIX = "strategy_executor"
 # The `_created` series double the output and no dashboard here reads them.
 disable_created_metrics()
 REGISTRY = CollectorRegistry()
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    # A process that ends takes its live gauges (slots, busy slots, database up) with it; its
+    # counters and histograms stay in the directory, so totals never go backwards.
+    atexit.register(lambda: _multiprocess.mark_process_dead(os.getpid()))  # type: ignore[no-untyped-call]
+else:
     # Per-process figures (resident memory, CPU, open descriptors) of the replica itself; in
     # multi-process mode they would describe only the process that happens to answer the scrape.
     ProcessCollector(registry=REGISTRY)

@@ -20,6 +20,8 @@ class Spec:
     desired_state: Literal["running", "stopped"]
     execution_interval: int  # seconds
     delete_requested: bool
+    # The last explicit `start`: it lifts a halt that happened before it.
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +32,25 @@ class Status:
     schedule_interval: int | None
     next_execution_at: datetime | None
     running_execution_id: str | None
+    status_reason: str | None = None
+    # While status is "halted": when the risk guard halted it, and when a pause lifts by itself.
+    halted_at: datetime | None = None
+    resume_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SetStatus:
     """Write these fields to the strategy's status row (creating it if missing)."""
 
-    status: Literal["running", "stopped", "error", "deleting"]
+    status: Literal["running", "stopped", "error", "deleting", "halted"]
     observed_generation: int
     schedule_anchor_at: datetime | None
     schedule_interval: int | None
     next_execution_at: datetime | None
     status_reason: str | None = None
+    # A halt ends with this write (a pause ran out, or a person started the strategy again): the
+    # risk guard's memory (failure streak, equity peak, day baseline) starts afresh, and it is alerted.
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +99,38 @@ def decide(spec: Spec, status: Status | None, now: datetime, compile_error: str 
             ),
         )
 
+    if status is not None and status.status == "halted":
+        if not _halt_lifted(spec, status, now):
+            # Halted is actual state, written by the risk guard; a spec change (new code, config)
+            # is acknowledged without lifting it. Only `start` or the pause's end does that.
+            return _set_if_changed(
+                status,
+                SetStatus(
+                    status="halted",
+                    observed_generation=spec.generation,
+                    schedule_anchor_at=None,
+                    schedule_interval=None,
+                    next_execution_at=None,
+                    status_reason=status.status_reason,
+                ),
+            )
+        resumed = _schedule(spec, status, now)
+        return SetStatus(
+            resumed.status,
+            resumed.observed_generation,
+            resumed.schedule_anchor_at,
+            resumed.schedule_interval,
+            resumed.next_execution_at,
+            resumed=True,
+        )
+
     return _set_if_changed(status, _schedule(spec, status, now))
+
+
+def _halt_lifted(spec: Spec, status: Status, now: datetime) -> bool:
+    if spec.started_at is not None and (status.halted_at is None or spec.started_at > status.halted_at):
+        return True
+    return status.resume_at is not None and status.resume_at <= now
 
 
 def _schedule(spec: Spec, status: Status | None, now: datetime) -> SetStatus:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reconciler.alerts import WebhookSender
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
@@ -32,6 +34,7 @@ from reconciler.settings import Settings
 from reconciler.storage.credentials import check_key_ids, rotate
 from reconciler.storage.db import create_engine, retrying
 from reconciler.storage.migrate import migrate
+from reconciler.webhook_secrets import seal_secret
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +176,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         brokers=brokers,
         database_url=runtime.database_url,
     )
+    replica.alert_sender = WebhookSender(settings, engine, cipher, replica_id=replica.replica_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -233,7 +237,13 @@ def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCiphe
         sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)
         return sealed.key_id, sealed.ciphertext
 
-    app = create_app(settings, Store(engine), seal_credentials=seal, replica=replica.health)
+    def seal_webhook_secret(webhook_id: uuid.UUID, secret: str) -> tuple[str, bytes]:
+        sealed = seal_secret(cipher, webhook_id, secret)
+        return sealed.key_id, sealed.ciphertext
+
+    app = create_app(
+        settings, Store(engine), seal_credentials=seal, replica=replica.health, seal_webhook_secret=seal_webhook_secret
+    )
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     return _Server(config)
 

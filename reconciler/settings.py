@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     paper_price_feed: Literal["simulated", "coindcx"] = "simulated"
     paper_initial_balances: dict[str, float] = Field(default_factory=lambda: {"USDT": 10_000.0, "INR": 1_000_000.0})
 
+    # Webhook alerts: how long one delivery attempt may take, and how many attempts before giving up.
+    alert_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    alert_max_attempts: int = Field(12, ge=1, le=100)
+
     @field_validator("database_url", "executor_api_token", "encryption_key", "jwt_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

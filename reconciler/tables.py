@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Double,
     ForeignKey,
     Identity,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -43,7 +44,7 @@ NOW = text("now()")
 
 EXCHANGES = ("paper", "coindcx")
 DESIRED_STATES = ("running", "stopped")
-STRATEGY_STATUSES = ("pending", "running", "stopped", "error", "deleting")
+STRATEGY_STATUSES = ("pending", "running", "stopped", "error", "deleting", "halted")
 TRIGGERS = ("schedule", "manual")
 IN_FLIGHT = "running"
 TERMINAL_STATUSES = ("succeeded", "failed", "timed_out", "memory_exceeded", "lost", "interrupted")
@@ -64,6 +65,10 @@ strategies = Table(
     Column("name", Text, nullable=False),
     Column("code", Text, nullable=False),
     Column("config", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Risk limits the broker and the replicas enforce ({} for none); see reconciler/risk.py.
+    Column("risk", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Set by every explicit `start`: a halt older than this is lifted (a person decided to go on).
+    Column("started_at", TIMESTAMPTZ),
     # Seconds between ticks of the fixed-rate schedule.
     Column("execution_interval", Integer, nullable=False),
     Column("exchange", Text, nullable=False, server_default="paper"),
@@ -155,9 +160,24 @@ strategy_status = Table(
     Column("last_error", Text),
     # The strategy's STATE dict, persisted between runs.
     Column("state", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # --- risk: what the guard measured and, while `status = 'halted'`, why it stopped the strategy.
+    # Executions in a row that ended other than `succeeded` (reset by a success and by a resume).
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    # The UTC day the daily-loss baseline belongs to, the equity it started from, and the highest
+    # equity seen since deploy (or the last resume): drawdown is measured from this peak.
+    Column("risk_day", Date),
+    Column("day_start_equity", Numeric),
+    Column("equity_peak", Numeric),
+    Column("halted_at", TIMESTAMPTZ),
+    Column("halt_limit", Text),
+    Column("halt_value", Numeric),
+    Column("halt_threshold", Numeric),
+    # When a `pause` halt lifts by itself; NULL for `stop` (a person must start the strategy again).
+    Column("resume_at", TIMESTAMPTZ),
     Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     CheckConstraint(_one_of("status", STRATEGY_STATUSES), name="status_known"),
+    CheckConstraint("(status = 'halted') = (halted_at IS NOT NULL)", name="halted_iff_halted_at"),
     CheckConstraint("schedule_interval > 0", name="schedule_interval_positive"),
     # Exactly the rows a claim may take, in the order it takes them: claims and the next-due lookup
     # walk it from the front and stop, however many strategies are deployed.
@@ -166,6 +186,8 @@ strategy_status = Table(
         "next_execution_at",
         postgresql_where=text("status = 'running' AND running_execution_id IS NULL"),
     ),
+    # Paused strategies in the order they resume: the reconcile pass finds the due ones from the front.
+    Index("ix_strategy_status_resume", "resume_at", postgresql_where=text("status = 'halted'")),
 )
 
 executions = Table(
@@ -339,4 +361,85 @@ paper_orders = Table(
         postgresql_where=text("status IN ('open', 'partially_filled')"),
     ),
     Index("ix_paper_orders_strategy_recent", "strategy_id", text("created_at DESC")),
+)
+
+
+# --- risk and alerts ----------------------------------------------------------------------------
+# Written by the API (webhooks, which are desired state) and by replicas (deliveries, attempts).
+
+ALERT_EVENTS = (
+    "halted",
+    "resumed",
+    "consecutive_failures",
+    "order_filled",
+    "order_refused",
+    "execution_lost",
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("user_id", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    # The HMAC key, sealed like exchange credentials (AES-GCM, bound to this row); never returned.
+    Column("key_id", Text, nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    CheckConstraint("events <@ ARRAY[" + ", ".join(repr(e) for e in ALERT_EVENTS) + "]::text[]", name="events_known"),
+    Index(None, "user_id"),
+)
+
+# The outbox: a row per (event, webhook), inserted in the transaction that made the event happen, so
+# an event is never lost between "it happened" and "it was sent". `delivery_id` is the stable event
+# id every attempt carries: delivery is at-least-once, and a receiver deduplicates on it.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("delivery_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("webhook_id", UUID(as_uuid=True), ForeignKey("webhooks.webhook_id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Text, nullable=False),
+    # No foreign key: the word that a strategy was halted outlives the strategy's deletion.
+    Column("strategy_id", Text),
+    Column("event", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    # Held by the replica sending it until then; a replica that dies mid-send lets it expire, and
+    # another sends it again (same delivery_id).
+    Column("lease_expires_at", TIMESTAMPTZ),
+    Column("delivered_at", TIMESTAMPTZ),
+    # Set when the retries ran out; the attempts say why.
+    Column("abandoned_at", TIMESTAMPTZ),
+    Column("last_error", Text),
+    CheckConstraint(_one_of("event", ALERT_EVENTS), name="event_known"),
+    Index(
+        "ix_alert_deliveries_pending",
+        "next_attempt_at",
+        postgresql_where=text("delivered_at IS NULL AND abandoned_at IS NULL"),
+    ),
+    Index("ix_alert_deliveries_webhook_id_created_at", "webhook_id", text("created_at DESC")),
+)
+
+alert_attempts = Table(
+    "alert_attempts",
+    metadata,
+    Column("attempt_id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "delivery_id",
+        UUID(as_uuid=True),
+        ForeignKey("alert_deliveries.delivery_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("replica_id", Text, nullable=False),
+    # Written when the attempt starts (before the request is sent), finished when its answer is known:
+    # an attempt whose replica died mid-send stays on record with finished_at NULL.
+    Column("started_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    Column("finished_at", TIMESTAMPTZ),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Index(None, "delivery_id"),
 )

@@ -39,11 +39,13 @@ from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, Simulate
 from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
-from reconciler.exchange.wallet import wallet_value
+from reconciler.exchange.risk_guard import RiskGuard, live_holdings, paper_holdings
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
+from reconciler.storage.risk_writes import enqueue_alert
 from reconciler.storage.statements import exchange as queries
+from reconciler.storage.statements import risk as risk_queries
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,7 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
+        guard = self._guard(strategy_id, execution_id, exchange, target, market, rate_key)
         session = BrokerSession(
             engine=self._engine,
             strategy_id=strategy_id,
@@ -194,29 +197,39 @@ class BrokerFactory:
             limiter=self._limiter,
             rate_key=rate_key,
             setup_error=setup_error,
+            guard=guard,
         )
         try:
             yield session
         finally:
-            # The live client forgets the credentials here; the shared HTTP pool stays open.
-            await target.aclose()
-            if exchange == "paper":
-                await self._record_wallet_value(strategy_id, session.execution_id)
+            try:
+                # Measured while the live client still holds its key (it reads the balances).
+                await guard.after_execution()
+            finally:
+                # The live client forgets the credentials here; the shared HTTP pool stays open.
+                await target.aclose()
 
-    async def _record_wallet_value(self, strategy_id: str, execution_id: uuid.UUID) -> None:
-        """The wallet's value at the feed's prices as the run ends, stored with the execution: the
-        points of the dashboard's wallet chart. Best effort: a failure here never fails the run."""
-        try:
-            async with self._engine.connect() as conn:
-                rows = (await conn.execute(queries.select_paper_balances(strategy_id))).mappings().all()
-            holdings = {r["currency"]: r["balance"] + r["locked_balance"] for r in rows}
-            if not holdings:  # never traded: its starting wallet
-                holdings = {c: Decimal(str(a)) for c, a in self._settings.paper_initial_balances.items()}
-            valued = await wallet_value(holdings, self._feed)
-            async with self._engine.begin() as conn:
-                await conn.execute(queries.record_wallet_value(execution_id, valued.value, valued.currency))
-        except Exception as exc:
-            log.warning("strategy %s: could not record the wallet's value: %s", strategy_id, exc)
+    def _guard(
+        self,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        target: CoinDCXClient | PaperExchange,
+        market: PriceFeed,
+        rate_key: str,
+    ) -> RiskGuard:
+        if isinstance(target, PaperExchange):
+            holdings = paper_holdings(self._engine, strategy_id, self._settings.paper_initial_balances)
+        else:
+            holdings = live_holdings(target.get_balances, lambda: self._limiter.acquire(rate_key))
+        return RiskGuard(
+            self._engine,
+            strategy_id=strategy_id,
+            execution_id=uuid.UUID(str(execution_id)),
+            market=market,
+            holdings=holdings,
+            record_series=exchange == "paper",
+        )
 
     async def aclose(self) -> None:
         await self._feed.aclose()
@@ -241,8 +254,10 @@ class BrokerSession:
         limiter: RateLimiter,
         rate_key: str,
         setup_error: BrokerError | None,
+        guard: RiskGuard | None = None,
     ) -> None:
         self._engine = engine
+        self._guard = guard
         self._strategy_id = strategy_id
         self._execution_id = uuid.UUID(str(execution_id))
         self._exchange = exchange
@@ -338,6 +353,10 @@ class BrokerSession:
         record |= {"total_quantity": quantity, "price_per_unit": limit_price, "request": _jsonable(request)}
 
         refusal = await self._refusal(market, quantity, limit_price)
+        if refusal is None and self._guard is not None:
+            # The risk limits, which the strategy's CONFIG cannot loosen: checked last, at the latest
+            # measure, so the order that would cross one is the one refused.
+            refusal = await self._guard.before_order(market, side, quantity)
         if refusal is not None:
             await self._record_refusal(record, refusal, kind=errors.REFUSED)
             raise BrokerError(errors.REFUSED, f"create_order: {refusal}")
@@ -353,19 +372,25 @@ class BrokerSession:
         except ExchangeError as exc:
             status = "unknown" if exc.kind == errors.ORDER_UNKNOWN else "error"
             response = {"kind": exc.kind, "message": exc.message, "status_code": exc.status_code}
-            await self._update(order_id, {"status": status, "error": exc.message, "response": response})
+            await self._update(
+                order_id,
+                {"status": status, "error": exc.message, "response": response},
+                alert=("order_refused", exc.message) if status == "error" else None,
+            )
             raise
         except BaseException:
             # Neither answered nor refused (a bug, a cancellation): say so rather than leave "submitting".
             await self._update(order_id, {"status": "unknown", "error": "the broker failed while sending"})
             raise
+        answered = str(order.get("status") or "unknown")
         await self._update(
             order_id,
             {
-                "status": str(order.get("status") or "unknown"),
+                "status": answered,
                 "exchange_order_id": str(order.get("id")) if order.get("id") is not None else None,
                 "response": _jsonable(order),
             },
+            alert=("order_filled", None) if answered == "filled" else None,
         )
         return order
 
@@ -411,8 +436,9 @@ class BrokerSession:
 
     async def _record_refusal(self, record: dict[str, Any], reason: str, *, kind: str = errors.INVALID) -> None:
         values = record | {"status": "refused", "error": reason[:1000]}
-        if await self._record(values) is None:  # the strategy reused a client_order_id: record it all the same
-            await self._record(values | {"client_order_id": new_client_order_id()})
+        alert = ("order_refused", reason[:1000])
+        if await self._record(values, alert=alert) is None:  # a reused client_order_id: record it all the same
+            await self._record(values | {"client_order_id": new_client_order_id()}, alert=alert)
 
     async def _refusal(self, market: str, quantity: Decimal, limit_price: Decimal | None) -> str | None:
         """Why the strategy's own limits refuse this order, or None."""
@@ -448,15 +474,23 @@ class BrokerSession:
                 return str(details.get("base_currency_short_name"))
         return None
 
-    async def _record(self, values: dict[str, Any]) -> uuid.UUID | None:
-        """Insert one order request; None when its client_order_id was already used by this strategy."""
+    async def _record(self, values: dict[str, Any], *, alert: tuple[str, str | None] | None = None) -> uuid.UUID | None:
+        """Insert one order request; None when its client_order_id was already used by this strategy.
+        `alert`: an order alert enqueued in the same transaction (live orders only)."""
         async with self._engine.begin() as conn:
-            return (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
+            order_id = (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
+            if order_id is not None and alert is not None:
+                await self._alert(conn, alert, order_id, values)
+            return order_id
 
-    async def _update(self, order_id: uuid.UUID, values: dict[str, Any]) -> None:
+    async def _update(
+        self, order_id: uuid.UUID, values: dict[str, Any], *, alert: tuple[str, str | None] | None = None
+    ) -> None:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(queries.update_order(order_id, values))
+                if alert is not None:
+                    await self._alert(conn, alert, order_id, values)
         except SQLAlchemyError:
             # The order's fate must reach the strategy even if the audit update failed; log it loudly.
             log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
@@ -467,10 +501,43 @@ class BrokerSession:
             return
         async with self._engine.begin() as conn:
             for order in known:
+                newly_filled = None
+                if order["status"] == "filled" and self._exchange == "coindcx":
+                    newly_filled = (
+                        await conn.execute(
+                            risk_queries.ORDER_NOT_YET_FILLED,
+                            {"strategy_id": self._strategy_id, "exchange_order_id": str(order["id"])},
+                        )
+                    ).first()
                 statement = queries.update_order_by_exchange_id(
                     self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
                 )
                 await conn.execute(statement)
+                if newly_filled is not None:
+                    await self._alert(conn, ("order_filled", None), newly_filled.order_id, dict(newly_filled._mapping))
+
+    async def _alert(
+        self, conn: Any, alert: tuple[str, str | None], order_id: uuid.UUID, values: dict[str, Any]
+    ) -> None:
+        """An order alert, in the transaction that records the order: for live orders only (paper
+        fills are the strategy's own simulation, and would drown the word that matters)."""
+        if self._exchange != "coindcx":
+            return
+        event, reason = alert
+        payload = {
+            "order_id": str(order_id),
+            "execution_id": str(self._execution_id),
+            "exchange": self._exchange,
+            "market": values.get("market"),
+            "side": values.get("side"),
+            "order_type": values.get("order_type"),
+            "total_quantity": str(values.get("total_quantity")) if values.get("total_quantity") is not None else None,
+            "client_order_id": values.get("client_order_id"),
+            "exchange_order_id": values.get("exchange_order_id"),
+        }
+        if reason is not None:
+            payload["reason"] = reason
+        await enqueue_alert(conn, self._strategy_id, event, payload)
 
 
 _MAX_TEXT = 100  # longest market name, order id or other text parameter a strategy may pass

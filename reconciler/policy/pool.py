@@ -107,6 +107,7 @@ class CompilePool:
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._turns: asyncio.Semaphore | None = None
+        self._reaping: set[asyncio.Future[int]] = set()
 
     async def check(self, code: str) -> None:
         """Raise PolicyError if `code` does not compile under the policy or breaks a limit."""
@@ -125,7 +126,7 @@ class CompilePool:
             keep = False
             try:
                 answer, data = await asyncio.wait_for(worker.ask(mode, source), self.limits.wall_seconds)
-                keep = True
+                keep = not answer.get("exiting")
             except TimeoutError:
                 raise PolicyError(too_long_message(self.limits.cpu_seconds)) from None
             except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
@@ -135,8 +136,11 @@ class CompilePool:
                 self._busy.discard(worker)
                 if keep and worker.process.returncode is None:
                     self._idle.append(worker)
-                else:  # timed out, cancelled, or gone: never reuse a worker in an unknown state
+                else:  # timed out, cancelled, exiting or gone: never reuse a worker in an unknown state
                     worker.kill()
+                    reaping = asyncio.ensure_future(worker.process.wait())  # closes its pipes once it exits
+                    self._reaping.add(reaping)
+                    reaping.add_done_callback(self._reaping.discard)
         if not answer.get("ok"):
             raise PolicyError(str(answer.get("message")), answer.get("line"), answer.get("column"))
         return data
@@ -145,6 +149,7 @@ class CompilePool:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._turns is None:
             self._discard_all()
+            self._reaping = set()  # the old loop's: it reaps them, if it still runs
             self._loop, self._turns = loop, asyncio.Semaphore(self.limits.workers)
         return self._turns
 
@@ -181,3 +186,5 @@ class CompilePool:
         for worker in workers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(worker.process.wait(), 5)
+        if self._reaping:
+            await asyncio.wait(self._reaping, timeout=5)

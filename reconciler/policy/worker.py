@@ -9,7 +9,7 @@ under a memory limit, none of that reaches the API's or the replica's event loop
 Frames on stdin/stdout: a 4-byte big-endian length and that many bytes. Request: a JSON header
 (`{"mode": "check" | "compile"}`) then the source as UTF-8. Answer: a JSON header (`{"ok": true,
 "size": n}` or `{"ok": false, "message", "line", "column"}`) then the marshalled code object (empty
-unless mode is "compile" and it compiled).
+unless mode is "compile" and it compiled); `"exiting": true` when the worker ends after this answer.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from reconciler.policy.errors import PolicyError
 
 _LENGTH = struct.Struct(">I")
 MAX_REQUEST_BYTES = 16 << 20
+# After compiling a source this large, the worker exits (saying so in its answer) rather than keep the
+# memory the compile grew it by; the pool starts a fresh one for the next request.
+RECYCLE_SOURCE_BYTES = 64 << 10
 
 
 class _TooLong(BaseException):  # not an Exception: no `except Exception` on the way swallows it
@@ -108,6 +111,8 @@ def main() -> None:
         except MemoryError:
             answer = {"ok": False, "message": "the code is too large to compile: shorten it"}
             exit_after = True  # start the next compile in a fresh process
+        exit_after = exit_after or len(source) > RECYCLE_SOURCE_BYTES
+        answer["exiting"] = exit_after
         write_frame(stdout, json.dumps(answer).encode())
         write_frame(stdout, code)
         stdout.flush()

@@ -3,18 +3,22 @@
     python -P -m reconciler.sandbox.zygote '<json config>'   (config names the control socket's descriptor)
 
 It pays once what each execution would otherwise pay: importing pandas and numpy (hundreds of
-milliseconds), warming their lazy imports, and moving into an empty network namespace. It never
-receives tenant data: the request travels straight from the supervisor to the child over the child's
-own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
+milliseconds), warming their lazy imports, moving into an empty network namespace, and entering its
+filesystem view (only the Python installation, read-only; see `confine.enter_filesystem_view`). It
+never receives tenant data: the request travels straight from the supervisor to the child over the
+child's own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
 
-Each child serves exactly one execution and exits. To keep the fork and the confinement off a run's
+Each child serves exactly one execution and exits. It is cloned into its own PID and IPC namespaces
+and holds a slot alone while it lives: a uid of the replica's block and, where the host allows, a
+memory cgroup (the config's "uids" and "cgroup"). To keep the fork and the confinement off a run's
 path, one child is forked ahead ("warm"): already confined, it waits for an execution's descriptor.
 
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}    {"op": "status"}
   zygote -> supervisor  {"t": "ready", "layers": {...}, "pid": n}
                         {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
-                         "cpu": seconds, "duration": seconds}
+                         "memory_killed": bool, "cpu": seconds, "duration": seconds}
+                        {"t": "refused", "id": n, "reason": str}   (no free slot: no child was started)
                         {"t": "status", "running": [ids], "warm": [pids of pre-forked children]}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.

@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ class StrategySpec:
     execution_interval: int
     exchange: str
     desired_state: str
+    risk: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,41 @@ class Store:
             if remaining <= 0:
                 return run
             await asyncio.sleep(min(poll_interval, remaining))
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def create_webhook(
+        self, *, webhook_id: uuid.UUID, user_id: str, url: str, events: list[str], key_id: str, sealed: bytes
+    ) -> Record:
+        values = {
+            "webhook_id": webhook_id,
+            "user_id": user_id,
+            "url": url,
+            "events": events,
+            "key_id": key_id,
+            "secret": sealed,
+        }
+        async with self._transaction() as conn:
+            return dict((await conn.execute(q.insert_webhook(values))).mappings().one())
+
+    async def list_webhooks(self, user_id: str | None) -> list[Record]:
+        async with self._transaction() as conn:
+            return await _all(conn, q.list_webhooks(user_id))
+
+    async def get_webhook(self, webhook_id: uuid.UUID) -> Record | None:
+        async with self._transaction() as conn:
+            return await _one(conn, q.select_webhook(webhook_id))
+
+    async def delete_webhook(self, webhook_id: uuid.UUID) -> Record | None:
+        """Delete a webhook and its undelivered alerts; None when unknown."""
+        async with self._transaction() as conn:
+            return await _one(conn, q.delete_webhook(webhook_id))
+
+    async def list_deliveries(self, webhook_id: uuid.UUID, *, limit: int) -> list[Record] | None:
+        async with self._transaction() as conn:
+            if await _one(conn, q.select_webhook(webhook_id)) is None:
+                return None
+            return await _all(conn, q.list_deliveries(webhook_id, limit))
 
     # --- the tenant API ----------------------------------------------------------------------------
 

@@ -16,11 +16,14 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Finalize, NoChange, SetStatus, Spec, Status, decide
 from reconciler.storage import jsonb
 from reconciler.storage.db import wrap
+from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import replica as queries
+from reconciler.storage.statements import risk as risk_queries
 
 # Given a strategy's code, the language policy's error message, or None when it compiles.
 CodeChecker = Callable[[str], Awaitable[str | None]]
@@ -68,6 +71,8 @@ class ReconcileReport:
     examined: int
     updated: int
     finalized: int
+    # Seconds until the earliest paused strategy resumes; None: none is paused.
+    seconds_until_resume: float | None = None
 
 
 class ReplicaStore:
@@ -111,6 +116,11 @@ class ReplicaStore:
             if renew:
                 await conn.execute(queries.RENEW_LEASES, params)
             rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
+            for row in rows:
+                await enqueue_alert(
+                    conn, row.strategy_id, "execution_lost", {"execution_id": str(row.execution_id), "error": row.error}
+                )
+            await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             lost = {row.execution_id: row.strategy_id for row in rows}
             return Heartbeat(registered=found, lost=list(lost), lost_strategies=lost)
 
@@ -130,7 +140,7 @@ class ReplicaStore:
         async def work(conn: AsyncConnection) -> ReconcileReport:
             specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
             if not specs:
-                return ReconcileReport(0, 0, 0)
+                return ReconcileReport(0, 0, 0, await _next_resume(conn))
             ids = [row["strategy_id"] for row in specs]
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
@@ -150,6 +160,7 @@ class ReplicaStore:
                     desired_state=row["desired_state"],
                     execution_interval=row["execution_interval"],
                     delete_requested=row["delete_requested"],
+                    started_at=row["started_at"],
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
@@ -166,7 +177,10 @@ class ReplicaStore:
                 await conn.execute(queries.UPSERT_STATUS, writes)
                 if any(w["next_execution_at"] is not None for w in writes):
                     await conn.execute(queries.NOTIFY_SCHEDULE_CHANGED)
-            return ReconcileReport(len(specs), len(writes), finalized)
+                for write in writes:
+                    if write["resumed"]:
+                        await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
+            return ReconcileReport(len(specs), len(writes), finalized, await _next_resume(conn))
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 
@@ -218,6 +232,7 @@ class ReplicaStore:
 
         async def work(conn: AsyncConnection) -> dict[UUID, Completion]:
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
+            await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
             return {execution_id: done.get(execution_id, Completion(False, False)) for execution_id, _ in outcomes}
 
@@ -238,6 +253,34 @@ class ReplicaStore:
         return await self._transaction(work)  # type: ignore[no-any-return]
 
 
+async def _next_resume(conn: AsyncConnection) -> float | None:
+    wait = (await conn.execute(risk_queries.NEXT_RESUME)).scalar_one()
+    return None if wait is None else float(wait.total_seconds())
+
+
+async def _check_failure_streaks(conn: AsyncConnection, streaks: list[tuple[str, int]]) -> None:
+    """After outcomes were recorded: alert on a streak reaching its threshold, halt at the limit.
+
+    Runs in the transaction that recorded them, so the count, the halt and the alert agree.
+    """
+    failing = [(strategy_id, streak) for strategy_id, streak in streaks if streak > 0]
+    if not failing:
+        return
+    specs = (
+        await conn.execute(risk_queries.SELECT_RISK_SPECS, {"strategy_ids": [sid for sid, _ in failing]})
+    ).mappings()
+    limits = {row["strategy_id"]: risk.RiskLimits.lenient(row["risk"]) for row in specs}
+    for strategy_id, streak in failing:
+        strategy_limits = limits.get(strategy_id)
+        if strategy_limits is None:
+            continue
+        if risk.failure_alert_due(strategy_limits, streak):
+            await enqueue_alert(conn, strategy_id, "consecutive_failures", {"consecutive_failures": streak})
+        breach = risk.check_failures(strategy_limits, streak)
+        if breach is not None:
+            await halt(conn, strategy_id, breach, risk.resume_rule(strategy_limits, breach))
+
+
 def _status(row: Any) -> Status:
     running = row["running_execution_id"]
     return Status(
@@ -247,6 +290,9 @@ def _status(row: Any) -> Status:
         schedule_interval=row["schedule_interval"],
         next_execution_at=row["next_execution_at"],
         running_execution_id=None if running is None else str(running),
+        status_reason=row["status_reason"],
+        halted_at=row["halted_at"],
+        resume_at=row["resume_at"],
     )
 
 
@@ -259,6 +305,7 @@ def _status_params(strategy_id: str, action: SetStatus) -> dict[str, Any]:
         "schedule_anchor_at": action.schedule_anchor_at,
         "schedule_interval": action.schedule_interval,
         "next_execution_at": action.next_execution_at,
+        "resumed": action.resumed,
     }
 
 

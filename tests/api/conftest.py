@@ -44,7 +44,8 @@ def build_client(database_url: str) -> Iterator[BuildClient]:
         def build(
             *, url: str | None = None, health_timeout: float = 2.0, operation_timeout: float = 10.0, **overrides: Any
         ) -> TestClient:
-            app_options = {k: overrides.pop(k) for k in ("seal_credentials", "check_code", "replica") if k in overrides}
+            names = ("seal_credentials", "check_code", "replica", "seal_webhook_secret")
+            app_options = {k: overrides.pop(k) for k in names if k in overrides}
             app_options.setdefault("seal_credentials", fake_seal)
             settings = Settings(**{"executor_api_token": TOKEN, **overrides})
             engine = create_engine(url or database_url, pool_size=2)

@@ -114,6 +114,7 @@ def test_status_is_pending_until_a_replica_writes_it(deployed: TestClient, pg_co
         "last_error": None,
         "last_execution_duration": None,
         "missed_executions": 0,
+        "consecutive_failures": 0,
     }
 
     write_status(
@@ -149,6 +150,7 @@ def test_status_is_pending_until_a_replica_writes_it(deployed: TestClient, pg_co
         "last_error": "ZeroDivisionError: division by zero",
         "last_execution_duration": 0.75,
         "missed_executions": 2,
+        "consecutive_failures": 0,
     }
 
 

@@ -130,20 +130,18 @@ def test_paper_orders_persist_and_limits_refuse_oversized_orders(
     assert balance is not None and float(balance[0]) == pytest.approx(second_btc)
 
 
+# open(), vars() and dir() are refused at deploy (see the deploy tests), so they are not tried here.
 SEARCH = """
 found = []
 def look(value):
     text = str(value)
     found.append(text[:2000])
 attempts = [
-    lambda: open('/proc/1/environ').read(),
     lambda: pd.read_csv('/proc/self/environ'),
     lambda: pd.read_csv('/proc/1/cmdline'),
     lambda: np.fromfile('/proc/1/environ'),
     lambda: client.api_secret,
     lambda: getattr(client, 'secret'),
-    lambda: vars(client),
-    lambda: dir(client),
     lambda: repr(client),
     lambda: client.get_balances(),
     lambda: client.get_user_info(),
@@ -192,7 +190,7 @@ def test_a_hostile_strategy_finds_neither_its_own_nor_another_strategys_secret(
         path == "/exchange/v1/users/balances" and headers.get("x-auth-apikey") == API_KEY
         for _, path, _, headers in exchange.state.requests
     )
-    assert isinstance(outcome["result"], list) and len(outcome["result"]) == 14  # every attempt ran
+    assert isinstance(outcome["result"], list) and len(outcome["result"]) == 11  # every attempt ran
     # ...yet nothing it could reach held either secret.
     everything = str(outcome) + spec + status + orders + started.log()
     for secret in (API_SECRET, OTHER_SECRET):

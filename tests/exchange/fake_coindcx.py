@@ -61,6 +61,8 @@ class FakeState:
     slow_seconds: float = 1.5
     # Every answer takes this long (benchmarks: strategies that wait on a slow exchange).
     latency_seconds: float = 0.0
+    # BTCUSDT's last price in the ticker (tests move the market with it).
+    btc_price: float = 60_000.0
 
     def fail(self, path: str, *kinds: str) -> None:
         self.faults[path].extend(kinds)
@@ -69,6 +71,7 @@ class FakeState:
         return sum(1 for _, p, _, _ in self.requests if p == path)
 
     def reset(self) -> None:
+        self.btc_price = 60_000.0
         self.orders.clear()
         self.faults.clear()
         self.requests.clear()
@@ -148,7 +151,7 @@ def _route(state: FakeState, path: str, body: dict[str, Any]) -> Response:
                     "high": "61000",
                     "low": "59000",
                     "volume": "123.4",
-                    "last_price": "60000.0",
+                    "last_price": str(state.btc_price),
                     "bid": "59990",
                     "ask": "60010",
                     "timestamp": int(time.time()),

@@ -22,20 +22,33 @@ class Running:
 
 
 def start(command: str, env: dict[str, str], log_dir: Path, name: str, port_variable: str = "PORT") -> Running:
-    port = free_port()
-    service = Service(command, {**env, port_variable: str(port)}, log_dir, name)
-    base = f"http://127.0.0.1:{port}"
+    """Start `strategy-executor <command>` on a free port and wait until its /health answers 200.
 
-    def healthy() -> bool:
-        if not service.alive():
-            raise AssertionError(f"{command} exited:\n{service.log()[-3000:]}")
+    Other test runs share this machine: a port found free may be taken before the service binds it,
+    so a start that fails on exactly that is tried again on another port.
+    """
+    for attempt in range(3):
+        port = free_port()
+        service = Service(command, {**env, port_variable: str(port)}, log_dir, f"{name}-{attempt}")
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy(service: Service = service, base: str = base) -> bool:
+            if not service.alive():
+                raise AssertionError(f"{command} exited:\n{service.log()[-3000:]}")
+            try:
+                return httpx.get(f"{base}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
         try:
-            return httpx.get(f"{base}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 90, f"`{command}` to become healthy", interval=0.25)
-    return Running(service, base)
+            wait_for(healthy, 90, f"`{command}` to become healthy", interval=0.25)
+        except AssertionError:
+            service.stop()
+            if "address already in use" in service.log() and attempt < 2:
+                continue
+            raise
+        return Running(service, base)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

@@ -143,3 +143,20 @@ def test_the_cache_compiles_each_source_once_and_stays_within_its_bytes() -> Non
     assert verdicts[1] == verdicts[0] and verdicts[2:] == [None] * 5
     assert pool.calls[:2] == ["x = 1\nimport os\n", "RESULT = 1\n"]  # once each, concurrent callers shared
     assert cache.size_bytes <= 64 << 10 and 0 < len(cache) < 200
+
+
+def test_a_worker_that_compiled_a_large_source_is_replaced_so_its_memory_goes() -> None:
+    async def scenario() -> tuple[set[int], set[int], set[int]]:
+        pool = CompilePool(CompileLimits(workers=1))
+        try:
+            await pool.check("RESULT = 1\n")
+            small = {worker.process.pid for worker in pool._idle}
+            await pool.check("x = 1\n" * 20_000)  # 120 KB: the worker exits after answering
+            after_large = {worker.process.pid for worker in pool._idle}
+            await pool.check("RESULT = 2\n")
+            return small, after_large, {worker.process.pid for worker in pool._idle}
+        finally:
+            await pool.close()
+
+    small, after_large, fresh = run(scenario())
+    assert len(small) == 1 and after_large == set() and len(fresh) == 1 and fresh != small

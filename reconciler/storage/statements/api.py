@@ -30,9 +30,12 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from reconciler.tables import (
+    alert_attempts,
+    alert_deliveries,
     executions,
     orders,
     paper_balances,
@@ -40,6 +43,7 @@ from reconciler.tables import (
     run_requests,
     strategies,
     strategy_credentials,
+    webhooks,
 )
 from reconciler.tables import strategy_status as status_t
 
@@ -83,6 +87,13 @@ STATUS_COLUMNS = (
     status_t.c.last_execution_at,
     status_t.c.last_error,
     status_t.c.last_execution_duration,
+    func.coalesce(status_t.c.consecutive_failures, 0).label("consecutive_failures"),
+    s.c.risk,
+    status_t.c.halted_at,
+    status_t.c.halt_limit,
+    status_t.c.halt_value,
+    status_t.c.halt_threshold,
+    status_t.c.resume_at,
 )
 
 
@@ -104,6 +115,7 @@ def upsert_strategy(values: dict[str, Any]) -> Insert:
             "name": excluded.name,
             "code": excluded.code,
             "config": excluded.config,
+            "risk": excluded.risk,
             "execution_interval": excluded.execution_interval,
             "exchange": excluded.exchange,
             "desired_state": excluded.desired_state,
@@ -156,7 +168,14 @@ def set_desired_state(strategy_id: str, desired_state: str) -> Update:
     return (
         update(s)
         .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
-        .values(desired_state=desired_state, generation=s.c.generation + 1, updated_at=func.now())
+        .values(
+            desired_state=desired_state,
+            generation=s.c.generation + 1,
+            updated_at=func.now(),
+            # An explicit start lifts a risk halt that happened before it (a halt is status; this is
+            # the person's answer to it, on record in the spec).
+            started_at=func.now() if desired_state == "running" else s.c.started_at,
+        )
         .returning(s.c.strategy_id)
     )
 
@@ -188,7 +207,11 @@ def insert_run_request(strategy_id: str) -> Insert:
 
 
 def select_spec(strategy_id: str) -> Select[Any]:
-    return select(*SUMMARY_COLUMNS, s.c.code, s.c.config).select_from(_SPEC_JOIN).where(s.c.strategy_id == strategy_id)
+    return (
+        select(*SUMMARY_COLUMNS, s.c.code, s.c.config, s.c.risk)
+        .select_from(_SPEC_JOIN)
+        .where(s.c.strategy_id == strategy_id)
+    )
 
 
 def select_status(strategy_id: str) -> Select[Any]:
@@ -268,6 +291,87 @@ COUNT_ACTIVE_STRATEGIES = (
 SELECT_LIVE_REPLICAS = select(replicas.c.replica_id, replicas.c.sandbox_layers).where(
     replicas.c.lease_expires_at > func.now()
 )
+
+
+# --- webhooks (desired state: the API writes them; replicas read them to send alerts) -------------
+
+
+def insert_webhook(values: dict[str, Any]) -> Insert:
+    w = webhooks
+    return insert(w).values(**values).returning(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
+
+
+def list_webhooks(user_id: str | None) -> Select[Any]:
+    w = webhooks
+    stmt = select(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
+    if user_id is not None:
+        stmt = stmt.where(w.c.user_id == user_id)
+    return stmt.order_by(w.c.created_at.desc(), w.c.webhook_id).limit(500)
+
+
+def select_webhook(webhook_id: uuid.UUID) -> Select[Any]:
+    w = webhooks
+    return select(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at).where(w.c.webhook_id == webhook_id)
+
+
+def delete_webhook(webhook_id: uuid.UUID) -> Delete:
+    w = webhooks
+    return (
+        delete(w)
+        .where(w.c.webhook_id == webhook_id)
+        .returning(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
+    )
+
+
+def list_deliveries(webhook_id: uuid.UUID, limit: int) -> Select[Any]:
+    """A webhook's deliveries, newest first, each with its attempts as a JSON list."""
+    d, a = alert_deliveries, alert_attempts
+    attempts = (
+        select(
+            func.coalesce(
+                func.jsonb_agg(
+                    aggregate_order_by(
+                        func.jsonb_build_object(
+                            "attempt",
+                            a.c.attempt,
+                            "replica_id",
+                            a.c.replica_id,
+                            "started_at",
+                            a.c.started_at,
+                            "finished_at",
+                            a.c.finished_at,
+                            "status_code",
+                            a.c.status_code,
+                            "error",
+                            a.c.error,
+                        ),
+                        a.c.attempt_id,
+                    )
+                ),
+                literal_column("'[]'::jsonb"),
+            )
+        )
+        .where(a.c.delivery_id == d.c.delivery_id)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            d.c.delivery_id,
+            d.c.event,
+            d.c.strategy_id,
+            d.c.payload,
+            d.c.created_at,
+            d.c.attempts,
+            d.c.next_attempt_at,
+            d.c.delivered_at,
+            d.c.abandoned_at,
+            d.c.last_error,
+            attempts.label("attempt_log"),
+        )
+        .where(d.c.webhook_id == webhook_id)
+        .order_by(d.c.created_at.desc(), d.c.delivery_id)
+        .limit(limit)
+    )
 
 
 # --- the tenant API: a user's own deployments -------------------------------------------------------

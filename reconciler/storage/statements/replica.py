@@ -25,12 +25,14 @@ from sqlalchemy import text
 LOCK_UNRECONCILED = text(
     """
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
-           s.delete_requested_at IS NOT NULL AS delete_requested, s.code
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at
     FROM strategies s
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
        OR st.observed_generation <> s.generation
        OR (s.delete_requested_at IS NOT NULL)
+       -- A pause whose time has come (the partial index of halted rows finds them).
+       OR (st.status = 'halted' AND st.resume_at <= now())
     ORDER BY s.updated_at
     LIMIT :batch
     FOR UPDATE OF s SKIP LOCKED
@@ -40,7 +42,7 @@ LOCK_UNRECONCILED = text(
 LOCK_STATUS_ROWS = text(
     """
     SELECT strategy_id, status, observed_generation, schedule_anchor_at, schedule_interval,
-           next_execution_at, running_execution_id
+           next_execution_at, running_execution_id, status_reason, halted_at, resume_at
     FROM strategy_status
     WHERE strategy_id = ANY(:strategy_ids)
     FOR UPDATE
@@ -60,6 +62,17 @@ UPSERT_STATUS = text(
         schedule_anchor_at = EXCLUDED.schedule_anchor_at,
         schedule_interval = EXCLUDED.schedule_interval,
         next_execution_at = EXCLUDED.next_execution_at,
+        -- What a halt recorded stays while the strategy stays halted, and goes with the halt.
+        halted_at = CASE WHEN EXCLUDED.status = 'halted' THEN strategy_status.halted_at END,
+        halt_limit = CASE WHEN EXCLUDED.status = 'halted' THEN strategy_status.halt_limit END,
+        halt_value = CASE WHEN EXCLUDED.status = 'halted' THEN strategy_status.halt_value END,
+        halt_threshold = CASE WHEN EXCLUDED.status = 'halted' THEN strategy_status.halt_threshold END,
+        resume_at = CASE WHEN EXCLUDED.status = 'halted' THEN strategy_status.resume_at END,
+        -- A resume starts the guard's memory afresh: no failure streak, a new peak and day baseline.
+        consecutive_failures = CASE WHEN :resumed THEN 0 ELSE strategy_status.consecutive_failures END,
+        equity_peak = CASE WHEN :resumed THEN NULL ELSE strategy_status.equity_peak END,
+        day_start_equity = CASE WHEN :resumed THEN NULL ELSE strategy_status.day_start_equity END,
+        risk_day = CASE WHEN :resumed THEN NULL ELSE strategy_status.risk_day END,
         updated_at = now()
     """
 )
@@ -288,12 +301,13 @@ COMPLETE_EXECUTIONS = text(
         last_execution_duration = f.duration,
         last_execution_at = f.finished_at,
         last_error = CASE WHEN f.status = 'succeeded' THEN st.last_error ELSE f.error END,
+        consecutive_failures = CASE WHEN f.status = 'succeeded' THEN 0 ELSE st.consecutive_failures + 1 END,
         state = COALESCE(o.state, st.state),
         updated_at = now()
     FROM finished f
     JOIN outcome o ON o.execution_id = f.execution_id
     WHERE st.strategy_id = f.strategy_id
-    RETURNING f.execution_id,
+    RETURNING f.execution_id, st.strategy_id, st.consecutive_failures,
               -- A run request that waited for this execution can be claimed now.
               EXISTS (SELECT 1 FROM run_requests r
                       WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested
@@ -322,12 +336,13 @@ MARK_LOST = text(
                                     THEN NULL ELSE st.running_execution_id END,
         execution_count = st.execution_count + 1,
         failed_executions = st.failed_executions + 1,
+        consecutive_failures = st.consecutive_failures + 1,
         last_execution_at = l.finished_at,
         last_error = l.error,
         updated_at = now()
     FROM lost l
     WHERE st.strategy_id = l.strategy_id
-    RETURNING l.execution_id, l.strategy_id
+    RETURNING l.execution_id, l.strategy_id, st.consecutive_failures, l.error
     """
 )
 

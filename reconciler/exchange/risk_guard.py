@@ -1,0 +1,187 @@
+"""The risk guard of one execution: measures equity and positions, asks `reconciler.risk`, halts.
+
+The broker calls it at two points: `before_order` (may refuse the order: the limit it would cross,
+or a halt earlier in this execution, refuses every later order) and `after_execution` (records the
+equity measure and halts if it reveals a breach). The measures are the service's own, never the
+strategy's word: a paper wallet valued at the feed's prices, or the live balances read with the
+strategy's own key (counted against its rate budget) valued at the exchange's tickers.
+
+Every halt is written with its `halted` alert in one transaction (`reconciler.storage.risk_writes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reconciler import risk
+from reconciler.exchange.feed import PriceFeed
+from reconciler.exchange.wallet import WalletValue, wallet_value
+from reconciler.storage.risk_writes import halt
+from reconciler.storage.statements import exchange as exchange_queries
+from reconciler.storage.statements import risk as queries
+
+log = logging.getLogger(__name__)
+
+# Reads the strategy's holdings: currency -> amount (available plus locked).
+Holdings = Callable[[], Awaitable[Mapping[str, Decimal]]]
+
+
+class RiskGuard:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        strategy_id: str,
+        execution_id: uuid.UUID,
+        market: PriceFeed,
+        holdings: Holdings,
+        record_series: bool,
+    ) -> None:
+        self._engine = engine
+        self._strategy_id = strategy_id
+        self._execution_id = execution_id
+        self._market = market
+        self._holdings = holdings
+        # Paper: every execution adds a point to the equity series (executions.wallet_value, the
+        # dashboard's chart), limits or not; live: only when a limit needs the measure.
+        self._record_series = record_series
+        self._loaded = False
+        self.limits = risk.RiskLimits()
+        self._state = risk.EquityState()
+        self._today: date | None = None
+        self._was_halted = False
+        # Set at the first breach in this execution: every later order is refused with it.
+        self.breach: risk.Breach | None = None
+
+    async def _load(self) -> None:
+        if self._loaded:
+            return
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(queries.SELECT_RISK, {"strategy_id": self._strategy_id})).mappings().first()
+        self._loaded = True
+        if row is None:
+            return
+        self.limits = risk.RiskLimits.lenient(row["risk"])
+        self._state = risk.EquityState(row["risk_day"], row["day_start_equity"], row["equity_peak"])
+        self._today = row["db_now"].astimezone(UTC).date()
+        self._was_halted = row["status"] == "halted"
+
+    # --- the hooks ------------------------------------------------------------------------------
+
+    async def before_order(self, market: str, side: str, quantity: Decimal) -> str | None:
+        """Why this order must not be sent, or None. A breach found here halts the strategy."""
+        await self._load()
+        if self.breach is not None:
+            return f"risk limit {self.breach.limit} was breached earlier in this run: {self.breach.message}"
+        if self._was_halted:
+            return "the strategy is halted by its risk limits; no order is sent until it resumes"
+        if not self.limits.active:
+            return None
+        breach: risk.Breach | None = None
+        holdings: Mapping[str, Decimal] | None = None
+        if self.limits.position_cap(market) is not None:
+            holdings = await self._holdings()
+            coin = await self._target_coin(market)
+            if coin is not None:
+                breach = risk.check_position(self.limits, market, coin, holdings.get(coin, Decimal(0)), side, quantity)
+        if breach is None and self.limits.measures_equity:
+            valued = await self._value(holdings)
+            breach = await self._observe(valued)
+        if breach is None:
+            return None
+        await self._halt(breach)
+        return f"refused by risk limit {breach.limit}: {breach.message}; the strategy is halted"
+
+    async def after_execution(self) -> None:
+        """Record the equity measure as the run ends and halt on what it reveals. Best effort: a
+        failure is logged and the next measure (next order, next run) checks again."""
+        try:
+            await self._load()
+            if not (self._record_series or self.limits.measures_equity):
+                return
+            valued = await self._value(None)
+            async with self._engine.begin() as conn:
+                # The one equity series: stored with the execution, charted by the dashboard.
+                await conn.execute(
+                    exchange_queries.record_wallet_value(self._execution_id, valued.value, valued.currency)
+                )
+            if self.limits.measures_equity and self.breach is None and not self._was_halted:
+                breach = await self._observe(valued)
+                if breach is not None:
+                    await self._halt(breach)
+        except Exception:
+            log.exception("strategy %s: the risk guard could not measure equity", self._strategy_id)
+
+    # --- measuring --------------------------------------------------------------------------------
+
+    async def _value(self, holdings: Mapping[str, Decimal] | None) -> WalletValue:
+        held = holdings if holdings is not None else await self._holdings()
+        return await wallet_value(held, self._market, self.limits.currency)
+
+    async def _observe(self, valued: WalletValue) -> risk.Breach | None:
+        # The database's UTC day, read with the limits; a strategy without a status row yet has none.
+        today = self._today or date.today()
+        before = self._state
+        self._state, breach = risk.observe_equity(self.limits, self._state, valued.value, today)
+        if self._state != before:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    queries.SAVE_EQUITY_STATE,
+                    {
+                        "strategy_id": self._strategy_id,
+                        "risk_day": self._state.day,
+                        "day_start_equity": self._state.day_start_equity,
+                        "equity_peak": self._state.peak,
+                    },
+                )
+        return breach
+
+    async def _target_coin(self, market: str) -> str | None:
+        for details in await self._market.markets_details():
+            if details.get("coindcx_name") == market or details.get("symbol") == market:
+                return str(details.get("target_currency_short_name"))
+        return None
+
+    async def _halt(self, breach: risk.Breach) -> None:
+        self.breach = breach
+        async with self._engine.begin() as conn:
+            halted = await halt(conn, self._strategy_id, breach, risk.resume_rule(self.limits, breach))
+        if halted:
+            log.warning("strategy %s halted by %s: %s", self._strategy_id, breach.limit, breach.message)
+
+
+def paper_holdings(engine: AsyncEngine, strategy_id: str, starting: Mapping[str, float]) -> Holdings:
+    """The paper wallet as stored (the starting wallet until the first trade seeds it)."""
+
+    async def read() -> Mapping[str, Decimal]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(exchange_queries.select_paper_balances(strategy_id))).mappings().all()
+        if not rows:
+            return {currency: Decimal(str(amount)) for currency, amount in starting.items()}
+        return {r["currency"]: r["balance"] + r["locked_balance"] for r in rows}
+
+    return read
+
+
+def live_holdings(get_balances: Callable[[], Awaitable[Any]], acquire: Callable[[], Awaitable[None]]) -> Holdings:
+    """Balances read from the exchange with the strategy's own key, within its rate budget."""
+
+    async def read() -> Mapping[str, Decimal]:
+        await acquire()
+        answer = await get_balances()
+        held: dict[str, Decimal] = {}
+        for row in answer if isinstance(answer, list) else []:
+            if not isinstance(row, dict) or not isinstance(row.get("currency"), str):
+                continue
+            amount = Decimal(str(row.get("balance") or 0)) + Decimal(str(row.get("locked_balance") or 0))
+            held[row["currency"]] = held.get(row["currency"], Decimal(0)) + amount
+        return held
+
+    return read
