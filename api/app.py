@@ -51,8 +51,8 @@ def create_app(
     secret = settings.jwt_secret
     tenant = TenantApi(api, TenantAuth(secret.get_secret_value()) if secret is not None else None)
     dashboard = Dashboard(tenant, secret)
-    webhooks = WebhookApi(store, seal_secret=seal_webhook_secret)
-    endpoints = api.endpoints() + tenant.endpoints() + webhooks.endpoints()
+    webhooks = WebhookApi(store, seal_secret=seal_webhook_secret, tenant_user=tenant.user_of_request)
+    endpoints = api.endpoints() + tenant.endpoints() + webhooks.endpoints() + webhooks.tenant_endpoints()
     document: dict[str, object] = {}
 
     async def openapi(request: Request) -> Response:
@@ -95,7 +95,9 @@ def create_app(
 def _own_auth(path: str) -> bool:
     """Paths the executor token does not guard: the tenant API and the dashboard check a user's JWT
     themselves, and the API's description (no secret in it) is public so /docs renders in a browser."""
-    return path.startswith("/api/bot/") or path in ("/openapi.json", "/docs") or is_dashboard_path(path)
+    return (
+        path.startswith(("/api/bot/", "/api/webhooks")) or path in ("/openapi.json", "/docs") or is_dashboard_path(path)
+    )
 
 
 def routes(endpoints: list[Endpoint]) -> list[Route]:

@@ -76,6 +76,10 @@ class TenantApi:
         except TenantAuthError as exc:
             raise TenantUnauthorized(str(exc)) from None
 
+    def user_of_request(self, request: Request) -> str:
+        """The user a request's JWT names (for routes of the tenant API kept in other modules)."""
+        return self._user(request)
+
     def _user(self, request: Request) -> str:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return self.user_from_token(token.strip() if scheme.lower() == "bearer" else None)
@@ -110,6 +114,7 @@ class TenantApi:
                     "exchange": start.exchange,
                     "api_key": start.api_key,
                     "api_secret": start.api_secret,
+                    "risk": start.risk,
                     "auto_start": True,
                 },
                 context={"interval_bounds": bounds},

@@ -74,6 +74,9 @@ class BotStartRequest(_CamelRequest):
         None, description="With apiSecret (both or neither); stored sealed, never returned."
     )
     api_secret: Credential | None = Field(None, description="With apiKey; stored sealed, never returned.")
+    risk: dict[str, Any] | None = Field(
+        None, description="Risk limits (the executor API's `risk` object, its keys as they are there)."
+    )
 
     @model_validator(mode="after")
     def _deploy_or_start(self) -> BotStartRequest:
@@ -84,7 +87,7 @@ class BotStartRequest(_CamelRequest):
             missing = [to_camel(n) for n, present in given.items() if not present]
             if missing:
                 raise ValueError(f"{', '.join(missing)} required to deploy (or send deploymentId alone to start a bot)")
-        elif any(getattr(self, n) is not None for n in ("config", "exchange", "api_key", "api_secret")):
+        elif any(getattr(self, n) is not None for n in ("config", "exchange", "api_key", "api_secret", "risk")):
             raise ValueError("to change a bot's settings, redeploy it with name, code and executionInterval")
         return self
 
@@ -137,6 +140,9 @@ class Deployment(_Camel):
     observed_generation: int
     created_at: datetime
     updated_at: datetime
+    risk: dict[str, Any] = Field(default_factory=dict, description="The bot's risk limits.")
+    halted_at: datetime | None = Field(None, description="While halted: when a risk limit halted it.")
+    resume_at: datetime | None = Field(None, description="While paused: when it resumes by itself.")
     recent_executions: list[ExecutionPoint] = Field(
         default_factory=list, description="The last executions, newest first (in lists: times and outcomes)."
     )

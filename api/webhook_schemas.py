@@ -7,13 +7,22 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from api.schemas import UserId, _Query, _Request, _Response, _storable
 
 AlertEvent = Literal["halted", "resumed", "consecutive_failures", "order_filled", "order_refused", "execution_lost"]
 MAX_URL_LENGTH = 2048
+
+
+def _check_url(value: str) -> str:
+    _storable(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError("url_invalid", "must be an http:// or https:// URL with a host")
+    return value
 
 
 class WebhookCreate(_Request):
@@ -24,11 +33,7 @@ class WebhookCreate(_Request):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        _storable(value)
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PydanticCustomError("url_invalid", "must be an http:// or https:// URL with a host")
-        return value
+        return _check_url(value)
 
     @field_validator("events")
     @classmethod
@@ -91,3 +96,42 @@ class AlertDeliveryList(_Response):
 
 def webhook_record(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "events": list(record["events"])}
+
+
+# --- the tenant API's spelling (camelCase; the user is the token's) ---------------------------------
+
+
+class _Camel(_Response):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class TenantWebhookCreate(_Request):
+    model_config = ConfigDict(alias_generator=to_camel, strict=True, extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, description="http(s) URL the alerts are POSTed to.")
+    events: list[AlertEvent] = Field(min_length=1, description="Which events to send.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+
+class TenantWebhook(_Camel):
+    webhook_id: uuid.UUID
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class TenantWebhookCreated(TenantWebhook):
+    secret: str = Field(description="The HMAC-SHA256 key of X-Executor-Signature; shown once, never returned again.")
+
+
+class TenantWebhookList(_Camel):
+    items: list[TenantWebhook]

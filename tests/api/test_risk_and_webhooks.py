@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from api.tenant_auth import TenantAuth
 from reconciler.crypto import CredentialCipher, Sealed, generate_key
 from reconciler.webhook_secrets import open_secret, seal_secret
 from tests.api.conftest import BuildClient, deploy_body
@@ -133,3 +134,28 @@ def test_unknown_webhook_ids(hooks: TestClient) -> None:
     assert hooks.get(f"/webhooks/{uuid.uuid4()}").status_code == 404
     assert hooks.get(f"/webhooks/{uuid.uuid4()}/deliveries").status_code == 404
     assert hooks.delete("/webhooks/not-a-uuid").status_code == 422
+
+
+def test_the_tenant_api_manages_only_the_token_users_webhooks(build_client: BuildClient) -> None:
+    secret = "tenant-test-secret-0123456789-0123456789"
+    client = build_client(seal_webhook_secret=seal, jwt_secret=secret)
+
+    def as_user(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TenantAuth(secret).mint(user)}"}
+
+    created = client.post(
+        "/api/webhooks", headers=as_user("alice"), json={"url": "https://alice.test/h", "events": ["halted"]}
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert set(body) == {"webhookId", "url", "events", "createdAt", "secret"}
+    assert client.post("/api/webhooks", headers=as_user("alice"), json={"url": "x", "events": []}).status_code == 422
+    assert [w["webhookId"] for w in client.get("/api/webhooks", headers=as_user("alice")).json()["items"]] == [
+        body["webhookId"]
+    ]
+    assert client.get("/api/webhooks", headers=as_user("bob")).json()["items"] == []
+    # Bob cannot delete Alice's: it answers like a missing one.
+    assert client.delete(f"/api/webhooks/{body['webhookId']}", headers=as_user("bob")).status_code == 404
+    assert client.delete(f"/api/webhooks/{body['webhookId']}", headers=as_user("alice")).status_code == 200
+    assert client.get("/api/webhooks", headers=as_user("alice")).json()["items"] == []
+    assert client.get("/api/webhooks").status_code == 401  # the executor token is not a user's JWT

@@ -303,10 +303,10 @@ export interface paths {
             cookie?: never;
         };
         /** List webhooks */
-        get: operations["list"];
+        get: operations["list_webhooks"];
         put?: never;
         /** Register a webhook for alerts; its signing secret is returned once */
-        post: operations["create"];
+        post: operations["create_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -321,11 +321,11 @@ export interface paths {
             cookie?: never;
         };
         /** One webhook (never its secret) */
-        get: operations["get"];
+        get: operations["get_webhook"];
         put?: never;
         post?: never;
         /** Delete a webhook and its pending alerts */
-        delete: operations["webhook_api_delete"];
+        delete: operations["delete_webhook"];
         options?: never;
         head?: never;
         patch?: never;
@@ -339,10 +339,45 @@ export interface paths {
             cookie?: never;
         };
         /** A webhook's alerts, newest first, with every delivery attempt */
-        get: operations["deliveries"];
+        get: operations["list_webhook_deliveries"];
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your webhooks */
+        get: operations["list_my_webhooks"];
+        put?: never;
+        /** Register a webhook for your bots' alerts; its signing secret is returned once */
+        post: operations["create_my_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete one of your webhooks */
+        delete: operations["delete_my_webhook"];
         options?: never;
         head?: never;
         patch?: never;
@@ -583,6 +618,14 @@ export interface components {
              * @default null
              */
             apiSecret?: string | null;
+            /**
+             * Risk
+             * @description Risk limits (the executor API's `risk` object, its keys as they are there).
+             * @default null
+             */
+            risk?: {
+                [key: string]: unknown;
+            } | null;
         };
         /** BotStopRequest */
         BotStopRequest: {
@@ -743,6 +786,25 @@ export interface components {
              */
             updatedAt: string;
             /**
+             * Risk
+             * @description The bot's risk limits.
+             */
+            risk?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Halted at
+             * @description While halted: when a risk limit halted it.
+             * @default null
+             */
+            haltedAt?: string | null;
+            /**
+             * Resume at
+             * @description While paused: when it resumes by itself.
+             * @default null
+             */
+            resumeAt?: string | null;
+            /**
              * Recent executions
              * @description The last executions, newest first (in lists: times and outcomes).
              */
@@ -817,6 +879,25 @@ export interface components {
              * Format: date-time
              */
             updatedAt: string;
+            /**
+             * Risk
+             * @description The bot's risk limits.
+             */
+            risk?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Halted at
+             * @description While halted: when a risk limit halted it.
+             * @default null
+             */
+            haltedAt?: string | null;
+            /**
+             * Resume at
+             * @description While paused: when it resumes by itself.
+             * @default null
+             */
+            resumeAt?: string | null;
             /** Recent executions */
             recentExecutions?: components["schemas"]["BotExecution"][];
             /** Code */
@@ -1415,6 +1496,63 @@ export interface components {
              * @default null
              */
             code?: string | null;
+        };
+        /** TenantWebhook */
+        TenantWebhook: {
+            /**
+             * Webhookid
+             * Format: uuid
+             */
+            webhookId: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+        };
+        /** TenantWebhookCreate */
+        TenantWebhookCreate: {
+            /**
+             * Url
+             * @description http(s) URL the alerts are POSTed to.
+             */
+            url: string;
+            /**
+             * Events
+             * @description Which events to send.
+             */
+            events: ("halted" | "resumed" | "consecutive_failures" | "order_filled" | "order_refused" | "execution_lost")[];
+        };
+        /** TenantWebhookCreated */
+        TenantWebhookCreated: {
+            /**
+             * Webhookid
+             * Format: uuid
+             */
+            webhookId: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Secret
+             * @description The HMAC-SHA256 key of X-Executor-Signature; shown once, never returned again.
+             */
+            secret: string;
+        };
+        /** TenantWebhookList */
+        TenantWebhookList: {
+            /** Items */
+            items: components["schemas"]["TenantWebhook"][];
         };
         /** ValidationErrorResponse */
         ValidationErrorResponse: {
@@ -2871,7 +3009,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_webhooks: {
         parameters: {
             query?: {
                 user_id?: string | null;
@@ -2929,7 +3067,7 @@ export interface operations {
             };
         };
     };
-    create: {
+    create_webhook: {
         parameters: {
             query?: never;
             header?: never;
@@ -2998,7 +3136,7 @@ export interface operations {
             };
         };
     };
-    get: {
+    get_webhook: {
         parameters: {
             query?: never;
             header?: never;
@@ -3065,7 +3203,7 @@ export interface operations {
             };
         };
     };
-    webhook_api_delete: {
+    delete_webhook: {
         parameters: {
             query?: never;
             header?: never;
@@ -3132,7 +3270,7 @@ export interface operations {
             };
         };
     };
-    deliveries: {
+    list_webhook_deliveries: {
         parameters: {
             query?: {
                 limit?: number;
@@ -3152,6 +3290,189 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AlertDeliveryList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_my_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description TenantWebhookList */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhookList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TenantWebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description TenantWebhookCreated */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhookCreated"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body, code or config too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description TenantWebhook */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhook"];
                 };
             };
             /** @description Missing or invalid bearer token */
