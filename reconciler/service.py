@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import signal
 import uuid
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
-        embedded = EmbeddedPostgres(data_dir=data_dir)
+        embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
         log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
         log.info("connect with: %s", embedded.psql_command())
@@ -87,7 +88,9 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
         updates["executor_api_token"] = SecretStr(token)
         if with_api:
             # Printed once, on the console of whoever started the service; never logged again.
-            print(f"API token ({'generated' if created else 'stored'} in {data_dir / 'api-token'}): {token}")
+            path = shlex.quote(str(data_dir / "api-token"))
+            print(f"API token ({'generated' if created else 'stored'} in {path}): {token}")
+            print(f"  in a shell: TOKEN=$(cat {path})   (or: TOKEN=$(strategy-executor api-token))")
     if settings.jwt_secret is None and with_api:
         secret, created = load_or_create(data_dir / JWT_SECRET_FILE, new_jwt_secret)
         updates["jwt_secret"] = SecretStr(secret)

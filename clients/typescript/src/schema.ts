@@ -671,12 +671,13 @@ export interface components {
             name?: string | null;
             /**
              * Code
-             * @description Python source, at most 262144 bytes as UTF-8.
+             * Format: python-strategy
+             * @description Python source, at most 262144 bytes as UTF-8, that compiles under the sandbox's language policy (a 422 with line and column otherwise).
              */
             code: string;
             /**
              * Config
-             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON.
+             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON; no string or key in it may contain U+0000 (PostgreSQL cannot store it).
              */
             config?: {
                 [key: string]: unknown;
@@ -1760,7 +1761,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1811,7 +1812,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 user_id?: string | null;
                 status?: ("pending" | "running" | "stopped" | "error" | "deleting" | "halted") | null;
@@ -2288,7 +2289,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 status?: ("running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted") | null;
             };
@@ -2360,7 +2361,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
             };
             header?: never;
@@ -2458,6 +2459,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2610,7 +2620,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;
