@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import ErrorResponse, FieldError, ValidationErrorResponse
-from reconciler.storage.db import DatabaseUnavailable, StoreError
+from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
 
 log = logging.getLogger("api")
 
@@ -107,6 +107,18 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     return json_body(body, 503, {"Retry-After": "1"})
 
 
+async def database_busy(request: Request, exc: Exception) -> Response:
+    # A statement or lock timeout, or a deadlock that outlived its retries: the database is up but
+    # could not serve this request in time. Retrying shortly is the right answer, as for an outage.
+    log.warning("request %s: %s", request_id(request), exc)
+    body = ErrorResponse(
+        error="database_busy",
+        message="the database could not serve this request in time; retry shortly",
+        request_id=request_id(request),
+    )
+    return json_body(body, 503, {"Retry-After": "1"})
+
+
 async def store_error(request: Request, exc: Exception) -> Response:
     log.error("request %s failed in the store: %s", request_id(request), exc, exc_info=exc)
     body = ErrorResponse(error="internal_error", message="internal error", request_id=request_id(request))
@@ -117,6 +129,8 @@ EXCEPTION_HANDLERS = {
     ApiError: api_error,
     HTTPException: http_error,
     DatabaseUnavailable: database_unavailable,
+    DatabaseTimeout: database_busy,
+    TransactionConflict: database_busy,
     StoreError: store_error,
 }
 

@@ -10,19 +10,20 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api.routes import Endpoint
-from api.schemas import STRATEGY_ID_PATTERN, ErrorResponse, ValidationErrorResponse
+from api.schemas import STRATEGY_ID_PATTERN, UUID_PATTERN, ErrorResponse, ValidationErrorResponse
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "strategy_id": {"type": "string", "pattern": STRATEGY_ID_PATTERN},
-    "execution_id": {"type": "string", "format": "uuid"},
+    "execution_id": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
     "deployment_id": {"type": "string", "pattern": STRATEGY_ID_PATTERN},
 }
 _ERROR_DESCRIPTIONS = {
     401: "Missing or invalid bearer token",
     404: "Unknown id or route",
-    409: "The strategy cannot be replaced (being deleted, or another user's)",
+    409: "A conflict: the strategy is being deleted or is another user's, the exchange API key is another"
+    " user's, or (balances) the strategy trades live",
     413: "Request body, code or config too large",
     422: "Invalid request",
     500: "Unexpected error (the body carries the request id)",
@@ -46,9 +47,10 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         return dict(refs[(model, mode)])
 
     paths: dict[str, dict[str, Any]] = {}
+    operation_ids: set[str] = set()
     for endpoint in endpoints:
         operation: dict[str, Any] = {
-            "operationId": endpoint.handler.__name__,
+            "operationId": _operation_id(endpoint, operation_ids),
             "summary": endpoint.summary,
             "responses": {str(code): _response(model, ref) for code, model in sorted(endpoint.responses.items())},
         }
@@ -85,6 +87,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             }
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
 
+    _add_links(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -108,6 +111,18 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
     }
 
 
+def _operation_id(endpoint: Endpoint, taken: set[str]) -> str:
+    """The handler's name, unique in the document (generated clients name their methods by it): a name
+    another API's handler took already is prefixed with its owner's name, e.g. `webhooks_delete`."""
+    name = endpoint.handler.__name__
+    if name in taken:
+        owner = getattr(endpoint.handler, "__self__", None)
+        prefix = type(owner).__name__ if owner is not None else endpoint.path.strip("/").split("/")[0]
+        name = f"{re.sub(r'(?<!^)(?=[A-Z])', '_', prefix).lower()}_{name}"
+    taken.add(name)
+    return name
+
+
 def _response(
     model: type[BaseModel] | None, ref: Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -118,3 +133,33 @@ def _response(
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
+
+
+# Which id a response carries, and the path parameter it fills: (producer, its success codes, the
+# response field, the path parameter, the consumers' path prefix). A generated client and a stateful
+# property-based run follow these OpenAPI links from a deploy to everything about that strategy, and
+# from a run request to its execution.
+_PRODUCERS = (
+    (("post", "/strategies/deploy"), ("200", "201"), "strategy_id", "strategy_id", "/strategies/"),
+    # 200 only: a 202's run request may have no execution yet (execution_id null).
+    (("post", "/strategies/{strategy_id}/execute"), ("200",), "execution_id", "execution_id", "/executions/"),
+)
+
+
+def _add_links(paths: dict[str, dict[str, Any]]) -> None:
+    for (method, path), codes, field, parameter, prefix in _PRODUCERS:
+        producer = paths.get(path, {}).get(method)
+        if producer is None:
+            continue
+        links = {
+            operation["operationId"]: {
+                "operationId": operation["operationId"],
+                "parameters": {parameter: f"$response.body#/{field}"},
+            }
+            for consumer_path, operations in paths.items()
+            if f"{{{parameter}}}" in consumer_path and consumer_path.startswith(prefix)
+            for operation in operations.values()
+        }
+        for code in codes:
+            if code in producer["responses"] and links:
+                producer["responses"][code]["links"] = links

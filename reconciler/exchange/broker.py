@@ -27,7 +27,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler import refusals
@@ -43,6 +42,9 @@ from reconciler.exchange.risk_guard import RiskGuard, live_holdings, paper_holdi
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.credentials import load_credentials
+from reconciler.storage.db import Database, DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
+from reconciler.storage.fence import Fence, Fenced
+from reconciler.storage.orders import Orders
 from reconciler.storage.risk_writes import enqueue_alert
 from reconciler.storage.statements import exchange as queries
 from reconciler.storage.statements import risk as risk_queries
@@ -115,6 +117,7 @@ class BrokerFactory:
     ) -> None:
         self._settings = settings
         self._engine = engine
+        self._orders = Orders(engine)
         self._cipher = cipher
         self._retry = retry
         self._owns_http = http is None
@@ -130,13 +133,21 @@ class BrokerFactory:
         self._limiter = limiter or RateLimiter()
 
     def session(
-        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+        self,
+        *,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        config: dict[str, Any],
+        fence: Fence | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]:
-        return self._session(strategy_id, execution_id, exchange, config)
+        """`fence`: the execution's fencing token; every order is recorded (and so sent) only while it
+        holds. None only outside a claimed execution (tests of the broker itself)."""
+        return self._session(strategy_id, execution_id, exchange, config, fence)
 
     @asynccontextmanager
     async def _session(
-        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any]
+        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any], fence: Fence | None
     ) -> AsyncIterator[BrokerCall]:
         setup_error: BrokerError | None = None
         try:
@@ -160,7 +171,7 @@ class BrokerFactory:
                     errors.CREDENTIALS,
                     "this strategy's CoinDCX credentials cannot be decrypted; ask the operator",
                 )
-            except SQLAlchemyError:
+            except StoreError:
                 # The run goes on (it may not trade at all); its signed calls say what went wrong.
                 log.exception("strategy %s: could not load credentials", strategy_id)
                 setup_error = setup_error or BrokerError(
@@ -188,6 +199,8 @@ class BrokerFactory:
         guard = self._guard(strategy_id, execution_id, exchange, target, market, rate_key)
         session = BrokerSession(
             engine=self._engine,
+            orders=self._orders,
+            fence=fence,
             strategy_id=strategy_id,
             execution_id=execution_id,
             exchange=exchange,
@@ -245,6 +258,8 @@ class BrokerSession:
         self,
         *,
         engine: AsyncEngine,
+        orders: Orders,
+        fence: Fence | None,
         strategy_id: str,
         execution_id: str,
         exchange: str,
@@ -256,7 +271,9 @@ class BrokerSession:
         setup_error: BrokerError | None,
         guard: RiskGuard | None = None,
     ) -> None:
-        self._engine = engine
+        self._orders = orders
+        self._fence = fence
+        self._db = Database(engine)
         self._guard = guard
         self._strategy_id = strategy_id
         self._execution_id = uuid.UUID(str(execution_id))
@@ -290,11 +307,16 @@ class BrokerSession:
             if method in _ORDER_ANSWERS:
                 await self._mirror_status(result if isinstance(result, list) else [result])
             return result
-        except BrokerError:
-            raise
+        except (BrokerError, Fenced):
+            raise  # Fenced: the replica kills the execution, nothing more of it is sent
+        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
+            # Transient (the paper exchange's or the audit trail's database): a warning without a
+            # traceback, and the strategy is told it may try again.
+            log.warning("strategy %s: %s failed: %s", self._strategy_id, method, exc)
+            raise BrokerError(errors.UNAVAILABLE, f"{method}: the database is unavailable; try again") from None
         except Exception as exc:
             raise refusals.internal_error(
-                method, exc, log, f"strategy {self._strategy_id}", database=isinstance(exc, SQLAlchemyError)
+                method, exc, log, f"strategy {self._strategy_id}", database=isinstance(exc, StoreError)
             ) from None
 
     def _arguments(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +351,7 @@ class BrokerSession:
         number) is stored as NULL there and as given, made storable, in `request`."""
         given_id = arguments.get("client_order_id")
         valid_id = isinstance(given_id, str) and 0 < len(given_id) <= CLIENT_ORDER_ID_MAX
-        client_order_id = given_id if valid_id else new_client_order_id()
+        client_order_id = str(given_id) if valid_id else new_client_order_id()
         side, order_type, market = arguments["side"], arguments["order_type"], arguments["market"]
         record: dict[str, Any] = {
             "strategy_id": self._strategy_id,
@@ -475,23 +497,27 @@ class BrokerSession:
         return None
 
     async def _record(self, values: dict[str, Any], *, alert: tuple[str, str | None] | None = None) -> uuid.UUID | None:
-        """Insert one order request; None when its client_order_id was already used by this strategy.
-        `alert`: an order alert enqueued in the same transaction (live orders only)."""
-        async with self._engine.begin() as conn:
-            order_id = (await conn.execute(queries.insert_order(values))).scalar_one_or_none()
-            if order_id is not None and alert is not None:
+        """Insert one order request before anything is sent; None when its client_order_id was already
+        used by this strategy. Raises Fenced when the execution lost its lease: nothing is recorded, and
+        nothing may be sent. `alert`: an order alert enqueued in the same transaction (live orders only)."""
+
+        async def then(conn: Any, order_id: uuid.UUID) -> None:
+            if alert is not None:
                 await self._alert(conn, alert, order_id, values)
-            return order_id
+
+        return await self._orders.record(values, self._fence, then=then)
 
     async def _update(
         self, order_id: uuid.UUID, values: dict[str, Any], *, alert: tuple[str, str | None] | None = None
     ) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with self._db.transaction() as conn:
                 await conn.execute(queries.update_order(order_id, values))
                 if alert is not None:
                     await self._alert(conn, alert, order_id, values)
-        except SQLAlchemyError:
+        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
+            log.warning("strategy %s: could not record the answer to order %s: %s", self._strategy_id, order_id, exc)
+        except StoreError:
             # The order's fate must reach the strategy even if the audit update failed; log it loudly.
             log.exception("strategy %s: could not record the answer to order %s", self._strategy_id, order_id)
 
@@ -499,7 +525,7 @@ class BrokerSession:
         known = [o for o in answered if isinstance(o, dict) and o.get("id") is not None and o.get("status")]
         if not known:
             return
-        async with self._engine.begin() as conn:
+        async with self._db.transaction() as conn:
             for order in known:
                 newly_filled = None
                 if order["status"] == "filled" and self._exchange == "coindcx":

@@ -214,7 +214,7 @@ class SimulatedFeed:
         now = self.now()
         last_open = math.floor(min(now, end_time / 1000 if end_time else now) / seconds) * seconds
         earliest = start_time / 1000 if start_time else -math.inf
-        rows = []
+        rows: list[dict[str, Any]] = []
         open_at = last_open
         while len(rows) < limit and open_at >= earliest:
             close_at = min(open_at + seconds, now)  # the newest candle is still forming

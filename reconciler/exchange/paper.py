@@ -27,6 +27,7 @@ from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import PriceFeed
+from reconciler.storage.db import Database
 from reconciler.storage.statements import exchange as queries
 
 DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, like a CoinDCX taker fee
@@ -55,7 +56,8 @@ class PaperExchange:
         initial_balances: Mapping[str, float],
         fee_rate: Decimal = DEFAULT_FEE_RATE,
     ) -> None:
-        self._engine = engine
+        # Each call's transaction goes through the storage layer's boundary (errors classified once).
+        self._db = Database(engine)
         self._feed = feed
         self._strategy_id = strategy_id
         self._initial = {currency: Decimal(str(amount)) for currency, amount in initial_balances.items()}
@@ -277,12 +279,12 @@ class PaperExchange:
         leaving the strategy an empty wallet for the rest of its run.
         """
         if not self._seeded:
-            async with self._engine.begin() as conn:
+            async with self._db.transaction() as conn:
                 count = (await conn.execute(queries.count_paper_balances(self._strategy_id))).scalar_one()
                 if count == 0 and self._initial:
                     await conn.execute(queries.seed_paper_balances(self._strategy_id, self._initial))
             self._seeded = True
-        async with self._engine.begin() as conn:
+        async with self._db.transaction() as conn:
             await self._settle(conn)
             yield conn
 
@@ -395,7 +397,7 @@ class PaperExchange:
             raise ExchangeError(errors.NOT_FOUND, "Order not found")
         return row
 
-    def _order(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def _order(self, row: Mapping[Any, Any]) -> dict[str, Any]:
         """A paper order in CoinDCX's Order shape."""
         return {
             "id": str(row["paper_order_id"]),

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from reconciler import risk
 from reconciler.exchange.feed import PriceFeed
 from reconciler.exchange.wallet import WalletValue, wallet_value
+from reconciler.storage.db import Database, DatabaseTimeout, DatabaseUnavailable, TransactionConflict
 from reconciler.storage.risk_writes import halt
 from reconciler.storage.statements import exchange as exchange_queries
 from reconciler.storage.statements import risk as queries
@@ -44,7 +45,8 @@ class RiskGuard:
         holdings: Holdings,
         record_series: bool,
     ) -> None:
-        self._engine = engine
+        # Every transaction through the storage layer's boundary (driver errors classified once).
+        self._db = Database(engine)
         self._strategy_id = strategy_id
         self._execution_id = execution_id
         self._market = market
@@ -63,7 +65,7 @@ class RiskGuard:
     async def _load(self) -> None:
         if self._loaded:
             return
-        async with self._engine.connect() as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(queries.SELECT_RISK, {"strategy_id": self._strategy_id})).mappings().first()
         self._loaded = True
         if row is None:
@@ -107,7 +109,7 @@ class RiskGuard:
             if not (self._record_series or self.limits.measures_equity):
                 return
             valued = await self._value(None)
-            async with self._engine.begin() as conn:
+            async with self._db.transaction() as conn:
                 # The one equity series: stored with the execution, charted by the dashboard.
                 await conn.execute(
                     exchange_queries.record_wallet_value(self._execution_id, valued.value, valued.currency)
@@ -116,6 +118,9 @@ class RiskGuard:
                 breach = await self._observe(valued)
                 if breach is not None:
                     await self._halt(breach)
+        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
+            # Transient (an outage is logged by the replica): the next measure checks again.
+            log.warning("strategy %s: the risk guard could not measure equity: %s", self._strategy_id, exc)
         except Exception:
             log.exception("strategy %s: the risk guard could not measure equity", self._strategy_id)
 
@@ -131,7 +136,7 @@ class RiskGuard:
         before = self._state
         self._state, breach = risk.observe_equity(self.limits, self._state, valued.value, today)
         if self._state != before:
-            async with self._engine.begin() as conn:
+            async with self._db.transaction() as conn:
                 await conn.execute(
                     queries.SAVE_EQUITY_STATE,
                     {
@@ -151,7 +156,7 @@ class RiskGuard:
 
     async def _halt(self, breach: risk.Breach) -> None:
         self.breach = breach
-        async with self._engine.begin() as conn:
+        async with self._db.transaction() as conn:
             halted = await halt(conn, self._strategy_id, breach, risk.resume_rule(self.limits, breach))
         if halted:
             log.warning("strategy %s halted by %s: %s", self._strategy_id, breach.limit, breach.message)
@@ -161,7 +166,7 @@ def paper_holdings(engine: AsyncEngine, strategy_id: str, starting: Mapping[str,
     """The paper wallet as stored (the starting wallet until the first trade seeds it)."""
 
     async def read() -> Mapping[str, Decimal]:
-        async with engine.connect() as conn:
+        async with Database(engine).transaction() as conn:
             rows = (await conn.execute(exchange_queries.select_paper_balances(strategy_id))).mappings().all()
         if not rows:
             return {currency: Decimal(str(amount)) for currency, amount in starting.items()}

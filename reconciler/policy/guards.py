@@ -338,6 +338,7 @@ class _ReadOnly:
     """What `_write_` returns for objects a strategy may not modify (modules, classes, functions...)."""
 
     __slots__ = ("__what",)
+    __what: str
 
     def __init__(self, obj: object) -> None:
         object.__setattr__(self, "_ReadOnly__what", type(obj).__name__)

@@ -36,9 +36,13 @@ class CompileSettings(Protocol):
     """What this module reads of `reconciler.settings.Settings`, which it does not import: the sandbox
     imports this module, and nothing beside user code may load the settings."""
 
-    compile_timeout_seconds: float
-    max_compiled_bytes: int
-    compile_workers: int
+    # Read-only (properties): the frozen Settings object matches.
+    @property
+    def compile_timeout_seconds(self) -> float: ...
+    @property
+    def max_compiled_bytes(self) -> int: ...
+    @property
+    def compile_workers(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

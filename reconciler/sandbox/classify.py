@@ -188,6 +188,7 @@ def classify(
 ) -> ExecutionOutcome:
     result: Any = None
     state: dict[str, Any] | None = None
+    error: str | None
     report_error = observed.report.get("error") if observed.report else None
     if observed.interrupted:
         status, error = "interrupted", "the execution was interrupted (the replica stopped or cancelled it)"

@@ -312,18 +312,18 @@ class Sandbox:
             names = ", ".join(CLIENT_METHODS[method]) or "none"
             return _refusal(BrokerError(refusals.INVALID_REQUEST, f"{method}: invalid parameters; it takes {names}"))
         if calls > MAX_CLIENT_CALLS:
-            message = f"{method}: more than {MAX_CLIENT_CALLS} client calls in one run; make fewer calls per run"
-            return _refusal(BrokerError(refusals.LIMIT_REFUSED, message))
+            reason = f"{method}: more than {MAX_CLIENT_CALLS} client calls in one run; make fewer calls per run"
+            return _refusal(BrokerError(refusals.LIMIT_REFUSED, reason))
         if broker is None:
-            message = f"{method}: no exchange client is configured for this run"
-            return _refusal(BrokerError(refusals.UNAVAILABLE, message))
+            reason = f"{method}: no exchange client is configured for this run"
+            return _refusal(BrokerError(refusals.UNAVAILABLE, reason))
         try:
             params, changed = clean_json(params)
         except RecursionError:
             changed = True
         if changed:  # the broker records parameters (client_order_id, ...) in the database
-            message = f"{method}: parameters contain NUL characters or unpaired surrogates"
-            return _refusal(BrokerError(refusals.INVALID_REQUEST, message))
+            reason = f"{method}: parameters contain NUL characters or unpaired surrogates"
+            return _refusal(BrokerError(refusals.INVALID_REQUEST, reason))
         try:
             value = await broker(method, params)
             json.dumps(value, allow_nan=False)

@@ -1,7 +1,8 @@
 """The storage boundary of the executor API: one method per operation, each one short transaction.
 
-Every driver error leaves here wrapped by `reconciler.storage.db.wrap`, so callers see only `StoreError` or
-`DatabaseUnavailable`. Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
+Every transaction goes through `reconciler.storage.db.Database`, so callers see only `StoreError` and
+its kinds (`DatabaseUnavailable`, `DatabaseTimeout`, `TransactionConflict`), never a driver error.
+Domain outcomes are values (`None` for "no such strategy") or `StrategyConflict`.
 Records are plain dicts keyed by column name; the API turns them into its response models.
 Replicas learn of every desired-state write at once: a trigger (migration 0001) NOTIFYs them.
 The Store wraps an engine it does not own: whoever created the engine disposes it.
@@ -17,17 +18,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reconciler.storage.db import DatabaseUnavailable, wrap
+from reconciler.storage.db import Database, SessionLimits, create_engine
 from reconciler.storage.statements import api as q
 from reconciler.tables import TERMINAL_STATUSES
 
 Record = dict[str, Any]
-
-_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, OSError)
 
 
 class StrategyConflict(Exception):
@@ -91,25 +88,25 @@ class RunWait:
 
 class Store:
     def __init__(self, engine: AsyncEngine, *, operation_timeout: float = 10.0, health_timeout: float = 2.0) -> None:
-        self._engine = engine
-        self._operation_timeout = operation_timeout
+        self._db = Database(engine, timeout=operation_timeout)
         self._health_timeout = health_timeout
+
+    @classmethod
+    def engine_for(cls, url: str, *, pool_size: int, operation_timeout: float = 10.0) -> AsyncEngine:
+        """The API's engine: sessions whose server-side limits match the request deadline."""
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            application_name="strategy-executor api",
+            limits=SessionLimits.for_api(operation_timeout),
+        )
 
     @asynccontextmanager
     async def _transaction(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
         """One transaction, bounded in time: a server that accepts and never answers reads as unavailable.
-
-        Cancelling on timeout is safe here: psycopg cancels the running statement on the server and
-        the connection is rolled back (or discarded) before it returns to the pool.
-        """
-        limit = timeout if timeout is not None else self._operation_timeout
-        try:
-            async with asyncio.timeout(limit), self._engine.begin() as conn:
-                yield conn
-        except TimeoutError:  # before OSError, of which it is a subclass
-            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
-        except _DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
+        Not retried here: the API answers 503 and its client retries."""
+        async with self._db.transaction(timeout) as conn:
+            yield conn
 
     # --- desired state ---------------------------------------------------------------------------
 
@@ -304,7 +301,8 @@ class Store:
     async def find_live_by_name(self, user_id: str, name: str) -> str | None:
         """The user's strategy of that name that is not being deleted (the newest), for a redeploy."""
         async with self._transaction() as conn:
-            return (await conn.execute(q.select_live_by_name(user_id, name))).scalar_one_or_none()
+            found = (await conn.execute(q.select_live_by_name(user_id, name))).scalar_one_or_none()
+        return None if found is None else str(found)
 
     async def list_user_deployments(
         self, user_id: str, *, limit: int, after: tuple[datetime, str] | None = None, recent: int = 20

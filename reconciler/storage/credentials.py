@@ -2,23 +2,28 @@
 
 The database side of `reconciler.crypto` (which stays pure so the API can seal at deploy without a
 connection). Decrypted credentials exist only in the broker of the replica running the execution.
+Each function is one or more transactions through `Database.run`: driver errors leave as `StoreError`s,
+decryption errors (`CryptoError`) pass through unchanged.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reconciler.crypto import CredentialCipher, Credentials, DecryptionError, Sealed
+from reconciler.storage.db import Database
 from reconciler.storage.statements import exchange as queries
 
 
 async def load_credentials(engine: AsyncEngine, cipher: CredentialCipher, strategy_id: str) -> Credentials | None:
     """This strategy's decrypted credentials, None if it has none; raises CryptoError if they do not open."""
-    async with engine.connect() as conn:
+
+    async def work(conn: AsyncConnection) -> Sealed | None:
         row = (await conn.execute(queries.select_credentials(strategy_id))).first()
-    if row is None:
-        return None
-    return cipher.decrypt(Sealed(key_id=row.key_id, ciphertext=row.credentials), strategy_id=strategy_id)
+        return None if row is None else Sealed(key_id=row.key_id, ciphertext=row.credentials)
+
+    sealed = await Database(engine).run(work)
+    return None if sealed is None else cipher.decrypt(sealed, strategy_id=strategy_id)
 
 
 async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[str, int]:
@@ -28,7 +33,8 @@ async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[s
     wrong key material under the right id is found now rather than in the middle of a run. Returns the
     row count per key id (an operator sees how far a rotation has got).
     """
-    async with engine.connect() as conn:
+
+    async def work(conn: AsyncConnection) -> dict[str, int]:
         counts = {key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()}
         missing = sorted(set(counts) - set(cipher.key_ids))
         if missing:
@@ -40,7 +46,9 @@ async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[s
         for key_id in counts:
             row = (await conn.execute(queries.select_one_credential_with_key(key_id))).one()
             cipher.decrypt(Sealed(key_id, row.credentials), strategy_id=row.strategy_id)
-    return counts
+        return counts
+
+    return await Database(engine).run(work)
 
 
 async def rotate(engine: AsyncEngine, cipher: CredentialCipher, *, batch_size: int = 100) -> int:
@@ -50,15 +58,20 @@ async def rotate(engine: AsyncEngine, cipher: CredentialCipher, *, batch_size: i
     many rows does not hold one long lock; running it twice is harmless. A row that does not open
     stops the rotation with DecryptionError naming its strategy, before anything of its batch commits.
     """
+    db = Database(engine)
     done = 0
     after: str | None = None
     while True:
-        async with engine.begin() as conn:
+
+        async def work(conn: AsyncConnection, after: str | None = after) -> list[str]:
             rows = (await conn.execute(queries.select_all_credentials_for_update(batch_size, after))).all()
             for row in rows:
                 sealed = cipher.reseal(Sealed(row.key_id, row.credentials), strategy_id=row.strategy_id)
                 await conn.execute(queries.update_credentials(row.strategy_id, sealed.key_id, sealed.ciphertext))
-        done += len(rows)
-        if len(rows) < batch_size:
+            return [row.strategy_id for row in rows]
+
+        ids = await db.run(work)
+        done += len(ids)
+        if len(ids) < batch_size:
             return done
-        after = rows[-1].strategy_id
+        after = ids[-1]

@@ -1,26 +1,37 @@
-"""Engines and the storage boundary: driver errors are wrapped here once, and only here retried.
+"""Engines, sessions and the one transaction boundary: driver errors are wrapped here once, and only here.
 
-`DatabaseUnavailable` means "the server could not be reached or went away": transient, worth a retry
-with backoff. Everything else from the driver is a bug or bad data and surfaces as `StoreError`.
+Every error from the driver leaves this module as one of four `StoreError`s, chosen by SQLSTATE:
+
+- `DatabaseUnavailable`: the server could not be reached, went away, refused more connections or
+  is shutting down (class 08, 57P0x, 53300, 25P03, a socket error). Transient: back off and retry.
+- `TransactionConflict`: a deadlock or serialization failure (40P01, 40001) that was still there
+  after a few immediate retries of the whole transaction.
+- `DatabaseTimeout`: a statement or lock timeout (57014, 55P03), or no connection free in the pool.
+  Not retried: waiting longer is what the timeout exists to prevent.
+- `StoreError` itself: anything else, e.g. a constraint the code should have respected. A bug, never
+  reported as "unavailable".
+
+Errors that are not the driver's (a domain exception raised by the caller's work) pass through
+unchanged. Each replica session carries server-side timeouts well under the lease, so a replica that
+freezes mid-transaction (SIGSTOP, a network partition that keeps the TCP connection open) holds its
+row locks for seconds, not for as long as it is frozen; TCP keepalives and `tcp_user_timeout` find a
+dead peer on a TCP connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from reconciler import metrics
 from reconciler.storage import jsonb
@@ -31,11 +42,86 @@ T = TypeVar("T")
 
 
 class StoreError(Exception):
-    """A database error that is not a lost connection."""
+    """A database error that is none of the kinds below: a bug or bad data, not an outage."""
 
 
 class DatabaseUnavailable(StoreError):
-    """The database could not be reached, or the connection broke mid-statement."""
+    """The database could not be reached, or the connection broke mid-transaction."""
+
+
+class DatabaseTimeout(StoreError):
+    """A statement or a lock wait ran out of time on the server (or no pooled connection came free)."""
+
+
+class TransactionConflict(StoreError):
+    """A deadlock or serialization failure that persisted through the immediate retries."""
+
+
+# SQLSTATEs (PostgreSQL appendix A).
+_CONFLICT = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_TIMEOUT = {"57014", "55P03"}  # query_canceled (statement_timeout), lock_not_available (lock_timeout)
+_UNAVAILABLE = {
+    "57P01",  # admin_shutdown (also pg_terminate_backend)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (starting up, shutting down)
+    "53300",  # too_many_connections
+    "25P03",  # idle_in_transaction_session_timeout: the server closed this session
+}
+_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, OSError)
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def classify(exc: BaseException) -> StoreError | None:
+    """The `StoreError` for a driver exception; None for anything that is not the driver's."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, TimeoutError):  # asyncio's: the server accepted and never answered
+        return DatabaseUnavailable("database unavailable: no answer in time")
+    if not isinstance(exc, _DRIVER_ERRORS):
+        return None
+    state = sqlstate_of(exc)
+    line = _first_line(exc)
+    if state in _CONFLICT:
+        return TransactionConflict(f"transaction conflict ({state}): {line}")
+    if state in _TIMEOUT:
+        return DatabaseTimeout(f"database timeout ({state}): {line}")
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection to give
+        return DatabaseTimeout(f"database timeout: {line}")
+    if state is not None and (state.startswith("08") or state in _UNAVAILABLE):
+        return DatabaseUnavailable(f"database unavailable ({state}): {line}")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return DatabaseUnavailable(f"database unavailable: {line}")
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if state is None and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        # No SQLSTATE: libpq lost the socket (refused, reset, closed) before the server could say why.
+        return DatabaseUnavailable(f"database unavailable: {line}")
+    return StoreError(f"database error{f' ({state})' if state else ''}: {line}")
+
+
+_KINDS: dict[type[StoreError], str] = {
+    DatabaseUnavailable: "unavailable",
+    DatabaseTimeout: "timeout",
+    TransactionConflict: "conflict",
+}
+
+
+def wrap(exc: BaseException) -> StoreError:
+    """`classify` for callers that already know `exc` came from the driver."""
+    return classify(exc) or StoreError(_first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+# --- URLs and engines ------------------------------------------------------------------------------
 
 
 def sync_url(url: str) -> str:
@@ -51,12 +137,79 @@ def libpq_url(url: str) -> str:
     return make_url(sync_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Server-side limits of every session of an engine, in seconds."""
+
+    statement_timeout: float
+    lock_timeout: float
+    idle_in_transaction_timeout: float
+
+    @classmethod
+    def for_replica(cls, lease_seconds: float) -> SessionLimits:
+        """Well under the lease: a replica frozen inside a transaction loses its locks (and its session)
+        long before its lease runs out, so other replicas skip its strategies for seconds at most. A
+        replica's statements take milliseconds; the longest (a prune batch) well under a second."""
+        # At least a second each (at most half the shortest lease allowed): shorter, and a busy host's
+        # scheduling hiccup alone would cancel healthy statements.
+        return cls(
+            statement_timeout=max(1.0, lease_seconds / 4),
+            lock_timeout=max(1.0, lease_seconds / 10),
+            idle_in_transaction_timeout=max(1.0, lease_seconds / 6),
+        )
+
+    @classmethod
+    def for_api(cls, operation_timeout: float) -> SessionLimits:
+        """A request's transaction never outlives the request's own deadline on the server either."""
+        return cls(
+            statement_timeout=operation_timeout,
+            lock_timeout=operation_timeout / 2,
+            idle_in_transaction_timeout=operation_timeout * 2,
+        )
+
+    def options(self) -> str:
+        """The libpq `options` that set these limits at connection start (no extra round trip)."""
+        return " ".join(
+            f"-c {name}={max(1, round(seconds * 1000))}"
+            for name, seconds in (
+                ("statement_timeout", self.statement_timeout),
+                ("lock_timeout", self.lock_timeout),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout),
+            )
+        )
+
+
+def connect_args(
+    application_name: str, limits: SessionLimits | None, *, connect_timeout: float = 5.0
+) -> dict[str, Any]:
+    """libpq parameters for every connection. Keepalives and `tcp_user_timeout` find a peer that
+    vanished without closing the connection (a partition, a frozen host) in ~10 s instead of the
+    kernel's two hours; libpq ignores them on Unix sockets, where a dead peer is seen at once."""
+    args: dict[str, Any] = {
+        "application_name": application_name,
+        "connect_timeout": max(1, round(connect_timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }
+    if limits is not None:
+        args["options"] = limits.options()
+    return args
+
+
 def create_engine(
-    url: str, *, pool_size: int = 5, application_name: str = "strategy-executor", pre_ping: bool = True
+    url: str,
+    *,
+    pool_size: int = 5,
+    application_name: str = "strategy-executor",
+    pre_ping: bool = True,
+    limits: SessionLimits | None = None,
 ) -> AsyncEngine:
     """An async engine. `pre_ping` checks each connection on checkout, which costs a round trip per
     transaction: the API keeps it (a request on a connection the server dropped would fail once);
-    replicas turn it off, since every replica call is retried at the storage boundary anyway.
+    replicas turn it off, since `Database.run` retries a transaction that found its connection dead.
     """
     return create_async_engine(
         sync_url(url),
@@ -64,56 +217,77 @@ def create_engine(
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
-        connect_args={"application_name": application_name, "connect_timeout": 5},
+        connect_args=connect_args(application_name, limits),
         json_serializer=jsonb.dumps,  # a float stays a float through jsonb (1.5e300 is not an int)
     )
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        exc = exc.orig or exc
-    return isinstance(exc, psycopg.OperationalError | OSError | ConnectionError)
+# --- the transaction boundary ----------------------------------------------------------------------
 
 
-def wrap(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    metrics.database_error("unavailable" if is_disconnect(exc) else "error")
-    if is_disconnect(exc):
-        return DatabaseUnavailable(f"database unavailable: {_first_line(exc)}")
-    return StoreError(_first_line(exc))
+class Database:
+    """An engine and the one way to run a transaction on it (`run`).
 
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
-
-
-async def retrying(
-    operation: Callable[[], Awaitable[T]],
-    *,
-    give_up_after: float = 60.0,
-    what: str = "database operation",
-) -> T:
-    """Run `operation`, retrying it with jittered backoff while the database is unavailable.
-
-    Only `DatabaseUnavailable` is retried: each attempt is a whole transaction, so a retry never
-    sees half of an earlier attempt. Other errors propagate at once.
+    `run(work)` opens a transaction, awaits `work(connection)`, commits, and classifies whatever the
+    driver raised. It retries the whole transaction, so `work` must be safe to run again from the
+    start (it only talks to the database; each attempt sees nothing of an earlier one):
+    - at once, up to `conflict_retries` times, on a deadlock or serialization failure;
+    - once, after a short pause, when the connection was found dead (a pooled connection whose
+      backend was terminated or restarted), since a fresh connection usually works at once.
+    Longer outages are the caller's to wait out (see `reconciler.storage.outage`).
+    The Database wraps an engine it does not own: whoever created the engine disposes it.
     """
-    log_retry = before_sleep_log(log, logging.WARNING)
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(DatabaseUnavailable),
-        wait=wait_exponential_jitter(initial=0.1, max=5.0),
-        stop=stop_after_delay(give_up_after),
-        before_sleep=lambda state: (metrics.database_retry(what), log_retry(state)),
-        reraise=True,
-    ):
-        with attempt:
+
+    def __init__(self, engine: AsyncEngine, *, timeout: float | None = None, conflict_retries: int = 3) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.conflict_retries = conflict_retries
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, timeout: float | None = None) -> T:
+        limit = timeout if timeout is not None else self.timeout
+        conflicts = 0
+        reconnected = False
+        while True:
             try:
-                return await operation()
-            except Exception as exc:
-                raise wrap(exc) from exc
-    raise AssertionError("unreachable")
+                return await self._attempt(work, limit)
+            except TransactionConflict:
+                if conflicts >= self.conflict_retries:
+                    raise
+                conflicts += 1
+                metrics.database_retry("transaction conflict")
+                # At once, but not in lockstep with the transaction we collided with.
+                await asyncio.sleep(random.uniform(0, 0.005 * conflicts))
+            except DatabaseUnavailable:
+                if reconnected:
+                    raise
+                reconnected = True
+                metrics.database_retry("reconnect")
+                await asyncio.sleep(random.uniform(0.02, 0.1))
+
+    async def _attempt(self, work: Callable[[AsyncConnection], Awaitable[T]], limit: float | None) -> T:
+        async with self.transaction(limit) as conn:
+            return await work(conn)
+
+    @asynccontextmanager
+    async def transaction(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        """One attempt, for callers that answer a user and do not retry (the API: the client does):
+        the same classification as `run`, bounded by `timeout` (the Database's default when None).
+
+        Cancelling on timeout is safe: psycopg cancels the running statement on the server and the
+        connection is rolled back (or discarded) before it returns to the pool.
+        """
+        limit = timeout if timeout is not None else self.timeout
+        try:
+            if limit is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+            else:
+                async with asyncio.timeout(limit), self.engine.begin() as conn:
+                    yield conn
+        except TimeoutError:  # before OSError, of which it is a subclass
+            metrics.database_error("unavailable")
+            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
+        except _DRIVER_ERRORS as exc:
+            error = wrap(exc)
+            metrics.database_error(_KINDS.get(type(error), "error"))
+            raise error from exc

@@ -1,32 +1,38 @@
 """The replica's side of the database: each method is one short transaction over named statements.
 
-Driver errors are wrapped once here (`reconciler.storage.db.wrap`): callers see `DatabaseUnavailable` for a
-lost or refused connection, which the loop retries with backoff, and `StoreError` for anything else.
+Every transaction runs through `Database.run`, which wraps driver errors once and classifies them
+(`reconciler.storage.db`): callers see `DatabaseUnavailable` for a lost or refused connection, which
+the loop waits out with backoff, `DatabaseTimeout`/`TransactionConflict`, or `StoreError` for a bug.
+The reconcile decision itself is pure and passed in (`decide`), like the language policy's verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
-from reconciler.reconcile import Finalize, NoChange, SetStatus, Spec, Status, decide
+from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
 from reconciler.storage import jsonb
-from reconciler.storage.db import wrap
+from reconciler.storage.db import Database
+from reconciler.storage.fence import Fence
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import replica as queries
 from reconciler.storage.statements import risk as risk_queries
 
-# Given a strategy's code, the language policy's error message, or None when it compiles.
+# Given a strategy's code, the language policy's error message, or None when it compiles (compiles run
+# in worker processes, so the check is awaited).
 CodeChecker = Callable[[str], Awaitable[str | None]]
+# The pure reconcile decision (`reconciler.reconcile.decide`): (spec, status, now, compile error) -> action.
+Decide = Callable[[Spec, Status | None, datetime, str | None], Action]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class Claim:
     config: dict[str, Any]
     exchange: str
     state: dict[str, Any]
+    fence: Fence
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +63,15 @@ class Claimed:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     registered: bool  # False: this replica's row was gone (presumed dead), it must register again
-    lost: list[UUID]  # executions of dead replicas this heartbeat recorded as lost
+    renewed: frozenset[UUID]  # the named executions whose leases were renewed
+    fenced: frozenset[UUID]  # the named executions fenced off (lost, expired, another token): kill them
+    lost: list[UUID]  # executions whose leases had expired, recorded as lost by this heartbeat
     lost_strategies: dict[UUID, str] = field(default_factory=dict)  # their strategies, for the log
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    recorded: bool  # False: the execution already had an outcome
+    recorded: bool  # False: fenced off (already had an outcome, e.g. marked lost; or its lease expired)
     run_requested: bool  # the strategy has run requests that were waiting for this execution
 
 
@@ -76,21 +85,17 @@ class ReconcileReport:
 
 
 class ReplicaStore:
-    def __init__(self, engine: AsyncEngine, *, replica_id: str, lease_seconds: float) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, *, replica_id: str, lease_seconds: float) -> None:
+        self.db = db
         self.replica_id = replica_id
         self.lease_seconds = lease_seconds
-
-    async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
-        try:
-            async with self.engine.begin() as conn:
-                return await work(conn)
-        except Exception as exc:
-            raise wrap(exc) from exc
+        # This replica's fencing epoch, drawn at each registration; claims are stamped with it.
+        self.epoch = 0
 
     # --- replicas -----------------------------------------------------------------------------
 
-    async def register(self, *, hostname: str, pid: int, slots: int, version: str, layers: dict[str, Any]) -> None:
+    async def register(self, *, hostname: str, pid: int, slots: int, version: str, layers: dict[str, Any]) -> int:
+        """Register (again) under a new epoch, which fences off everything claimed under an older one."""
         params = {
             "replica_id": self.replica_id,
             "hostname": hostname,
@@ -101,20 +106,35 @@ class ReplicaStore:
             "lease_seconds": self.lease_seconds,
         }
 
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(queries.REGISTER_REPLICA, params)
+        async def work(conn: AsyncConnection) -> int:
+            return int((await conn.execute(queries.REGISTER_REPLICA, params)).scalar_one())
 
-        await self._transaction(work)
+        self.epoch = await self.db.run(work)
+        return self.epoch
 
-    async def heartbeat(self, *, stopping: bool = False, renew: bool = True, mark_lost: bool = False) -> Heartbeat:
-        """Renew this replica's lease and (`renew`) its executions' leases, and (`mark_lost`) record
-        the executions of dead replicas as lost: one transaction, so an idle replica costs little."""
+    async def heartbeat(
+        self, *, stopping: bool = False, renew: Sequence[Fence] = (), mark_lost: bool = False
+    ) -> Heartbeat:
+        """Renew this replica's lease and the leases of the executions in `renew` (those not renewed
+        are fenced off), and (`mark_lost`) record as lost the executions whose leases expired: one
+        transaction, so an idle replica costs little."""
+        params = {
+            "replica_id": self.replica_id,
+            "epoch": self.epoch,
+            "lease_seconds": self.lease_seconds,
+            "stopping": stopping,
+        }
+        renewals = {
+            **params,
+            "execution_ids": [fence.execution_id for fence in renew],
+            "tokens": [fence.token for fence in renew],
+        }
 
         async def work(conn: AsyncConnection) -> Heartbeat:
-            params = {"replica_id": self.replica_id, "lease_seconds": self.lease_seconds, "stopping": stopping}
             found = (await conn.execute(queries.HEARTBEAT, params)).first() is not None
-            if renew:
-                await conn.execute(queries.RENEW_LEASES, params)
+            rows = (await conn.execute(queries.RENEW_LEASES, renewals)).all() if renew and found else []
+            renewed = frozenset(row.execution_id for row in rows if row.renewed)
+            fenced = frozenset(row.execution_id for row in rows if not row.renewed)
             rows = (await conn.execute(queries.MARK_LOST)).all() if mark_lost else []
             for row in rows:
                 await enqueue_alert(
@@ -122,20 +142,37 @@ class ReplicaStore:
                 )
             await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             lost = {row.execution_id: row.strategy_id for row in rows}
-            return Heartbeat(registered=found, lost=list(lost), lost_strategies=lost)
+            return Heartbeat(found, renewed, fenced, list(lost), lost_strategies=lost)
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self.db.run(work)
 
     async def deregister(self) -> None:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(queries.DEREGISTER_REPLICA, {"replica_id": self.replica_id})
 
-        await self._transaction(work)
+        await self.db.run(work)
 
     # --- reconcile ----------------------------------------------------------------------------
 
-    async def reconcile(self, check_code: CodeChecker, *, batch: int = 200) -> ReconcileReport:
-        """One batch of the reconcile pass: lock unreconciled specs, decide, write, commit."""
+    async def reconcile(self, decide: Decide, check_code: CodeChecker, *, batch: int = 200) -> ReconcileReport:
+        """One batch of the reconcile pass: check the code, then lock unreconciled specs, `decide`,
+        write, commit.
+
+        The code is checked before the transaction that locks, never inside it: a compile takes as long
+        as it takes, and a transaction that sat idle for it would hold the strategies' locks meanwhile
+        (and be ended by idle_in_transaction_session_timeout). Each distinct source is checked once, the
+        checks in parallel. A spec whose code changed between the two reads is left for the next pass.
+        """
+
+        async def unreconciled(conn: AsyncConnection) -> tuple[list[str | None], float | None]:
+            rows = (await conn.execute(queries.SELECT_UNRECONCILED_CODE, {"batch": batch})).all()
+            return [row.code for row in rows], None if rows else await _next_resume(conn)
+
+        pending, resume = await self.db.run(unreconciled)
+        if not pending:
+            return ReconcileReport(0, 0, 0, resume)  # the common case: no locks taken
+        codes = list(dict.fromkeys(code for code in pending if code is not None))
+        verdicts = dict(zip(codes, await asyncio.gather(*map(check_code, codes)), strict=True))
 
         async def work(conn: AsyncConnection) -> ReconcileReport:
             specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
@@ -145,12 +182,6 @@ class ReplicaStore:
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
             now = (await conn.execute(queries.DATABASE_NOW)).scalar_one()
-            # Each distinct source once, before deciding (compiles run in worker processes, in parallel,
-            # so a batch of strategies sharing one template costs one compile).
-            to_check = list(
-                dict.fromkeys(r["code"] for r in specs if r["desired_state"] == "running" and not r["delete_requested"])
-            )
-            verdicts = dict(zip(to_check, await asyncio.gather(*map(check_code, to_check)), strict=True))
             writes: list[dict[str, Any]] = []
             finalized = 0
             for row in specs:
@@ -164,6 +195,8 @@ class ReplicaStore:
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
+                if needs_check and row["code"] not in verdicts:
+                    continue  # deployed again since the check: the next pass sees it
                 compile_error = verdicts[row["code"]] if needs_check else None
                 action = decide(spec, status, now, compile_error)
                 if isinstance(action, SetStatus):
@@ -182,7 +215,7 @@ class ReplicaStore:
                         await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
             return ReconcileReport(len(specs), len(writes), finalized, await _next_resume(conn))
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self.db.run(work)
 
     # --- claims and outcomes ------------------------------------------------------------------
 
@@ -191,18 +224,24 @@ class ReplicaStore:
 
         `requests=False` skips the run-request statement when the caller knows none can be pending.
         When fewer than `slots` were due, the same transaction also reads when the next one falls due.
+        Nothing is claimed unless this replica's lease is live under its current epoch.
         """
-        params = {"slots": slots, "replica_id": self.replica_id, "lease_seconds": self.lease_seconds}
+        params = {
+            "slots": slots,
+            "replica_id": self.replica_id,
+            "epoch": self.epoch,
+            "lease_seconds": self.lease_seconds,
+        }
 
         async def work(conn: AsyncConnection) -> Claimed:
             claims = []
             if requests:
                 rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
-                claims = [_claim(row) for row in rows]
+                claims = [self._claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
                 rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
-                claims.extend(_claim(row) for row in rows)
+                claims.extend(self._claim(row) for row in rows)
             if len(claims) == slots:
                 return Claimed(claims, None)
             wait = (await conn.execute(queries.NEXT_DUE)).scalar_one()
@@ -210,17 +249,20 @@ class ReplicaStore:
 
         if slots <= 0:
             return Claimed([], None)
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self.db.run(work)
 
-    async def complete(self, execution_id: UUID, outcome: ExecutionOutcome) -> Completion:
+    async def complete(self, fence: Fence, outcome: ExecutionOutcome) -> Completion:
         """Record one outcome (see `complete_many`)."""
-        return (await self.complete_many([(execution_id, outcome)]))[execution_id]
+        return (await self.complete_many([(fence, outcome)]))[fence.execution_id]
 
-    async def complete_many(self, outcomes: list[tuple[UUID, ExecutionOutcome]]) -> dict[UUID, Completion]:
-        """Record outcomes in one transaction; per execution, whether it was recorded (False: it already
-        had an outcome, e.g. marked lost meanwhile) and whether run requests waited for it."""
+    async def complete_many(self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]]) -> dict[UUID, Completion]:
+        """Record outcomes (and STATE) in one transaction, each under its fencing check; per execution,
+        whether it was recorded (False: fenced off, e.g. marked lost meanwhile or its lease expired) and
+        whether run requests waited for it."""
         params = {
-            "execution_ids": [execution_id for execution_id, _ in outcomes],
+            "replica_id": self.replica_id,
+            "execution_ids": [fence.execution_id for fence, _ in outcomes],
+            "tokens": [fence.token for fence, _ in outcomes],
             "statuses": [o.status for _, o in outcomes],
             "durations": [o.duration for _, o in outcomes],
             "outputs": [_no_nul(o.output) for _, o in outcomes],
@@ -231,12 +273,29 @@ class ReplicaStore:
         }
 
         async def work(conn: AsyncConnection) -> dict[UUID, Completion]:
+            strategy_ids = [fence.strategy_id for fence, _ in outcomes]
+            await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids})
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
             await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
             done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
-            return {execution_id: done.get(execution_id, Completion(False, False)) for execution_id, _ in outcomes}
+            return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self.db.run(work)
+
+    def _claim(self, row: Any) -> Claim:
+        return Claim(
+            execution_id=row["execution_id"],
+            strategy_id=row["strategy_id"],
+            trigger=row["trigger"],
+            scheduled_for=row["scheduled_for"],
+            claimed_at=row["claimed_at"],
+            generation=row["generation"],
+            code=row["code"],
+            config=row["config"] or {},
+            exchange=row["exchange"],
+            state=row["state"] or {},
+            fence=Fence(row["execution_id"], row["strategy_id"], self.replica_id, int(row["fencing_token"])),
+        )
 
     # --- retention ----------------------------------------------------------------------------
 
@@ -250,7 +309,7 @@ class ReplicaStore:
             await conn.execute(queries.FORGET_DEAD_REPLICAS, {"after_seconds": 86_400})
             return int(executions or 0) + int(requests or 0)
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self.db.run(work)
 
 
 async def _next_resume(conn: AsyncConnection) -> float | None:
@@ -307,21 +366,6 @@ def _status_params(strategy_id: str, action: SetStatus) -> dict[str, Any]:
         "next_execution_at": action.next_execution_at,
         "resumed": action.resumed,
     }
-
-
-def _claim(row: Any) -> Claim:
-    return Claim(
-        execution_id=row["execution_id"],
-        strategy_id=row["strategy_id"],
-        trigger=row["trigger"],
-        scheduled_for=row["scheduled_for"],
-        claimed_at=row["claimed_at"],
-        generation=row["generation"],
-        code=row["code"],
-        config=row["config"] or {},
-        exchange=row["exchange"],
-        state=row["state"] or {},
-    )
 
 
 def _no_nul(text: str) -> str:

@@ -91,13 +91,20 @@ def test_unknown_ids_are_404_json(client: TestClient, method: str, path: str) ->
         ("DELETE", "/strategies/a;b", "strategy_id"),
         ("GET", "/strategies/" + "x" * 65, "strategy_id"),
         ("GET", "/strategies/%C3%A9/status", "strategy_id"),
-        ("GET", "/executions/not-a-uuid", "execution_id"),
     ],
 )
 def test_ids_with_bad_characters_are_422(client: TestClient, method: str, path: str, field: str) -> None:
     response = client.request(method, path)
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == field
+
+
+@pytest.mark.parametrize("raw", ["not-a-uuid", "null", "0" * 32, "{00000000-0000-0000-0000-000000000000}"])
+def test_an_execution_id_that_is_no_uuid_names_no_execution(client: TestClient, raw: str) -> None:
+    # The OpenAPI document's pattern is the one form accepted; anything else is an unknown id.
+    response = client.get(f"/executions/{raw}")
+    assert response.status_code == 404
+    assert "execution ids are UUIDs" in response.json()["message"]
 
 
 def test_status_is_pending_until_a_replica_writes_it(deployed: TestClient, pg_conn: psycopg.Connection) -> None:

@@ -107,8 +107,8 @@ async def bench(url: str, bots: int, requests: int) -> None:
             report(f"dashboard GET / ({bots} bots, a chart each)", await timed(lambda: client.get("/"), requests))
             report("dashboard GET /bots/{id}", await timed(lambda: client.get(f"/bots/{ids[0]}"), requests))
 
-        # The wallet-value record: a broker session opened and closed around a running execution,
-        # with and without the record (a coindcx session records nothing but opens the same way).
+        # The wallet-value record: a paper broker session opened and closed around a running execution
+        # (as it closes, the risk guard values the wallet at the feed's prices and stores it).
         factory = BrokerFactory(
             Settings(), engine, CredentialCipher.from_key_string(generate_key("b")), feed=SimulatedFeed()
         )
@@ -125,12 +125,11 @@ async def bench(url: str, bots: int, requests: int) -> None:
             async with factory.session(strategy_id=bot, execution_id=str(execution), exchange="paper", config={}):
                 pass
 
-        async def value_only() -> None:
-            await factory._record_wallet_value(bot, execution)
-
         await timed(paper_session, 20)
-        report("paper broker session open+close, wallet value recorded", await timed(paper_session, requests))
-        report("the wallet-value record alone (read wallet, value it, write it)", await timed(value_only, requests))
+        report(
+            "paper broker session open+close (the risk guard values the wallet and records it)",
+            await timed(paper_session, requests),
+        )
         await factory.aclose()
     finally:
         await engine.dispose()

@@ -175,3 +175,28 @@ def test_docs_render_every_route_without_scripts(anonymous: TestClient) -> None:
     for route in ("POST /api/bot/start", "GET /api/bot/deployments/{deployment_id}", "POST /strategies/deploy"):
         assert route in page.text, route
     assert "tenantJwt" in page.text and "DeploymentDetail" in page.text
+
+
+def test_a_halted_bot_shows_why_when_it_resumes_and_a_start_button(anonymous: TestClient, pg_conn: object) -> None:
+    bot = deploy_bot(anonymous, "alice")
+    risk = {"max_daily_loss": 50, "on_breach": "pause"}
+    response = anonymous.post("/api/bot/start", headers=bearer("alice"), json=start_body(deploymentId=bot, risk=risk))
+    assert response.status_code == 200, response.text
+    assert response.json()["risk"] == {**risk, "currency": "USDT"}
+    pg_conn.execute(  # type: ignore[attr-defined]
+        "INSERT INTO strategy_status (strategy_id, status, observed_generation, halted_at, halt_limit, halt_value, "
+        "halt_threshold, resume_at, status_reason) VALUES (%s, 'halted', 2, now(), 'max_daily_loss', 61.5, 50, "
+        "'2026-11-28T00:00:00Z', 'halted by max_daily_loss: the loss today is 61.5 USDT')",
+        (bot,),
+    )
+    csrf = sign_in(anonymous, "alice")
+    page = anonymous.get(f"/bots/{bot}").text
+    assert "halted by max_daily_loss: the loss today is 61.5 USDT" in page
+    assert 'id="halt-resume"' in page and "resumes" in page
+    assert 'data-action="start"' in page and "max_daily_loss 50" in page
+    # Start is the person's explicit answer to the halt: on record as started_at.
+    assert anonymous.post(f"/bots/{bot}/start", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    (started_at,) = pg_conn.execute(  # type: ignore[attr-defined]
+        "SELECT started_at FROM strategies WHERE strategy_id = %s", (bot,)
+    ).fetchone()
+    assert started_at is not None

@@ -14,6 +14,8 @@ from tests.e2e.harness import Service, connect, deploy_sql, service_env, wait_fo
 pytestmark = pytest.mark.slow
 
 TRIVIAL = "RESULT = CONFIG.get('n', 0) + 1\n"
+# Strategies of the three-replica test: with 3-4 s intervals, ~13 executions/s.
+STRATEGIES = 45
 
 
 @pytest.fixture
@@ -41,10 +43,13 @@ def start_workers(services: list[Service], database_url: str, tmp_path: Path, co
 def test_three_replicas_run_every_tick_once_and_share_the_load(
     database_url: str, pg_conn: psycopg.Connection, services: list[Service], tmp_path: Path
 ) -> None:
+    # Well under capacity (~13 executions/s against the hundreds three replicas sustain), so nothing
+    # here depends on the machine's speed: a replica may stall for seconds on a busy host and still
+    # catch every tick. Capacity itself is measured by tests/benchmarks/bench_reconciler.py.
     start_workers(services, database_url, tmp_path, 3)
-    for i in range(200):
-        deploy_sql(pg_conn, f"s{i:03d}", TRIVIAL, interval=1 + i % 2)
-    time.sleep(20)
+    for i in range(STRATEGIES):
+        deploy_sql(pg_conn, f"s{i:03d}", TRIVIAL, interval=3 + i % 2)
+    time.sleep(24)
     pg_conn.execute("UPDATE strategies SET desired_state = 'stopped', generation = generation + 1")
     wait_for(
         lambda: pg_conn.execute("SELECT count(*) FROM executions WHERE status = 'running'").fetchone()[0] == 0,
@@ -75,7 +80,7 @@ def test_three_replicas_run_every_tick_once_and_share_the_load(
     ).fetchone()[0]
     assert gaps == 0
     total = sum(statuses.values())
-    assert total >= 200 * 15 / 1.5 * 0.8  # ~20 s of 1-2 s intervals, allowing start-up
+    assert total >= STRATEGIES * 18 / 3.5  # ~24 s of 3-4 s intervals, allowing start-up
     # The load is shared: every replica ran a fair part of it.
     shares = dict(pg_conn.execute("SELECT replica_id, count(*) FROM executions GROUP BY 1").fetchall())
     assert len(shares) == 3

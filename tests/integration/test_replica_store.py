@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from reconciler.outcome import ExecutionOutcome
-from reconciler.storage.db import create_engine
+from reconciler.reconcile import decide
+from reconciler.storage.db import Database, create_engine
 from reconciler.storage.replica_store import ReplicaStore
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ async def python_check(code: str) -> str | None:
 def run(database_url: str, work: Callable[..., Awaitable[T]], replicas: int = 1, lease: float = 30.0) -> T:
     async def main() -> T:
         engine = create_engine(database_url, pool_size=4)
-        stores = [ReplicaStore(engine, replica_id=f"r{i}", lease_seconds=lease) for i in range(replicas)]
+        stores = [ReplicaStore(Database(engine), replica_id=f"r{i}", lease_seconds=lease) for i in range(replicas)]
         try:
             for store in stores:
                 await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
@@ -64,7 +65,7 @@ def ok(duration: float = 0.01, **fields: Any) -> ExecutionOutcome:
 
 def test_reconcile_schedules_a_running_strategy_due_now(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1")
-    report = run(database_url, lambda s: s.reconcile(python_check))
+    report = run(database_url, lambda s: s.reconcile(decide, python_check))
     assert (report.examined, report.updated, report.finalized) == (1, 1, 0)
     status = status_of(pg_conn, "s1")
     assert status["status"] == "running"
@@ -72,12 +73,12 @@ def test_reconcile_schedules_a_running_strategy_due_now(database_url: str, pg_co
     assert status["next_execution_at"] == status["schedule_anchor_at"]
     assert status["schedule_interval"] == 5
     # A second pass finds nothing to do.
-    assert run(database_url, lambda s: s.reconcile(python_check)).examined == 0
+    assert run(database_url, lambda s: s.reconcile(decide, python_check)).examined == 0
 
 
 def test_reconcile_puts_code_that_no_longer_compiles_in_error(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "bad", code="def f(:\n  pass")
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     status = status_of(pg_conn, "bad")
     assert status["status"] == "error"
     assert "line 1" in status["status_reason"]
@@ -91,7 +92,7 @@ def test_claim_runs_each_due_strategy_once_and_advances_the_grid(
         deploy(pg_conn, f"s{i}")
 
     async def work(store: ReplicaStore) -> tuple[list[Any], list[Any]]:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         first = (await store.claim(5)).claims
         second = (await store.claim(5)).claims  # all three are in flight: nothing more to claim
         return first, second
@@ -112,10 +113,10 @@ def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_c
         deploy(pg_conn, f"s{i}")
 
     async def work(store: ReplicaStore) -> list[Any]:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         return (await store.claim(5)).claims
 
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     # Make s7 the most overdue: it must be among the first claimed.
     pg_conn.execute(
         "UPDATE strategy_status SET next_execution_at = next_execution_at - interval '1 hour', "
@@ -132,7 +133,7 @@ def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_c
 
 def test_missed_ticks_are_coalesced_and_counted(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "late", interval=10)
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     # The replica was away for 95 s: ticks at -95, -85, ..., -5 fell due; only the latest one runs.
     pg_conn.execute(
         "UPDATE strategy_status SET schedule_anchor_at = now() - interval '95 seconds', "
@@ -150,10 +151,10 @@ def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: ps
     deploy(pg_conn, "s1")
 
     async def work(store: ReplicaStore) -> tuple[bool, bool]:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         (claim,) = (await store.claim(5)).claims
-        first = await store.complete(claim.execution_id, ok(0.5, output="hi\n", result={"a": 1}, state={"n": 1}))
-        again = await store.complete(claim.execution_id, ok(0.7))
+        first = await store.complete(claim.fence, ok(0.5, output="hi\n", result={"a": 1}, state={"n": 1}))
+        again = await store.complete(claim.fence, ok(0.7))
         return first.recorded, again.recorded
 
     first, again = run(database_url, work)
@@ -175,9 +176,9 @@ def test_failed_outcome_keeps_state_and_records_error(database_url: str, pg_conn
     pg_conn.execute("INSERT INTO strategy_status (strategy_id, state) VALUES ('s1', '{\"kept\": true}')")
 
     async def work(store: ReplicaStore) -> None:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         (claim,) = (await store.claim(5)).claims
-        await store.complete(claim.execution_id, ExecutionOutcome(status="failed", duration=0.1, error="boom"))
+        await store.complete(claim.fence, ExecutionOutcome(status="failed", duration=0.1, error="boom"))
 
     run(database_url, work)
     status = status_of(pg_conn, "s1")
@@ -191,7 +192,7 @@ def test_concurrent_claims_get_disjoint_sets(database_url: str, pg_conn: psycopg
         deploy(pg_conn, f"s{i:02d}")
 
     async def work(*stores: ReplicaStore) -> list[list[Any]]:
-        await stores[0].reconcile(python_check)
+        await stores[0].reconcile(decide, python_check)
         return [result.claims for result in await asyncio.gather(*(store.claim(10) for store in stores))]
 
     results = run(database_url, work, replicas=4)
@@ -202,7 +203,7 @@ def test_concurrent_claims_get_disjoint_sets(database_url: str, pg_conn: psycopg
 
 def test_manual_run_requests_are_claimed_once_per_strategy(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1", desired_state="stopped")
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1'), ('s1')")
     claims = run(database_url, lambda s: _claims(s, 5))
     assert [(c.strategy_id, c.trigger) for c in claims] == [("s1", "manual")]
@@ -215,7 +216,7 @@ def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_c
     deploy(pg_conn, "s1")
 
     async def work(dead: ReplicaStore, alive: ReplicaStore) -> Any:
-        await dead.reconcile(python_check)
+        await dead.reconcile(decide, python_check)
         (claim,) = (await dead.claim(5)).claims
         assert (await alive.heartbeat(mark_lost=True)).lost == []  # lease still valid
         return claim
@@ -226,14 +227,14 @@ def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_c
 
     async def later(dead: ReplicaStore, alive: ReplicaStore) -> tuple[list[Any], bool]:
         # Both registered again by `run`; only the lease timestamps matter, so expire r0 once more.
-        async with alive.engine.begin() as conn:
+        async with alive.db.engine.begin() as conn:
             from sqlalchemy import text
 
             await conn.execute(
                 text("UPDATE replicas SET lease_expires_at = now() - interval '1 s' WHERE replica_id='r0'")
             )
         lost = (await alive.heartbeat(mark_lost=True)).lost
-        late = await dead.complete(claim.execution_id, ok())
+        late = await dead.complete(claim.fence, ok())
         return lost, late.recorded
 
     lost, late = run(database_url, later, replicas=2)
@@ -249,17 +250,17 @@ def test_stop_then_delete_finalizes_once_nothing_is_in_flight(database_url: str,
     deploy(pg_conn, "s1")
 
     async def work(store: ReplicaStore) -> Any:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         return ((await store.claim(5)).claims)[0]
 
     claim = run(database_url, work)
     pg_conn.execute("UPDATE strategies SET delete_requested_at = now(), generation = generation + 1")
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     assert status_of(pg_conn, "s1")["status"] == "deleting"
 
     async def finish(store: ReplicaStore) -> Any:
-        await store.complete(claim.execution_id, ok())
-        return await store.reconcile(python_check)
+        await store.complete(claim.fence, ok())
+        return await store.reconcile(decide, python_check)
 
     report = run(database_url, finish)
     assert report.finalized == 1
@@ -269,10 +270,10 @@ def test_stop_then_delete_finalizes_once_nothing_is_in_flight(database_url: str,
 
 def test_interval_change_applies_from_the_next_tick(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1", interval=60)
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     before = status_of(pg_conn, "s1")
     pg_conn.execute("UPDATE strategies SET execution_interval = 10, generation = 2")
-    run(database_url, lambda s: s.reconcile(python_check))
+    run(database_url, lambda s: s.reconcile(decide, python_check))
     after = status_of(pg_conn, "s1")
     # The next tick was one old interval (60 s) after the last; it is now one new interval (10 s) after it.
     assert after["next_execution_at"] == before["next_execution_at"] - timedelta(seconds=50)
@@ -299,15 +300,15 @@ def test_completion_says_when_a_run_request_waited_for_it(database_url: str, pg_
     deploy(pg_conn, "s1")
 
     async def work(store: ReplicaStore) -> tuple[bool, list[str], bool]:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         (tick,) = (await store.claim(5)).claims
-        async with store.engine.begin() as conn:
+        async with store.db.engine.begin() as conn:
             from sqlalchemy import text
 
             await conn.execute(text("INSERT INTO run_requests (strategy_id) VALUES ('s1')"))
         # The strategy is busy: the request waits, even with slots free.
         busy = (await store.claim(5)).claims
-        completion = await store.complete(tick.execution_id, ok())
+        completion = await store.complete(tick.fence, ok())
         manual = (await store.claim(5, requests=completion.run_requested)).claims
         return completion.run_requested, [c.trigger for c in busy + manual], completion.recorded
 
@@ -321,9 +322,9 @@ def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_
         deploy(pg_conn, f"s{i}")
 
     async def work(store: ReplicaStore) -> tuple[list[Any], dict[Any, Any]]:
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         claims = sorted((await store.claim(5)).claims, key=lambda c: c.strategy_id)
-        async with store.engine.begin() as conn:
+        async with store.db.engine.begin() as conn:
             from sqlalchemy import text
 
             # s2's execution was marked lost by another replica before this one answered.
@@ -332,9 +333,9 @@ def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_
                 {"e": claims[2].execution_id},
             )
         outcomes = [
-            (claims[0].execution_id, ok(0.2, output="a\x00b", state={"k": [1, 2]})),
-            (claims[1].execution_id, ExecutionOutcome(status="timed_out", duration=2.0, error="wall clock")),
-            (claims[2].execution_id, ok(0.1)),
+            (claims[0].fence, ok(0.2, output="a\x00b", state={"k": [1, 2]})),
+            (claims[1].fence, ExecutionOutcome(status="timed_out", duration=2.0, error="wall clock")),
+            (claims[2].fence, ok(0.1)),
         ]
         return claims, await store.complete_many(outcomes)
 
@@ -355,10 +356,10 @@ def test_claim_reads_when_the_next_execution_falls_due(database_url: str, pg_con
 
     async def work(store: ReplicaStore) -> tuple[Any, Any, Any, Any]:
         nothing = await store.claim(5)  # not reconciled yet: nothing scheduled
-        await store.reconcile(python_check)
+        await store.reconcile(decide, python_check)
         first = await store.claim(5)
         after = await store.claim(5)  # in flight now: the next tick is not claimable either
-        await store.complete(first.claims[0].execution_id, ok())
+        await store.complete(first.claims[0].fence, ok())
         done = await store.claim(5)
         return nothing, first, after, done
 
@@ -379,11 +380,11 @@ def test_a_pass_that_schedules_tells_the_other_replicas(database_url: str, pg_co
         listener.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
         deploy(pg_conn, "s1")
         deploy(pg_conn, "stopped", desired_state="stopped")
-        run(database_url, lambda s: s.reconcile(python_check))
+        run(database_url, lambda s: s.reconcile(decide, python_check))
         payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
         # Two from the trigger (desired state), one from the pass: it scheduled s1.
         assert sorted(payloads) == sorted(["s1", "stopped", queries.SCHEDULE_CHANGED])
         # A pass that schedules nothing new says nothing.
         pg_conn.execute("UPDATE strategies SET name = 'renamed', generation = 2 WHERE strategy_id = 'stopped'")
-        run(database_url, lambda s: s.reconcile(python_check))
+        run(database_url, lambda s: s.reconcile(decide, python_check))
         assert [n.payload for n in listener.notifies(timeout=1, stop_after=2)] == ["stopped"]

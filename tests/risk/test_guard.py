@@ -21,7 +21,9 @@ from reconciler.exchange import errors
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.feed import SimulatedFeed
 from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome
+from reconciler.reconcile import decide
 from reconciler.settings import Settings
+from reconciler.storage.db import Database
 from reconciler.storage.replica_store import ReplicaStore
 from reconciler.tables import executions
 
@@ -239,12 +241,12 @@ def test_drawdown_is_measured_from_a_peak_reached_mid_way_and_the_pause_ends_on_
         from reconciler.storage.db import create_engine
 
         engine = create_engine(database_url, pool_size=2)
-        store = ReplicaStore(engine, replica_id="r1", lease_seconds=30)
+        store = ReplicaStore(Database(engine), replica_id="r1", lease_seconds=30)
         try:
-            early = await store.reconcile(compiles)
+            early = await store.reconcile(decide, compiles)
             assert early.seconds_until_resume is not None
             await asyncio.sleep(max(early.seconds_until_resume, 0) + 0.1)
-            await store.reconcile(compiles)
+            await store.reconcile(decide, compiles)
         finally:
             await engine.dispose()
 
@@ -288,12 +290,12 @@ def test_three_failures_in_a_row_halt_the_strategy(database_url: str, pg_conn: p
         from reconciler.storage.db import create_engine
 
         engine = create_engine(database_url, pool_size=2)
-        store = ReplicaStore(engine, replica_id="r1", lease_seconds=30)
+        store = ReplicaStore(Database(engine), replica_id="r1", lease_seconds=30)
         seen = []
         try:
             await store.register(hostname="h", pid=1, slots=1, version="t", layers={})
             for outcome in (failed, ExecutionOutcome(status="succeeded", duration=0.01), failed, failed, failed):
-                await store.reconcile(compiles)
+                await store.reconcile(decide, compiles)
                 claims = []
                 for _ in range(50):
                     claims = (await store.claim(1)).claims
@@ -301,9 +303,9 @@ def test_three_failures_in_a_row_halt_the_strategy(database_url: str, pg_conn: p
                         break
                     await asyncio.sleep(0.1)
                 assert claims, "nothing became due"
-                await store.complete(claims[0].execution_id, outcome)
+                await store.complete(claims[0].fence, outcome)
                 seen.append(status_of(pg_conn, "crashy")["status"])
-            await store.reconcile(compiles)
+            await store.reconcile(decide, compiles)
             return seen
         finally:
             await engine.dispose()

@@ -295,6 +295,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List webhooks */
+        get: operations["list_webhooks"];
+        put?: never;
+        /** Register a webhook for alerts; its signing secret is returned once */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One webhook (never its secret) */
+        get: operations["get_webhook"];
+        put?: never;
+        post?: never;
+        /** Delete a webhook and its pending alerts */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A webhook's alerts, newest first, with every delivery attempt */
+        get: operations["list_webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your webhooks */
+        get: operations["list_my_webhooks"];
+        put?: never;
+        /** Register a webhook for your bots' alerts; its signing secret is returned once */
+        post: operations["create_my_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete one of your webhooks */
+        delete: operations["delete_my_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -316,6 +404,46 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AlertDelivery */
+        AlertDelivery: {
+            /**
+             * Delivery Id
+             * Format: uuid
+             * @description The event id every attempt carries (X-Executor-Event-Id).
+             */
+            delivery_id: string;
+            /** Event */
+            event: string;
+            /** Strategy Id */
+            strategy_id: string | null;
+            /** Payload */
+            payload: unknown;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Attempts */
+            attempts: number;
+            /**
+             * Next Attempt At
+             * Format: date-time
+             */
+            next_attempt_at: string;
+            /** Delivered At */
+            delivered_at: string | null;
+            /** Abandoned At */
+            abandoned_at: string | null;
+            /** Last Error */
+            last_error: string | null;
+            /** Attempt Log */
+            attempt_log: components["schemas"]["DeliveryAttempt"][];
+        };
+        /** AlertDeliveryList */
+        AlertDeliveryList: {
+            /** Items */
+            items: components["schemas"]["AlertDelivery"][];
+        };
         /** BotExecution */
         BotExecution: {
             /**
@@ -490,11 +618,37 @@ export interface components {
              * @default null
              */
             apiSecret?: string | null;
+            /**
+             * Risk
+             * @description Risk limits (the executor API's `risk` object, its keys as they are there).
+             * @default null
+             */
+            risk?: {
+                [key: string]: unknown;
+            } | null;
         };
         /** BotStopRequest */
         BotStopRequest: {
             /** Deployment id */
             deploymentId: string;
+        };
+        /** DeliveryAttempt */
+        DeliveryAttempt: {
+            /** Attempt */
+            attempt: number;
+            /** Replica Id */
+            replica_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** Finished At */
+            finished_at: string | null;
+            /** Status Code */
+            status_code: number | null;
+            /** Error */
+            error: string | null;
         };
         /**
          * DeployRequest
@@ -517,12 +671,13 @@ export interface components {
             name?: string | null;
             /**
              * Code
-             * @description Python source, at most 262144 bytes as UTF-8.
+             * Format: python-strategy
+             * @description Python source, at most 262144 bytes as UTF-8, that compiles under the sandbox's language policy (a 422 with line and column otherwise).
              */
             code: string;
             /**
              * Config
-             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON.
+             * @description Exposed to the code as CONFIG; at most 65536 bytes as JSON; no string or key in it may contain U+0000 (PostgreSQL cannot store it).
              */
             config?: {
                 [key: string]: unknown;
@@ -556,6 +711,11 @@ export interface components {
              * @default true
              */
             auto_start?: boolean;
+            /**
+             * @description Risk limits; none when absent.
+             * @default null
+             */
+            risk?: components["schemas"]["RiskSpec"] | null;
         } & (unknown & unknown & unknown);
         /**
          * Deployment
@@ -570,7 +730,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            status: "pending" | "running" | "stopped" | "error" | "deleting" | "halted";
             /** Status reason */
             statusReason: string | null;
             /**
@@ -625,6 +785,25 @@ export interface components {
              * Format: date-time
              */
             updatedAt: string;
+            /**
+             * Risk
+             * @description The bot's risk limits.
+             */
+            risk?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Halted at
+             * @description While halted: when a risk limit halted it.
+             * @default null
+             */
+            haltedAt?: string | null;
+            /**
+             * Resume at
+             * @description While paused: when it resumes by itself.
+             * @default null
+             */
+            resumeAt?: string | null;
             /**
              * Recent executions
              * @description The last executions, newest first (in lists: times and outcomes).
@@ -645,7 +824,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            status: "pending" | "running" | "stopped" | "error" | "deleting" | "halted";
             /** Status reason */
             statusReason: string | null;
             /**
@@ -700,6 +879,25 @@ export interface components {
              * Format: date-time
              */
             updatedAt: string;
+            /**
+             * Risk
+             * @description The bot's risk limits.
+             */
+            risk?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Halted at
+             * @description While halted: when a risk limit halted it.
+             * @default null
+             */
+            haltedAt?: string | null;
+            /**
+             * Resume at
+             * @description While paused: when it resumes by itself.
+             * @default null
+             */
+            resumeAt?: string | null;
             /** Recent executions */
             recentExecutions?: components["schemas"]["BotExecution"][];
             /** Code */
@@ -844,6 +1042,34 @@ export interface components {
              * @default null
              */
             column?: number | null;
+        };
+        /**
+         * Halt
+         * @description Why the risk guard halted the strategy: the limit, what it measured, and when.
+         */
+        Halt: {
+            /** Limit */
+            limit: string;
+            /**
+             * Value
+             * @description The measured value, as a string.
+             */
+            value: string;
+            /**
+             * Threshold
+             * @description The limit's value, as a string.
+             */
+            threshold: string;
+            /**
+             * Halted At
+             * Format: date-time
+             */
+            halted_at: string;
+            /**
+             * Resume At
+             * @description When a pause ends by itself; null: until a person starts it.
+             */
+            resume_at: string | null;
         };
         /** HealthResponse */
         HealthResponse: {
@@ -1009,6 +1235,55 @@ export interface components {
             /** Balances */
             balances: components["schemas"]["PaperBalance"][];
         };
+        /**
+         * RiskSpec
+         * @description Limits the broker enforces whatever the strategy's code does (see the README's risk section).
+         */
+        RiskSpec: {
+            /**
+             * Max Daily Loss
+             * @description Quote currency, realised plus unrealised, per UTC day.
+             * @default null
+             */
+            max_daily_loss?: number | null;
+            /**
+             * Max Drawdown Pct
+             * @description Percent below the equity's peak.
+             * @default null
+             */
+            max_drawdown_pct?: number | null;
+            /**
+             * Max Position
+             * @description Most of the traded coin held after a buy: one number, or {"BTCUSDT": 0.5, ...}.
+             * @default null
+             */
+            max_position?: number | {
+                [key: string]: number;
+            } | null;
+            /**
+             * Max Consecutive Failures
+             * @default null
+             */
+            max_consecutive_failures?: number | null;
+            /**
+             * On Breach
+             * @default stop
+             * @enum {string}
+             */
+            on_breach?: "stop" | "pause";
+            /**
+             * Resume After
+             * @description Seconds a pause lasts.
+             * @default null
+             */
+            resume_after?: number | null;
+            /**
+             * Currency
+             * @description What equity is valued in.
+             * @default USDT
+             */
+            currency?: string;
+        };
         /** RunRequest */
         RunRequest: {
             /** Run Request Id */
@@ -1047,6 +1322,10 @@ export interface components {
             config: {
                 [key: string]: unknown;
             };
+            /** Risk */
+            risk?: {
+                [key: string]: unknown;
+            };
             /** Execution Interval */
             execution_interval: number;
             /**
@@ -1065,7 +1344,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            status: "pending" | "running" | "stopped" | "error" | "deleting" | "halted";
             /** Has Credentials */
             has_credentials: boolean;
             /** Delete Requested At */
@@ -1109,6 +1388,11 @@ export interface components {
             last_execution_duration: number | null;
             /** Missed Executions */
             missed_executions: number;
+            /**
+             * Consecutive Failures
+             * @default 0
+             */
+            consecutive_failures?: number;
         };
         /** StrategyStatus */
         StrategyStatus: {
@@ -1122,7 +1406,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            status: "pending" | "running" | "stopped" | "error" | "deleting" | "halted";
             /** Status Reason */
             status_reason: string | null;
             /**
@@ -1158,6 +1442,12 @@ export interface components {
              */
             updated_at: string;
             stats: components["schemas"]["StrategyStats"];
+            /** Risk */
+            risk?: {
+                [key: string]: unknown;
+            };
+            /** @default null */
+            halt?: components["schemas"]["Halt"] | null;
         };
         /** StrategySummary */
         StrategySummary: {
@@ -1171,7 +1461,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "pending" | "running" | "stopped" | "error" | "deleting";
+            status: "pending" | "running" | "stopped" | "error" | "deleting" | "halted";
             /**
              * Desired State
              * @enum {string}
@@ -1206,6 +1496,63 @@ export interface components {
              * @default null
              */
             code?: string | null;
+        };
+        /** TenantWebhook */
+        TenantWebhook: {
+            /**
+             * Webhookid
+             * Format: uuid
+             */
+            webhookId: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+        };
+        /** TenantWebhookCreate */
+        TenantWebhookCreate: {
+            /**
+             * Url
+             * @description http(s) URL the alerts are POSTed to.
+             */
+            url: string;
+            /**
+             * Events
+             * @description Which events to send.
+             */
+            events: ("halted" | "resumed" | "consecutive_failures" | "order_filled" | "order_refused" | "execution_lost")[];
+        };
+        /** TenantWebhookCreated */
+        TenantWebhookCreated: {
+            /**
+             * Webhookid
+             * Format: uuid
+             */
+            webhookId: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /**
+             * Secret
+             * @description The HMAC-SHA256 key of X-Executor-Signature; shown once, never returned again.
+             */
+            secret: string;
+        };
+        /** TenantWebhookList */
+        TenantWebhookList: {
+            /** Items */
+            items: components["schemas"]["TenantWebhook"][];
         };
         /** ValidationErrorResponse */
         ValidationErrorResponse: {
@@ -1263,6 +1610,69 @@ export interface components {
              * Format: uuid
              */
             executionId: string;
+        };
+        /** Webhook */
+        Webhook: {
+            /**
+             * Webhook Id
+             * Format: uuid
+             */
+            webhook_id: string;
+            /** User Id */
+            user_id: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+        };
+        /** WebhookCreate */
+        WebhookCreate: {
+            /** User Id */
+            user_id: string;
+            /**
+             * Url
+             * @description http(s) URL the alerts are POSTed to.
+             */
+            url: string;
+            /**
+             * Events
+             * @description Which events to send.
+             */
+            events: ("halted" | "resumed" | "consecutive_failures" | "order_filled" | "order_refused" | "execution_lost")[];
+        };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /**
+             * Webhook Id
+             * Format: uuid
+             */
+            webhook_id: string;
+            /** User Id */
+            user_id: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Secret
+             * @description The HMAC-SHA256 key of X-Executor-Signature. Shown once: it is stored sealed and never returned.
+             */
+            secret: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Items */
+            items: components["schemas"]["Webhook"][];
         };
     };
     responses: never;
@@ -1351,7 +1761,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1402,10 +1812,10 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 user_id?: string | null;
-                status?: ("pending" | "running" | "stopped" | "error" | "deleting") | null;
+                status?: ("pending" | "running" | "stopped" | "error" | "deleting" | "halted") | null;
                 include_code?: boolean;
             };
             header?: never;
@@ -1879,7 +2289,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
                 status?: ("running" | "succeeded" | "failed" | "timed_out" | "memory_exceeded" | "lost" | "interrupted") | null;
             };
@@ -1951,7 +2361,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description next_cursor of the previous page. */
+                /** @description Opaque: the next_cursor of the previous page, echoed as it came. */
                 cursor?: string | null;
             };
             header?: never;
@@ -2049,6 +2459,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2201,7 +2620,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The strategy cannot be replaced (being deleted, or another user's) */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2541,6 +2960,519 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BotRunRequest"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_webhooks: {
+        parameters: {
+            query?: {
+                user_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description WebhookList */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description WebhookCreated */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body, code or config too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Webhook */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Webhook */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_webhook_deliveries: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description AlertDeliveryList */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertDeliveryList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown id or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_my_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description TenantWebhookList */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhookList"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TenantWebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description TenantWebhookCreated */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhookCreated"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body, code or config too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Unexpected error (the body carries the request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description TenantWebhook */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantWebhook"];
                 };
             };
             /** @description Missing or invalid bearer token */

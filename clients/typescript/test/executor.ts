@@ -28,7 +28,7 @@ let client: ExecutorClient;
 
 before(async () => {
   service = await sharedService();
-  client = new ExecutorClient({ baseUrl: service.baseUrl, token: service.token, timeoutMs: 15_000 });
+  client = new ExecutorClient({ baseUrl: service.baseUrl, token: service.token, timeoutMs: 60_000 });
 });
 
 describe("executor API", () => {
@@ -48,7 +48,7 @@ describe("executor API", () => {
     assert.deepEqual(deployed.strategy.config, { greeting: "hello" });
 
     // A manual run of the stopped strategy, answered with the execution once it has ended.
-    const ran = await client.execute("ts-counter", { wait: 30 });
+    const ran = await client.execute("ts-counter", { wait: 60 });
     assert.ok(ran.finished, "the run should end within the wait");
     const execution: Execution = ran.execution;
     assert.equal(execution.status, "succeeded", execution.error ?? "");

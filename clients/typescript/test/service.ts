@@ -82,7 +82,7 @@ export class Service {
   }
 
   /** Starts the service and waits until /health says it is healthy (a bound, not a speed assumption). */
-  static async start(readyWithinMs = 120_000): Promise<Service> {
+  static async start(readyWithinMs = 180_000): Promise<Service> {
     const service = new Service(await freePort());
     const deadline = Date.now() + readyWithinMs;
     let exitCode: number | null | undefined;

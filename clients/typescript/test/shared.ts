@@ -16,7 +16,7 @@ after(async () => {
 });
 
 /** Polls `probe` until it returns a value; a bound on how long the service may take, not a speed assumption. */
-export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, withinMs = 30_000): Promise<T> {
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, withinMs = 60_000): Promise<T> {
   const deadline = Date.now() + withinMs;
   while (Date.now() < deadline) {
     const value = await probe();

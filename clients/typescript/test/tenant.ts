@@ -12,7 +12,7 @@ import {
   TenantClient,
 } from "../src/index.js";
 import { compileExample, readmeExample } from "./readme.js";
-import type { Service } from "./service.js";
+import { python, REPO_ROOT, type Service } from "./service.js";
 import { eventually, sharedService } from "./shared.js";
 
 const COUNTER = 'STATE["runs"] = STATE.get("runs", 0) + 1\nRESULT = {"runs": STATE["runs"], "pair": CONFIG["pair"]}';
@@ -27,7 +27,7 @@ before(async () => {
     new TenantClient({
       baseUrl: service.baseUrl,
       token: signTenantToken({ secret: service.jwtSecret, userId }),
-      timeoutMs: 15_000,
+      timeoutMs: 60_000,
     });
   alice = client("alice");
   bob = client("bob");
@@ -144,5 +144,28 @@ describe("tenant API", () => {
       token: signTenantToken({ secret: service.jwtSecret, userId: "u1" }),
     });
     assert.equal((await u1.deployment(deploymentId ?? "")).name, "hello");
+  });
+
+  test("signTenantToken makes the token `strategy-executor token --user` prints", async () => {
+    const { stdout } = await promisify(execFile)(python(), ["-m", "reconciler.cli", "token", "--user", "carol"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, JWT_SECRET: service.jwtSecret, DATABASE_URL: "", PYTHONPATH: REPO_ROOT },
+    });
+    const minted = stdout.trim();
+    const ours = signTenantToken({ secret: service.jwtSecret, userId: "carol", ttlSeconds: 30 * 86_400 });
+    const parts = (token: string) =>
+      token
+        .split(".")
+        .slice(0, 2)
+        .map((part) => JSON.parse(Buffer.from(part, "base64url").toString()) as Record<string, unknown>);
+    const [theirHeader, theirClaims] = parts(minted);
+    const [ourHeader, ourClaims] = parts(ours);
+    assert.deepEqual(ourHeader, theirHeader);
+    assert.deepEqual(Object.keys(ourClaims ?? {}).sort(), Object.keys(theirClaims ?? {}).sort());
+    assert.equal(ourClaims?.sub, theirClaims?.sub);
+    for (const token of [minted, ours]) {
+      const carol = new TenantClient({ baseUrl: service.baseUrl, token });
+      assert.deepEqual((await carol.deployments()).items, []);
+    }
   });
 });

@@ -1,2 +1,24 @@
 """Every SQL statement, named, grouped by who runs it: the API (`api`), a replica (`replica`) and the
-exchange layer (`exchange`)."""
+exchange layer (`exchange`).
+
+Lock order. Every transaction that locks more than one of these takes them in this order, and never
+waits for a lock of an earlier level while it holds one of a later level:
+
+1. a `strategies` row. The API's spec writes and the reconcile pass take FOR NO KEY UPDATE (the pass
+   with SKIP LOCKED). Inserting a row that references a strategy (an execution, a run request, an
+   order, credentials, paper rows) takes FOR KEY SHARE through the foreign key, which conflicts with
+   neither; only a DELETE (finalizing a deletion) takes FOR UPDATE, and only while its transaction
+   holds the strategy's status row with nothing in flight.
+2. a `strategy_status` row: the strategy's lock among replicas. Statements that wait for several
+   take them in `strategy_id` order; claims and lost-marking take them with SKIP LOCKED.
+3. `executions` rows (completions lock the status rows first, LOCK_STATUS_FOR_OUTCOMES).
+4. `orders`, then `paper_orders`, then `paper_balances` (in currency order) of one strategy.
+
+The one statement that touches a level-1 row after a level-2 row is a claim: it holds the status rows
+it claimed (SKIP LOCKED) and its INSERT takes FOR KEY SHARE on their strategies. That can wait only
+for a DELETE of the strategy, which holds the status row the claim would have had to skip, so it is
+never a cycle. Before this order was written down, a reconcile pass took FOR UPDATE on strategies
+and deadlocked with claims (`tests/integration/test_lock_order.py` races the two).
+
+Whatever deadlock remains is retried at once by `reconciler.storage.db.Database.run`.
+"""

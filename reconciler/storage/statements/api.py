@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.dml import ReturningDelete
 
 from reconciler.tables import (
     alert_attempts,
@@ -314,7 +315,7 @@ def select_webhook(webhook_id: uuid.UUID) -> Select[Any]:
     return select(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at).where(w.c.webhook_id == webhook_id)
 
 
-def delete_webhook(webhook_id: uuid.UUID) -> Delete:
+def delete_webhook(webhook_id: uuid.UUID) -> ReturningDelete[Any]:
     w = webhooks
     return (
         delete(w)

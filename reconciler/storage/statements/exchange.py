@@ -11,9 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Delete, Insert, Select, Update, and_, func, select, update
+from sqlalchemy import Delete, Exists, Insert, Select, Update, and_, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from reconciler.storage.fence import Fence
 from reconciler.tables import executions, orders, paper_balances, paper_orders, strategy_credentials
 
 OPEN_PAPER_STATUSES = ("open", "partially_filled")
@@ -62,6 +63,37 @@ def count_credentials_by_key() -> Select[Any]:
 def insert_order(values: Mapping[str, Any]) -> Insert:
     """One order request, written before it is sent (so a crash mid-call still leaves a record)."""
     return pg_insert(orders).values(**values).on_conflict_do_nothing().returning(orders.c.order_id)
+
+
+def fence_holds(fence: Fence) -> Exists:
+    """FENCED (see `statements.replica`): the execution is still running, still this replica's, under
+    the same token, within its lease. FOR SHARE holds off lost-marking until the order is recorded."""
+    e = executions
+    return exists(
+        select(e.c.execution_id)
+        .where(
+            e.c.execution_id == fence.execution_id,
+            e.c.status == "running",
+            e.c.replica_id == fence.replica_id,
+            e.c.fencing_token == fence.token,
+            e.c.lease_expires_at > func.now(),
+        )
+        .with_for_update(read=True)
+    )
+
+
+def insert_fenced_order(values: Mapping[str, Any], fence: Fence) -> Insert:
+    """One order request, recorded before it is sent, and only under its execution's fencing check:
+    nothing is inserted (and so nothing may be sent) for an execution that lost its lease."""
+    columns = list(values)
+    source = select(*(literal(values[name], type_=orders.c[name].type).label(name) for name in columns)).where(
+        fence_holds(fence)
+    )
+    return pg_insert(orders).from_select(columns, source).on_conflict_do_nothing().returning(orders.c.order_id)
+
+
+def select_fence_holds(fence: Fence) -> Select[Any]:
+    return select(fence_holds(fence))
 
 
 def update_order(order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:

@@ -1,16 +1,13 @@
 """Every statement a replica runs, named and kept in one place (procrastinate's queries.sql, in Python).
 
 Times always come from the database's clock (`now()`), never a replica's, so replicas whose clocks
-disagree still agree on what is due and what has expired.
+disagree still agree on what is due and what has expired. The lock order all statements follow is
+written in `reconciler.storage.statements`.
 
-Locking protocol, which every statement here follows:
-- A `strategy_status` row is the strategy's lock. Claims take it with SKIP LOCKED and never wait;
-  completions, lost-marking and reconcile writes wait for it briefly. Nothing holds it while user
-  code runs: claims commit before the sandbox forks.
-- `strategy_status.running_execution_id` is tested on the locked row itself, so a claim that raced
-  with another replica's claim re-checks it on the newest row version (READ COMMITTED re-evaluates
-  the WHERE clause of a locked row that changed) and skips the strategy.
-- The partial unique indexes on `executions` are the backstop should any of this be wrong.
+Fencing: every statement that records an effect of an execution (the outcome and STATE here, an
+order in `exchange`) carries `FENCED`'s conditions: the execution is still `running`, still owned by
+this replica, still holds the fencing token it was claimed with, and its lease has not expired, all
+checked by the database in the statement that writes. A replica that lost its lease changes nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +17,10 @@ from sqlalchemy import text
 # --- reconcile ------------------------------------------------------------------------------------
 
 # Strategies whose status does not reflect their spec yet. Locks the spec rows (skipping those another
-# replica is reconciling); the status rows are then locked with a wait, since claims hold them only
-# for the length of one statement.
+# replica is reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes
+# FOR KEY SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here
+# would wait on the claim's status row while the claim waits on this spec row: a deadlock. The status
+# rows are then locked with a wait, in strategy_id order like every statement that waits for them.
 LOCK_UNRECONCILED = text(
     """
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
@@ -35,7 +34,23 @@ LOCK_UNRECONCILED = text(
        OR (st.status = 'halted' AND st.resume_at <= now())
     ORDER BY s.updated_at
     LIMIT :batch
-    FOR UPDATE OF s SKIP LOCKED
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+    """
+)
+
+# The same strategies as LOCK_UNRECONCILED, read without locks, with the code of those whose code the
+# pass must check (running, not being deleted): the checks run before the locking transaction.
+SELECT_UNRECONCILED_CODE = text(
+    """
+    SELECT CASE WHEN s.desired_state = 'running' AND s.delete_requested_at IS NULL THEN s.code END AS code
+    FROM strategies s
+    LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
+    WHERE st.strategy_id IS NULL
+       OR st.observed_generation <> s.generation
+       OR (s.delete_requested_at IS NOT NULL)
+       OR (st.status = 'halted' AND st.resume_at <= now())
+    ORDER BY s.updated_at
+    LIMIT :batch
     """
 )
 
@@ -45,6 +60,7 @@ LOCK_STATUS_ROWS = text(
            next_execution_at, running_execution_id, status_reason, halted_at, resume_at
     FROM strategy_status
     WHERE strategy_id = ANY(:strategy_ids)
+    ORDER BY strategy_id
     FOR UPDATE
     """
 )
@@ -124,6 +140,8 @@ CLAIM_SCHEDULED = text(
           AND st.observed_generation = s.generation
           AND s.desired_state = 'running'
           AND s.delete_requested_at IS NULL
+          AND EXISTS (SELECT 1 FROM replicas r  -- a replica that lost its lease claims nothing
+                      WHERE r.replica_id = :replica_id AND r.epoch = :epoch AND r.lease_expires_at > now())
         ORDER BY st.next_execution_at
         LIMIT :slots
         FOR UPDATE OF st SKIP LOCKED
@@ -142,11 +160,11 @@ CLAIM_SCHEDULED = text(
     ),
     claimed AS (
         INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id,
-                                lease_expires_at)
+                                lease_expires_at, fencing_token)
         SELECT execution_id, strategy_id, 'schedule', tick, generation, :replica_id,
-               now() + make_interval(secs => :lease_seconds)
+               now() + make_interval(secs => :lease_seconds), :epoch
         FROM ticks
-        RETURNING execution_id, strategy_id, scheduled_for, claimed_at
+        RETURNING execution_id, strategy_id, scheduled_for, claimed_at, fencing_token
     ),
     advanced AS (
         UPDATE strategy_status st
@@ -157,7 +175,7 @@ CLAIM_SCHEDULED = text(
         FROM ticks t
         WHERE st.strategy_id = t.strategy_id
     )
-    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, 'schedule' AS trigger,
+    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'schedule' AS trigger,
            t.generation, t.code, t.config, t.exchange, t.state
     FROM claimed c JOIN ticks t ON t.execution_id = c.execution_id
     ORDER BY c.scheduled_for
@@ -190,6 +208,8 @@ CLAIM_REQUESTED = text(
           AND st.observed_generation = s.generation
           AND st.status IN ('running', 'stopped', 'error')
           AND s.delete_requested_at IS NULL
+          AND EXISTS (SELECT 1 FROM replicas r  -- a replica that lost its lease claims nothing
+                      WHERE r.replica_id = :replica_id AND r.epoch = :epoch AND r.lease_expires_at > now())
         ORDER BY q.first_requested
         LIMIT :slots
         FOR UPDATE OF st SKIP LOCKED
@@ -206,11 +226,11 @@ CLAIM_REQUESTED = text(
     ),
     claimed AS (
         INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id,
-                                lease_expires_at)
+                                lease_expires_at, fencing_token)
         SELECT p.execution_id, p.strategy_id, 'manual', q.requested_at, p.generation, :replica_id,
-               now() + make_interval(secs => :lease_seconds)
+               now() + make_interval(secs => :lease_seconds), :epoch
         FROM picked p JOIN requested q ON q.strategy_id = p.strategy_id
-        RETURNING execution_id, strategy_id, scheduled_for, claimed_at
+        RETURNING execution_id, strategy_id, scheduled_for, claimed_at, fencing_token
     ),
     running AS (
         UPDATE strategy_status st
@@ -218,7 +238,7 @@ CLAIM_REQUESTED = text(
         FROM claimed c
         WHERE st.strategy_id = c.strategy_id
     )
-    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, 'manual' AS trigger,
+    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'manual' AS trigger,
            p.generation, p.code, p.config, p.exchange, p.state
     FROM claimed c JOIN picked p ON p.execution_id = c.execution_id
     ORDER BY c.scheduled_for
@@ -261,19 +281,34 @@ NEXT_DUE = text(
 
 # --- outcomes -------------------------------------------------------------------------------------
 
-# Records a batch of outcomes and folds them into their strategies' statistics, in one statement.
-# `status = 'running'` makes it a no-op for an execution another replica already marked lost: every
-# claimed execution ends in exactly one recorded outcome, whichever replica records it first. A batch
+# Locks, in strategy_id order (the lock order), the status rows of the strategies whose executions a
+# batch of outcomes is about to finish, before COMPLETE_EXECUTIONS touches the executions: without it
+# that statement would lock an execution first and its status row second, against the lock order.
+LOCK_STATUS_FOR_OUTCOMES = text(
+    """
+    SELECT strategy_id
+    FROM strategy_status
+    WHERE strategy_id = ANY(:strategy_ids)
+    ORDER BY strategy_id
+    FOR UPDATE
+    """
+)
+
+# Records a batch of outcomes and folds them into their strategies' statistics and STATE, in one
+# statement, under the fencing check (FENCED): only an execution still `running`, still this
+# replica's, under the token it was claimed with and within its lease is finished; for any other the
+# statement changes nothing, so every claimed execution ends in exactly one recorded outcome,
+# whichever replica records it first, and a replica that lost its lease never writes STATE. A batch
 # holds at most one execution per strategy (a strategy never has two in flight), so each status row
 # joins one outcome.
 COMPLETE_EXECUTIONS = text(
     """
     WITH outcome AS (
         SELECT * FROM unnest(
-            CAST(:execution_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:durations AS float8[]),
-            CAST(:outputs AS text[]), CAST(:truncated AS boolean[]), CAST(:errors AS text[]),
-            CAST(:results AS jsonb[]), CAST(:states AS jsonb[])
-        ) AS o(execution_id, status, duration, output, output_truncated, error, result, state)
+            CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
+            CAST(:durations AS float8[]), CAST(:outputs AS text[]), CAST(:truncated AS boolean[]),
+            CAST(:errors AS text[]), CAST(:results AS jsonb[]), CAST(:states AS jsonb[])
+        ) AS o(execution_id, fencing_token, status, duration, output, output_truncated, error, result, state)
     ),
     finished AS (
         UPDATE executions e
@@ -287,7 +322,12 @@ COMPLETE_EXECUTIONS = text(
             result = o.result,
             lease_expires_at = NULL
         FROM outcome o
-        WHERE e.execution_id = o.execution_id AND e.status = 'running'
+        WHERE e.execution_id = o.execution_id
+          -- FENCED: still running, still ours, same token, lease not expired.
+          AND e.status = 'running'
+          AND e.replica_id = :replica_id
+          AND e.fencing_token = o.fencing_token
+          AND e.lease_expires_at > now()
         RETURNING e.execution_id, e.strategy_id, e.status, e.duration, e.finished_at, e.error
     )
     UPDATE strategy_status st
@@ -314,21 +354,31 @@ COMPLETE_EXECUTIONS = text(
     """
 )
 
-# Executions whose lease ran out while their replica's lease also ran out: that replica is gone (or
-# cut off from the database), so the execution is recorded as lost and its strategy is free to run
-# its next tick on any replica. A replica that is merely slow keeps its executions by heartbeating.
+# Executions whose lease ran out: their replica stopped renewing it (it died, froze, lost the database
+# or gave the execution up), and a lease is never renewed once expired (RENEW_LEASES), so nothing can
+# record their outcome any more. They are recorded `lost`, under a new fencing token, and their
+# strategies are free to run their next tick on any replica. Status rows first, then executions (the
+# lock order), and SKIP LOCKED on both: a row someone holds is looked at again by the next heartbeat.
 MARK_LOST = text(
     """
-    WITH lost AS (
+    WITH expired AS (
+        SELECT e.execution_id
+        FROM executions e
+        JOIN strategy_status st ON st.strategy_id = e.strategy_id
+        WHERE e.status = 'running' AND e.lease_expires_at < now()
+        ORDER BY st.strategy_id
+        LIMIT 500
+        FOR UPDATE OF st, e SKIP LOCKED
+    ),
+    lost AS (
         UPDATE executions e
         SET status = 'lost',
             finished_at = now(),
             lease_expires_at = NULL,
+            fencing_token = nextval('fencing_epochs'),
             error = 'replica ' || e.replica_id || ' stopped renewing its lease while this execution ran'
-        WHERE e.status = 'running'
-          AND e.lease_expires_at < now()
-          AND NOT EXISTS (SELECT 1 FROM replicas r
-                          WHERE r.replica_id = e.replica_id AND r.lease_expires_at >= now())
+        FROM expired x
+        WHERE e.execution_id = x.execution_id
         RETURNING e.execution_id, e.strategy_id, e.finished_at, e.error
     )
     UPDATE strategy_status st
@@ -348,34 +398,63 @@ MARK_LOST = text(
 
 # --- replicas -------------------------------------------------------------------------------------
 
+# Registers (or re-registers) this replica under a new epoch: executions it claimed under an older
+# one are fenced off, so a replica presumed dead that comes back finishes none of them.
 REGISTER_REPLICA = text(
     """
-    INSERT INTO replicas (replica_id, hostname, pid, slots, version, sandbox_layers, lease_expires_at)
+    INSERT INTO replicas (replica_id, hostname, pid, slots, version, sandbox_layers, lease_expires_at, epoch)
     VALUES (:replica_id, :hostname, :pid, :slots, :version, CAST(:sandbox_layers AS jsonb),
-            now() + make_interval(secs => :lease_seconds))
+            now() + make_interval(secs => :lease_seconds), nextval('fencing_epochs'))
     ON CONFLICT (replica_id) DO UPDATE SET
         heartbeat_at = now(),
         lease_expires_at = EXCLUDED.lease_expires_at,
-        stopping = false
+        stopping = false,
+        epoch = EXCLUDED.epoch
+    RETURNING epoch
     """
 )
 
-# A heartbeat renews the replica's lease; RENEW_LEASES then renews those of all its executions in flight.
+# A heartbeat renews the replica's lease under its current epoch (no row: the replica was presumed
+# dead and forgotten, it must register again); RENEW_LEASES then renews its executions' leases.
 HEARTBEAT = text(
     """
     UPDATE replicas
     SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => :lease_seconds),
         stopping = :stopping
-    WHERE replica_id = :replica_id
+    WHERE replica_id = :replica_id AND epoch = :epoch
     RETURNING replica_id
     """
 )
 
+# Renews the leases of the executions the replica names (those it is still running or still trying to
+# record), under the fencing check. A lease that has already expired is never renewed: from that
+# instant the execution belongs to whoever marks it lost. One row per named execution that was renewed
+# (renewed = true) or is fenced off (false: lost, expired, another token, gone); none for one this
+# replica has just finished itself (its outcome committed while the heartbeat ran), which is neither.
+# The replica kills (and forgets) every execution that comes back fenced off.
 RENEW_LEASES = text(
     """
-    UPDATE executions
-    SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-    WHERE replica_id = :replica_id AND status = 'running'
+    WITH named AS (
+        SELECT * FROM unnest(CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]))
+            AS r(execution_id, fencing_token)
+    ),
+    renewed AS (
+        UPDATE executions e
+        SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+        FROM named r
+        WHERE e.execution_id = r.execution_id
+          AND e.status = 'running'
+          AND e.replica_id = :replica_id
+          AND e.fencing_token = r.fencing_token
+          AND e.lease_expires_at > now()
+        RETURNING e.execution_id
+    )
+    SELECT n.execution_id, n.execution_id IN (SELECT execution_id FROM renewed) AS renewed
+    FROM named n
+    WHERE n.execution_id IN (SELECT execution_id FROM renewed)
+       OR NOT EXISTS (SELECT 1 FROM executions e
+                      WHERE e.execution_id = n.execution_id AND e.replica_id = :replica_id
+                        AND e.fencing_token = n.fencing_token AND e.status NOT IN ('running', 'lost'))
     """
 )
 
