@@ -200,8 +200,9 @@ class Replica:
         while not stop.is_set():
             self._wake.clear()
             try:
+                # `_pass` reports the database healthy itself, after a statement went through: a
+                # pass that found every slot busy touched nothing, and proves nothing about it.
                 timeout = await self._pass()
-                self._db_ok()
             except DatabaseUnavailable as exc:
                 self._db_down(exc)
                 timeout = 1.0
@@ -232,6 +233,7 @@ class Replica:
             self._desired_changed.clear()
             self._requests_pending = True
             await self._reconcile()
+            self._db_ok()
         if self._resume_due is not None:
             # A pause ends before the next full pass would come round: look again then.
             idle = max(0.0, min(idle, self._resume_due - time.monotonic()))
@@ -242,6 +244,7 @@ class Replica:
         requests, self._requests_pending = self._requests_pending, False
         before = time.monotonic()
         claimed = await self.store.claim(free, requests=requests)
+        self._db_ok()
         self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
             self._start(claim, lease_until=before + self.settings.lease_seconds)
