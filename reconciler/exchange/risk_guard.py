@@ -118,8 +118,11 @@ class RiskGuard:
                 breach = await self._observe(valued)
                 if breach is not None:
                     await self._halt(breach)
-        except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
-            # Transient (an outage is logged by the replica): the next measure checks again.
+        except DatabaseUnavailable as exc:
+            # An outage is the replica's to report (once at its start, once a minute, once at its end);
+            # a line per execution here would repeat it for every run. The next measure checks again.
+            log.debug("strategy %s: the risk guard could not measure equity: %s", self._strategy_id, exc)
+        except (DatabaseTimeout, TransactionConflict) as exc:
             log.warning("strategy %s: the risk guard could not measure equity: %s", self._strategy_id, exc)
         except Exception:
             log.exception("strategy %s: the risk guard could not measure equity", self._strategy_id)
