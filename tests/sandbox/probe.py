@@ -78,3 +78,19 @@ def run_probe(
 def refused(result: str) -> bool:
     """A probe's attempt failed (any exception); `ok:` means it worked."""
     return not result.startswith("ok")
+
+
+def _mount_points_under_tmp() -> frozenset[str]:
+    """The entries the view's own /tmp must hold: the first directory of each path the view mounts
+    (the Python installation, the project) when a host keeps it under /tmp, as a fresh clone there
+    does. They are read-only mount points, not files a run could leave behind."""
+    paths = (sys.base_prefix, sys.prefix, os.path.dirname(reconciler.__file__))
+    entries = set()
+    for path in paths:
+        for variant in (Path(path), Path(path).resolve()):
+            if variant.parts[:2] == ("/", "tmp") and len(variant.parts) > 2:
+                entries.add(variant.parts[2])
+    return frozenset(entries)
+
+
+VIEW_TMP_MOUNTS = _mount_points_under_tmp()
