@@ -225,7 +225,12 @@ class EmbeddedPostgres:
         else:
             self._pg_ctl_start()
             self.started_here = True
-        self._create_database()
+        try:
+            self._create_database()
+        except BaseException:
+            if self.started_here:
+                self.stop()  # nothing of ours may keep running once start-up has failed
+            raise
         return self.url()
 
     def stop(self) -> None:

@@ -55,16 +55,25 @@ class Runtime:
 
 def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     """Resolve the database (starting the embedded one if DATABASE_URL is unset), secrets, schema."""
-    embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
         embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
-        log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
-        log.info("connect with: %s", embedded.psql_command())
-        settings = _embedded_secrets(settings, data_dir, with_api=with_api)
-    else:
-        url = settings.database_url.get_secret_value()
+        try:
+            log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
+            log.info("connect with: %s", embedded.psql_command())
+            settings = _embedded_secrets(settings, data_dir, with_api=with_api)
+            return _prepare_database(settings, url, embedded, with_api=with_api)
+        except BaseException:
+            # Start-up failed after this process started the server (a malformed key, a failed
+            # migration, Ctrl-C): stop it, or it would outlive us holding the data directory.
+            stop_embedded(embedded)
+            raise
+    return _prepare_database(settings, settings.database_url.get_secret_value(), None, with_api=with_api)
+
+
+def _prepare_database(settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, with_api: bool) -> Runtime:
+    if embedded is None:
         if with_api and settings.executor_api_token is None:
             raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
         if settings.encryption_key is None:
@@ -79,6 +88,12 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
         wait_for_database(url, log)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
+
+
+def stop_embedded(embedded: EmbeddedPostgres | None) -> None:
+    """Stop the embedded server if this process started it (a reused one belongs to its starter)."""
+    if embedded is not None and embedded.started_here:
+        embedded.stop()
 
 
 def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> Settings:
