@@ -4,7 +4,7 @@ Benchmark-only, and deliberately outside the product's packages: the service's o
 CLI) always builds the real sandbox, and no setting or environment variable selects this runner
 (tests/unit/test_null_sandbox.py checks both). The benchmark starts this module as a process:
 
-    python -m tests.benchmarks.null_replica SAMPLES.json      # with DATABASE_URL, ENCRYPTION_KEY set
+    python -m tests.benchmarks.null_replica SAMPLES.json [--before]   # DATABASE_URL, ENCRYPTION_KEY set
 
 It is a `strategy-executor worker` in every respect (the same settings, the same `service.run`, the
 same claims, outcome records, leases, NOTIFY, broker sessions and risk guard) except the sandbox: an
@@ -147,9 +147,19 @@ def instrument(samples: Samples) -> None:
 
 
 def main(argv: list[str]) -> int:
+    before = "--before" in argv
+    argv = [arg for arg in argv if arg != "--before"]
     if len(argv) != 1:
-        print("usage: python -m tests.benchmarks.null_replica SAMPLES.json", file=sys.stderr)
+        print("usage: python -m tests.benchmarks.null_replica SAMPLES.json [--before]", file=sys.stderr)
         return 2
+    if before:
+        # The claim statements as they were before the benchmark's change (statements_before.py), for
+        # its before/after phases; the store reads them from the module at each call.
+        from reconciler.storage.statements import replica as replica_queries
+        from tests.benchmarks import statements_before
+
+        replica_queries.CLAIM_SCHEDULED = statements_before.CLAIM_SCHEDULED
+        replica_queries.NEXT_DUE = statements_before.NEXT_DUE
     settings = load_settings()
     if settings.database_url is None:
         print("null_replica: DATABASE_URL is required (the benchmark's own server)", file=sys.stderr)
