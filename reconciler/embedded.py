@@ -313,13 +313,9 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def _create_database(self) -> None:
-        import psycopg
+        from reconciler.storage.bootstrap import create_database
 
-        conninfo = f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres"
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        create_database(f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres", DATABASE_NAME)
 
     def _user_name(self) -> str | None:
         return self._user

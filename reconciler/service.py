@@ -33,9 +33,11 @@ from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.alert_store import AlertStore
 from reconciler.storage.api_store import Store
 from reconciler.storage.credentials import check_key_ids, rotate
 from reconciler.storage.db import Database, SessionLimits, create_engine
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.migrate import migrate
 from reconciler.storage.outage import wait_for_database
 from reconciler.webhook_secrets import seal_secret
@@ -215,7 +217,7 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await check_key_ids(engine, cipher)
-    brokers = BrokerFactory(settings, engine, cipher)
+    brokers = BrokerFactory(settings, ExchangeStore(engine), cipher)
     replica = Replica(
         settings,
         Database(engine),
@@ -224,7 +226,7 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
         brokers=brokers,
         database_url=runtime.database_url,
     )
-    replica.alert_sender = WebhookSender(settings, engine, cipher, replica_id=replica.replica_id)
+    replica.alert_sender = WebhookSender(settings, AlertStore(engine, replica_id=replica.replica_id), cipher)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

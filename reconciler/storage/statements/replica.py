@@ -313,15 +313,19 @@ COMPLETE_EXECUTIONS = text(
     WITH outcome AS (
         SELECT * FROM unnest(
             CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
-            CAST(:durations AS float8[]), CAST(:outputs AS text[]), CAST(:truncated AS boolean[]),
-            CAST(:errors AS text[]), CAST(:results AS jsonb[]), CAST(:states AS jsonb[])
-        ) AS o(execution_id, fencing_token, status, duration, output, output_truncated, error, result, state)
+            CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]), CAST(:outputs AS text[]),
+            CAST(:truncated AS boolean[]), CAST(:errors AS text[]), CAST(:results AS jsonb[]),
+            CAST(:states AS jsonb[])
+        ) AS o(execution_id, fencing_token, status, duration, ended_ago, output, output_truncated, error, result,
+               state)
     ),
     finished AS (
         UPDATE executions e
         SET status = o.status,
-            finished_at = now(),
-            started_at = now() - make_interval(secs => o.duration),
+            -- By the database's clock, less what the replica's own clock measured: how long ago the
+            -- process ended (the outcome may have waited for this batch) and how long it ran.
+            finished_at = now() - make_interval(secs => o.ended_ago),
+            started_at = now() - make_interval(secs => o.ended_ago + o.duration),
             duration = o.duration,
             output = o.output,
             output_truncated = o.output_truncated,
