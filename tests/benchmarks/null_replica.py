@@ -128,22 +128,22 @@ def instrument(samples: Samples) -> None:
 
     claim, complete_many = ReplicaStore.claim, ReplicaStore.complete_many
 
-    async def timed_claim(self: ReplicaStore, slots: int, *, requests: bool = True) -> Any:
+    async def timed_claim(self: ReplicaStore, slots: int, **options: Any) -> Any:
         started = time.perf_counter()
-        claimed = await claim(self, slots, requests=requests)
+        claimed = await claim(self, slots, **options)
         samples.add("transaction: claim", time.perf_counter() - started)
         samples.add("claimed per transaction", float(len(claimed.claims)))
         return claimed
 
-    async def timed_complete_many(self: ReplicaStore, outcomes: Any) -> Any:
+    async def timed_complete_many(self: ReplicaStore, outcomes: Any, **options: Any) -> Any:
         started = time.perf_counter()
-        done = await complete_many(self, outcomes)
+        done = await complete_many(self, outcomes, **options)
         samples.add("transaction: record outcomes", time.perf_counter() - started)
         samples.add("recorded per transaction", float(len(outcomes)))
         return done
 
-    ReplicaStore.claim = timed_claim  # type: ignore[method-assign]
-    ReplicaStore.complete_many = timed_complete_many  # type: ignore[method-assign]
+    ReplicaStore.claim = timed_claim  # type: ignore[method-assign,assignment]
+    ReplicaStore.complete_many = timed_complete_many  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str]) -> int:
