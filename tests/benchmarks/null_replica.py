@@ -162,6 +162,7 @@ def main(argv: list[str]) -> int:
         replica_queries.CLAIM_SCHEDULED = statements_before.CLAIM_SCHEDULED
         replica_queries.NEXT_DUE = statements_before.NEXT_DUE
         service.create_engine = statements_before.create_engine_with_overflow
+        ReplicaStore.claim = statements_before.claim  # type: ignore[method-assign]
     settings = load_settings()
     if settings.database_url is None:
         print("null_replica: DATABASE_URL is required (the benchmark's own server)", file=sys.stderr)
