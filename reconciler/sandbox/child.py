@@ -18,6 +18,7 @@ import marshal
 import mmap
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -44,6 +45,24 @@ _TICK = 0.25  # seconds between output flushes and wall-clock checks
 # strategy can reach it to modify it (`__builtins__` starts with `_`).
 _BUILTINS = guards.make_builtins()
 _ERROR_CAP = 16384
+
+
+# Phase stamps of this child (CPU seconds user and system, minor faults), kept only when the zygote's
+# plan asks for them (the profile benchmark); sent with the report as "phases".
+_phases: list[tuple[str, float, float, int]] | None = None
+
+
+def stamp(phase: str) -> None:
+    if _phases is not None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _phases.append((phase, usage.ru_utime, usage.ru_stime, usage.ru_minflt))
+
+
+def _start_phases(plan: ChildPlan) -> None:
+    global _phases
+    if plan.profile:
+        _phases = []
+        stamp("forked")
 
 
 class CpuTimeExceeded(BaseException):
@@ -249,6 +268,7 @@ class Execution:
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
         namespace = self.namespace()
+        stamp("namespace built")
         try:
             status, error = self._execute(namespace)
         except (CpuTimeExceeded, WallTimeExceeded) as exc:
@@ -257,6 +277,7 @@ class Execution:
             status, error = "timed_out", strategy_traceback(exc)
         finally:
             self._disarm()
+        stamp("strategy ran")
         report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
         try:
             report["result"] = self._result(namespace.get("RESULT"))
@@ -371,7 +392,9 @@ def serve(sock_fd: int, plan: ChildPlan) -> NoReturn:
     """
     code = protocol.EXIT_NOT_CONFINED
     try:
+        _start_phases(plan)
         confine_child(plan, sock_fd)
+        stamp("confined")
         code = _serve_confined(socket.socket(fileno=CHILD_FD))
     finally:
         os._exit(code)
@@ -386,7 +409,9 @@ def serve_warm(link_fd: int, plan: ChildPlan) -> NoReturn:
     """
     code = protocol.EXIT_NOT_CONFINED
     try:
+        _start_phases(plan)
         confine_child(plan, link_fd)
+        stamp("confined")
         code = protocol.EXIT_NO_REQUEST
         with socket.socket(fileno=CHILD_FD) as link:
             _message, fds, _flags, _address = socket.recv_fds(link, 16, 1)
@@ -420,11 +445,15 @@ def _serve_confined(sock: socket.socket) -> int:
     except BaseException:
         return protocol.EXIT_NO_REQUEST
     try:
+        stamp("request loaded")
         fresh_random_state()
         execution = Execution(sock, header, strategy)
         report = execution.run()
         execution.output.flush()
         report["dropped"] = execution.output.dropped
+        stamp("report built")
+        if _phases is not None:
+            report["phases"] = _phases
         execution.channel.send(report)
         return 0
     except MemoryError:

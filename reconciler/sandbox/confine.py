@@ -51,6 +51,9 @@ class ChildPlan:
     # it from), and a descriptor on the child's memory cgroup's `cgroup.procs` to join it.
     address_space: int | None = None
     cgroup_procs_fd: int | None = None
+    # Benchmark only (the profile tool's zygote config): the child stamps its CPU time and page faults
+    # at each phase and sends them with its report. The replica never sets it.
+    profile: bool = False
 
 
 def _prctl(option: int, arg: int) -> None:

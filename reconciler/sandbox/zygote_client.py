@@ -199,6 +199,9 @@ class ZygoteClient:
                     cpu=float(message["cpu"]),
                     duration=float(message["duration"]),
                     memory_killed=bool(message.get("memory_killed", False)),
+                    user=float(message.get("user", 0.0)),
+                    system=float(message.get("system", 0.0)),
+                    minor_faults=int(message.get("minflt", 0)),
                 )
             )
         elif kind == "refused":  # the zygote could not start a child for this run
