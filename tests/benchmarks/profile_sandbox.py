@@ -7,6 +7,7 @@ child each), as `bench_sandbox.py` does, and prints a table of CPU milliseconds 
 per execution:
 - supervisor: this process's own rusage (its event loop, the conversation with each child);
 - zygote: its rusage from /proc; the clone calls alone, from the zygote's own count (profile mode);
+- template (where the zygote has one): its rusage from /proc, i.e. the clone of each child;
 - child: the kernel's accounting of each reaped child (wait4), split into phases by stamps the child
   takes itself (getrusage at each phase boundary, profile mode); "exit" is what the kernel charged
   after the last stamp: sending the report and tearing the process down.
@@ -64,8 +65,11 @@ def _proc_stat(pid: int) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     return {
         "minflt": int(fields[7]),
+        "cminflt": int(fields[8]),
         "user": int(fields[11]) / tick,
         "system": int(fields[12]) / tick,
+        "cuser": int(fields[13]) / tick,
+        "csystem": int(fields[14]) / tick,
     }
 
 
@@ -98,24 +102,32 @@ async def _load(args: argparse.Namespace, window: Path | None) -> dict[str, Any]
             outcome = await box.run(ExecutionRequest(f"p{i}", "bench", EMPTY))
             assert outcome.status == "succeeded", outcome
 
-    forks_before = (await box.zygote_status()).get("forks", [0.0, 0.0, 0, 0])
+    status = await box.zygote_status()
+    forks_before, template = status.get("forks", [0.0, 0.0, 0, 0]), status.get("template")
+    template_before = _proc_stat(template) if template else None
     own_before, zygote_before = resource.getrusage(resource.RUSAGE_SELF), _proc_stat(zygote)
     started, clock_before = time.perf_counter(), time.monotonic()
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     elapsed, clock_after = time.perf_counter() - started, time.monotonic()
     own_after, zygote_after = resource.getrusage(resource.RUSAGE_SELF), _proc_stat(zygote)
+    template_after = _proc_stat(template) if template else None
     forks_after = (await box.zygote_status()).get("forks", [0.0, 0.0, 0, 0])
     supervisor.classify = real_classify  # type: ignore[assignment]
     await box.close()
     if window is not None:
-        window.write_text(json.dumps({"supervisor": os.getpid(), "zygote": zygote, "from": clock_before,
+        window.write_text(json.dumps({"supervisor": os.getpid(), "zygote": zygote, "template": template,
+                                      "from": clock_before,
                                       "to": clock_after}))
     return {
         "elapsed": elapsed,
         "supervisor": (own_after.ru_utime - own_before.ru_utime, own_after.ru_stime - own_before.ru_stime,
                        own_after.ru_minflt - own_before.ru_minflt),
         "zygote": tuple(zygote_after[k] - zygote_before[k] for k in ("user", "system", "minflt")),
+        "reaped": tuple(zygote_after[k] - zygote_before[k] for k in ("cuser", "csystem", "cminflt")),
         "forks": [after - before for after, before in zip(forks_after, forks_before, strict=True)],
+        "template": None
+        if template_before is None or template_after is None
+        else tuple(template_after[k] - template_before[k] for k in ("user", "system", "minflt")),
         "children": children,
     }
 
@@ -128,7 +140,11 @@ def _rows(figures: dict[str, Any], runs: int) -> list[tuple[str, str, float, flo
     rows.append(("supervisor", "event loop, conversation, outcome", user * per, system * per, faults / runs))
     user, system, faults = figures["zygote"]
     fork_user, fork_system, fork_faults, forks = figures["forks"]
-    if forks:
+    if figures.get("template"):
+        rows.append(("zygote", "control loop, fork requests, reaping", user * per, system * per, faults / runs))
+        user, system, faults = figures["template"]
+        rows.append(("template", "clone of the child (all of its CPU)", user * per, system * per, faults / runs))
+    elif forks:
         rows.append(("zygote", "clone of the child", fork_user * per, fork_system * per, fork_faults / runs))
         rows.append(("zygote", "control loop, reaping, its copy-on-write",
                      (user - fork_user) * per, (system - fork_system) * per, (faults - fork_faults) / runs))
@@ -136,12 +152,8 @@ def _rows(figures: dict[str, Any], runs: int) -> list[tuple[str, str, float, flo
         rows.append(("zygote", "all (clone, loop, reaping)", user * per, system * per, faults / runs))
     phases: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
     order: list[str] = []
-    totals = [0.0, 0.0, 0.0]
     for stamps, exit_info in figures["children"]:
-        totals[0] += exit_info.user
-        totals[1] += exit_info.system
-        totals[2] += exit_info.minor_faults
-        if not stamps:
+        if not stamps or not hasattr(exit_info, "minor_faults"):  # a tree without the profile stamps
             continue
         previous = ("", 0.0, 0.0, 0)
         for stamp in [*stamps, ("exit: send the report, tear down", exit_info.user, exit_info.system,
@@ -164,9 +176,9 @@ def _rows(figures: dict[str, Any], runs: int) -> list[tuple[str, str, float, flo
     for name in order:
         user, system, faults = phases[name]
         rows.append(("child", labels.get(name, name), user * 1000 / count, system * 1000 / count, faults / count))
-    if not order:
-        rows.append(("child", "all (no phase stamps in this tree)", totals[0] * 1000 / count,
-                     totals[1] * 1000 / count, totals[2] / count))
+    if not order:  # the children the zygote reaped meanwhile, from its /proc (cutime, cstime, cminflt)
+        user, system, faults = figures["reaped"]
+        rows.append(("child", "all (no phase stamps in this tree)", user * per, system * per, faults / runs))
     return rows
 
 
@@ -197,7 +209,8 @@ def _perf_split(data: Path, window: dict[str, Any]) -> None:
             continue
         if not window["from"] <= when <= window["to"]:
             continue
-        role = "supervisor" if pid == window["supervisor"] else "zygote" if pid == window["zygote"] else "child"
+        roles = {window["supervisor"]: "supervisor", window["zygote"]: "zygote", window.get("template"): "template"}
+        role = roles.get(pid, "child")
         frames = [line.split(None, 1) for line in lines[1:]]
         kernel = {parts[1] for parts in frames if len(parts) == 2 and parts[0].startswith("ffffffff")}
         if not kernel:
