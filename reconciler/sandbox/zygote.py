@@ -42,6 +42,7 @@ for _name in (
 import array  # noqa: E402
 import codecs  # noqa: E402
 import contextlib  # noqa: E402
+import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -107,6 +108,7 @@ class TemplateGone(SystemExit):
 class _Template:
     pid: int
     link: socket.socket  # the zygote's end of the request socket
+    size: int  # its address space when forked: the baseline of each child's RLIMIT_AS
 
     def fork(self, target: int, flags: int, plan: Any, fd: int, procs_fd: int | None) -> int:
         uid = -1 if plan.uid is None else int(plan.uid)
@@ -393,8 +395,12 @@ class Zygote:
                 return int(value)
         return 0
 
+    def _size(self) -> int:
+        return int(os.pread(self.statm_fd, 128, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
     def _plan_for(self, slot: _Slot) -> tuple[Any, int | None]:
-        """The child's plan (its uid, the zygote's size now, its cgroup) and the descriptor to close."""
+        """The child's plan (its uid, the size of the process it is cloned from, its cgroup) and the
+        descriptor to close."""
         procs_fd = None
         if self.cgroup_fd is not None:
             try:
@@ -403,7 +409,9 @@ class Zygote:
                 slot.oom_kills = self._oom_kills(slot)
             except OSError as exc:
                 print(f"sandbox zygote: memory cgroup unavailable: {exc!r}", file=sys.stderr)
-        size = int(os.pread(self.statm_fd, 128, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        # The template's size is the zygote's when it was forked (it allocates next to nothing since);
+        # the child's address-space limit is that baseline plus the execution's memory.
+        size = self.template.size if self.template is not None else self._size()
         plan = dataclasses.replace(self.plan, uid=slot.uid, gid=slot.uid, address_space=size, cgroup_procs_fd=procs_fd)
         return plan, procs_fd
 
@@ -488,7 +496,13 @@ class Zygote:
             return
         self.targets = list(targets)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        zygote = os.getpid()
+        # Free memory inside the heap back to the kernel first: those pages are then not copied at
+        # each clone, and a child's allocations there take a fresh zeroed page instead of a copy of a
+        # zygote page (glibc reuses free chunks from all over the heap). Measured: about 150 fewer
+        # page faults per execution.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
+        zygote, size = os.getpid(), self._size()
         pid = os.fork()
         if pid == 0:
             try:
@@ -508,7 +522,7 @@ class Zygote:
                 os._exit(70)
         theirs.close()
         mine.settimeout(_TEMPLATE_TIMEOUT)
-        self.template = _Template(pid, mine)
+        self.template = _Template(pid, mine, size)
 
     def probe_layers(self) -> dict[str, bool]:
         """Fork one confined child the way every execution's child is forked; what took effect.
