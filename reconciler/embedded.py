@@ -184,6 +184,8 @@ class EmbeddedPostgres:
     fast_unsafe: bool = False
     bindir: Path | None = None  # None: find_bindir() for this data directory
     started_here: bool = False
+    # Further `-c name=value` server settings, after (and so over) the defaults (benchmarks tune it).
+    server_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.bindir = find_bindir(self.bindir, self.pgdata)
@@ -225,7 +227,12 @@ class EmbeddedPostgres:
         else:
             self._pg_ctl_start()
             self.started_here = True
-        self._create_database()
+        try:
+            self._create_database()
+        except BaseException:
+            if self.started_here:
+                self.stop()  # nothing of ours may keep running once start-up has failed
+            raise
         return self.url()
 
     def stop(self) -> None:
@@ -275,6 +282,7 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {option}" for option in self.server_options]
         log.info("starting embedded PostgreSQL (log: %s)", self.logfile)
         self._run(
             [
@@ -305,13 +313,9 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def _create_database(self) -> None:
-        import psycopg
+        from reconciler.storage.bootstrap import create_database
 
-        conninfo = f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres"
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        create_database(f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres", DATABASE_NAME)
 
     def _user_name(self) -> str | None:
         return self._user

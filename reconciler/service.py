@@ -14,9 +14,10 @@ import secrets
 import shlex
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 from pydantic import SecretStr
@@ -26,15 +27,17 @@ from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.logging_setup import redact_settings
-from reconciler.loop import Replica
+from reconciler.loop import Replica, SandboxRunner
 from reconciler.policy.cache import CompiledCache
 from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.alert_store import AlertStore
 from reconciler.storage.api_store import Store
 from reconciler.storage.credentials import check_key_ids, rotate
 from reconciler.storage.db import Database, SessionLimits, create_engine
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.migrate import migrate
 from reconciler.storage.outage import wait_for_database
 from reconciler.webhook_secrets import seal_secret
@@ -55,16 +58,25 @@ class Runtime:
 
 def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     """Resolve the database (starting the embedded one if DATABASE_URL is unset), secrets, schema."""
-    embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
         embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
-        log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
-        log.info("connect with: %s", embedded.psql_command())
-        settings = _embedded_secrets(settings, data_dir, with_api=with_api)
-    else:
-        url = settings.database_url.get_secret_value()
+        try:
+            log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
+            log.info("connect with: %s", embedded.psql_command())
+            settings = _embedded_secrets(settings, data_dir, with_api=with_api)
+            return _prepare_database(settings, url, embedded, with_api=with_api)
+        except BaseException:
+            # Start-up failed after this process started the server (a malformed key, a failed
+            # migration, Ctrl-C): stop it, or it would outlive us holding the data directory.
+            stop_embedded(embedded)
+            raise
+    return _prepare_database(settings, settings.database_url.get_secret_value(), None, with_api=with_api)
+
+
+def _prepare_database(settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, with_api: bool) -> Runtime:
+    if embedded is None:
         if with_api and settings.executor_api_token is None:
             raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
         if settings.encryption_key is None:
@@ -79,6 +91,12 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
         wait_for_database(url, log)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
+
+
+def stop_embedded(embedded: EmbeddedPostgres | None) -> None:
+    """Stop the embedded server if this process started it (a reused one belongs to its starter)."""
+    if embedded is not None and embedded.started_here:
+        embedded.stop()
 
 
 def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> Settings:
@@ -156,7 +174,28 @@ def current_key_id(runtime: Runtime) -> str:
     return CredentialCipher.from_settings(runtime.settings).current_key_id
 
 
-async def run(runtime: Runtime, *, with_api: bool) -> None:
+class ManagedSandbox(SandboxRunner, Protocol):
+    """The sandbox as the composition root holds it: a runner it starts before the replica and closes after."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# Builds the replica's sandbox from the settings and the replica's compile cache.
+SandboxFactory = Callable[[Settings, CompiledCache], ManagedSandbox]
+
+
+def real_sandbox(settings: Settings, compiled: CompiledCache) -> Sandbox:
+    return Sandbox(SandboxLimits.from_settings(settings), compiled)
+
+
+async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFactory = real_sandbox) -> None:
+    """Run a replica (and the API) until SIGTERM/SIGINT.
+
+    `sandbox_factory` is a seam for the database benchmark alone, which passes a runner that returns
+    at once from a process of its own (tests/benchmarks). No setting or environment variable reaches
+    it: the CLI, the only entry point of the product, always calls this with the real sandbox.
+    """
     settings = runtime.settings
     engine = create_engine(
         runtime.database_url,
@@ -173,12 +212,12 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     # One compile for every use of a source in this replica: the reconcile pass's verdict and the
     # code objects its executions run; both off the event loop, in worker processes.
     compiled = CompiledCache(CompilePool(CompileLimits.from_settings(settings)), settings.compile_cache_bytes)
-    sandbox = Sandbox(SandboxLimits.from_settings(settings), compiled)
+    sandbox = sandbox_factory(settings, compiled)
     await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await check_key_ids(engine, cipher)
-    brokers = BrokerFactory(settings, engine, cipher)
+    brokers = BrokerFactory(settings, ExchangeStore(engine), cipher)
     replica = Replica(
         settings,
         Database(engine),
@@ -187,7 +226,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         brokers=brokers,
         database_url=runtime.database_url,
     )
-    replica.alert_sender = WebhookSender(settings, engine, cipher, replica_id=replica.replica_id)
+    replica.alert_sender = WebhookSender(settings, AlertStore(engine, replica_id=replica.replica_id), cipher)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,7 @@ from reconciler.outcome import BrokerCall, BrokerError, ExecutionOutcome
 from reconciler.reconcile import decide
 from reconciler.settings import Settings
 from reconciler.storage.db import Database
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.replica_store import ReplicaStore
 from reconciler.tables import executions
 
@@ -85,7 +86,9 @@ def run(database_url: str, body: Callable[[AsyncEngine, BrokerFactory], Awaitabl
     async def main() -> Any:
         engine = create_async_engine(database_url)
         settings = Settings(paper_initial_balances={"USDT": 10_000.0})
-        factory = BrokerFactory(settings, engine, CredentialCipher.from_key_string(generate_key("k")), feed=feed)
+        factory = BrokerFactory(
+            settings, ExchangeStore(engine), CredentialCipher.from_key_string(generate_key("k")), feed=feed
+        )
         try:
             return await body(engine, factory)
         finally:

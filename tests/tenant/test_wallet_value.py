@@ -16,6 +16,7 @@ from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.feed import SIM_MARKETS, SimMarket, SimulatedFeed
 from reconciler.exchange.wallet import wallet_value
 from reconciler.settings import Settings
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.tables import executions
 from tests.exchange.helpers import add_strategy
 
@@ -90,7 +91,9 @@ def test_the_broker_records_the_value_as_each_paper_run_ends(database_url: str) 
 
     async def main() -> None:
         engine = create_async_engine(database_url)
-        factory = BrokerFactory(settings, engine, CredentialCipher.from_key_string(generate_key("k")), feed=feed)
+        factory = BrokerFactory(
+            settings, ExchangeStore(engine), CredentialCipher.from_key_string(generate_key("k")), feed=feed
+        )
         try:
             await add_strategy(engine, "trader")
             await add_strategy(engine, "idle")
