@@ -571,6 +571,12 @@ def print_table(flat: list[dict[str, Any]], compare: list[dict[str, Any]], scali
             )
 
 
+def save(path: Path, figures: dict[str, Any]) -> None:
+    """Written after every phase, so a run cut short keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", type=int, default=1_000_000)
@@ -657,6 +663,7 @@ def main() -> int:
                                 slots=args.slots,
                             )
                         )
+                        save(args.output, figures)
             for round_ in range(2 if args.compare_replicas else 0):
                 for before in (True, False):
                     label = "before" if before else "current"
@@ -679,6 +686,7 @@ def main() -> int:
                             before=before,
                         )
                     )
+                    save(args.output, figures)
             for n in counts:
                 print(f"{n} replica(s), {args.seconds:.0f} s ...", flush=True)
                 figures["scaling"].append(
@@ -695,13 +703,13 @@ def main() -> int:
                         slots=args.slots,
                     )
                 )
+                save(args.output, figures)
                 print_table([], [], figures["scaling"][-1:])
         finally:
             admin.close()
             server.stop()
         figures["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        save(args.output, figures)
         print_table(figures["flat"], figures["compare"], figures["scaling"])
         print(f"\nwritten to {args.output}")
     return 0
