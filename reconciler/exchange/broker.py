@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -196,7 +197,8 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
-        guard = self._guard(strategy_id, execution_id, exchange, target, market, rate_key)
+        scheduled_for = None if fence is None else fence.scheduled_for
+        guard = self._guard(strategy_id, execution_id, scheduled_for, exchange, target, market, rate_key)
         session = BrokerSession(
             engine=self._engine,
             orders=self._orders,
@@ -226,6 +228,7 @@ class BrokerFactory:
         self,
         strategy_id: str,
         execution_id: str,
+        scheduled_for: datetime | None,
         exchange: str,
         target: CoinDCXClient | PaperExchange,
         market: PriceFeed,
@@ -239,6 +242,7 @@ class BrokerFactory:
             self._engine,
             strategy_id=strategy_id,
             execution_id=uuid.UUID(str(execution_id)),
+            scheduled_for=scheduled_for,
             market=market,
             holdings=holdings,
             record_series=exchange == "paper",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,7 @@ class RiskGuard:
         strategy_id: str,
         execution_id: uuid.UUID,
         market: PriceFeed,
+        scheduled_for: datetime | None = None,
         holdings: Holdings,
         record_series: bool,
     ) -> None:
@@ -49,6 +50,7 @@ class RiskGuard:
         self._db = Database(engine)
         self._strategy_id = strategy_id
         self._execution_id = execution_id
+        self._scheduled_for = scheduled_for  # the execution's partition key, when known
         self._market = market
         self._holdings = holdings
         # Paper: every execution adds a point to the equity series (executions.wallet_value, the
@@ -112,7 +114,9 @@ class RiskGuard:
             async with self._db.transaction() as conn:
                 # The one equity series: stored with the execution, charted by the dashboard.
                 await conn.execute(
-                    exchange_queries.record_wallet_value(self._execution_id, valued.value, valued.currency)
+                    exchange_queries.record_wallet_value(
+                        self._execution_id, valued.value, valued.currency, self._scheduled_for
+                    )
                 )
             if self.limits.measures_equity and self.breach is None and not self._was_halted:
                 breach = await self._observe(valued)

@@ -73,6 +73,7 @@ def fence_holds(fence: Fence) -> Exists:
         select(e.c.execution_id)
         .where(
             e.c.execution_id == fence.execution_id,
+            e.c.scheduled_for == fence.scheduled_for,  # the partition key: one partition looked at
             e.c.status == "running",
             e.c.replica_id == fence.replica_id,
             e.c.fencing_token == fence.token,
@@ -206,11 +207,13 @@ def delete_paper_account(strategy_id: str) -> tuple[Delete, Delete]:
     )
 
 
-def record_wallet_value(execution_id: uuid.UUID, value: Decimal, currency: str) -> Update:
+def record_wallet_value(
+    execution_id: uuid.UUID, value: Decimal, currency: str, scheduled_for: datetime | None = None
+) -> Update:
     """A paper execution's wallet value at its end; only while the execution is still in flight (an
-    execution already recorded lost or finished keeps what it has)."""
-    return (
-        update(executions)
-        .where(executions.c.execution_id == execution_id, executions.c.status == "running")
-        .values(wallet_value=value, wallet_currency=currency)
-    )
+    execution already recorded lost or finished keeps what it has). `scheduled_for`, the partition
+    key, keeps it to one partition of `executions`."""
+    statement = update(executions).where(executions.c.execution_id == execution_id, executions.c.status == "running")
+    if scheduled_for is not None:
+        statement = statement.where(executions.c.scheduled_for == scheduled_for)
+    return statement.values(wallet_value=value, wallet_currency=currency)
