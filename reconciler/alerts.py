@@ -23,7 +23,6 @@ import random
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler.crypto import CredentialCipher, CryptoError, Sealed
 from reconciler.settings import Settings
@@ -70,14 +69,13 @@ class WebhookSender:
     def __init__(
         self,
         settings: Settings,
-        engine: AsyncEngine,
+        store: AlertStore,
         cipher: CredentialCipher,
         *,
-        replica_id: str,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._settings = settings
-        self._store = AlertStore(engine, replica_id=replica_id)
+        self._store = store  # the replica's: it claims deliveries in the replica's name
         self._cipher = cipher
         self._owns_http = http is None
         # No redirects: a signed alert goes to the URL its owner registered, nowhere else.

@@ -181,11 +181,15 @@ def _run(command: str, settings: object) -> int:
     assert isinstance(settings, Settings)
     if command == "migrate":
         runtime = service.prepare(settings, with_api=False)
+        service.stop_embedded(runtime.embedded)  # a server this command started ends with it
         print(f"database schema is up to date ({'embedded' if runtime.embedded else 'DATABASE_URL'})")
         return 0
     if command == "rotate-keys":
         runtime = service.prepare(settings, with_api=False)
-        count = asyncio.run(service.rotate_keys(runtime))
+        try:
+            count = asyncio.run(service.rotate_keys(runtime))
+        finally:
+            service.stop_embedded(runtime.embedded)
         print(f"re-encrypted {count} credential rows with key {service.current_key_id(runtime)}")
         return 0
     with_api = command == "serve"
@@ -205,8 +209,7 @@ def _run(command: str, settings: object) -> int:
     try:
         asyncio.run(service.run(runtime, with_api=with_api))
     finally:
-        if runtime.embedded is not None and runtime.embedded.started_here:
-            runtime.embedded.stop()
+        service.stop_embedded(runtime.embedded)
     return 0
 
 

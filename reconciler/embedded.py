@@ -225,7 +225,12 @@ class EmbeddedPostgres:
         else:
             self._pg_ctl_start()
             self.started_here = True
-        self._create_database()
+        try:
+            self._create_database()
+        except BaseException:
+            if self.started_here:
+                self.stop()  # nothing of ours may keep running once start-up has failed
+            raise
         return self.url()
 
     def stop(self) -> None:
@@ -305,13 +310,9 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def _create_database(self) -> None:
-        import psycopg
+        from reconciler.storage.bootstrap import create_database
 
-        conninfo = f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres"
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        create_database(f"host={self.socket_dir} port={PORT} user=postgres dbname=postgres", DATABASE_NAME)
 
     def _user_name(self) -> str | None:
         return self._user

@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-
 if TYPE_CHECKING:
     from reconciler.settings import Settings
 
@@ -126,5 +124,8 @@ def redact_settings(settings: Settings) -> None:
         for part in settings.encryption_key.get_secret_value().split(","):
             redact(part.strip(), part.partition(":")[2].strip())
     if settings.database_url is not None:
+        # Imported here: logging is set up long before (and in processes that never need) a database.
+        from reconciler.storage.db import url_password
+
         with contextlib.suppress(Exception):
-            redact(make_url(settings.database_url.get_secret_value()).password)
+            redact(url_password(settings.database_url.get_secret_value()))

@@ -32,9 +32,11 @@ from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
 from reconciler.secrets_file import load_or_create, new_api_token
 from reconciler.settings import Settings
+from reconciler.storage.alert_store import AlertStore
 from reconciler.storage.api_store import Store
 from reconciler.storage.credentials import check_key_ids, rotate
 from reconciler.storage.db import Database, SessionLimits, create_engine
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.migrate import migrate
 from reconciler.storage.outage import wait_for_database
 from reconciler.webhook_secrets import seal_secret
@@ -55,16 +57,25 @@ class Runtime:
 
 def prepare(settings: Settings, *, with_api: bool) -> Runtime:
     """Resolve the database (starting the embedded one if DATABASE_URL is unset), secrets, schema."""
-    embedded = None
     if settings.database_url is None:
         data_dir = settings.data_dir or default_data_dir()
         embedded = EmbeddedPostgres(data_dir=data_dir, bindir=settings.postgres_bin_dir)
         url = embedded.start()
-        log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
-        log.info("connect with: %s", embedded.psql_command())
-        settings = _embedded_secrets(settings, data_dir, with_api=with_api)
-    else:
-        url = settings.database_url.get_secret_value()
+        try:
+            log.info("embedded PostgreSQL: data in %s", embedded.pgdata)
+            log.info("connect with: %s", embedded.psql_command())
+            settings = _embedded_secrets(settings, data_dir, with_api=with_api)
+            return _prepare_database(settings, url, embedded, with_api=with_api)
+        except BaseException:
+            # Start-up failed after this process started the server (a malformed key, a failed
+            # migration, Ctrl-C): stop it, or it would outlive us holding the data directory.
+            stop_embedded(embedded)
+            raise
+    return _prepare_database(settings, settings.database_url.get_secret_value(), None, with_api=with_api)
+
+
+def _prepare_database(settings: Settings, url: str, embedded: EmbeddedPostgres | None, *, with_api: bool) -> Runtime:
+    if embedded is None:
         if with_api and settings.executor_api_token is None:
             raise StartupError("EXECUTOR_API_TOKEN is not set: every API route but /health needs it")
         if settings.encryption_key is None:
@@ -79,6 +90,12 @@ def prepare(settings: Settings, *, with_api: bool) -> Runtime:
         wait_for_database(url, log)
     migrate(url)
     return Runtime(settings=settings, database_url=url, embedded=embedded)
+
+
+def stop_embedded(embedded: EmbeddedPostgres | None) -> None:
+    """Stop the embedded server if this process started it (a reused one belongs to its starter)."""
+    if embedded is not None and embedded.started_here:
+        embedded.stop()
 
 
 def _embedded_secrets(settings: Settings, data_dir: Path, *, with_api: bool) -> Settings:
@@ -178,7 +195,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.
     await check_key_ids(engine, cipher)
-    brokers = BrokerFactory(settings, engine, cipher)
+    brokers = BrokerFactory(settings, ExchangeStore(engine), cipher)
     replica = Replica(
         settings,
         Database(engine),
@@ -187,7 +204,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
         brokers=brokers,
         database_url=runtime.database_url,
     )
-    replica.alert_sender = WebhookSender(settings, engine, cipher, replica_id=replica.replica_id)
+    replica.alert_sender = WebhookSender(settings, AlertStore(engine, replica_id=replica.replica_id), cipher)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

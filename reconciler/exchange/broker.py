@@ -28,7 +28,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reconciler import refusals
 from reconciler.crypto import CredentialCipher, CryptoError
@@ -42,13 +41,9 @@ from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.exchange.risk_guard import RiskGuard, live_holdings, paper_holdings
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
-from reconciler.storage.credentials import load_credentials
-from reconciler.storage.db import Database, DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
+from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
+from reconciler.storage.exchange_store import Alert, ExchangeStore
 from reconciler.storage.fence import Fence, Fenced
-from reconciler.storage.orders import Orders
-from reconciler.storage.risk_writes import enqueue_alert
-from reconciler.storage.statements import exchange as queries
-from reconciler.storage.statements import risk as risk_queries
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +103,7 @@ class BrokerFactory:
     def __init__(
         self,
         settings: Settings,
-        engine: AsyncEngine,
+        store: ExchangeStore,
         cipher: CredentialCipher,
         *,
         feed: PriceFeed | None = None,
@@ -117,8 +112,7 @@ class BrokerFactory:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._settings = settings
-        self._engine = engine
-        self._orders = Orders(engine)
+        self._store = store
         self._cipher = cipher
         self._retry = retry
         self._owns_http = http is None
@@ -160,7 +154,7 @@ class BrokerFactory:
         if exchange == "coindcx":
             credentials = None
             try:
-                credentials = await load_credentials(self._engine, self._cipher, strategy_id)
+                credentials = await self._store.load_credentials(self._cipher, strategy_id)
                 if credentials is None:
                     setup_error = setup_error or BrokerError(
                         errors.CREDENTIALS,
@@ -188,10 +182,11 @@ class BrokerFactory:
             del credentials  # only the client holds it now, until forget_credentials()
         elif exchange == "paper":
             target = PaperExchange(
-                self._engine,
+                self._store,
                 self._feed,
                 strategy_id=strategy_id,
                 initial_balances=self._settings.paper_initial_balances,
+                fence=fence,
             )
             rate_key = "paper:" + strategy_id
             market = self._feed
@@ -200,8 +195,7 @@ class BrokerFactory:
         scheduled_for = None if fence is None else fence.scheduled_for
         guard = self._guard(strategy_id, execution_id, scheduled_for, exchange, target, market, rate_key)
         session = BrokerSession(
-            engine=self._engine,
-            orders=self._orders,
+            store=self._store,
             fence=fence,
             strategy_id=strategy_id,
             execution_id=execution_id,
@@ -235,11 +229,11 @@ class BrokerFactory:
         rate_key: str,
     ) -> RiskGuard:
         if isinstance(target, PaperExchange):
-            holdings = paper_holdings(self._engine, strategy_id, self._settings.paper_initial_balances)
+            holdings = paper_holdings(self._store, strategy_id, self._settings.paper_initial_balances)
         else:
             holdings = live_holdings(target.get_balances, lambda: self._limiter.acquire(rate_key))
         return RiskGuard(
-            self._engine,
+            self._store,
             strategy_id=strategy_id,
             execution_id=uuid.UUID(str(execution_id)),
             scheduled_for=scheduled_for,
@@ -261,8 +255,7 @@ class BrokerSession:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
-        orders: Orders,
+        store: ExchangeStore,
         fence: Fence | None,
         strategy_id: str,
         execution_id: str,
@@ -275,9 +268,8 @@ class BrokerSession:
         setup_error: BrokerError | None,
         guard: RiskGuard | None = None,
     ) -> None:
-        self._orders = orders
+        self._store = store
         self._fence = fence
-        self._db = Database(engine)
         self._guard = guard
         self._strategy_id = strategy_id
         self._execution_id = uuid.UUID(str(execution_id))
@@ -404,6 +396,11 @@ class BrokerSession:
                 alert=("order_refused", exc.message) if status == "error" else None,
             )
             raise
+        except Fenced:
+            # The paper exchange checks the fence again in the transaction that would fill: the lease was
+            # lost after the order was recorded, and nothing was filled. The record says so.
+            await self._update(order_id, {"status": "error", "error": "not sent: the execution lost its lease"})
+            raise
         except BaseException:
             # Neither answered nor refused (a bug, a cancellation): say so rather than leave "submitting".
             await self._update(order_id, {"status": "unknown", "error": "the broker failed while sending"})
@@ -505,20 +502,24 @@ class BrokerSession:
         used by this strategy. Raises Fenced when the execution lost its lease: nothing is recorded, and
         nothing may be sent. `alert`: an order alert enqueued in the same transaction (live orders only)."""
 
-        async def then(conn: Any, order_id: uuid.UUID) -> None:
-            if alert is not None:
-                await self._alert(conn, alert, order_id, values)
+        def alert_for(order_id: uuid.UUID) -> Alert | None:
+            return None if alert is None else self._alert(alert, order_id, values)
 
-        return await self._orders.record(values, self._fence, then=then)
+        return await self._store.record_order(values, self._fence, alert=alert_for)
 
     async def _update(
         self, order_id: uuid.UUID, values: dict[str, Any], *, alert: tuple[str, str | None] | None = None
     ) -> None:
         try:
-            async with self._db.transaction() as conn:
-                await conn.execute(queries.update_order(order_id, values))
-                if alert is not None:
-                    await self._alert(conn, alert, order_id, values)
+            await self._store.update_order(
+                order_id,
+                self._strategy_id,
+                status=values["status"],
+                error=values.get("error"),
+                exchange_order_id=values.get("exchange_order_id"),
+                response=values.get("response"),
+                alert=None if alert is None else self._alert(alert, order_id, values),
+            )
         except (DatabaseUnavailable, DatabaseTimeout, TransactionConflict) as exc:
             log.warning("strategy %s: could not record the answer to order %s: %s", self._strategy_id, order_id, exc)
         except StoreError:
@@ -529,30 +530,22 @@ class BrokerSession:
         known = [o for o in answered if isinstance(o, dict) and o.get("id") is not None and o.get("status")]
         if not known:
             return
-        async with self._db.transaction() as conn:
-            for order in known:
-                newly_filled = None
-                if order["status"] == "filled" and self._exchange == "coindcx":
-                    newly_filled = (
-                        await conn.execute(
-                            risk_queries.ORDER_NOT_YET_FILLED,
-                            {"strategy_id": self._strategy_id, "exchange_order_id": str(order["id"])},
-                        )
-                    ).first()
-                statement = queries.update_order_by_exchange_id(
-                    self._strategy_id, str(order["id"]), str(order["status"]), _jsonable(order)
-                )
-                await conn.execute(statement)
-                if newly_filled is not None:
-                    await self._alert(conn, ("order_filled", None), newly_filled.order_id, dict(newly_filled._mapping))
 
-    async def _alert(
-        self, conn: Any, alert: tuple[str, str | None], order_id: uuid.UUID, values: dict[str, Any]
-    ) -> None:
-        """An order alert, in the transaction that records the order: for live orders only (paper
-        fills are the strategy's own simulation, and would drown the word that matters)."""
+        def on_filled(order: dict[str, Any]) -> Alert | None:
+            return self._alert(("order_filled", None), order["order_id"], order)
+
+        await self._store.mirror_status(
+            self._strategy_id,
+            [(str(o["id"]), str(o["status"]), _jsonable(o)) for o in known],
+            # Fill alerts are for live orders only (see _alert): only then is "not yet filled" asked.
+            on_filled=on_filled if self._exchange == "coindcx" else None,
+        )
+
+    def _alert(self, alert: tuple[str, str | None], order_id: uuid.UUID, values: dict[str, Any]) -> Alert | None:
+        """An order alert, enqueued by the store in the transaction that records the order: for live
+        orders only (paper fills are the strategy's own simulation, and would drown the word that matters)."""
         if self._exchange != "coindcx":
-            return
+            return None
         event, reason = alert
         payload = {
             "order_id": str(order_id),
@@ -567,7 +560,7 @@ class BrokerSession:
         }
         if reason is not None:
             payload["reason"] = reason
-        await enqueue_alert(conn, self._strategy_id, event, payload)
+        return event, payload
 
 
 _MAX_TEXT = 100  # longest market name, order id or other text parameter a strategy may pass

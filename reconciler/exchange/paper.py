@@ -14,21 +14,19 @@ like CoinDCX's JSON does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import Any, TypeVar
 
 from reconciler.exchange import errors
 from reconciler.exchange.coindcx import CLIENT_ORDER_ID_MAX, new_client_order_id
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import PriceFeed
-from reconciler.storage.db import Database
-from reconciler.storage.statements import exchange as queries
+from reconciler.storage.exchange_store import OPEN_PAPER_STATUSES, ExchangeStore, PaperBook
+from reconciler.storage.fence import Fence
+
+T = TypeVar("T")
 
 DEFAULT_FEE_RATE = Decimal("0.001")  # 0.1 %, charged in the quote currency, like a CoinDCX taker fee
 SIDES = ("buy", "sell")
@@ -49,15 +47,18 @@ class PaperExchange:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: ExchangeStore,
         feed: PriceFeed,
         *,
         strategy_id: str,
         initial_balances: Mapping[str, float],
         fee_rate: Decimal = DEFAULT_FEE_RATE,
+        fence: Fence | None = None,
     ) -> None:
-        # Each call's transaction goes through the storage layer's boundary (errors classified once).
-        self._db = Database(engine)
+        # Each call is one transaction of the storage layer's (errors classified once, no SQL here).
+        # `fence`: the execution's fencing token (None outside a claimed execution: the tests').
+        self._store = store
+        self._fence = fence
         self._feed = feed
         self._strategy_id = strategy_id
         self._initial = {currency: Decimal(str(amount)) for currency, amount in initial_balances.items()}
@@ -94,16 +95,17 @@ class PaperExchange:
     # --- account ----------------------------------------------------------------------------------
 
     async def get_balances(self) -> list[dict[str, Any]]:
-        async with self._account() as conn:
-            rows = (await conn.execute(queries.select_paper_balances(self._strategy_id))).mappings()
+        async def work(book: PaperBook) -> list[dict[str, Any]]:
             return [
                 {
                     "currency": r["currency"],
                     "balance": float(r["balance"]),
                     "locked_balance": float(r["locked_balance"]),
                 }
-                for r in rows
+                for r in await book.balances()
             ]
+
+        return await self._call(work)
 
     async def get_user_info(self) -> list[dict[str, Any]]:
         return [
@@ -149,12 +151,13 @@ class PaperExchange:
                 f"order value {notional} {base} is below {market}'s minimum of {details['min_notional']}",
             )
         now = self._now()
-        async with self._account() as conn:
-            balances = await self._balances(conn, {target, base})
+        paper_order_id = uuid.uuid4()
+
+        async def work(book: PaperBook) -> dict[str, Any]:
+            balances = await book.lock_balances({target, base})
             marketable = limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
             row: dict[str, Any] = {
-                "paper_order_id": uuid.uuid4(),
-                "strategy_id": self._strategy_id,
+                "paper_order_id": paper_order_id,
                 "client_order_id": client_order_id,
                 "market": market,
                 "side": side,
@@ -166,7 +169,7 @@ class PaperExchange:
                 "checked_until": now,
             }
             if marketable:
-                fill = await self._fill(conn, balances, side, target, base, quantity, price, locked=Decimal(0))
+                fill = await self._fill(book, balances, side, target, base, quantity, price, locked=Decimal(0))
                 row |= {"status": "filled", "remaining_quantity": 0, "avg_price": price, "fee_amount": fill}
                 row |= {"locked_currency": base if side == "buy" else target, "locked_amount": 0}
             else:
@@ -175,38 +178,46 @@ class PaperExchange:
                     (base, quantity * limit * (1 + self._fee_rate)) if side == "buy" else (target, quantity)
                 )
                 self._require(balances, currency, amount)
-                await self._add(conn, currency, -amount, amount)
+                await book.add(currency, -amount, amount)
                 row |= {"status": "open", "remaining_quantity": quantity, "avg_price": 0, "fee_amount": 0}
                 row |= {"locked_currency": currency, "locked_amount": amount}
-            inserted = (await conn.execute(queries.insert_paper_order(row))).mappings().first()
+            inserted = await book.insert_order(row)
             if inserted is None:
                 # Raising rolls back the balance changes above with the transaction.
                 raise ExchangeError(errors.REJECTED, f"Duplicate client order id {client_order_id!r}")
             return self._order(inserted)
 
+        return await self._call(work)
+
     async def get_order_status(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
-        async with self._account() as conn:
-            return self._order(await self._one_order(conn, id, client_order_id))
+        async def work(book: PaperBook) -> dict[str, Any]:
+            return self._order(await self._one_order(book, id, client_order_id))
+
+        return await self._call(work)
 
     async def get_active_orders(self, market: str | None = None, side: str | None = None) -> list[dict[str, Any]]:
-        async with self._account() as conn:
-            rows = (await conn.execute(queries.select_open_paper_orders(self._strategy_id, market, side))).mappings()
-            return [self._order(r) for r in rows]
+        async def work(book: PaperBook) -> list[dict[str, Any]]:
+            return [self._order(r) for r in await book.open_orders(market, side, lock=False)]
+
+        return await self._call(work)
 
     async def cancel_order(self, id: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
-        async with self._account() as conn:
-            order = await self._one_order(conn, id, client_order_id)
-            if order["status"] not in queries.OPEN_PAPER_STATUSES:
+        async def work(book: PaperBook) -> dict[str, Any]:
+            order = await self._one_order(book, id, client_order_id)
+            if order["status"] not in OPEN_PAPER_STATUSES:
                 raise ExchangeError(errors.REJECTED, f"Order is already {order['status']} and cannot be cancelled")
-            await self._cancel(conn, order)
+            await self._cancel(book, order)
             return dict(_SUCCESS)
 
+        return await self._call(work)
+
     async def cancel_all_orders(self, market: str, side: str | None = None) -> dict[str, Any]:
-        async with self._account() as conn:
-            statement = queries.select_open_paper_orders(self._strategy_id, market, side, lock=True)
-            for order in (await conn.execute(statement)).mappings().all():
-                await self._cancel(conn, order)
+        async def work(book: PaperBook) -> dict[str, Any]:
+            for order in await book.open_orders(market, side, lock=True):
+                await self._cancel(book, order)
             return dict(_SUCCESS)
+
+        return await self._call(work)
 
     async def get_trade_history(
         self,
@@ -217,9 +228,11 @@ class PaperExchange:
     ) -> list[dict[str, Any]]:
         since = datetime.fromtimestamp(from_timestamp / 1000, UTC) if from_timestamp else None
         until = datetime.fromtimestamp(to_timestamp / 1000, UTC) if to_timestamp else None
-        async with self._account() as conn:
-            statement = queries.select_paper_fills(self._strategy_id, symbol, since, until, min(limit or 500, 5000))
-            rows = (await conn.execute(statement)).mappings().all()
+
+        async def work(book: PaperBook) -> list[dict[str, Any]]:
+            return await book.fills(symbol, since, until, min(limit or 500, 5000))
+
+        rows = await self._call(work)
         return [
             {
                 "id": str(r["paper_order_id"]),
@@ -236,7 +249,7 @@ class PaperExchange:
         ]
 
     async def aclose(self) -> None:
-        return None  # the engine and feed belong to the broker factory
+        return None  # the store and the feed belong to the broker factory
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -270,27 +283,27 @@ class PaperExchange:
                 f"price_per_unit {limit} has more than {price_digits} decimals allowed for {market}",
             )
 
-    @asynccontextmanager
-    async def _account(self) -> AsyncIterator[AsyncConnection]:
+    async def _call(self, work: Callable[[PaperBook], Awaitable[T]]) -> T:
         """One call's transaction, with the starting wallet seeded and resting orders settled first.
 
         The seeding commits in a transaction of its own before the call's: were it part of the call's,
         a call that fails (an unknown order id) would roll it back while `_seeded` said it was done,
-        leaving the strategy an empty wallet for the rest of its run.
+        leaving the strategy an empty wallet for the rest of its run. The call's own transaction checks
+        the execution's fence first and holds it until commit (`ExchangeStore.paper`): a fenced-off
+        execution fills nothing, and a fill, its balances and its order records commit together.
         """
         if not self._seeded:
-            async with self._db.transaction() as conn:
-                count = (await conn.execute(queries.count_paper_balances(self._strategy_id))).scalar_one()
-                if count == 0 and self._initial:
-                    await conn.execute(queries.seed_paper_balances(self._strategy_id, self._initial))
+            await self._store.seed_paper_wallet(self._strategy_id, self._initial)
             self._seeded = True
-        async with self._db.transaction() as conn:
-            await self._settle(conn)
-            yield conn
 
-    async def _settle(self, conn: AsyncConnection) -> None:
-        statement = queries.select_open_paper_orders(self._strategy_id, lock=True)
-        open_orders = (await conn.execute(statement)).mappings().all()
+        async def settled(book: PaperBook) -> T:
+            await self._settle(book)
+            return await work(book)
+
+        return await self._store.paper(self._strategy_id, settled, fence=self._fence)
+
+    async def _settle(self, book: PaperBook) -> None:
+        open_orders = await book.open_orders(lock=True)
         if not open_orders:
             return
         now = self._now()
@@ -301,31 +314,32 @@ class PaperExchange:
             limit: Decimal = order["price_per_unit"]
             crossed = low <= limit if order["side"] == "buy" else high >= limit
             if not crossed:
-                await conn.execute(queries.update_paper_order(order["paper_order_id"], {"checked_until": now}))
+                await book.mark_checked(order["paper_order_id"], now)
                 continue
             details = await self._market(order["market"])
             target, base = details["target_currency_short_name"], details["base_currency_short_name"]
-            balances = await self._balances(conn, {target, base})
+            balances = await book.lock_balances({target, base})
             fee = await self._fill(
-                conn, balances, order["side"], target, base, order["remaining_quantity"], limit,
+                book, balances, order["side"], target, base, order["remaining_quantity"], limit,
                 locked=order["locked_amount"],
             )  # fmt: skip
+            fee_amount = order["fee_amount"] + fee
+            await book.mark_filled(order["paper_order_id"], avg_price=limit, fee_amount=fee_amount, at=now)
             values = {
                 "status": "filled",
                 "remaining_quantity": 0,
                 "avg_price": limit,
-                "fee_amount": order["fee_amount"] + fee,
+                "fee_amount": fee_amount,
                 "locked_amount": 0,
                 "checked_until": now,
                 "updated_at": now,
             }
-            await conn.execute(queries.update_paper_order(order["paper_order_id"], values))
             filled = self._order({**order, **values})
-            await conn.execute(queries.update_order_by_exchange_id(self._strategy_id, filled["id"], "filled", filled))
+            await book.mirror(filled["id"], "filled", filled)
 
     async def _fill(
         self,
-        conn: AsyncConnection,
+        book: PaperBook,
         balances: dict[str, Decimal],
         side: str,
         target: str,
@@ -343,35 +357,23 @@ class PaperExchange:
             cost = value + fee
             if not locked:
                 self._require(balances, base, cost)
-            await self._add(conn, base, locked - cost, -locked)
-            await self._add(conn, target, quantity, Decimal(0))
+            await book.add(base, locked - cost, -locked)
+            await book.add(target, quantity, Decimal(0))
         else:
             if not locked:
                 self._require(balances, target, quantity)
-            await self._add(conn, target, locked - quantity, -locked)
-            await self._add(conn, base, value - fee, Decimal(0))
+            await book.add(target, locked - quantity, -locked)
+            await book.add(base, value - fee, Decimal(0))
         return fee
 
-    async def _cancel(self, conn: AsyncConnection, order: RowMapping | Mapping[str, Any]) -> None:
+    async def _cancel(self, book: PaperBook, order: Mapping[str, Any]) -> None:
         amount: Decimal = order["locked_amount"]
         if amount:
-            await self._add(conn, order["locked_currency"], amount, -amount)
+            await book.add(order["locked_currency"], amount, -amount)
         now = self._now()
-        values = {"status": "cancelled", "locked_amount": 0, "updated_at": now}
-        await conn.execute(queries.update_paper_order(order["paper_order_id"], values))
-        cancelled = self._order({**order, **values})
-        await conn.execute(
-            queries.update_order_by_exchange_id(self._strategy_id, cancelled["id"], "cancelled", cancelled)
-        )
-
-    async def _add(self, conn: AsyncConnection, currency: str, balance: Decimal, locked: Decimal) -> None:
-        await conn.execute(queries.ensure_paper_balance(self._strategy_id, currency))
-        await conn.execute(queries.add_paper_balance(self._strategy_id, currency, balance, locked))
-
-    async def _balances(self, conn: AsyncConnection, currencies: set[str]) -> dict[str, Decimal]:
-        statement = queries.select_paper_balances(self._strategy_id, currencies, lock=True)
-        rows = (await conn.execute(statement)).mappings().all()
-        return {r["currency"]: r["balance"] for r in rows}
+        await book.mark_cancelled(order["paper_order_id"], at=now)
+        cancelled = self._order({**order, "status": "cancelled", "locked_amount": 0, "updated_at": now})
+        await book.mirror(cancelled["id"], "cancelled", cancelled)
 
     @staticmethod
     def _require(balances: Mapping[str, Decimal], currency: str, amount: Decimal) -> None:
@@ -382,7 +384,7 @@ class PaperExchange:
                 f"Insufficient funds: needs {amount.normalize():f} {currency}, available {available.normalize():f}",
             )
 
-    async def _one_order(self, conn: AsyncConnection, id: str | None, client_order_id: str | None) -> RowMapping:
+    async def _one_order(self, book: PaperBook, id: str | None, client_order_id: str | None) -> dict[str, Any]:
         if (id is None) == (client_order_id is None):
             raise ExchangeError(errors.INVALID, "pass exactly one of id or client_order_id")
         order_uuid = None
@@ -391,8 +393,7 @@ class PaperExchange:
                 order_uuid = uuid.UUID(str(id))
             except ValueError:
                 raise ExchangeError(errors.NOT_FOUND, "Order not found") from None
-        statement = queries.select_paper_order(self._strategy_id, id=order_uuid, client_order_id=client_order_id)
-        row = (await conn.execute(statement)).mappings().first()
+        row = await book.lock_order(order_uuid, client_order_id if order_uuid is None else None)
         if row is None:
             raise ExchangeError(errors.NOT_FOUND, "Order not found")
         return row

@@ -6,7 +6,8 @@ equity measure and halts if it reveals a breach). The measures are the service's
 strategy's word: a paper wallet valued at the feed's prices, or the live balances read with the
 strategy's own key (counted against its rate budget) valued at the exchange's tickers.
 
-Every halt is written with its `halted` alert in one transaction (`reconciler.storage.risk_writes`).
+Every halt is written with its `halted` alert in one transaction (`ExchangeStore.halt`); the guard
+itself runs no SQL.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from reconciler import risk
 from reconciler.exchange.feed import PriceFeed
 from reconciler.exchange.wallet import WalletValue, wallet_value
-from reconciler.storage.db import Database, DatabaseTimeout, DatabaseUnavailable, TransactionConflict
-from reconciler.storage.risk_writes import halt
-from reconciler.storage.statements import exchange as exchange_queries
-from reconciler.storage.statements import risk as queries
+from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, TransactionConflict
+from reconciler.storage.exchange_store import ExchangeStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ Holdings = Callable[[], Awaitable[Mapping[str, Decimal]]]
 class RiskGuard:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: ExchangeStore,
         *,
         strategy_id: str,
         execution_id: uuid.UUID,
@@ -46,8 +43,8 @@ class RiskGuard:
         holdings: Holdings,
         record_series: bool,
     ) -> None:
-        # Every transaction through the storage layer's boundary (driver errors classified once).
-        self._db = Database(engine)
+        # Every transaction is one of the store's (driver errors classified once, no SQL here).
+        self._store = store
         self._strategy_id = strategy_id
         self._execution_id = execution_id
         self._scheduled_for = scheduled_for  # the execution's partition key, when known
@@ -67,15 +64,14 @@ class RiskGuard:
     async def _load(self) -> None:
         if self._loaded:
             return
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(queries.SELECT_RISK, {"strategy_id": self._strategy_id})).mappings().first()
+        view = await self._store.risk_view(self._strategy_id)
         self._loaded = True
-        if row is None:
+        if view is None:
             return
-        self.limits = risk.RiskLimits.lenient(row["risk"])
-        self._state = risk.EquityState(row["risk_day"], row["day_start_equity"], row["equity_peak"])
-        self._today = row["db_now"].astimezone(UTC).date()
-        self._was_halted = row["status"] == "halted"
+        self.limits = risk.RiskLimits.lenient(view.risk)
+        self._state = risk.EquityState(view.risk_day, view.day_start_equity, view.equity_peak)
+        self._today = view.db_now.astimezone(UTC).date()
+        self._was_halted = view.status == "halted"
 
     # --- the hooks ------------------------------------------------------------------------------
 
@@ -111,13 +107,10 @@ class RiskGuard:
             if not (self._record_series or self.limits.measures_equity):
                 return
             valued = await self._value(None)
-            async with self._db.transaction() as conn:
-                # The one equity series: stored with the execution, charted by the dashboard.
-                await conn.execute(
-                    exchange_queries.record_wallet_value(
-                        self._execution_id, valued.value, valued.currency, self._scheduled_for
-                    )
-                )
+            # The one equity series: stored with the execution, charted by the dashboard.
+            await self._store.record_wallet_value(
+                self._execution_id, valued.value, valued.currency, self._scheduled_for
+            )
             if self.limits.measures_equity and self.breach is None and not self._was_halted:
                 breach = await self._observe(valued)
                 if breach is not None:
@@ -143,16 +136,12 @@ class RiskGuard:
         before = self._state
         self._state, breach = risk.observe_equity(self.limits, self._state, valued.value, today)
         if self._state != before:
-            async with self._db.transaction() as conn:
-                await conn.execute(
-                    queries.SAVE_EQUITY_STATE,
-                    {
-                        "strategy_id": self._strategy_id,
-                        "risk_day": self._state.day,
-                        "day_start_equity": self._state.day_start_equity,
-                        "equity_peak": self._state.peak,
-                    },
-                )
+            await self._store.save_equity_state(
+                self._strategy_id,
+                day=self._state.day,
+                day_start_equity=self._state.day_start_equity,
+                peak=self._state.peak,
+            )
         return breach
 
     async def _target_coin(self, market: str) -> str | None:
@@ -163,21 +152,19 @@ class RiskGuard:
 
     async def _halt(self, breach: risk.Breach) -> None:
         self.breach = breach
-        async with self._db.transaction() as conn:
-            halted = await halt(conn, self._strategy_id, breach, risk.resume_rule(self.limits, breach))
+        halted = await self._store.halt(self._strategy_id, breach, risk.resume_rule(self.limits, breach))
         if halted:
             log.warning("strategy %s halted by %s: %s", self._strategy_id, breach.limit, breach.message)
 
 
-def paper_holdings(engine: AsyncEngine, strategy_id: str, starting: Mapping[str, float]) -> Holdings:
+def paper_holdings(store: ExchangeStore, strategy_id: str, starting: Mapping[str, float]) -> Holdings:
     """The paper wallet as stored (the starting wallet until the first trade seeds it)."""
 
     async def read() -> Mapping[str, Decimal]:
-        async with Database(engine).transaction() as conn:
-            rows = (await conn.execute(exchange_queries.select_paper_balances(strategy_id))).mappings().all()
-        if not rows:
+        held = await store.paper_holdings(strategy_id)
+        if not held:
             return {currency: Decimal(str(amount)) for currency, amount in starting.items()}
-        return {r["currency"]: r["balance"] + r["locked_balance"] for r in rows}
+        return held
 
     return read
 

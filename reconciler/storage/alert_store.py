@@ -1,17 +1,21 @@
-"""The alert sender's side of the database: claim due deliveries, record each attempt's result."""
+"""The alert sender's side of the database: claim due deliveries, record each attempt's result.
+
+Each method is one transaction through `Database.run` (errors classified once, conflicts retried)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from reconciler.storage.db import wrap
+from reconciler.storage.db import Database
 from reconciler.storage.statements import alerts as queries
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +39,11 @@ class Delivery:
 
 class AlertStore:
     def __init__(self, engine: AsyncEngine, *, replica_id: str) -> None:
-        self.engine = engine
+        self._db = Database(engine)
         self.replica_id = replica_id
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
-        try:
-            async with self.engine.begin() as conn:
-                return await work(conn)
-        except Exception as exc:
-            raise wrap(exc) from exc
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        return await self._db.run(work)
 
     async def claim(self, batch: int, lease_seconds: float) -> list[Delivery]:
         params = {"batch": batch, "lease_seconds": lease_seconds, "replica_id": self.replica_id}
@@ -68,14 +68,14 @@ class AlertStore:
                 for r in rows
             ]
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self._transaction(work)
 
     async def seconds_until_due(self) -> float | None:
         async def work(conn: AsyncConnection) -> float | None:
             wait = (await conn.execute(queries.NEXT_DELIVERY_DUE)).scalar_one()
             return None if wait is None else float(wait.total_seconds())
 
-        return await self._transaction(work)  # type: ignore[no-any-return]
+        return await self._transaction(work)
 
     async def delivered(self, delivery: Delivery, status_code: int) -> None:
         async def work(conn: AsyncConnection) -> None:

@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from reconciler.storage import jsonb
 from reconciler.storage.db import Database, SessionLimits, create_engine
 from reconciler.storage.statements import api as q
 from reconciler.tables import TERMINAL_STATUSES
@@ -117,9 +119,10 @@ class Store:
         strategy moved to the paper exchange keeps no secret.
         """
         async with self._transaction() as conn:
-            row = (await conn.execute(q.upsert_strategy(asdict(spec)))).first()
+            values = asdict(spec) | {"config": jsonb.dumps(spec.config), "risk": jsonb.dumps(spec.risk)}
+            row = (await conn.execute(q.UPSERT_STRATEGY, values)).first()
             if row is None:
-                owner = (await conn.execute(q.select_owner(spec.strategy_id))).one()
+                owner = (await conn.execute(q.SELECT_OWNER, {"strategy_id": spec.strategy_id})).one()
                 if owner.delete_requested_at is not None:
                     raise StrategyConflict(
                         f"strategy {spec.strategy_id!r} is being deleted; deploy it again once the deletion "
@@ -127,20 +130,27 @@ class Store:
                     )
                 raise StrategyConflict(f"strategy {spec.strategy_id!r} belongs to another user")
             if credentials is None:
-                await conn.execute(q.delete_credentials(spec.strategy_id))
+                await conn.execute(q.DELETE_CREDENTIALS, {"strategy_id": spec.strategy_id})
             else:
                 digest = credentials.api_key_digest
                 if digest is not None:
-                    await conn.execute(q.lock_api_key(digest))
-                    if (await conn.execute(q.api_key_held_by_another_user(digest, spec.user_id))).scalar_one():
+                    await conn.execute(q.LOCK_API_KEY, {"api_key_digest": digest})
+                    held = {"api_key_digest": digest, "user_id": spec.user_id}
+                    if (await conn.execute(q.API_KEY_HELD_BY_ANOTHER_USER, held)).scalar_one():
                         raise KeyHeldByAnotherUser(
                             "this exchange API key is already used by another user's strategy; an API key"
                             " belongs to one user"
                         )
                 await conn.execute(
-                    q.upsert_credentials(spec.strategy_id, credentials.key_id, credentials.ciphertext, digest)
+                    q.UPSERT_CREDENTIALS,
+                    {
+                        "strategy_id": spec.strategy_id,
+                        "key_id": credentials.key_id,
+                        "credentials": credentials.ciphertext,
+                        "api_key_digest": digest,
+                    },
                 )
-            strategy = (await conn.execute(q.select_spec(spec.strategy_id))).mappings().one()
+            strategy = (await conn.execute(q.SELECT_SPEC, {"strategy_id": spec.strategy_id})).mappings().one()
         return Deployed(strategy=dict(strategy), created=bool(row.created))
 
     # `user_id` (the tenant API): act only on that user's strategy; another user's reads as unknown.
@@ -152,24 +162,25 @@ class Store:
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            if (await conn.execute(q.set_desired_state(strategy_id, desired_state))).first() is None:
+            wanted = {"strategy_id": strategy_id, "desired_state": desired_state}
+            if (await conn.execute(q.SET_DESIRED_STATE, wanted)).first() is None:
                 return None
-            return await _one(conn, q.select_status(strategy_id))
+            return await _one(conn, q.SELECT_STATUS, strategy_id=strategy_id)
 
     async def request_deletion(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         """Mark for deletion (idempotent); the strategy's status, or None when unknown."""
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            await conn.execute(q.request_deletion(strategy_id))
-            return await _one(conn, q.select_status(strategy_id))
+            await conn.execute(q.REQUEST_DELETION, {"strategy_id": strategy_id})
+            return await _one(conn, q.SELECT_STATUS, strategy_id=strategy_id)
 
     async def request_run(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         """Record a manual run request; None when the strategy is unknown or being deleted."""
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            return await _one(conn, q.insert_run_request(strategy_id))
+            return await _one(conn, q.INSERT_RUN_REQUEST, strategy_id=strategy_id)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -177,13 +188,13 @@ class Store:
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            return await _one(conn, q.select_spec(strategy_id))
+            return await _one(conn, q.SELECT_SPEC, strategy_id=strategy_id)
 
     async def get_status(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            return await _one(conn, q.select_status(strategy_id))
+            return await _one(conn, q.SELECT_STATUS, strategy_id=strategy_id)
 
     async def list_strategies(
         self,
@@ -194,9 +205,17 @@ class Store:
         status: str | None = None,
         include_code: bool = False,
     ) -> list[Record]:
-        stmt = q.list_strategies(limit=limit, after=after, user_id=user_id, status=status, include_code=include_code)
+        stmt = q.list_strategies(
+            by_user=user_id is not None,
+            by_status=status is not None,
+            after=after is not None,
+            include_code=include_code,
+        )
+        params: dict[str, Any] = {"limit": limit, "user_id": user_id, "status": status}
+        if after is not None:
+            params |= {"after_created_at": after[0], "after_strategy_id": after[1]}
         async with self._transaction() as conn:
-            return await _all(conn, stmt)
+            return await _all(conn, stmt, **params)
 
     async def list_executions(
         self,
@@ -208,40 +227,40 @@ class Store:
     ) -> list[Record] | None:
         """Newest first; None when the strategy is unknown."""
         async with self._transaction() as conn:
-            if (await conn.execute(q.select_strategy_exists(strategy_id))).first() is None:
+            if await _one(conn, q.SELECT_STRATEGY_EXISTS, strategy_id=strategy_id) is None:
                 return None
-            return await _all(conn, q.list_executions(strategy_id, limit=limit, after=after, status=status))
+            return await _executions(conn, strategy_id, limit=limit, after=after, status=status)
 
     async def get_execution(self, execution_id: uuid.UUID) -> Record | None:
         async with self._transaction() as conn:
-            return await _one(conn, q.select_execution(execution_id))
+            return await _one(conn, q.SELECT_EXECUTION, execution_id=execution_id)
 
     async def list_orders(
         self, strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
     ) -> list[Record] | None:
         """Newest first; None when the strategy is unknown."""
         async with self._transaction() as conn:
-            if (await conn.execute(q.select_strategy_exists(strategy_id))).first() is None:
+            if await _one(conn, q.SELECT_STRATEGY_EXISTS, strategy_id=strategy_id) is None:
                 return None
-            return await _all(conn, q.list_orders(strategy_id, limit=limit, after=after))
+            return await _orders(conn, strategy_id, limit=limit, after=after)
 
     async def paper_balances(self, strategy_id: str) -> tuple[str, list[Record]] | None:
         """The strategy's exchange and its paper wallet rows (none before its first trade); None if unknown."""
         async with self._transaction() as conn:
-            strategy = (await conn.execute(q.select_strategy_exists(strategy_id))).first()
+            strategy = await _one(conn, q.SELECT_STRATEGY_EXISTS, strategy_id=strategy_id)
             if strategy is None:
                 return None
-            return strategy.exchange, await _all(conn, q.select_paper_balances(strategy_id))
+            return strategy["exchange"], await _all(conn, q.SELECT_PAPER_BALANCES, strategy_id=strategy_id)
 
     async def get_run(self, run_request_id: int) -> RunWait | None:
         """A run request and the execution a replica started for it, if any."""
         async with self._transaction() as conn:
-            request = await _one(conn, q.select_run_request(run_request_id))
+            request = await _one(conn, q.SELECT_RUN_REQUEST, run_request_id=run_request_id)
             if request is None:
                 return None
             execution = None
             if request["execution_id"] is not None:
-                execution = await _one(conn, q.select_execution(request["execution_id"]))
+                execution = await _one(conn, q.SELECT_EXECUTION, execution_id=request["execution_id"])
             return RunWait(run_request=request, execution=execution)
 
     async def wait_for_run(self, run_request_id: int, *, timeout: float, poll_interval: float = 0.1) -> RunWait | None:
@@ -275,33 +294,33 @@ class Store:
             "secret": sealed,
         }
         async with self._transaction() as conn:
-            return dict((await conn.execute(q.insert_webhook(values))).mappings().one())
+            return dict((await conn.execute(q.INSERT_WEBHOOK, values)).mappings().one())
 
     async def list_webhooks(self, user_id: str | None) -> list[Record]:
         async with self._transaction() as conn:
-            return await _all(conn, q.list_webhooks(user_id))
+            return await _all(conn, q.LIST_WEBHOOKS, user_id=user_id)
 
     async def get_webhook(self, webhook_id: uuid.UUID) -> Record | None:
         async with self._transaction() as conn:
-            return await _one(conn, q.select_webhook(webhook_id))
+            return await _one(conn, q.SELECT_WEBHOOK, webhook_id=webhook_id)
 
     async def delete_webhook(self, webhook_id: uuid.UUID) -> Record | None:
         """Delete a webhook and its undelivered alerts; None when unknown."""
         async with self._transaction() as conn:
-            return await _one(conn, q.delete_webhook(webhook_id))
+            return await _one(conn, q.DELETE_WEBHOOK, webhook_id=webhook_id)
 
     async def list_deliveries(self, webhook_id: uuid.UUID, *, limit: int) -> list[Record] | None:
         async with self._transaction() as conn:
-            if await _one(conn, q.select_webhook(webhook_id)) is None:
+            if await _one(conn, q.SELECT_WEBHOOK, webhook_id=webhook_id) is None:
                 return None
-            return await _all(conn, q.list_deliveries(webhook_id, limit))
+            return await _all(conn, q.LIST_DELIVERIES, webhook_id=webhook_id, limit=limit)
 
     # --- the tenant API ----------------------------------------------------------------------------
 
     async def find_live_by_name(self, user_id: str, name: str) -> str | None:
         """The user's strategy of that name that is not being deleted (the newest), for a redeploy."""
         async with self._transaction() as conn:
-            found = (await conn.execute(q.select_live_by_name(user_id, name))).scalar_one_or_none()
+            found = (await conn.execute(q.SELECT_LIVE_BY_NAME, {"user_id": user_id, "name": name})).scalar_one_or_none()
         return None if found is None else str(found)
 
     async def list_user_deployments(
@@ -309,10 +328,16 @@ class Store:
     ) -> tuple[list[Record], dict[str, list[Record]]]:
         """A user's strategies with status and statistics, and each one's last `recent` outcomes."""
         async with self._transaction() as conn:
-            rows = await _all(conn, q.list_user_status(user_id, limit=limit, after=after))
+            params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+            if after is not None:
+                params |= {"after_created_at": after[0], "after_strategy_id": after[1]}
+            rows = await _all(conn, q.list_user_status(after=after is not None), **params)
             outcomes: dict[str, list[Record]] = {row["strategy_id"]: [] for row in rows}
             if rows and recent > 0:
-                for row in await _all(conn, q.select_recent_outcomes(list(outcomes), recent)):
+                recent_rows = await _all(
+                    conn, q.SELECT_RECENT_OUTCOMES, strategy_ids=list(outcomes), per_strategy=recent
+                )
+                for row in recent_rows:
                     outcomes[row["strategy_id"]].append(row)
         return rows, outcomes
 
@@ -323,15 +348,15 @@ class Store:
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            status = await _one(conn, q.select_status(strategy_id))
-            spec = await _one(conn, q.select_spec(strategy_id))
+            status = await _one(conn, q.SELECT_STATUS, strategy_id=strategy_id)
+            spec = await _one(conn, q.SELECT_SPEC, strategy_id=strategy_id)
             if status is None or spec is None:
                 return None
-            state = (await conn.execute(q.select_strategy_state(strategy_id))).scalar_one_or_none()
-            recent = await _all(conn, q.list_executions(strategy_id, limit=executions, after=None, status=None))
-            recent_orders = await _all(conn, q.list_orders(strategy_id, limit=orders, after=None))
-            balances = await _all(conn, q.select_paper_balances(strategy_id))
-            history = await _all(conn, q.select_wallet_history(strategy_id, limit=wallet_points))
+            state = (await conn.execute(q.SELECT_STRATEGY_STATE, {"strategy_id": strategy_id})).scalar_one_or_none()
+            recent = await _executions(conn, strategy_id, limit=executions, after=None, status=None)
+            recent_orders = await _orders(conn, strategy_id, limit=orders, after=None)
+            balances = await _all(conn, q.SELECT_PAPER_BALANCES, strategy_id=strategy_id)
+            history = await _all(conn, q.SELECT_WALLET_HISTORY, strategy_id=strategy_id, limit=wallet_points)
         return {
             **status,
             "code": spec["code"],
@@ -349,8 +374,8 @@ class Store:
         """Counts for /health, bounded by the (shorter) `health_timeout`."""
         async with self._transaction(self._health_timeout) as conn:
             active = (await conn.execute(q.COUNT_ACTIVE_STRATEGIES)).scalar_one()
-            live = (await conn.execute(q.SELECT_LIVE_REPLICAS)).all()
-        reports = [r.sandbox_layers if isinstance(r.sandbox_layers, dict) else {} for r in live]
+            live = await _all(conn, q.SELECT_LIVE_REPLICAS)
+        reports = [r["sandbox_layers"] if isinstance(r["sandbox_layers"], dict) else {} for r in live]
         names = sorted(set().union(*reports))
         layers = {name: all(bool(report.get(name)) for report in reports) for name in names}
         return Health(active_strategies=int(active), live_replicas=len(live), sandbox_layers=layers)
@@ -362,13 +387,36 @@ async def _owned(conn: AsyncConnection, strategy_id: str, user_id: str | None) -
     transaction as the work that follows it holds for that work."""
     if user_id is None:
         return True
-    return (await conn.execute(q.select_owned(strategy_id, user_id))).first() is not None
+    return await _one(conn, q.SELECT_OWNED, strategy_id=strategy_id, user_id=user_id) is not None
 
 
-async def _one(conn: AsyncConnection, stmt: Any) -> Record | None:
-    row = (await conn.execute(stmt)).mappings().first()
+async def _executions(
+    conn: AsyncConnection,
+    strategy_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    status: str | None,
+) -> list[Record]:
+    params: dict[str, Any] = {"strategy_id": strategy_id, "limit": limit, "status": status}
+    if after is not None:
+        params |= {"after_scheduled_for": after[0], "after_execution_id": after[1]}
+    return await _all(conn, q.list_executions(by_status=status is not None, after=after is not None), **params)
+
+
+async def _orders(
+    conn: AsyncConnection, strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[Record]:
+    params: dict[str, Any] = {"strategy_id": strategy_id, "limit": limit}
+    if after is not None:
+        params |= {"after_created_at": after[0], "after_order_id": after[1]}
+    return await _all(conn, q.list_orders(after=after is not None), **params)
+
+
+async def _one(conn: AsyncConnection, stmt: TextClause, **params: Any) -> Record | None:
+    row = (await conn.execute(stmt, params)).mappings().first()
     return dict(row) if row is not None else None
 
 
-async def _all(conn: AsyncConnection, stmt: Any) -> list[Record]:
-    return [dict(row) for row in (await conn.execute(stmt)).mappings().all()]
+async def _all(conn: AsyncConnection, stmt: TextClause, **params: Any) -> list[Record]:
+    return [dict(row) for row in (await conn.execute(stmt, params)).mappings().all()]

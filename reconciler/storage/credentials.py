@@ -19,8 +19,8 @@ async def load_credentials(engine: AsyncEngine, cipher: CredentialCipher, strate
     """This strategy's decrypted credentials, None if it has none; raises CryptoError if they do not open."""
 
     async def work(conn: AsyncConnection) -> Sealed | None:
-        row = (await conn.execute(queries.select_credentials(strategy_id))).first()
-        return None if row is None else Sealed(key_id=row.key_id, ciphertext=row.credentials)
+        row = (await conn.execute(queries.SELECT_CREDENTIALS, {"strategy_id": strategy_id})).first()
+        return None if row is None else Sealed(key_id=row.key_id, ciphertext=bytes(row.credentials))
 
     sealed = await Database(engine).run(work)
     return None if sealed is None else cipher.decrypt(sealed, strategy_id=strategy_id)
@@ -35,7 +35,7 @@ async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[s
     """
 
     async def work(conn: AsyncConnection) -> dict[str, int]:
-        counts = {key_id: count for key_id, count in (await conn.execute(queries.count_credentials_by_key())).all()}
+        counts = {key_id: count for key_id, count in (await conn.execute(queries.COUNT_CREDENTIALS_BY_KEY)).all()}
         missing = sorted(set(counts) - set(cipher.key_ids))
         if missing:
             raise DecryptionError(
@@ -44,8 +44,8 @@ async def check_key_ids(engine: AsyncEngine, cipher: CredentialCipher) -> dict[s
                 " add the old key after the new one"
             )
         for key_id in counts:
-            row = (await conn.execute(queries.select_one_credential_with_key(key_id))).one()
-            cipher.decrypt(Sealed(key_id, row.credentials), strategy_id=row.strategy_id)
+            row = (await conn.execute(queries.SELECT_ONE_CREDENTIAL_WITH_KEY, {"key_id": key_id})).one()
+            cipher.decrypt(Sealed(key_id, bytes(row.credentials)), strategy_id=row.strategy_id)
         return counts
 
     return await Database(engine).run(work)
@@ -64,10 +64,14 @@ async def rotate(engine: AsyncEngine, cipher: CredentialCipher, *, batch_size: i
     while True:
 
         async def work(conn: AsyncConnection, after: str | None = after) -> list[str]:
-            rows = (await conn.execute(queries.select_all_credentials_for_update(batch_size, after))).all()
+            batch = {"batch": batch_size, "after": after}
+            rows = (await conn.execute(queries.LOCK_CREDENTIALS_BATCH, batch)).all()
             for row in rows:
-                sealed = cipher.reseal(Sealed(row.key_id, row.credentials), strategy_id=row.strategy_id)
-                await conn.execute(queries.update_credentials(row.strategy_id, sealed.key_id, sealed.ciphertext))
+                sealed = cipher.reseal(Sealed(row.key_id, bytes(row.credentials)), strategy_id=row.strategy_id)
+                await conn.execute(
+                    queries.UPDATE_CREDENTIALS,
+                    {"strategy_id": row.strategy_id, "key_id": sealed.key_id, "credentials": sealed.ciphertext},
+                )
             return [row.strategy_id for row in rows]
 
         ids = await db.run(work)

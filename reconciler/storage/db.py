@@ -132,6 +132,11 @@ def sync_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def url_password(url: str) -> str | None:
+    """The password a database URL carries, if any (for log redaction)."""
+    return make_url(url).password
+
+
 def libpq_url(url: str) -> str:
     """The same database as a libpq URL (for psql and raw psycopg connections)."""
     return make_url(sync_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)

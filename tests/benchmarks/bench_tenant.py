@@ -37,6 +37,7 @@ from reconciler.exchange.feed import SimulatedFeed  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
 from reconciler.storage.api_store import Store  # noqa: E402
 from reconciler.storage.db import create_engine, libpq_url  # noqa: E402
+from reconciler.storage.exchange_store import ExchangeStore  # noqa: E402
 from reconciler.storage.migrate import migrate  # noqa: E402
 
 SECRET = "bench-tenant-secret-0123456789abcdefghij"
@@ -110,7 +111,7 @@ async def bench(url: str, bots: int, requests: int) -> None:
         # The wallet-value record: a paper broker session opened and closed around a running execution
         # (as it closes, the risk guard values the wallet at the feed's prices and stores it).
         factory = BrokerFactory(
-            Settings(), engine, CredentialCipher.from_key_string(generate_key("b")), feed=SimulatedFeed()
+            Settings(), ExchangeStore(engine), CredentialCipher.from_key_string(generate_key("b")), feed=SimulatedFeed()
         )
         bot = ids[1]
         execution = uuid.uuid4()

@@ -7,15 +7,14 @@ loopback that checks every signature.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from tests.e2e.harness import PROJECT_ROOT, TOKEN, Service, service_env
-from tests.e2e.test_service import start_serve
+from tests.e2e.exchange_service import run_once
+from tests.e2e.harness import PROJECT_ROOT, TOKEN, Service
 from tests.exchange.fake_coindcx import API_KEY, API_SECRET, FakeCoinDCX
 
 pytestmark = pytest.mark.slow
@@ -26,36 +25,11 @@ EXAMPLES = sorted((PROJECT_ROOT / "examples").glob("*.py"))
 OTHER_SECRET = "other-tenant-secret-0d1e2f3a4b5c6d7e8f9a"
 
 
-@pytest.fixture
-def exchange() -> Iterator[FakeCoinDCX]:
-    fake = FakeCoinDCX().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def service(database_url: str, tmp_path: Path, exchange: FakeCoinDCX) -> Iterator[tuple[Service, str]]:
-    env = service_env(database_url, coindcx_api_url=exchange.url, coindcx_public_url=exchange.url)
-    started, base = start_serve(env, tmp_path, "serve")
-    try:
-        yield started, base
-    finally:
-        assert started.terminate() == 0, started.log()[-3000:]
-
-
-def run_once(client: httpx.Client, strategy_id: str) -> dict[str, object]:
-    response = client.post(f"/strategies/{strategy_id}/execute", params={"wait": 30})
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_strategies_trade_on_paper_over_several_executions(
-    service: tuple[Service, str], example: Path, pg_conn: psycopg.Connection
+    exchange_service: tuple[Service, str], example: Path, pg_conn: psycopg.Connection
 ) -> None:
-    _, base = service
+    _, base = exchange_service
     with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
         deployed = client.post(
             "/strategies/deploy",
@@ -79,9 +53,9 @@ def test_example_strategies_trade_on_paper_over_several_executions(
 
 
 def test_paper_orders_persist_and_limits_refuse_oversized_orders(
-    service: tuple[Service, str], pg_conn: psycopg.Connection
+    exchange_service: tuple[Service, str], pg_conn: psycopg.Connection
 ) -> None:
-    _, base = service
+    _, base = exchange_service
     code = (
         "ticker = [t for t in client.get_ticker() if t['market'] == 'BTCUSDT'][0]\n"
         "price = float(ticker['last_price'])\n"
@@ -160,9 +134,9 @@ RESULT = found
 
 
 def test_a_hostile_strategy_finds_neither_its_own_nor_another_strategys_secret(
-    service: tuple[Service, str], exchange: FakeCoinDCX, pg_conn: psycopg.Connection
+    exchange_service: tuple[Service, str], exchange: FakeCoinDCX, pg_conn: psycopg.Connection
 ) -> None:
-    started, base = service
+    started, base = exchange_service
     with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
         for strategy_id, secret in (("victim", OTHER_SECRET), ("thief", API_SECRET)):
             deployed = client.post(
@@ -203,11 +177,11 @@ def test_a_hostile_strategy_finds_neither_its_own_nor_another_strategys_secret(
     assert API_SECRET not in dumped and OTHER_SECRET not in dumped
 
 
-def test_the_readme_example_strategy_runs_on_paper(service: tuple[Service, str]) -> None:
+def test_the_readme_example_strategy_runs_on_paper(exchange_service: tuple[Service, str]) -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     section = readme.split("## Writing a strategy", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    _, base = service
+    _, base = exchange_service
     with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
         deployed = client.post(
             "/strategies/deploy",

@@ -96,3 +96,35 @@ def test_worker_without_database_url_says_it_needs_one(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("strategy-executor: worker needs DATABASE_URL")
+
+
+def _server_running(data_dir: Path) -> bool:
+    """Whether a postmaster still runs on this data directory (its pid file names a live process)."""
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().splitlines()[0]), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_command_that_started_the_embedded_server_stops_it(data_dir: Path) -> None:
+    """`migrate` ends with the server it started, and a `serve` whose start-up fails after starting it
+    (here a malformed ENCRYPTION_KEY) stops it too: nothing outlives the command holding the data."""
+    env = service_env(None, data_dir=data_dir)
+    env.pop("EXECUTOR_API_TOKEN")
+    env.pop("ENCRYPTION_KEY")
+    run = [sys.executable, "-m", "reconciler.cli"]
+    migrated = subprocess.run([*run, "migrate"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database schema is up to date (embedded)" in migrated.stdout
+    assert (data_dir / "pgdata" / "PG_VERSION").exists()  # the cluster was made and kept
+    assert not _server_running(data_dir)
+
+    env["ENCRYPTION_KEY"] = "not-a-key"
+    failed = subprocess.run([*run, "serve"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert failed.returncode == 1
+    assert "ENCRYPTION_KEY" in failed.stderr and "Traceback" not in failed.stderr
+    assert not _server_running(data_dir)

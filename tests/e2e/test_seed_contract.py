@@ -7,15 +7,12 @@ left them; hostile numbers in client calls are refused as ExchangeErrors and rec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import psycopg
 import pytest
 
-from tests.e2e.harness import TOKEN, Service, service_env
-from tests.e2e.test_service import start_serve
+from tests.e2e.exchange_service import run_once
+from tests.e2e.harness import TOKEN, Service
 from tests.exchange.fake_coindcx import API_KEY, API_SECRET, FakeCoinDCX
 
 pytestmark = pytest.mark.slow
@@ -23,33 +20,8 @@ pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture
-def exchange() -> Iterator[FakeCoinDCX]:
-    fake = FakeCoinDCX().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def service(database_url: str, tmp_path: Path, exchange: FakeCoinDCX) -> Iterator[tuple[Service, str]]:
-    env = service_env(database_url, coindcx_api_url=exchange.url, coindcx_public_url=exchange.url)
-    started, base = start_serve(env, tmp_path, "serve")
-    try:
-        yield started, base
-    finally:
-        assert started.terminate() == 0, started.log()[-3000:]
-
-
-def run_once(client: httpx.Client, strategy_id: str) -> dict[str, object]:
-    response = client.post(f"/strategies/{strategy_id}/execute", params={"wait": 30})
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def test_the_seed_backends_deploy_trades_live(service: tuple[Service, str], exchange: FakeCoinDCX) -> None:
-    _, base = service
+def test_the_seed_backends_deploy_trades_live(exchange_service: tuple[Service, str], exchange: FakeCoinDCX) -> None:
+    _, base = exchange_service
     body = {
         "strategy_id": "seed-1",
         "user_id": "42",
@@ -79,8 +51,8 @@ RESULT = {"big": 1.5e300, "e16": 1e16, "tiny": 1.5e-300, "int": 10**20, "seen": 
 """
 
 
-def test_floats_come_back_as_floats(service: tuple[Service, str], pg_conn: psycopg.Connection) -> None:
-    _, base = service
+def test_floats_come_back_as_floats(exchange_service: tuple[Service, str], pg_conn: psycopg.Connection) -> None:
+    _, base = exchange_service
     body = {"strategy_id": "floats", "user_id": "u1", "code": FLOATS, "execution_interval": 3600, "auto_start": False}
     with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
         assert client.post("/strategies/deploy", json=body).status_code == 201
@@ -110,8 +82,10 @@ RESULT = refused
 """
 
 
-def test_hostile_numbers_are_refused_and_recorded(service: tuple[Service, str], pg_conn: psycopg.Connection) -> None:
-    _, base = service
+def test_hostile_numbers_are_refused_and_recorded(
+    exchange_service: tuple[Service, str], pg_conn: psycopg.Connection
+) -> None:
+    _, base = exchange_service
     body = {"strategy_id": "edges", "user_id": "u1", "code": HOSTILE, "execution_interval": 3600, "auto_start": False}
     with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
         assert client.post("/strategies/deploy", json=body).status_code == 201

@@ -21,6 +21,7 @@ from reconciler.exchange.coindcx import RetryPolicy
 from reconciler.exchange.feed import SIM_MARKETS, SimulatedFeed, sim_price
 from reconciler.outcome import BrokerCall, BrokerError
 from reconciler.settings import Settings
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.tables import orders, strategy_credentials
 from tests.exchange.fake_coindcx import API_KEY, API_SECRET, FakeCoinDCX
 from tests.exchange.helpers import add_execution, add_strategy
@@ -87,7 +88,7 @@ def test_paper_strategy_over_several_executions_and_a_restart(database_url: str)
         cipher = CredentialCipher.from_key_string(KEY)
 
         def new_factory() -> BrokerFactory:
-            return BrokerFactory(settings_for(), engine, cipher, feed=SimulatedFeed(clock=clock))
+            return BrokerFactory(settings_for(), ExchangeStore(engine), cipher, feed=SimulatedFeed(clock=clock))
 
         factory = new_factory()
 
@@ -157,7 +158,10 @@ def test_limits_refuse_with_clear_errors_and_are_recorded(database_url: str) -> 
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine)
         factory = BrokerFactory(
-            settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=clock)
+            settings_for(),
+            ExchangeStore(engine),
+            CredentialCipher.from_key_string(KEY),
+            feed=SimulatedFeed(clock=clock),
         )
         failures: list[BrokerError] = []
 
@@ -199,7 +203,10 @@ def test_default_notional_cap_applies_without_config(database_url: str) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine)
         factory = BrokerFactory(
-            settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=Clock())
+            settings_for(),
+            ExchangeStore(engine),
+            CredentialCipher.from_key_string(KEY),
+            feed=SimulatedFeed(clock=Clock()),
         )
         params = {"side": "buy", "order_type": "market_order", "market": "BTCUSDT", "total_quantity": 0.1}
         try:
@@ -240,7 +247,10 @@ def test_malformed_calls_are_invalid_requests(
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine)
         factory = BrokerFactory(
-            settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=Clock())
+            settings_for(),
+            ExchangeStore(engine),
+            CredentialCipher.from_key_string(KEY),
+            feed=SimulatedFeed(clock=Clock()),
         )
         try:
             await execute(factory, engine, "strat-1", lambda call: call(method, params))
@@ -257,7 +267,10 @@ def test_paper_market_data_and_a_bad_config(database_url: str) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine)
         factory = BrokerFactory(
-            settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=Clock())
+            settings_for(),
+            ExchangeStore(engine),
+            CredentialCipher.from_key_string(KEY),
+            feed=SimulatedFeed(clock=Clock()),
         )
 
         async def calls(call: BrokerCall) -> Any:
@@ -307,7 +320,7 @@ def test_live_session_signs_with_the_strategy_credentials_and_records_orders(
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "live-1", exchange="coindcx")
         await _store_credentials(engine, cipher, "live-1", API_SECRET)
-        factory = BrokerFactory(settings_for(fake.url), engine, cipher, retry=FAST)
+        factory = BrokerFactory(settings_for(fake.url), ExchangeStore(engine), cipher, retry=FAST)
         rejected: list[BrokerError] = []
 
         async def calls(call: BrokerCall) -> Any:
@@ -365,7 +378,9 @@ def test_live_session_without_usable_credentials(database_url: str, fake: FakeCo
         await add_strategy(engine, "nokey", exchange="coindcx")
         await add_strategy(engine, "wrongkey", exchange="coindcx")
         await _store_credentials(engine, CredentialCipher.from_key_string(generate_key("old")), "wrongkey", "x" * 20)
-        factory = BrokerFactory(settings_for(fake.url), engine, CredentialCipher.from_key_string(KEY), retry=FAST)
+        factory = BrokerFactory(
+            settings_for(fake.url), ExchangeStore(engine), CredentialCipher.from_key_string(KEY), retry=FAST
+        )
         outcomes = {}
         for strategy_id in ("nokey", "wrongkey"):
 
@@ -396,7 +411,10 @@ def test_paper_orders_are_recorded_and_the_wallet_persisted(database_url: str, p
     async def body(engine: AsyncEngine) -> None:
         await add_strategy(engine)
         factory = BrokerFactory(
-            settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=clock)
+            settings_for(),
+            ExchangeStore(engine),
+            CredentialCipher.from_key_string(KEY),
+            feed=SimulatedFeed(clock=clock),
         )
 
         async def calls(call: BrokerCall) -> None:
@@ -433,7 +451,7 @@ def test_live_create_that_times_out_is_placed_and_recorded_once(database_url: st
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "live-1", exchange="coindcx")
         await _store_credentials(engine, cipher, "live-1", API_SECRET)
-        factory = BrokerFactory(settings, engine, cipher, retry=FAST)
+        factory = BrokerFactory(settings, ExchangeStore(engine), cipher, retry=FAST)
         params = {
             "side": "sell",
             "order_type": "limit_order",
@@ -463,7 +481,7 @@ def test_no_secret_in_logs_errors_or_records(
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "live-1", exchange="coindcx")
         await _store_credentials(engine, cipher, "live-1", API_SECRET)
-        factory = BrokerFactory(settings_for(fake.url), engine, cipher, retry=FAST)
+        factory = BrokerFactory(settings_for(fake.url), ExchangeStore(engine), cipher, retry=FAST)
         seen: list[str] = []
 
         async def calls(call: BrokerCall) -> None:

@@ -18,6 +18,7 @@ from reconciler.exchange import errors
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.feed import SimulatedFeed, sim_price
 from reconciler.outcome import BrokerCall, BrokerError
+from reconciler.storage.exchange_store import ExchangeStore
 from tests.exchange.fake_coindcx import API_SECRET, FakeCoinDCX
 from tests.exchange.helpers import add_strategy
 from tests.exchange.test_broker import (
@@ -38,7 +39,7 @@ PRICE = Decimal(str(round(sim_price(BTCUSDT, T0), 2)))
 
 def paper_factory(engine: AsyncEngine) -> BrokerFactory:
     return BrokerFactory(
-        settings_for(), engine, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=Clock())
+        settings_for(), ExchangeStore(engine), CredentialCipher.from_key_string(KEY), feed=SimulatedFeed(clock=Clock())
     )
 
 
@@ -131,7 +132,7 @@ def test_the_live_exchange_applies_the_same_rule(database_url: str, fake: FakeCo
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "live-1", exchange="coindcx")
         await _store_credentials(engine, cipher, "live-1", API_SECRET)
-        factory = BrokerFactory(settings_for(fake.url), engine, cipher, retry=FAST)
+        factory = BrokerFactory(settings_for(fake.url), ExchangeStore(engine), cipher, retry=FAST)
         try:
             refused = await execute(
                 factory,
@@ -339,7 +340,9 @@ def test_wrong_parameter_types_and_times_get_exchange_errors_naming_the_paramete
     async def body(engine: AsyncEngine) -> Any:
         await add_strategy(engine, "s", exchange=exchange)
         await _store_credentials(engine, cipher, "s", API_SECRET)
-        factory = BrokerFactory(settings_for(fake.url), engine, cipher, feed=SimulatedFeed(clock=Clock()), retry=FAST)
+        factory = BrokerFactory(
+            settings_for(fake.url), ExchangeStore(engine), cipher, feed=SimulatedFeed(clock=Clock()), retry=FAST
+        )
         factory._limiter._max_wait = 60  # hundreds of calls in one run: this test is not about the rate
         try:
             return await execute(factory, engine, "s", calls, exchange=exchange)

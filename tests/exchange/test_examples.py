@@ -25,6 +25,7 @@ from reconciler.exchange.feed import SimulatedFeed
 from reconciler.exchange.ratelimit import RateLimiter
 from reconciler.outcome import CLIENT_METHODS, BrokerCall
 from reconciler.settings import Settings
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.tables import orders
 from tests.exchange.helpers import add_execution, add_strategy
 
@@ -83,7 +84,7 @@ def drive(database_url: str, name: str, runs: int, step_seconds: float, config: 
             await add_strategy(engine)
             factory = BrokerFactory(
                 Settings(),
-                engine,
+                ExchangeStore(engine),
                 CredentialCipher.from_key_string(generate_key()),
                 feed=SimulatedFeed(clock=clock),
                 # Simulated time runs faster than the wall clock: do not let the per-key bucket pace it.

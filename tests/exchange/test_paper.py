@@ -14,6 +14,7 @@ from reconciler.exchange import errors
 from reconciler.exchange.errors import ExchangeError
 from reconciler.exchange.feed import SIM_MARKETS, SimulatedFeed, sim_price
 from reconciler.exchange.paper import PaperExchange
+from reconciler.storage.exchange_store import ExchangeStore
 from tests.exchange.helpers import add_strategy
 
 T0 = 1_790_000_000.0
@@ -37,7 +38,9 @@ def run(database_url: str, clock: Clock, use: Callable[[Callable[[], PaperExchan
         try:
             await add_strategy(engine)
             feed = SimulatedFeed(clock=clock)
-            return await use(lambda: PaperExchange(engine, feed, strategy_id="strat-1", initial_balances=WALLET))
+            return await use(
+                lambda: PaperExchange(ExchangeStore(engine), feed, strategy_id="strat-1", initial_balances=WALLET)
+            )
         finally:
             await engine.dispose()
 

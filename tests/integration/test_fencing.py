@@ -11,28 +11,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
 
+from reconciler.exchange.feed import SimulatedFeed
+from reconciler.exchange.paper import PaperExchange
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import decide
 from reconciler.storage.db import Database, create_engine
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.fence import Fence, Fenced
-from reconciler.storage.orders import Orders
 from reconciler.storage.replica_store import Claim, ReplicaStore
 
 T = TypeVar("T")
 
 
-def with_store(url: str, work: Callable[[ReplicaStore, Orders], Awaitable[T]], replica_id: str = "r1") -> T:
+def with_store(url: str, work: Callable[[ReplicaStore, ExchangeStore], Awaitable[T]], replica_id: str = "r1") -> T:
     async def main() -> T:
         engine = create_engine(url, pool_size=2, pre_ping=False)
         store = ReplicaStore(Database(engine), replica_id=replica_id, lease_seconds=30)
         try:
             await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
-            return await work(store, Orders(engine))
+            return await work(store, ExchangeStore(engine))
         finally:
             await engine.dispose()
 
@@ -43,7 +46,7 @@ def with_store(url: str, work: Callable[[ReplicaStore, Orders], Awaitable[T]], r
 def claim(database_url: str, pg_conn: psycopg.Connection) -> Claim:
     deploy_s1(pg_conn)
 
-    async def work(store: ReplicaStore, _: Orders) -> Claim:
+    async def work(store: ReplicaStore, _: ExchangeStore) -> Claim:
         await store.reconcile(decide, no_check)
         (claimed,) = (await store.claim(5)).claims
         return claimed
@@ -79,7 +82,7 @@ def order(client_order_id: str, execution_id: Any) -> dict[str, Any]:
 
 
 def record(url: str, values: dict[str, Any], fence: Fence) -> Any:
-    return with_store(url, lambda _, orders: orders.record(values, fence))
+    return with_store(url, lambda _, orders: orders.record_order(values, fence))
 
 
 def test_orders_are_recorded_only_under_the_fence(database_url: str, pg_conn: psycopg.Connection, claim: Claim) -> None:
@@ -104,7 +107,7 @@ def test_an_expired_lease_is_never_renewed_and_its_outcome_is_refused(
 ) -> None:
     pg_conn.execute("UPDATE executions SET lease_expires_at = now() - interval '1 second'")
 
-    async def work(store: ReplicaStore, _: Orders) -> tuple[Any, Any, Any]:
+    async def work(store: ReplicaStore, _: ExchangeStore) -> tuple[Any, Any, Any]:
         beat = await store.heartbeat(renew=[claim.fence])
         outcome = ExecutionOutcome(status="succeeded", duration=0.1, state={"written": True})
         completion = await store.complete(claim.fence, outcome)
@@ -123,7 +126,7 @@ def test_an_expired_lease_is_never_renewed_and_its_outcome_is_refused(
 def test_a_live_lease_is_renewed_and_the_outcome_recorded(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
-    async def work(store: ReplicaStore, _: Orders) -> tuple[Any, Any, Any]:
+    async def work(store: ReplicaStore, _: ExchangeStore) -> tuple[Any, Any, Any]:
         beat = await store.heartbeat(renew=[claim.fence])
         completion = await store.complete(claim.fence, ExecutionOutcome("succeeded", 0.1, state={"n": 1}))
         # A heartbeat that still names it (its outcome committed meanwhile): neither renewed nor fenced.
@@ -142,7 +145,7 @@ def test_a_replica_without_a_live_lease_claims_nothing_and_reregistering_draws_a
 ) -> None:
     deploy_s1(pg_conn)
 
-    async def work(store: ReplicaStore, _: Orders) -> tuple[int, list[Claim], int, list[Claim]]:
+    async def work(store: ReplicaStore, _: ExchangeStore) -> tuple[int, list[Claim], int, list[Claim]]:
         first = store.epoch
         await store.reconcile(decide, no_check)
         async with store.db.engine.begin() as conn:
@@ -158,3 +161,31 @@ def test_a_replica_without_a_live_lease_claims_nothing_and_reregistering_draws_a
     assert stale == []
     assert second > first
     assert len(fresh) == 1 and fresh[0].fence.token == second
+
+
+def test_a_paper_fill_happens_only_under_the_fence(
+    database_url: str, pg_conn: psycopg.Connection, claim: Claim
+) -> None:
+    """The paper exchange checks the fence in the transaction that fills, and holds it to commit: an
+    execution that lost its lease fills nothing and moves no balance, whatever it recorded before."""
+
+    async def trade(store: ReplicaStore, exchange: ExchangeStore, fence: Fence) -> Any:
+        paper = PaperExchange(
+            exchange, SimulatedFeed(), strategy_id="s1", initial_balances={"USDT": 10_000.0}, fence=fence
+        )
+        return await paper.create_order(side="buy", order_type="market_order", market="BTCUSDT", total_quantity=0.01)
+
+    def holdings() -> dict[str, Any]:
+        return dict(pg_conn.execute("SELECT currency, balance FROM paper_balances WHERE strategy_id = 's1'").fetchall())
+
+    filled = with_store(database_url, lambda store, exchange: trade(store, exchange, claim.fence))
+    assert filled["status"] == "filled"
+    after_fill = holdings()
+    assert after_fill["BTC"] == Decimal("0.01")
+    with pytest.raises(Fenced):
+        with_store(database_url, lambda store, exchange: trade(store, exchange, replace(claim.fence, token=0)))
+    pg_conn.execute("UPDATE executions SET lease_expires_at = now() - interval '1 second'")
+    with pytest.raises(Fenced):
+        with_store(database_url, lambda store, exchange: trade(store, exchange, claim.fence))
+    assert holdings() == after_fill
+    assert pg_conn.execute("SELECT count(*) FROM paper_orders").fetchone() == (1,)

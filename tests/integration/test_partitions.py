@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from reconciler.storage.db import Database, create_engine
+from reconciler.storage.exchange_store import _fence_params
 from reconciler.storage.fence import Fence
 from reconciler.storage.replica_store import Partitions, ReplicaStore
 from reconciler.storage.statements import exchange as exchange_queries
@@ -370,7 +371,17 @@ def test_hot_statements_touch_one_partition(pg_conn: psycopg.Connection, spread:
         "RENEW_LEASES": _explain(pg_conn, queries.RENEW_LEASES, {**ids, "replica_id": "r1", "lease_seconds": 30}),
     }
     fence = Fence(spread["execution_id"], "s1", "r1", 0, spread["scheduled_for"])
-    plans["fence check (orders)"] = _explain(pg_conn, exchange_queries.select_fence_holds(fence), {})
+    plans["fence check (orders)"] = _explain(pg_conn, exchange_queries.SELECT_FENCE_HOLDS, _fence_params(fence))
+    plans["RECORD_WALLET_VALUE"] = _explain(
+        pg_conn,
+        exchange_queries.RECORD_WALLET_VALUE,
+        {
+            "execution_id": spread["execution_id"],
+            "scheduled_for": spread["scheduled_for"],
+            "value": 1,
+            "currency": "USDT",
+        },
+    )
     for name, plan in plans.items():
         scanned = _executed_scans(plan)
         assert scanned and set(scanned) == set(one), f"{name} scanned {scanned}:\n{plan}"

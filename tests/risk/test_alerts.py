@@ -16,6 +16,7 @@ from reconciler import alerts
 from reconciler.alerts import WebhookSender
 from reconciler.crypto import CredentialCipher, generate_key
 from reconciler.settings import Settings
+from reconciler.storage.alert_store import AlertStore
 from reconciler.storage.db import create_engine
 from reconciler.storage.risk_writes import enqueue_alert
 from reconciler.webhook_secrets import new_secret, seal_secret
@@ -57,7 +58,9 @@ def send(database_url: str, events: list[tuple[str, str, dict[str, Any]]], passe
 
     async def main() -> int:
         engine = create_engine(database_url, pool_size=2)
-        sender = WebhookSender(Settings(**{"alert_timeout_seconds": 2.0, **settings}), engine, CIPHER, replica_id="r1")
+        sender = WebhookSender(
+            Settings(**{"alert_timeout_seconds": 2.0, **settings}), AlertStore(engine, replica_id="r1"), CIPHER
+        )
         try:
             for strategy_id, event, payload in events:
                 async with engine.begin() as conn:
@@ -141,8 +144,6 @@ def test_the_body_is_the_same_bytes_on_every_attempt(database_url: str, pg_conn:
         try:
             async with engine.begin() as conn:
                 await enqueue_alert(conn, "s1", "halted", {"value": "61.5"})
-            from reconciler.storage.alert_store import AlertStore
-
             store = AlertStore(engine, replica_id="r1")
             (first,) = await store.claim(5, lease_seconds=0.01)
             await asyncio.sleep(0.05)  # the lease runs out, as if the sender died

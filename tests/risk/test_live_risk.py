@@ -19,6 +19,7 @@ from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.coindcx import RetryPolicy
 from reconciler.outcome import BrokerError
 from reconciler.settings import Settings
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.tables import strategy_credentials
 from tests.exchange.fake_coindcx import API_KEY, API_SECRET, FakeCoinDCX
 from tests.exchange.helpers import add_execution
@@ -69,7 +70,9 @@ def test_live_equity_halts_and_orders_alert_once(
                 )
             )
         settings = Settings(coindcx_api_url=fake.url, coindcx_public_url=fake.url, exchange_timeout_seconds=2)
-        factory = BrokerFactory(settings, engine, cipher, retry=RetryPolicy(attempts=2, budget_seconds=3))
+        factory = BrokerFactory(
+            settings, ExchangeStore(engine), cipher, retry=RetryPolicy(attempts=2, budget_seconds=3)
+        )
         seen: list[str] = []
         try:
             # Run 1: equity 1 000 USDT + 0.01 BTC at 60 000 = 1 600 USDT; the order goes out.

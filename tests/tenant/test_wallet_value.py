@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, generate_key
@@ -16,6 +16,7 @@ from reconciler.exchange.broker import BrokerFactory
 from reconciler.exchange.feed import SIM_MARKETS, SimMarket, SimulatedFeed
 from reconciler.exchange.wallet import wallet_value
 from reconciler.settings import Settings
+from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.tables import executions
 from tests.exchange.helpers import add_strategy
 
@@ -56,6 +57,15 @@ def test_a_coin_listed_only_against_inr_is_valued_through_inr() -> None:
 async def _running_execution(engine: AsyncEngine, strategy_id: str) -> uuid.UUID:
     execution_id = uuid.uuid4()
     async with engine.begin() as conn:
+        # The strategy names its execution in flight first (the database holds every running execution
+        # to that: fk_executions_in_flight).
+        await conn.execute(
+            text(
+                "INSERT INTO strategy_status (strategy_id, running_execution_id) VALUES (:s, :e)"
+                " ON CONFLICT (strategy_id) DO UPDATE SET running_execution_id = EXCLUDED.running_execution_id"
+            ),
+            {"s": strategy_id, "e": execution_id},
+        )
         await conn.execute(
             insert(executions).values(
                 execution_id=execution_id, strategy_id=strategy_id, trigger="manual",
@@ -71,6 +81,10 @@ async def _finish(engine: AsyncEngine, execution_id: uuid.UUID) -> None:
             update(executions)
             .where(executions.c.execution_id == execution_id)
             .values(status="succeeded", finished_at=datetime.now(UTC))
+        )
+        await conn.execute(
+            text("UPDATE strategy_status SET running_execution_id = NULL WHERE running_execution_id = :e"),
+            {"e": execution_id},
         )
 
 
@@ -90,7 +104,9 @@ def test_the_broker_records_the_value_as_each_paper_run_ends(database_url: str) 
 
     async def main() -> None:
         engine = create_async_engine(database_url)
-        factory = BrokerFactory(settings, engine, CredentialCipher.from_key_string(generate_key("k")), feed=feed)
+        factory = BrokerFactory(
+            settings, ExchangeStore(engine), CredentialCipher.from_key_string(generate_key("k")), feed=feed
+        )
         try:
             await add_strategy(engine, "trader")
             await add_strategy(engine, "idle")

@@ -1,436 +1,316 @@
-"""Every SQL statement the executor API runs, named and kept in one place.
+"""Every SQL statement the executor API runs, named and kept in one place (procrastinate's queries.sql).
 
 The API writes desired state only (`strategies`, `strategy_credentials`, `run_requests`) and reads
 the status tables the replicas write. Times come from the database clock (`now()`), never the app's.
-Statements that take parameters known only per call (filters, cursors) are small functions returning
-the statement; the rest are module constants.
+
+Every statement is PostgreSQL text, so what an operator reads in `pg_stat_statements` or types into
+psql is what is written here. A statement whose shape depends on the call (an optional filter, a
+keyset cursor) is a small function that joins fixed fragments of this module: only these fragments
+ever become SQL text, and every value is a bound parameter. jsonb parameters are sent as JSON text
+(`reconciler.storage.jsonb.dumps`) and cast in the statement.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import Any
-
-from sqlalchemy import (
-    ColumnElement,
-    Delete,
-    Insert,
-    Select,
-    Update,
-    and_,
-    case,
-    delete,
-    exists,
-    func,
-    insert,
-    literal,
-    literal_column,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.sql.dml import ReturningDelete
-
-from reconciler.tables import (
-    alert_attempts,
-    alert_deliveries,
-    executions,
-    orders,
-    paper_balances,
-    replicas,
-    run_requests,
-    strategies,
-    strategy_credentials,
-    webhooks,
-)
-from reconciler.tables import strategy_status as status_t
-
-s = strategies
+from sqlalchemy import TextClause, text
 
 # The status a client sees: a deletion request wins, then what a replica last wrote, else pending.
-DERIVED_STATUS: ColumnElement[str] = case(
-    (s.c.delete_requested_at.is_not(None), literal("deleting")),
-    else_=func.coalesce(status_t.c.status, literal("pending")),
-)
+_DERIVED_STATUS = "CASE WHEN s.delete_requested_at IS NOT NULL THEN 'deleting' ELSE coalesce(st.status, 'pending') END"
 
-HAS_CREDENTIALS: ColumnElement[bool] = exists().where(strategy_credentials.c.strategy_id == s.c.strategy_id)
+_SUMMARY_COLUMNS = f"""
+    s.strategy_id, s.user_id, s.name, s.exchange, s.execution_interval, s.desired_state, s.generation,
+    s.delete_requested_at, s.created_at, s.updated_at,
+    {_DERIVED_STATUS} AS status,
+    EXISTS (SELECT 1 FROM strategy_credentials c WHERE c.strategy_id = s.strategy_id) AS has_credentials"""
 
-_SPEC_JOIN = s.outerjoin(status_t, status_t.c.strategy_id == s.c.strategy_id)
+_STATUS_COLUMNS = f"""{_SUMMARY_COLUMNS},
+    st.status_reason,
+    coalesce(st.observed_generation, 0) AS observed_generation,
+    st.next_execution_at,
+    coalesce(st.execution_count, 0) AS total_executions,
+    coalesce(st.successful_executions, 0) AS successful_executions,
+    coalesce(st.failed_executions, 0) AS failed_executions,
+    coalesce(st.missed_executions, 0) AS missed_executions,
+    st.avg_execution_time, st.last_execution_at, st.last_error, st.last_execution_duration,
+    coalesce(st.consecutive_failures, 0) AS consecutive_failures,
+    s.risk, st.halted_at, st.halt_limit, st.halt_value, st.halt_threshold, st.resume_at"""
 
-SUMMARY_COLUMNS = (
-    s.c.strategy_id,
-    s.c.user_id,
-    s.c.name,
-    s.c.exchange,
-    s.c.execution_interval,
-    s.c.desired_state,
-    s.c.generation,
-    s.c.delete_requested_at,
-    s.c.created_at,
-    s.c.updated_at,
-    DERIVED_STATUS.label("status"),
-    HAS_CREDENTIALS.label("has_credentials"),
-)
+_SPEC_JOIN = "strategies s LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id"
 
-STATUS_COLUMNS = (
-    *SUMMARY_COLUMNS,
-    status_t.c.status_reason,
-    func.coalesce(status_t.c.observed_generation, 0).label("observed_generation"),
-    status_t.c.next_execution_at,
-    func.coalesce(status_t.c.execution_count, 0).label("total_executions"),
-    func.coalesce(status_t.c.successful_executions, 0).label("successful_executions"),
-    func.coalesce(status_t.c.failed_executions, 0).label("failed_executions"),
-    func.coalesce(status_t.c.missed_executions, 0).label("missed_executions"),
-    status_t.c.avg_execution_time,
-    status_t.c.last_execution_at,
-    status_t.c.last_error,
-    status_t.c.last_execution_duration,
-    func.coalesce(status_t.c.consecutive_failures, 0).label("consecutive_failures"),
-    s.c.risk,
-    status_t.c.halted_at,
-    status_t.c.halt_limit,
-    status_t.c.halt_value,
-    status_t.c.halt_threshold,
-    status_t.c.resume_at,
-)
+_EXECUTION_COLUMNS = """
+    execution_id, strategy_id, trigger, scheduled_for, generation, status, replica_id, claimed_at,
+    started_at, finished_at, lease_expires_at, fencing_token, duration, output, output_truncated, error,
+    result, wallet_value, wallet_currency"""
+
+_ORDER_COLUMNS = """
+    order_id, strategy_id, execution_id, exchange, client_order_id, exchange_order_id, market, side,
+    order_type, total_quantity, price_per_unit, status, error, request, response, created_at, updated_at"""
+
+_RUN_REQUEST_COLUMNS = "run_request_id, strategy_id, requested_at, claimed_at, execution_id"
+
+_WEBHOOK_COLUMNS = "webhook_id, user_id, url, events, created_at"
 
 
 # --- desired state: writes ----------------------------------------------------------------------
 
-
-def upsert_strategy(values: dict[str, Any]) -> Insert:
-    """Insert a spec, or replace an existing one and bump its generation.
-
-    The conflict branch only fires for a strategy of the same user that is not being deleted; when it
-    does not fire, nothing is returned and the caller reads the row to explain the conflict. `created`
-    is true for an insert (`xmax = 0` holds only for a row version no transaction has updated).
+# Insert a spec, or replace an existing one and bump its generation. The conflict branch only fires
+# for a strategy of the same user that is not being deleted; when it does not fire, nothing is
+# returned and the caller reads the row to explain the conflict. `created` is true for an insert
+# (`xmax = 0` holds only for a row version no transaction has updated).
+UPSERT_STRATEGY = text(
     """
-    stmt = pg_insert(s).values(**values)
-    excluded = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[s.c.strategy_id],
-        set_={
-            "name": excluded.name,
-            "code": excluded.code,
-            "config": excluded.config,
-            "risk": excluded.risk,
-            "execution_interval": excluded.execution_interval,
-            "exchange": excluded.exchange,
-            "desired_state": excluded.desired_state,
-            "generation": s.c.generation + 1,
-            "updated_at": func.now(),
-        },
-        where=and_(s.c.delete_requested_at.is_(None), s.c.user_id == excluded.user_id),
-    ).returning(s.c.strategy_id, literal_column("(xmax = 0)").label("created"))
-
-
-def select_owner(strategy_id: str) -> Select[Any]:
-    return select(s.c.user_id, s.c.delete_requested_at).where(s.c.strategy_id == strategy_id)
-
-
-def upsert_credentials(strategy_id: str, key_id: str, sealed: bytes, api_key_digest: str | None = None) -> Insert:
-    stmt = pg_insert(strategy_credentials).values(
-        strategy_id=strategy_id, key_id=key_id, credentials=sealed, api_key_digest=api_key_digest
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[strategy_credentials.c.strategy_id],
-        set_={
-            "key_id": stmt.excluded.key_id,
-            "credentials": stmt.excluded.credentials,
-            "api_key_digest": stmt.excluded.api_key_digest,
-            "updated_at": func.now(),
-        },
-    )
-
-
-def lock_api_key(api_key_digest: str) -> Select[Any]:
-    """Serialise deploys of one exchange API key until commit, so two users cannot both claim it at once."""
-    return select(func.pg_advisory_xact_lock(func.hashtextextended(literal("api-key:") + api_key_digest, 0)))
-
-
-def api_key_held_by_another_user(api_key_digest: str, user_id: str) -> Select[Any]:
-    """Whether a strategy of a user other than `user_id` holds this API key (never which one)."""
-    held = (
-        select(literal(1))
-        .select_from(strategy_credentials.join(s, s.c.strategy_id == strategy_credentials.c.strategy_id))
-        .where(strategy_credentials.c.api_key_digest == api_key_digest, s.c.user_id != user_id)
-    )
-    return select(exists(held))
-
-
-def delete_credentials(strategy_id: str) -> Delete:
-    return delete(strategy_credentials).where(strategy_credentials.c.strategy_id == strategy_id)
-
-
-def set_desired_state(strategy_id: str, desired_state: str) -> Update:
-    return (
-        update(s)
-        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
-        .values(
-            desired_state=desired_state,
-            generation=s.c.generation + 1,
-            updated_at=func.now(),
-            # An explicit start lifts a risk halt that happened before it (a halt is status; this is
-            # the person's answer to it, on record in the spec).
-            started_at=func.now() if desired_state == "running" else s.c.started_at,
-        )
-        .returning(s.c.strategy_id)
-    )
-
-
-def request_deletion(strategy_id: str) -> Update:
-    """Mark a strategy for deletion (once: a repeated request changes nothing); replicas finalize it."""
-    return (
-        update(s)
-        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
-        .values(delete_requested_at=func.now(), generation=s.c.generation + 1, updated_at=func.now())
-        .returning(s.c.strategy_id)
-    )
-
-
-def insert_run_request(strategy_id: str) -> Insert:
-    """A manual run of a strategy that exists and is not being deleted (nothing inserted otherwise).
-
-    FOR KEY SHARE holds off a replica finalizing the deletion between this check and the insert.
+    INSERT INTO strategies AS s (strategy_id, user_id, name, code, config, risk, execution_interval,
+                                 exchange, desired_state)
+    VALUES (:strategy_id, :user_id, :name, :code, CAST(:config AS jsonb), CAST(:risk AS jsonb),
+            :execution_interval, :exchange, :desired_state)
+    ON CONFLICT (strategy_id) DO UPDATE SET
+        name = EXCLUDED.name,
+        code = EXCLUDED.code,
+        config = EXCLUDED.config,
+        risk = EXCLUDED.risk,
+        execution_interval = EXCLUDED.execution_interval,
+        exchange = EXCLUDED.exchange,
+        desired_state = EXCLUDED.desired_state,
+        generation = s.generation + 1,
+        updated_at = now()
+    WHERE s.delete_requested_at IS NULL AND s.user_id = EXCLUDED.user_id
+    RETURNING s.strategy_id, (xmax = 0) AS created
     """
-    live = (
-        select(s.c.strategy_id)
-        .where(s.c.strategy_id == strategy_id, s.c.delete_requested_at.is_(None))
-        .with_for_update(key_share=True)
+)
+
+SELECT_OWNER = text("SELECT user_id, delete_requested_at FROM strategies WHERE strategy_id = :strategy_id")
+
+UPSERT_CREDENTIALS = text(
+    """
+    INSERT INTO strategy_credentials (strategy_id, key_id, credentials, api_key_digest)
+    VALUES (:strategy_id, :key_id, :credentials, :api_key_digest)
+    ON CONFLICT (strategy_id) DO UPDATE SET
+        key_id = EXCLUDED.key_id,
+        credentials = EXCLUDED.credentials,
+        api_key_digest = EXCLUDED.api_key_digest,
+        updated_at = now()
+    """
+)
+
+# Serialise deploys of one exchange API key until commit, so two users cannot both claim it at once.
+LOCK_API_KEY = text("SELECT pg_advisory_xact_lock(hashtextextended('api-key:' || :api_key_digest, 0))")
+
+# Whether a strategy of a user other than :user_id holds this API key (never which one).
+API_KEY_HELD_BY_ANOTHER_USER = text(
+    """
+    SELECT EXISTS (
+        SELECT 1
+        FROM strategy_credentials c
+        JOIN strategies s ON s.strategy_id = c.strategy_id
+        WHERE c.api_key_digest = :api_key_digest AND s.user_id <> :user_id
     )
-    return insert(run_requests).from_select(["strategy_id"], live).returning(*run_requests.c)
+    """
+)
+
+DELETE_CREDENTIALS = text("DELETE FROM strategy_credentials WHERE strategy_id = :strategy_id")
+
+# An explicit start (:desired_state running) lifts a risk halt that happened before it: a halt is
+# status; this is the person's answer to it, on record in the spec.
+SET_DESIRED_STATE = text(
+    """
+    UPDATE strategies
+    SET desired_state = :desired_state,
+        generation = generation + 1,
+        updated_at = now(),
+        started_at = CASE WHEN :desired_state = 'running' THEN now() ELSE started_at END
+    WHERE strategy_id = :strategy_id AND delete_requested_at IS NULL
+    RETURNING strategy_id
+    """
+)
+
+# Mark a strategy for deletion (once: a repeated request changes nothing); replicas finalize it.
+REQUEST_DELETION = text(
+    """
+    UPDATE strategies
+    SET delete_requested_at = now(), generation = generation + 1, updated_at = now()
+    WHERE strategy_id = :strategy_id AND delete_requested_at IS NULL
+    RETURNING strategy_id
+    """
+)
+
+# A manual run of a strategy that exists and is not being deleted (nothing inserted otherwise).
+# FOR KEY SHARE holds off a replica finalizing the deletion between this check and the insert.
+INSERT_RUN_REQUEST = text(
+    f"""
+    INSERT INTO run_requests (strategy_id)
+    SELECT strategy_id FROM strategies
+    WHERE strategy_id = :strategy_id AND delete_requested_at IS NULL
+    FOR KEY SHARE
+    RETURNING {_RUN_REQUEST_COLUMNS}
+    """
+)
 
 
 # --- reads ----------------------------------------------------------------------------------------
 
+SELECT_SPEC = text(
+    f"SELECT {_SUMMARY_COLUMNS}, s.code, s.config, s.risk FROM {_SPEC_JOIN} WHERE s.strategy_id = :strategy_id"
+)
 
-def select_spec(strategy_id: str) -> Select[Any]:
-    return (
-        select(*SUMMARY_COLUMNS, s.c.code, s.c.config, s.c.risk)
-        .select_from(_SPEC_JOIN)
-        .where(s.c.strategy_id == strategy_id)
+SELECT_STATUS = text(f"SELECT {_STATUS_COLUMNS} FROM {_SPEC_JOIN} WHERE s.strategy_id = :strategy_id")
+
+SELECT_STRATEGY_EXISTS = text("SELECT strategy_id, exchange FROM strategies WHERE strategy_id = :strategy_id")
+
+SELECT_PAPER_BALANCES = text(
+    "SELECT currency, balance, locked_balance FROM paper_balances WHERE strategy_id = :strategy_id ORDER BY currency"
+)
+
+
+def list_strategies(*, by_user: bool, by_status: bool, after: bool, include_code: bool) -> TextClause:
+    """Newest first; keyset-paginated on (created_at, strategy_id). Parameters: :limit, and
+    :user_id, :status, :after_created_at and :after_strategy_id for the parts asked for."""
+    where = ["TRUE"]
+    if by_user:
+        where.append("s.user_id = :user_id")
+    if by_status:
+        where.append(f"{_DERIVED_STATUS} = :status")
+    if after:
+        where.append("(s.created_at, s.strategy_id) < (:after_created_at, :after_strategy_id)")
+    code = ", s.code" if include_code else ""
+    return text(
+        f"SELECT {_SUMMARY_COLUMNS}{code} FROM {_SPEC_JOIN} WHERE {' AND '.join(where)}"
+        " ORDER BY s.created_at DESC, s.strategy_id DESC LIMIT :limit"
     )
 
 
-def select_status(strategy_id: str) -> Select[Any]:
-    return select(*STATUS_COLUMNS).select_from(_SPEC_JOIN).where(s.c.strategy_id == strategy_id)
-
-
-def select_strategy_exists(strategy_id: str) -> Select[Any]:
-    return select(s.c.strategy_id, s.c.exchange).where(s.c.strategy_id == strategy_id)
-
-
-def select_paper_balances(strategy_id: str) -> Select[Any]:
-    b = paper_balances
-    return (
-        select(b.c.currency, b.c.balance, b.c.locked_balance)
-        .where(b.c.strategy_id == strategy_id)
-        .order_by(b.c.currency)
+def list_executions(*, by_status: bool, after: bool) -> TextClause:
+    """A strategy's executions, newest first; keyset-paginated on (scheduled_for, execution_id).
+    Parameters: :strategy_id, :limit, and :status, :after_scheduled_for, :after_execution_id."""
+    where = ["strategy_id = :strategy_id"]
+    if by_status:
+        where.append("status = :status")
+    if after:
+        where.append("(scheduled_for, execution_id) < (:after_scheduled_for, :after_execution_id)")
+    return text(
+        f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE {' AND '.join(where)}"
+        " ORDER BY scheduled_for DESC, execution_id DESC LIMIT :limit"
     )
 
 
-def list_strategies(
-    *,
-    limit: int,
-    after: tuple[datetime, str] | None,
-    user_id: str | None,
-    status: str | None,
-    include_code: bool,
-) -> Select[Any]:
-    """Newest first; keyset-paginated on (created_at, strategy_id)."""
-    columns = (*SUMMARY_COLUMNS, s.c.code) if include_code else SUMMARY_COLUMNS
-    stmt = select(*columns).select_from(_SPEC_JOIN)
-    if user_id is not None:
-        stmt = stmt.where(s.c.user_id == user_id)
-    if status is not None:
-        stmt = stmt.where(DERIVED_STATUS == status)  # noqa: SIM300
-    if after is not None:
-        stmt = stmt.where(tuple_(s.c.created_at, s.c.strategy_id) < tuple_(literal(after[0]), literal(after[1])))
-    return stmt.order_by(s.c.created_at.desc(), s.c.strategy_id.desc()).limit(limit)
+SELECT_EXECUTION = text(f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = :execution_id")
+
+SELECT_RUN_REQUEST = text(f"SELECT {_RUN_REQUEST_COLUMNS} FROM run_requests WHERE run_request_id = :run_request_id")
 
 
-def list_executions(
-    strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None, status: str | None
-) -> Select[Any]:
-    """Newest first; keyset-paginated on (scheduled_for, execution_id)."""
-    e = executions
-    stmt = select(*e.c).where(e.c.strategy_id == strategy_id)
-    if status is not None:
-        stmt = stmt.where(e.c.status == status)
-    if after is not None:
-        stmt = stmt.where(tuple_(e.c.scheduled_for, e.c.execution_id) < tuple_(literal(after[0]), literal(after[1])))
-    return stmt.order_by(e.c.scheduled_for.desc(), e.c.execution_id.desc()).limit(limit)
-
-
-def select_execution(execution_id: uuid.UUID) -> Select[Any]:
-    return select(*executions.c).where(executions.c.execution_id == execution_id)
-
-
-def select_run_request(run_request_id: int) -> Select[Any]:
-    return select(*run_requests.c).where(run_requests.c.run_request_id == run_request_id)
-
-
-def list_orders(strategy_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Select[Any]:
-    """Newest first; keyset-paginated on (created_at, order_id)."""
-    o = orders
-    stmt = select(*o.c).where(o.c.strategy_id == strategy_id)
-    if after is not None:
-        stmt = stmt.where(tuple_(o.c.created_at, o.c.order_id) < tuple_(literal(after[0]), literal(after[1])))
-    return stmt.order_by(o.c.created_at.desc(), o.c.order_id.desc()).limit(limit)
+def list_orders(*, after: bool) -> TextClause:
+    """A strategy's orders, newest first; keyset-paginated on (created_at, order_id).
+    Parameters: :strategy_id, :limit, and :after_created_at, :after_order_id."""
+    cursor = " AND (created_at, order_id) < (:after_created_at, :after_order_id)" if after else ""
+    return text(
+        f"SELECT {_ORDER_COLUMNS} FROM orders WHERE strategy_id = :strategy_id{cursor}"
+        " ORDER BY created_at DESC, order_id DESC LIMIT :limit"
+    )
 
 
 # --- health -------------------------------------------------------------------------------------
 
-COUNT_ACTIVE_STRATEGIES = (
-    select(func.count()).select_from(s).where(s.c.desired_state == "running", s.c.delete_requested_at.is_(None))
+COUNT_ACTIVE_STRATEGIES = text(
+    "SELECT count(*) FROM strategies WHERE desired_state = 'running' AND delete_requested_at IS NULL"
 )
 
 # A replica is alive while its lease has not expired by the database's clock.
-SELECT_LIVE_REPLICAS = select(replicas.c.replica_id, replicas.c.sandbox_layers).where(
-    replicas.c.lease_expires_at > func.now()
-)
+SELECT_LIVE_REPLICAS = text("SELECT replica_id, sandbox_layers FROM replicas WHERE lease_expires_at > now()")
 
 
 # --- webhooks (desired state: the API writes them; replicas read them to send alerts) -------------
 
+INSERT_WEBHOOK = text(
+    f"""
+    INSERT INTO webhooks (webhook_id, user_id, url, events, key_id, secret)
+    VALUES (:webhook_id, :user_id, :url, CAST(:events AS text[]), :key_id, :secret)
+    RETURNING {_WEBHOOK_COLUMNS}
+    """
+)
 
-def insert_webhook(values: dict[str, Any]) -> Insert:
-    w = webhooks
-    return insert(w).values(**values).returning(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
+# Every webhook, or (:user_id not null) one user's; newest first, at most 500.
+LIST_WEBHOOKS = text(
+    f"""
+    SELECT {_WEBHOOK_COLUMNS} FROM webhooks
+    WHERE (CAST(:user_id AS text) IS NULL OR user_id = :user_id)
+    ORDER BY created_at DESC, webhook_id
+    LIMIT 500
+    """
+)
 
+SELECT_WEBHOOK = text(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE webhook_id = :webhook_id")
 
-def list_webhooks(user_id: str | None) -> Select[Any]:
-    w = webhooks
-    stmt = select(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
-    if user_id is not None:
-        stmt = stmt.where(w.c.user_id == user_id)
-    return stmt.order_by(w.c.created_at.desc(), w.c.webhook_id).limit(500)
+# A webhook goes with its undelivered alerts (the foreign keys cascade).
+DELETE_WEBHOOK = text(f"DELETE FROM webhooks WHERE webhook_id = :webhook_id RETURNING {_WEBHOOK_COLUMNS}")
 
-
-def select_webhook(webhook_id: uuid.UUID) -> Select[Any]:
-    w = webhooks
-    return select(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at).where(w.c.webhook_id == webhook_id)
-
-
-def delete_webhook(webhook_id: uuid.UUID) -> ReturningDelete[Any]:
-    w = webhooks
-    return (
-        delete(w)
-        .where(w.c.webhook_id == webhook_id)
-        .returning(w.c.webhook_id, w.c.user_id, w.c.url, w.c.events, w.c.created_at)
-    )
-
-
-def list_deliveries(webhook_id: uuid.UUID, limit: int) -> Select[Any]:
-    """A webhook's deliveries, newest first, each with its attempts as a JSON list."""
-    d, a = alert_deliveries, alert_attempts
-    attempts = (
-        select(
-            func.coalesce(
-                func.jsonb_agg(
-                    aggregate_order_by(
-                        func.jsonb_build_object(
-                            "attempt",
-                            a.c.attempt,
-                            "replica_id",
-                            a.c.replica_id,
-                            "started_at",
-                            a.c.started_at,
-                            "finished_at",
-                            a.c.finished_at,
-                            "status_code",
-                            a.c.status_code,
-                            "error",
-                            a.c.error,
-                        ),
-                        a.c.attempt_id,
-                    )
-                ),
-                literal_column("'[]'::jsonb"),
-            )
-        )
-        .where(a.c.delivery_id == d.c.delivery_id)
-        .scalar_subquery()
-    )
-    return (
-        select(
-            d.c.delivery_id,
-            d.c.event,
-            d.c.strategy_id,
-            d.c.payload,
-            d.c.created_at,
-            d.c.attempts,
-            d.c.next_attempt_at,
-            d.c.delivered_at,
-            d.c.abandoned_at,
-            d.c.last_error,
-            attempts.label("attempt_log"),
-        )
-        .where(d.c.webhook_id == webhook_id)
-        .order_by(d.c.created_at.desc(), d.c.delivery_id)
-        .limit(limit)
-    )
+# A webhook's deliveries, newest first, each with its attempts as a JSON list.
+LIST_DELIVERIES = text(
+    """
+    SELECT d.delivery_id, d.event, d.strategy_id, d.payload, d.created_at, d.attempts, d.next_attempt_at,
+           d.delivered_at, d.abandoned_at, d.last_error,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'attempt', a.attempt, 'replica_id', a.replica_id, 'started_at', a.started_at,
+                       'finished_at', a.finished_at, 'status_code', a.status_code, 'error', a.error)
+                   ORDER BY a.attempt_id), '[]'::jsonb)
+            FROM alert_attempts a
+            WHERE a.delivery_id = d.delivery_id) AS attempt_log
+    FROM alert_deliveries d
+    WHERE d.webhook_id = :webhook_id
+    ORDER BY d.created_at DESC, d.delivery_id
+    LIMIT :limit
+    """
+)
 
 
 # --- the tenant API: a user's own deployments -------------------------------------------------------
 
+# The strategy, if it belongs to :user_id: another user's answers exactly like a missing one.
+SELECT_OWNED = text("SELECT strategy_id FROM strategies WHERE strategy_id = :strategy_id AND user_id = :user_id")
 
-def select_owned(strategy_id: str, user_id: str) -> Select[Any]:
-    """The strategy, if it belongs to `user_id`: another user's answers exactly like a missing one."""
-    return select(s.c.strategy_id).where(s.c.strategy_id == strategy_id, s.c.user_id == user_id)
+# The user's newest strategy of that name that is not being deleted (a redeploy by name).
+SELECT_LIVE_BY_NAME = text(
+    """
+    SELECT strategy_id FROM strategies
+    WHERE user_id = :user_id AND name = :name AND delete_requested_at IS NULL
+    ORDER BY created_at DESC, strategy_id DESC
+    LIMIT 1
+    """
+)
 
 
-def select_live_by_name(user_id: str, name: str) -> Select[Any]:
-    """The user's newest strategy of that name that is not being deleted (a redeploy by name)."""
-    return (
-        select(s.c.strategy_id)
-        .where(s.c.user_id == user_id, s.c.name == name, s.c.delete_requested_at.is_(None))
-        .order_by(s.c.created_at.desc(), s.c.strategy_id.desc())
-        .limit(1)
+def list_user_status(*, after: bool) -> TextClause:
+    """A user's strategies with status and statistics, newest first; keyset-paginated like
+    list_strategies. Parameters: :user_id, :limit, and :after_created_at, :after_strategy_id."""
+    cursor = " AND (s.created_at, s.strategy_id) < (:after_created_at, :after_strategy_id)" if after else ""
+    return text(
+        f"SELECT {_STATUS_COLUMNS} FROM {_SPEC_JOIN} WHERE s.user_id = :user_id{cursor}"
+        " ORDER BY s.created_at DESC, s.strategy_id DESC LIMIT :limit"
     )
 
 
-def list_user_status(user_id: str, *, limit: int, after: tuple[datetime, str] | None) -> Select[Any]:
-    """A user's strategies with status and statistics, newest first; keyset-paginated like list_strategies."""
-    stmt = select(*STATUS_COLUMNS).select_from(_SPEC_JOIN).where(s.c.user_id == user_id)
-    if after is not None:
-        stmt = stmt.where(tuple_(s.c.created_at, s.c.strategy_id) < tuple_(literal(after[0]), literal(after[1])))
-    return stmt.order_by(s.c.created_at.desc(), s.c.strategy_id.desc()).limit(limit)
+# The last :per_strategy executions of each of :strategy_ids (times and outcome only), newest first.
+SELECT_RECENT_OUTCOMES = text(
+    """
+    SELECT strategy_id, execution_id, status, scheduled_for, finished_at, duration
+    FROM (
+        SELECT strategy_id, execution_id, status, scheduled_for, finished_at, duration,
+               row_number() OVER (PARTITION BY strategy_id ORDER BY scheduled_for DESC, execution_id DESC) AS rank
+        FROM executions
+        WHERE strategy_id = ANY(CAST(:strategy_ids AS text[]))
+    ) ranked
+    WHERE rank <= :per_strategy
+    ORDER BY strategy_id, scheduled_for DESC, execution_id DESC
+    """
+)
 
+SELECT_STRATEGY_STATE = text("SELECT state FROM strategy_status WHERE strategy_id = :strategy_id")
 
-def select_recent_outcomes(strategy_ids: list[str], per_strategy: int) -> Select[Any]:
-    """The last `per_strategy` executions of each strategy (times and outcome only), newest first."""
-    e = executions
-    rank = (
-        func.row_number()
-        .over(partition_by=e.c.strategy_id, order_by=(e.c.scheduled_for.desc(), e.c.execution_id.desc()))
-        .label("rank")
-    )
-    ranked = (
-        select(e.c.strategy_id, e.c.execution_id, e.c.status, e.c.scheduled_for, e.c.finished_at, e.c.duration, rank)
-        .where(e.c.strategy_id.in_(strategy_ids))
-        .subquery()
-    )
-    return (
-        select(*(c for c in ranked.c if c.name != "rank"))
-        .where(ranked.c.rank <= per_strategy)
-        .order_by(ranked.c.strategy_id, ranked.c.scheduled_for.desc(), ranked.c.execution_id.desc())
-    )
-
-
-def select_strategy_state(strategy_id: str) -> Select[Any]:
-    return select(status_t.c.state).where(status_t.c.strategy_id == strategy_id)
-
-
-def select_wallet_history(strategy_id: str, *, limit: int) -> Select[Any]:
-    """The last `limit` wallet values recorded by paper executions, newest first."""
-    e = executions
-    return (
-        select(e.c.finished_at, e.c.wallet_value, e.c.wallet_currency, e.c.execution_id)
-        .where(e.c.strategy_id == strategy_id, e.c.wallet_value.is_not(None), e.c.finished_at.is_not(None))
-        .order_by(e.c.finished_at.desc())
-        .limit(limit)
-    )
+# The last :limit wallet values recorded by paper executions, newest first.
+SELECT_WALLET_HISTORY = text(
+    """
+    SELECT finished_at, wallet_value, wallet_currency, execution_id
+    FROM executions
+    WHERE strategy_id = :strategy_id AND wallet_value IS NOT NULL AND finished_at IS NOT NULL
+    ORDER BY finished_at DESC
+    LIMIT :limit
+    """
+)

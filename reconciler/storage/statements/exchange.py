@@ -1,219 +1,276 @@
-"""Every SQL statement of the exchange layer, named and kept in one place (procrastinate's idea).
+"""Every SQL statement of the exchange layer, named and kept in one place (procrastinate's queries.sql).
 
-Each function builds one SQLAlchemy Core statement; callers own connections and transactions.
+Run by replicas only, through `reconciler.storage.exchange_store`; the broker, the paper exchange and
+the risk guard call its methods and never see a statement. PostgreSQL text like every other module
+here; the one statement whose shape depends on the call (the paper fills' optional filters) keeps one
+shape with `(:x IS NULL OR ...)`, since it reads one strategy's rows through its own index anyway.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping
-from datetime import datetime
-from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import Delete, Exists, Insert, Select, Update, and_, exists, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-from reconciler.storage.fence import Fence
-from reconciler.tables import executions, orders, paper_balances, paper_orders, strategy_credentials
+from sqlalchemy import text
 
 OPEN_PAPER_STATUSES = ("open", "partially_filled")
 
 # --- credentials ----------------------------------------------------------------------------------
 
+SELECT_CREDENTIALS = text("SELECT key_id, credentials FROM strategy_credentials WHERE strategy_id = :strategy_id")
 
-def select_credentials(strategy_id: str) -> Select[Any]:
-    return select(strategy_credentials.c.key_id, strategy_credentials.c.credentials).where(
-        strategy_credentials.c.strategy_id == strategy_id
-    )
+# One batch of a key rotation, locked until its transaction re-seals it; keyset-paginated on the id
+# (:after is NULL for the first batch).
+LOCK_CREDENTIALS_BATCH = text(
+    """
+    SELECT strategy_id, key_id, credentials
+    FROM strategy_credentials
+    WHERE CAST(:after AS text) IS NULL OR strategy_id > :after
+    ORDER BY strategy_id
+    LIMIT :batch
+    FOR UPDATE
+    """
+)
 
+UPDATE_CREDENTIALS = text(
+    """
+    UPDATE strategy_credentials
+    SET key_id = :key_id, credentials = :credentials, updated_at = now()
+    WHERE strategy_id = :strategy_id
+    """
+)
 
-def select_all_credentials_for_update(batch: int, after: str | None) -> Select[Any]:
-    query = select(
-        strategy_credentials.c.strategy_id, strategy_credentials.c.key_id, strategy_credentials.c.credentials
-    )
-    if after is not None:
-        query = query.where(strategy_credentials.c.strategy_id > after)
-    return query.order_by(strategy_credentials.c.strategy_id).limit(batch).with_for_update()
+SELECT_ONE_CREDENTIAL_WITH_KEY = text(
+    "SELECT strategy_id, credentials FROM strategy_credentials WHERE key_id = :key_id LIMIT 1"
+)
 
-
-def update_credentials(strategy_id: str, key_id: str, ciphertext: bytes) -> Update:
-    return (
-        update(strategy_credentials)
-        .where(strategy_credentials.c.strategy_id == strategy_id)
-        .values(key_id=key_id, credentials=ciphertext, updated_at=func.now())
-    )
-
-
-def select_one_credential_with_key(key_id: str) -> Select[Any]:
-    return (
-        select(strategy_credentials.c.strategy_id, strategy_credentials.c.credentials)
-        .where(strategy_credentials.c.key_id == key_id)
-        .limit(1)
-    )
-
-
-def count_credentials_by_key() -> Select[Any]:
-    return select(strategy_credentials.c.key_id, func.count()).group_by(strategy_credentials.c.key_id)
+COUNT_CREDENTIALS_BY_KEY = text("SELECT key_id, count(*) AS count FROM strategy_credentials GROUP BY key_id")
 
 
 # --- the orders audit trail -------------------------------------------------------------------------
 
+# FENCED (see `statements.replica`): the execution is still running, still this replica's, under the
+# same token, within its lease. FOR SHARE holds off lost-marking (and a re-claim) until the
+# transaction that checked it commits, so what it writes is written while the fence holds.
+_FENCE_HOLDS = """
+    EXISTS (SELECT 1 FROM executions e
+            WHERE e.execution_id = :fence_execution_id
+              AND e.scheduled_for = :fence_scheduled_for  -- the partition key: one partition looked at
+              AND e.status = 'running'
+              AND e.replica_id = :fence_replica_id
+              AND e.fencing_token = :fence_token
+              AND e.lease_expires_at > now()
+            FOR SHARE)"""
 
-def insert_order(values: Mapping[str, Any]) -> Insert:
-    """One order request, written before it is sent (so a crash mid-call still leaves a record)."""
-    return pg_insert(orders).values(**values).on_conflict_do_nothing().returning(orders.c.order_id)
+SELECT_FENCE_HOLDS = text(f"SELECT {_FENCE_HOLDS}")
 
+# The order's columns as the broker records them; every parameter cast, since an INSERT ... SELECT
+# would otherwise read an untyped NULL as text.
+_ORDER_VALUES = """
+    CAST(:strategy_id AS text), CAST(:execution_id AS uuid), CAST(:exchange AS text),
+    CAST(:client_order_id AS text), CAST(:market AS text), CAST(:side AS text), CAST(:order_type AS text),
+    CAST(:total_quantity AS numeric), CAST(:price_per_unit AS numeric), CAST(:status AS text),
+    CAST(:error AS text), CAST(:request AS jsonb)"""
 
-def fence_holds(fence: Fence) -> Exists:
-    """FENCED (see `statements.replica`): the execution is still running, still this replica's, under
-    the same token, within its lease. FOR SHARE holds off lost-marking until the order is recorded."""
-    e = executions
-    return exists(
-        select(e.c.execution_id)
-        .where(
-            e.c.execution_id == fence.execution_id,
-            e.c.scheduled_for == fence.scheduled_for,  # the partition key: one partition looked at
-            e.c.status == "running",
-            e.c.replica_id == fence.replica_id,
-            e.c.fencing_token == fence.token,
-            e.c.lease_expires_at > func.now(),
-        )
-        .with_for_update(read=True)
-    )
+_ORDER_INSERT = """
+    INSERT INTO orders (strategy_id, execution_id, exchange, client_order_id, market, side, order_type,
+                        total_quantity, price_per_unit, status, error, request)"""
 
+# One order request, written before it is sent (so a crash mid-call still leaves a record); nothing
+# returned for a client_order_id the strategy already used. Outside an execution only (the broker's
+# own tests): an execution's orders go through INSERT_FENCED_ORDER.
+INSERT_ORDER = text(
+    f"""
+    {_ORDER_INSERT}
+    VALUES ({_ORDER_VALUES})
+    ON CONFLICT DO NOTHING
+    RETURNING order_id
+    """
+)
 
-def insert_fenced_order(values: Mapping[str, Any], fence: Fence) -> Insert:
-    """One order request, recorded before it is sent, and only under its execution's fencing check:
-    nothing is inserted (and so nothing may be sent) for an execution that lost its lease."""
-    columns = list(values)
-    source = select(*(literal(values[name], type_=orders.c[name].type).label(name) for name in columns)).where(
-        fence_holds(fence)
-    )
-    return pg_insert(orders).from_select(columns, source).on_conflict_do_nothing().returning(orders.c.order_id)
+# One order request, recorded before it is sent, and only under its execution's fencing check:
+# nothing is inserted (and so nothing may be sent) for an execution that lost its lease.
+INSERT_FENCED_ORDER = text(
+    f"""
+    {_ORDER_INSERT}
+    SELECT {_ORDER_VALUES}
+    WHERE {_FENCE_HOLDS}
+    ON CONFLICT DO NOTHING
+    RETURNING order_id
+    """
+)
 
+# The exchange's answer to an order: what it said replaces the record's status; the error, the
+# exchange's id and its answer are set when given (an answer is never unsaid).
+UPDATE_ORDER = text(
+    """
+    UPDATE orders
+    SET status = :status,
+        error = coalesce(CAST(:error AS text), error),
+        exchange_order_id = coalesce(CAST(:exchange_order_id AS text), exchange_order_id),
+        response = coalesce(CAST(:response AS jsonb), response),
+        updated_at = now()
+    WHERE order_id = :order_id
+    """
+)
 
-def select_fence_holds(fence: Fence) -> Select[Any]:
-    return select(fence_holds(fence))
+UPDATE_ORDER_BY_EXCHANGE_ID = text(
+    """
+    UPDATE orders
+    SET status = :status, response = CAST(:response AS jsonb), updated_at = now()
+    WHERE strategy_id = :strategy_id AND exchange_order_id = :exchange_order_id
+    """
+)
 
-
-def update_order(order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:
-    return update(orders).where(orders.c.order_id == order_id).values(**values, updated_at=func.now())
-
-
-def update_order_by_exchange_id(strategy_id: str, exchange_order_id: str, status: str, response: Any) -> Update:
-    return (
-        update(orders)
-        .where(and_(orders.c.strategy_id == strategy_id, orders.c.exchange_order_id == exchange_order_id))
-        .values(status=status, response=response, updated_at=func.now())
-    )
+# A paper execution's wallet value at its end; only while the execution is still in flight (an
+# execution already recorded lost or finished keeps what it has). With its partition key given (NULL
+# only outside an execution), the constant folds into the plan and one partition is looked at.
+RECORD_WALLET_VALUE = text(
+    """
+    UPDATE executions
+    SET wallet_value = :value, wallet_currency = :currency
+    WHERE execution_id = :execution_id AND status = 'running'
+      AND scheduled_for = coalesce(CAST(:scheduled_for AS timestamptz), scheduled_for)
+    """
+)
 
 
 # --- paper exchange ----------------------------------------------------------------------------------
 
+COUNT_PAPER_BALANCES = text("SELECT count(*) FROM paper_balances WHERE strategy_id = :strategy_id")
 
-def count_paper_balances(strategy_id: str) -> Select[Any]:
-    return select(func.count()).select_from(paper_balances).where(paper_balances.c.strategy_id == strategy_id)
+# The starting paper wallet (:currencies and :balances side by side); a no-op for currencies the
+# strategy already has rows for.
+SEED_PAPER_BALANCES = text(
+    """
+    INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance)
+    SELECT :strategy_id, w.currency, w.balance, 0
+    FROM unnest(CAST(:currencies AS text[]), CAST(:balances AS numeric[])) AS w(currency, balance)
+    ON CONFLICT DO NOTHING
+    """
+)
 
+SELECT_PAPER_BALANCES = text(
+    """
+    SELECT currency, balance, locked_balance
+    FROM paper_balances
+    WHERE strategy_id = :strategy_id
+    ORDER BY currency
+    """
+)
 
-def seed_paper_balances(strategy_id: str, balances: Mapping[str, Decimal]) -> Insert:
-    """The starting paper wallet; a no-op for currencies the strategy already has rows for."""
-    rows = [{"strategy_id": strategy_id, "currency": c, "balance": b, "locked_balance": 0} for c, b in balances.items()]
-    return pg_insert(paper_balances).values(rows).on_conflict_do_nothing()
+# Locked in currency order, so two transactions of one strategy cannot deadlock on them.
+LOCK_PAPER_BALANCES = text(
+    """
+    SELECT currency, balance, locked_balance
+    FROM paper_balances
+    WHERE strategy_id = :strategy_id AND currency = ANY(CAST(:currencies AS text[]))
+    ORDER BY currency
+    FOR UPDATE
+    """
+)
 
+# A zero row for a currency the strategy did not hold yet (before ADD_PAPER_BALANCE credits it).
+ENSURE_PAPER_BALANCE = text(
+    """
+    INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance)
+    VALUES (:strategy_id, :currency, 0, 0)
+    ON CONFLICT DO NOTHING
+    """
+)
 
-def select_paper_balances(
-    strategy_id: str, currencies: Iterable[str] | None = None, *, lock: bool = False
-) -> Select[Any]:
-    query = select(paper_balances.c.currency, paper_balances.c.balance, paper_balances.c.locked_balance).where(
-        paper_balances.c.strategy_id == strategy_id
-    )
-    if currencies is not None:
-        query = query.where(paper_balances.c.currency.in_(sorted(currencies)))
-    query = query.order_by(paper_balances.c.currency)
-    # Locked in currency order, so two transactions of one strategy cannot deadlock on them.
-    return query.with_for_update() if lock else query
+# Add (signed) amounts to a balance. An UPDATE, not an upsert: PostgreSQL checks the CHECK
+# constraints on an upsert's proposed row before it finds the conflict, and a delta may be negative.
+ADD_PAPER_BALANCE = text(
+    """
+    UPDATE paper_balances
+    SET balance = balance + CAST(:balance AS numeric),
+        locked_balance = locked_balance + CAST(:locked AS numeric),
+        updated_at = now()
+    WHERE strategy_id = :strategy_id AND currency = :currency
+    """
+)
 
+_PAPER_ORDER_COLUMNS = """
+    paper_order_id, strategy_id, client_order_id, market, side, order_type, status, price_per_unit,
+    total_quantity, remaining_quantity, avg_price, fee_amount, locked_currency, locked_amount,
+    checked_until, created_at, updated_at"""
 
-def ensure_paper_balance(strategy_id: str, currency: str) -> Insert:
-    """A zero row for a currency the strategy did not hold yet (before `add_paper_balance` credits it)."""
-    statement = pg_insert(paper_balances).values(
-        strategy_id=strategy_id, currency=currency, balance=0, locked_balance=0
-    )
-    return statement.on_conflict_do_nothing()
+INSERT_PAPER_ORDER = text(
+    f"""
+    INSERT INTO paper_orders ({_PAPER_ORDER_COLUMNS})
+    VALUES (:paper_order_id, :strategy_id, :client_order_id, :market, :side, :order_type, :status,
+            CAST(:price_per_unit AS numeric), CAST(:total_quantity AS numeric),
+            CAST(:remaining_quantity AS numeric), CAST(:avg_price AS numeric), CAST(:fee_amount AS numeric),
+            :locked_currency, CAST(:locked_amount AS numeric), :checked_until, :created_at, :updated_at)
+    ON CONFLICT DO NOTHING
+    RETURNING {_PAPER_ORDER_COLUMNS}
+    """
+)
 
+# One of the strategy's orders, locked: by its id, or by its client_order_id (two statements, so each
+# keeps its index whatever plan PostgreSQL caches for a prepared statement).
+LOCK_PAPER_ORDER_BY_ID = text(
+    f"""
+    SELECT {_PAPER_ORDER_COLUMNS}
+    FROM paper_orders
+    WHERE strategy_id = :strategy_id AND paper_order_id = :paper_order_id
+    FOR UPDATE
+    """
+)
 
-def add_paper_balance(strategy_id: str, currency: str, balance: Decimal, locked: Decimal) -> Update:
-    """Add (signed) amounts to a balance. An UPDATE, not an upsert: PostgreSQL checks the CHECK
-    constraints on an upsert's proposed row before it finds the conflict, and a delta may be negative."""
-    return (
-        update(paper_balances)
-        .where(paper_balances.c.strategy_id == strategy_id, paper_balances.c.currency == currency)
-        .values(
-            balance=paper_balances.c.balance + balance,
-            locked_balance=paper_balances.c.locked_balance + locked,
-            updated_at=func.now(),
-        )
-    )
+LOCK_PAPER_ORDER_BY_CLIENT_ID = text(
+    f"""
+    SELECT {_PAPER_ORDER_COLUMNS}
+    FROM paper_orders
+    WHERE strategy_id = :strategy_id AND client_order_id = :client_order_id
+    FOR UPDATE
+    """
+)
 
+# The strategy's resting orders, optionally of one market and side, oldest first.
+_OPEN_PAPER_ORDERS = f"""
+    SELECT {_PAPER_ORDER_COLUMNS}
+    FROM paper_orders
+    WHERE strategy_id = :strategy_id
+      AND status IN ('open', 'partially_filled')
+      AND (CAST(:market AS text) IS NULL OR market = :market)
+      AND (CAST(:side AS text) IS NULL OR side = :side)
+    ORDER BY created_at, paper_order_id"""
 
-def insert_paper_order(values: Mapping[str, Any]) -> Insert:
-    return pg_insert(paper_orders).values(**values).on_conflict_do_nothing().returning(paper_orders)
+SELECT_OPEN_PAPER_ORDERS = text(_OPEN_PAPER_ORDERS)
+LOCK_OPEN_PAPER_ORDERS = text(f"{_OPEN_PAPER_ORDERS}\n    FOR UPDATE")
 
+# A resting order checked against the prices up to :checked_until without crossing its limit.
+PAPER_ORDER_CHECKED = text(
+    "UPDATE paper_orders SET checked_until = :checked_until WHERE paper_order_id = :paper_order_id"
+)
 
-def select_paper_order(strategy_id: str, *, id: uuid.UUID | None, client_order_id: str | None) -> Select[Any]:
-    query = select(paper_orders).where(paper_orders.c.strategy_id == strategy_id)
-    if id is not None:
-        return query.where(paper_orders.c.paper_order_id == id).with_for_update()
-    return query.where(paper_orders.c.client_order_id == client_order_id).with_for_update()
+PAPER_ORDER_FILLED = text(
+    """
+    UPDATE paper_orders
+    SET status = 'filled', remaining_quantity = 0, avg_price = :avg_price, fee_amount = :fee_amount,
+        locked_amount = 0, checked_until = :at, updated_at = :at
+    WHERE paper_order_id = :paper_order_id
+    """
+)
 
+PAPER_ORDER_CANCELLED = text(
+    """
+    UPDATE paper_orders
+    SET status = 'cancelled', locked_amount = 0, updated_at = :at
+    WHERE paper_order_id = :paper_order_id
+    """
+)
 
-def select_open_paper_orders(
-    strategy_id: str, market: str | None = None, side: str | None = None, *, lock: bool = False
-) -> Select[Any]:
-    query = select(paper_orders).where(
-        paper_orders.c.strategy_id == strategy_id, paper_orders.c.status.in_(OPEN_PAPER_STATUSES)
-    )
-    if market is not None:
-        query = query.where(paper_orders.c.market == market)
-    if side is not None:
-        query = query.where(paper_orders.c.side == side)
-    query = query.order_by(paper_orders.c.created_at, paper_orders.c.paper_order_id)
-    return query.with_for_update() if lock else query
-
-
-def update_paper_order(paper_order_id: uuid.UUID, values: Mapping[str, Any]) -> Update:
-    return update(paper_orders).where(paper_orders.c.paper_order_id == paper_order_id).values(**values)
-
-
-def select_paper_fills(
-    strategy_id: str, symbol: str | None, since: datetime | None, until: datetime | None, limit: int
-) -> Select[Any]:
-    query = select(paper_orders).where(paper_orders.c.strategy_id == strategy_id, paper_orders.c.status == "filled")
-    if symbol is not None:
-        query = query.where(paper_orders.c.market == symbol)
-    if since is not None:
-        query = query.where(paper_orders.c.updated_at >= since)
-    if until is not None:
-        query = query.where(paper_orders.c.updated_at <= until)
-    return query.order_by(paper_orders.c.updated_at.desc()).limit(limit)
-
-
-def delete_paper_account(strategy_id: str) -> tuple[Delete, Delete]:
-    """Reset a strategy's paper wallet and book (the next call re-seeds the starting balances)."""
-    return (
-        paper_orders.delete().where(paper_orders.c.strategy_id == strategy_id),
-        paper_balances.delete().where(paper_balances.c.strategy_id == strategy_id),
-    )
-
-
-def record_wallet_value(
-    execution_id: uuid.UUID, value: Decimal, currency: str, scheduled_for: datetime | None = None
-) -> Update:
-    """A paper execution's wallet value at its end; only while the execution is still in flight (an
-    execution already recorded lost or finished keeps what it has). `scheduled_for`, the partition
-    key, keeps it to one partition of `executions`."""
-    statement = update(executions).where(executions.c.execution_id == execution_id, executions.c.status == "running")
-    if scheduled_for is not None:
-        statement = statement.where(executions.c.scheduled_for == scheduled_for)
-    return statement.values(wallet_value=value, wallet_currency=currency)
+# The strategy's filled orders, newest first, optionally of one market and within a time range.
+SELECT_PAPER_FILLS = text(
+    f"""
+    SELECT {_PAPER_ORDER_COLUMNS}
+    FROM paper_orders
+    WHERE strategy_id = :strategy_id
+      AND status = 'filled'
+      AND (CAST(:symbol AS text) IS NULL OR market = :symbol)
+      AND (CAST(:since AS timestamptz) IS NULL OR updated_at >= :since)
+      AND (CAST(:until AS timestamptz) IS NULL OR updated_at <= :until)
+    ORDER BY updated_at DESC
+    LIMIT :limit
+    """
+)
