@@ -343,10 +343,11 @@ class ReplicaStore:
         """Create the days of `executions` from today to `days_ahead` days ahead that are missing, and
         drop the days wholly past the retention, except one holding an execution still in flight.
 
-        Each creation and each drop is its own short transaction under the maintenance advisory lock
-        (taken with `pg_try_advisory_xact_lock`: a replica that does not get it leaves that step to the
-        replica that has it) and a short `lock_timeout` (`DatabaseTimeout` when a lock did not come:
-        the next housekeeping tries again). A day is kept until its end is older than the retention, so
+        The missing days are created in one transaction, and each drop is its own (it holds ACCESS
+        EXCLUSIVE on `executions` until it commits), each under the maintenance advisory lock (taken
+        with `pg_try_advisory_xact_lock`: a replica that does not get it leaves that step to the replica
+        that has it) and a short `lock_timeout` (`DatabaseTimeout` when a lock did not come: the next
+        housekeeping tries again). A day is kept until its end is older than the retention, so
         an execution is kept at least the retention and at most a day longer.
         """
         q = partition_queries
@@ -360,29 +361,31 @@ class ReplicaStore:
 
         today, cutoff, days = await self.db.run(plan)
 
-        for day in (today + timedelta(days=n) for n in range(days_ahead + 1)):
-            if day in days:
-                continue
+        wanted = [today + timedelta(days=n) for n in range(days_ahead + 1)]
+        if not set(wanted) <= days:
 
-            async def create(conn: AsyncConnection, day: date = day) -> str:
+            async def create(conn: AsyncConnection) -> bool:
+                # One transaction for every missing day (in steady state, one a day): a replica that
+                # does not get the lock leaves them all to the one that has it.
+                report.created.clear()  # (the transaction may be run again)
+                report.left_to_default.clear()
                 if not (await conn.execute(q.TRY_LOCK, {"key": q.PARTITION_LOCK})).scalar_one():
-                    return "busy"
-                if day in await _days(conn):
-                    return "exists"  # another replica made it since the plan was read
+                    return False
                 await conn.execute(q.SET_LOCK_TIMEOUT)
-                low, high = _day_range(day)
-                if (await conn.execute(q.DEFAULT_HOLDS_DAY, {"low": low, "high": high})).scalar_one():
-                    return "default"
-                for statement in q.create_partition(day):
-                    await conn.execute(statement)
-                return "created"
+                existing = await _days(conn)  # another replica may have made some since the plan
+                for day in wanted:
+                    if day in existing:
+                        continue
+                    low, high = _day_range(day)
+                    if (await conn.execute(q.DEFAULT_HOLDS_DAY, {"low": low, "high": high})).scalar_one():
+                        report.left_to_default.append(day)
+                        continue
+                    for statement in q.create_partition(day):
+                        await conn.execute(statement)
+                    report.created.append(day)
+                return True
 
-            outcome = await self.db.run(create)
-            if outcome == "created":
-                report.created.append(day)
-            elif outcome == "default":
-                report.left_to_default.append(day)
-            elif outcome == "busy":
+            if not await self.db.run(create):
                 skipped += 1
 
         for day in sorted(days):
