@@ -113,9 +113,9 @@ def _columns() -> list[sa.Column]:  # type: ignore[type-arg]
 
 def _checks() -> list[sa.CheckConstraint]:
     return [
-        sa.CheckConstraint("(status = 'running') = (finished_at IS NULL)", name="ck_executions_finished_iff_terminal"),
-        sa.CheckConstraint(_STATUSES, name="ck_executions_status_known"),
-        sa.CheckConstraint("trigger IN ('schedule', 'manual')", name="ck_executions_trigger_known"),
+        sa.CheckConstraint("(status = 'running') = (finished_at IS NULL)", name=op.f("ck_executions_finished_iff_terminal")),
+        sa.CheckConstraint(_STATUSES, name=op.f("ck_executions_status_known")),
+        sa.CheckConstraint("trigger IN ('schedule', 'manual')", name=op.f("ck_executions_trigger_known")),
         sa.ForeignKeyConstraint(
             ["strategy_id"],
             ["strategies.strategy_id"],

@@ -107,6 +107,14 @@ def test_0008_keeps_every_row_and_every_invariant_and_downgrades(url_at_0007: st
         assert _rows(conn, "run_requests", "*", "run_request_id") == requests
         (kind,) = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'executions'").fetchone()
         assert kind == "p"
+        checks = conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'executions'::regclass AND contype = 'c'"
+        ).fetchall()
+        assert {name for (name,) in checks} == {
+            "ck_executions_finished_iff_terminal",
+            "ck_executions_status_known",
+            "ck_executions_trigger_known",
+        }
         # Recent rows sit in their days; only rows older than the days made are in the default.
         (stray,) = conn.execute(
             "SELECT count(*) FROM executions_default WHERE scheduled_for > now() - interval '34 days'"
