@@ -1,8 +1,13 @@
 """The replica: one thin asyncio loop around the pure reconcile decision, the claims and the sandbox.
 
-This is the only place that sleeps. Each pass reconciles, claims as many due executions as there are
-free slots, and starts them; then it sleeps until the earliest due time, a NOTIFY from a desired-state
-write, a slot freeing up, or the poll interval, whichever comes first.
+This is the only place that sleeps. Each pass reconciles, claims due executions for the free slots
+(and, while every slot is busy with short executions, a few more held ready: see `_claim_ahead`), and
+starts them; then it sleeps until the earliest due time, a NOTIFY from a desired-state write, a slot
+freeing up, or the poll interval, whichever comes first.
+
+Slots: a slot is a sandboxed process. It is taken when the execution starts and given back the moment
+the process is gone, before the broker's closing measure and the outcome are recorded; a claimed
+execution waiting for a slot takes the freed one at once, with no database round trip in between.
 
 Liveness and fencing: a heartbeat task renews the replica's lease and the leases of the executions
 it still works on at half the lease length, and marks lost the executions whose leases ran out.
@@ -21,6 +26,7 @@ grace period, then kill the rest and record them `interrupted`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -63,6 +69,9 @@ PRUNE_EVERY_SECONDS = 600.0
 PARTITIONS_EVERY_SECONDS = 300.0
 OVERDUE_RETRY_SECONDS = 0.02
 RECORD_BATCH = 50
+# How long, at most, an execution claimed ahead should wait for a slot, at the rate slots are freeing
+# (see `_claim_ahead`): a little more than one claim's round trip, so a freed slot never waits for one.
+CLAIM_AHEAD_SECONDS = 0.025
 
 
 class SandboxRunner(Protocol):
@@ -92,6 +101,8 @@ class _Flight:
     lease_until: float
     run: asyncio.Task[ExecutionOutcome] | None = None
     fenced: str | None = None  # why it was fenced off; then nothing more of it is sent or recorded
+    holds_slot: bool = False  # its sandboxed process may be running: it occupies one of the slots
+    ended: float | None = None  # monotonic instant its sandboxed process was gone
 
 
 class AlertSender(Protocol):
@@ -142,6 +153,13 @@ class Replica:
         self.force_stop = asyncio.Event()
         # How many of them still have a sandboxed process: those occupy the slots.
         self._running = 0
+        # Claimed, waiting for a slot (oldest claim first): started the moment one frees.
+        self._ready: collections.deque[_Flight] = collections.deque()
+        # Smoothed seconds between two slots freeing, for how many executions to claim ahead.
+        self._release_gap = float("inf")
+        self._last_release: float | None = None
+        # Set once the drain gives up: an execution not started by then is recorded interrupted.
+        self._interrupting = False
         # Whether a run request may be waiting: skips the run-request claim when none can be.
         self._requests_pending = True
         # Outcomes waiting to be recorded; one task writes whatever has accumulated in one statement.
@@ -240,21 +258,22 @@ class Replica:
         if self._resume_due is not None:
             # A pause ends before the next full pass would come round: look again then.
             idle = max(0.0, min(idle, self._resume_due - time.monotonic()))
-        free = self._free_slots()
-        if free <= 0:
-            return idle  # a finishing execution sets the wake event
+        wanted = self._wanted()
+        if wanted <= 0:
+            return idle  # a slot freeing sets the wake event
         # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
         requests, self._requests_pending = self._requests_pending, False
         before = time.monotonic()
-        claimed = await self.store.claim(free, requests=requests)
+        claimed = await self.store.claim(wanted, requests=requests)
         self._db_ok()
         self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
             self._start(claim, lease_until=before + self.settings.lease_seconds)
-        if sum(1 for claim in claimed.claims if claim.trigger == "manual") == free:
+        self._dispatch()
+        if sum(1 for claim in claimed.claims if claim.trigger == "manual") == wanted:
             self._requests_pending = True  # the slots ran out before the requests did
-        if len(claimed.claims) == free:
-            return 0.0 if self._free_slots() > 0 else idle
+        if len(claimed.claims) == wanted:
+            return 0.0 if self._wanted() > 0 else idle
         wait = claimed.seconds_until_due
         if wait is None:
             return idle
@@ -283,20 +302,80 @@ class Replica:
 
     # --- executions ---------------------------------------------------------------------------
 
-    def _free_slots(self) -> int:
-        # Outcomes still being recorded hold no slot, but at most one slot's worth each may wait, so
-        # a slow database slows claiming down instead of piling up finished executions in memory.
-        return min(self.slots - self._running, 2 * self.slots - len(self._tasks))
+    def _wanted(self) -> int:
+        """How many executions to claim now: one per free slot, plus those to hold ready (`_claim_ahead`).
+
+        Outcomes still being recorded hold no slot, but at most one slot's worth may wait, so a slow
+        database slows claiming down instead of piling up finished executions in memory.
+        """
+        ahead = self._claim_ahead()
+        spoken_for = self._running + len(self._ready)
+        wanted = min(self.slots + ahead - spoken_for, 2 * self.slots + ahead - len(self._tasks) - len(self._ready))
+        if spoken_for >= self.slots and wanted < max(1, (ahead + 1) // 2):
+            # Every slot is busy and enough are held ready: top them up in one claim later rather
+            # than one claim per freed slot (each claim is a transaction, and a commit).
+            return 0
+        return max(0, wanted)
+
+    def _claim_ahead(self) -> int:
+        """How many executions to hold claimed beyond the free slots, so that a freed slot starts the
+        next one at once instead of waiting for a claim's round trip.
+
+        As many as slots free within CLAIM_AHEAD_SECONDS at the rate they have been freeing, at most
+        one per slot. Short executions near the replica's ceiling get them (there, a round trip per
+        freed slot is a good part of each slot's time); long ones get none, so an execution never
+        waits here for a slot of this replica while another replica has one free. Every execution
+        held is claimed like any other: leased, renewed, fenced, recorded.
+        """
+        if self._interrupting or self._last_release is None:
+            return 0
+        gap = max(self._release_gap, time.monotonic() - self._last_release)
+        return min(self.slots, int(CLAIM_AHEAD_SECONDS / gap)) if gap > 0 else self.slots
 
     def _start(self, claim: Claim, *, lease_until: float) -> None:
+        """Take a claimed execution in; it starts when a slot is free (`_dispatch`)."""
         flight = _Flight(claim, lease_until)
         self._flights[claim.execution_id] = flight
-        task = asyncio.create_task(self._execute(flight), name=f"execution-{claim.execution_id}")
+        self._ready.append(flight)
+
+    def _dispatch(self) -> None:
+        """Start executions that wait for a slot on the free slots, oldest claim first."""
+        while self._ready and self._running < self.slots:
+            flight = self._ready.popleft()
+            if flight.fenced is not None:
+                # Its lease ran out while it waited (the database was away): it never ran, and
+                # whoever sees its lease expired records it lost.
+                self._flights.pop(flight.claim.execution_id, None)
+                continue
+            self._launch(flight, slot=True)
+
+    def _launch(self, flight: _Flight, *, slot: bool) -> None:
+        task = asyncio.create_task(self._execute(flight), name=f"execution-{flight.claim.execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._running += 1
+        if slot:
+            flight.holds_slot = True
+            self._running += 1
+            self.health.in_flight = self._running
+            self.metrics.busy(self._running)
+
+    def _release(self, flight: _Flight) -> None:
+        """Its sandboxed process is gone: the slot goes to the next execution waiting, at once, and the
+        loop is woken to claim more. The strategy itself stays claimed (running_execution_id) until
+        the outcome is recorded."""
+        if not flight.holds_slot:
+            return
+        flight.holds_slot = False
+        now = flight.ended = time.monotonic()
+        if self._last_release is not None:
+            gap = min(now - self._last_release, 1.0)
+            self._release_gap = gap if self._release_gap == float("inf") else 0.8 * self._release_gap + 0.2 * gap
+        self._last_release = now
+        self._running -= 1
         self.health.in_flight = self._running
         self.metrics.busy(self._running)
+        self._dispatch()
+        self._wake.set()
 
     def _fence(self, flight: _Flight, why: str) -> None:
         """Fence an execution off: kill its process (if it still has one); nothing more of it is sent
@@ -316,17 +395,19 @@ class Replica:
         bind_log_context(strategy_id=claim.strategy_id, execution_id=claim.execution_id)
         try:
             try:
-                outcome = await self._run_sandboxed(flight)
+                if self._interrupting:
+                    # Claimed ahead, and the drain gave up before a slot freed for it: it never ran.
+                    outcome: ExecutionOutcome | None = ExecutionOutcome(
+                        status="interrupted", duration=0.0, error="the replica stopped before this execution started"
+                    )
+                    flight.ended = time.monotonic()
+                else:
+                    outcome = await self._run_sandboxed(flight)
                 if outcome is not None:
                     self.metrics.finished(outcome.status, outcome.duration)
                     log.debug("execution %s: %s in %.3fs", claim.execution_id, outcome.status, outcome.duration or 0.0)
             finally:
-                # The sandboxed process is gone: its slot takes the next claim while the outcome is
-                # recorded. The strategy itself stays claimed (running_execution_id) until then.
-                self._running -= 1
-                self.health.in_flight = self._running
-                self.metrics.busy(self._running)
-                self._wake.set()
+                self._release(flight)  # when the sandbox never ran (the broker did not open, say)
             if outcome is None or flight.fenced is not None:
                 return  # fenced off: whoever sees its lease expired records it lost
             recorded: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
@@ -370,7 +451,9 @@ class Replica:
                     break
                 try:
                     items = [(flight.claim.fence, outcome) for flight, outcome, _ in batch]
-                    done = await self.store.complete_many(items)
+                    now = time.monotonic()
+                    ended_ago = [now - (flight.ended or now) for flight, _, _ in batch]
+                    done = await self.store.complete_many(items, ended_ago=ended_ago)
                     self._db_ok()
                 except _TRANSIENT as exc:
                     if isinstance(exc, DatabaseUnavailable):
@@ -437,6 +520,9 @@ class Replica:
             if flight.fenced is not None and (current is None or not current.cancelling()):
                 return None
             raise
+        finally:
+            # The process is gone: free the slot now, not after the broker's closing measure.
+            self._release(flight)
 
     def _fenced_broker(self, flight: _Flight, broker: BrokerCall) -> BrokerCall:
         """The broker as the sandbox sees it: a call the fencing check refused fences the execution off."""
@@ -453,22 +539,38 @@ class Replica:
         return call
 
     async def _drain(self) -> None:
-        if not self._tasks:
+        """Let claimed executions finish within the grace period (those claimed ahead start as slots
+        free), then interrupt the rest: the running ones killed, the waiting ones recorded
+        `interrupted` without running. Each ends in one recorded outcome either way."""
+        if not self._tasks and not self._ready:
             return
         grace = self.settings.shutdown_grace_seconds
-        log.info("draining %d executions (grace %.0fs)", len(self._tasks), grace)
-        finished = asyncio.ensure_future(asyncio.wait(list(self._tasks), timeout=grace))
+        log.info("draining %d executions (grace %.0fs)", len(self._tasks) + len(self._ready), grace)
+        deadline = time.monotonic() + grace
         forced = asyncio.ensure_future(self.force_stop.wait())
-        await asyncio.wait({finished, forced}, return_when=asyncio.FIRST_COMPLETED)
-        forced.cancel()
-        if not finished.done():
-            finished.cancel()
-        pending = {task for task in self._tasks if not task.done()}
-        if pending:
+        try:
+            while (self._tasks or self._ready) and not forced.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Tasks started meanwhile (from the waiting ones) are waited for by the next round.
+                await asyncio.wait({*self._tasks, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        if self._tasks or self._ready:
             why = "stopping now" if self.force_stop.is_set() else "grace period over"
-            log.warning("%s: interrupting %d executions", why, len(pending))
+            log.warning("%s: interrupting %d executions", why, len(self._tasks) + len(self._ready))
+            self._interrupting = True
+            while self._ready:
+                flight = self._ready.popleft()
+                if flight.fenced is None:
+                    self._launch(flight, slot=False)
+                else:
+                    self._flights.pop(flight.claim.execution_id, None)
             await self.sandbox.interrupt_all()
-            await asyncio.wait(pending, timeout=max(self.settings.lease_seconds, 10.0))
+            pending = {task for task in self._tasks if not task.done()}
+            if pending:
+                await asyncio.wait(pending, timeout=max(self.settings.lease_seconds, 10.0))
 
     # --- liveness -----------------------------------------------------------------------------
 

@@ -272,10 +272,13 @@ class ReplicaStore:
         """Record one outcome (see `complete_many`)."""
         return (await self.complete_many([(fence, outcome)]))[fence.execution_id]
 
-    async def complete_many(self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]]) -> dict[UUID, Completion]:
+    async def complete_many(
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], *, ended_ago: Sequence[float] | None = None
+    ) -> dict[UUID, Completion]:
         """Record outcomes (and STATE) in one transaction, each under its fencing check; per execution,
         whether it was recorded (False: fenced off, e.g. marked lost meanwhile or its lease expired) and
-        whether run requests waited for it."""
+        whether run requests waited for it. `ended_ago`: per outcome, the seconds since its process
+        ended (its times are then those of the run, not of this statement); none: just now."""
         params = {
             "replica_id": self.replica_id,
             "execution_ids": [fence.execution_id for fence, _ in outcomes],
@@ -284,6 +287,7 @@ class ReplicaStore:
             "tokens": [fence.token for fence, _ in outcomes],
             "statuses": [o.status for _, o in outcomes],
             "durations": [o.duration for _, o in outcomes],
+            "ended_ago": [max(0.0, ago) for ago in ended_ago] if ended_ago is not None else [0.0] * len(outcomes),
             "outputs": [_no_nul(o.output) for _, o in outcomes],
             "truncated": [o.output_truncated for _, o in outcomes],
             "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],

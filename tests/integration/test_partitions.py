@@ -360,6 +360,7 @@ def test_hot_statements_touch_one_partition(pg_conn: psycopg.Connection, spread:
         "replica_id": "r1",
         "statuses": ["succeeded"],
         "durations": [0.1],
+        "ended_ago": [0.0],
         "outputs": [""],
         "truncated": [False],
         "errors": [None],

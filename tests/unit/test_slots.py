@@ -1,0 +1,213 @@
+"""The replica's slots, without a database: a fake store hands out as many due executions as asked.
+
+A slot is a sandboxed process: never more running than there are slots; a slot is given back when
+the process is gone, and a claimed execution waiting for one takes it at once. Executions claimed
+ahead of a free slot are claimed like any other: each runs once and ends in exactly one recorded
+outcome, and those the drain gives up on before they start are recorded `interrupted` without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from reconciler import loop as loop_module
+from reconciler.loop import Replica
+from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
+from reconciler.settings import Settings
+from reconciler.storage.db import Database
+from reconciler.storage.fence import Fence
+from reconciler.storage.replica_store import Claim, Claimed, Completion, Heartbeat, ReconcileReport
+
+SLOTS = 3
+
+
+class FakeStore:
+    """Always `due` executions due (one per strategy, never two of one strategy in flight)."""
+
+    def __init__(self, due: int) -> None:
+        self.due = due
+        self.in_flight: set[str] = set()
+        self.claims: list[int] = []  # how many each claim asked for
+        self.outcomes: dict[UUID, ExecutionOutcome] = {}
+        self.recorded_twice: list[UUID] = []
+        self.strategies: dict[UUID, str] = {}
+
+    async def register(self, **_: Any) -> int:
+        return 1
+
+    async def deregister(self) -> None:
+        return None
+
+    async def heartbeat(self, *, renew: Sequence[Fence] = (), **_: Any) -> Heartbeat:
+        return Heartbeat(True, frozenset(fence.execution_id for fence in renew), frozenset(), [])
+
+    async def reconcile(self, *_: Any, **__: Any) -> ReconcileReport:
+        return ReconcileReport(0, 0, 0)
+
+    async def prune(self, **_: Any) -> int:
+        return 0
+
+    async def claim(self, slots: int, *, requests: bool = True) -> Claimed:
+        self.claims.append(slots)
+        await asyncio.sleep(0.002)  # a round trip
+        claims = []
+        for i in range(self.due):
+            strategy_id = f"s{i}"
+            if len(claims) == slots:
+                break
+            if strategy_id in self.in_flight:
+                continue
+            self.in_flight.add(strategy_id)
+            execution_id = uuid.uuid4()
+            self.strategies[execution_id] = strategy_id
+            now = datetime.now(UTC)
+            claims.append(
+                Claim(
+                    execution_id=execution_id,
+                    strategy_id=strategy_id,
+                    trigger="schedule",
+                    scheduled_for=now,
+                    claimed_at=now,
+                    generation=1,
+                    code="RESULT = 1\n",
+                    config={},
+                    exchange="paper",
+                    state={},
+                    fence=Fence(execution_id, strategy_id, "r", 1, now),
+                )
+            )
+        return Claimed(claims, None if len(claims) == slots else 0.05)
+
+    async def complete_many(
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], *, ended_ago: Sequence[float] | None = None
+    ) -> dict[UUID, Completion]:
+        await asyncio.sleep(0.002)
+        for fence, outcome in outcomes:
+            if fence.execution_id in self.outcomes:
+                self.recorded_twice.append(fence.execution_id)
+            self.outcomes[fence.execution_id] = outcome
+            self.in_flight.discard(fence.strategy_id)
+        return {fence.execution_id: Completion(True, False) for fence, _ in outcomes}
+
+
+class FakeSandbox:
+    """Runs for `seconds`, or (`block`) until interrupted; counts what ran and how many at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.block = False
+        self.running = 0
+        self.blocked = 0
+        self.peak = 0
+        self.ran: Counter[str] = Counter()
+        self._interrupt = asyncio.Event()
+
+    @property
+    def layers(self) -> dict[str, bool]:
+        return {}
+
+    async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
+        self.ran[request.execution_id] += 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            if self.block:
+                self.blocked += 1
+                await self._interrupt.wait()
+                return ExecutionOutcome(status="interrupted", duration=0.1)
+            await asyncio.sleep(self.seconds)
+            return ExecutionOutcome(status="succeeded", duration=self.seconds)
+        finally:
+            self.running -= 1
+
+    async def interrupt_all(self) -> None:
+        self._interrupt.set()
+
+
+class QuietListener:
+    async def run(self, stop: asyncio.Event, **_: Any) -> None:
+        await stop.wait()
+
+
+def replica(store: FakeStore, sandbox: FakeSandbox, **settings: Any) -> Replica:
+    async def compiles(code: str) -> str | None:
+        return None
+
+    own = Settings(max_concurrent_strategies=SLOTS, **settings)
+    url = "postgresql://unused@/unused"  # the listener is replaced: nothing connects
+    made = Replica(own, Database(None), sandbox, check_code=compiles, database_url=url, replica_id="r")  # type: ignore[arg-type]
+    made.store = store  # type: ignore[assignment]
+    made.listener = QuietListener()  # type: ignore[assignment]
+    return made
+
+
+async def run_for(made: Replica, seconds: float, before_stop: Any = None) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(made.run(stop))
+    await asyncio.sleep(seconds)
+    if before_stop is not None:
+        await before_stop()
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def test_short_executions_are_claimed_ahead_run_once_each_and_recorded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # However slow the host, slots free fast enough to claim ahead.
+    monkeypatch.setattr(loop_module, "CLAIM_AHEAD_SECONDS", 3600.0)
+    store, sandbox = FakeStore(due=50), FakeSandbox(0.005)
+    made = replica(store, sandbox)
+    asyncio.run(run_for(made, 1.0))
+    assert sandbox.peak <= SLOTS
+    assert len(sandbox.ran) > 2 * SLOTS
+    assert set(sandbox.ran.values()) == {1}
+    assert {str(execution_id) for execution_id in store.outcomes} == set(sandbox.ran)
+    assert store.recorded_twice == []
+    assert {outcome.status for outcome in store.outcomes.values()} == {"succeeded"}
+    # Once slots had freed, claims asked for more than the free slots (those held ready).
+    assert max(store.claims) > SLOTS
+
+
+def test_without_claiming_ahead_claims_never_exceed_the_free_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Executions that free their slots slower than CLAIM_AHEAD_SECONDS apart are not claimed ahead.
+    monkeypatch.setattr(loop_module, "CLAIM_AHEAD_SECONDS", 0.0)
+    store, sandbox = FakeStore(due=50), FakeSandbox(0.005)
+    asyncio.run(run_for(replica(store, sandbox), 0.5))
+    assert max(store.claims) <= SLOTS
+    assert store.recorded_twice == [] and set(sandbox.ran.values()) == {1}
+
+
+def test_the_drain_records_executions_claimed_ahead_interrupted_without_running_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop_module, "CLAIM_AHEAD_SECONDS", 3600.0)
+    store, sandbox = FakeStore(due=50), FakeSandbox(0.005)
+    made = replica(store, sandbox, shutdown_grace_seconds=1)
+
+    async def block_and_fill() -> None:
+        # Every slot now holds a process that runs until interrupted, and executions wait for them.
+        sandbox.block = True
+        for _ in range(200):
+            if sandbox.blocked == SLOTS and made._ready:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("no execution waited for a slot")
+
+    asyncio.run(run_for(made, 0.3, block_and_fill))
+    waited = [execution_id for execution_id in store.outcomes if str(execution_id) not in sandbox.ran]
+    assert waited, "an execution claimed ahead was still waiting when the drain gave up"
+    for execution_id in waited:
+        assert store.outcomes[execution_id].status == "interrupted"
+        assert "before this execution started" in (store.outcomes[execution_id].error or "")
+    assert set(sandbox.ran.values()) == {1}
+    # Every execution claimed ended in exactly one recorded outcome, run or not.
+    assert set(store.strategies) == set(store.outcomes)
+    assert store.recorded_twice == []
+    assert sandbox.peak <= SLOTS
