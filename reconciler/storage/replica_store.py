@@ -192,6 +192,7 @@ class ReplicaStore:
                     execution_interval=row["execution_interval"],
                     delete_requested=row["delete_requested"],
                     started_at=row["started_at"],
+                    changed_at=row["updated_at"],
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested

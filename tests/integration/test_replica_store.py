@@ -124,7 +124,8 @@ def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_c
     )
     claims = run(database_url, lambda s: _claims(s, 5))
     assert len(claims) == 5
-    assert claims[0].strategy_id == "s7"
+    # (Claims come back in the order of their ticks: s7's, coalesced to its latest grid point, is not first.)
+    assert "s7" in {claim.strategy_id for claim in claims}
     waiting = pg_conn.execute(
         "SELECT count(*) FROM strategy_status WHERE running_execution_id IS NULL AND next_execution_at <= now()"
     ).fetchone()

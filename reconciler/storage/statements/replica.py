@@ -24,7 +24,7 @@ from sqlalchemy import text
 LOCK_UNRECONCILED = text(
     """
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
-           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
     FROM strategies s
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
