@@ -184,6 +184,8 @@ class EmbeddedPostgres:
     fast_unsafe: bool = False
     bindir: Path | None = None  # None: find_bindir() for this data directory
     started_here: bool = False
+    # Further `-c name=value` server settings, after (and so over) the defaults (benchmarks tune it).
+    server_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.bindir = find_bindir(self.bindir, self.pgdata)
@@ -280,6 +282,7 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {option}" for option in self.server_options]
         log.info("starting embedded PostgreSQL (log: %s)", self.logfile)
         self._run(
             [

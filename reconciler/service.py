@@ -14,9 +14,10 @@ import secrets
 import shlex
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 from pydantic import SecretStr
@@ -26,7 +27,7 @@ from reconciler.crypto import CredentialCipher, Credentials, generate_key
 from reconciler.embedded import EmbeddedPostgres, default_data_dir
 from reconciler.exchange.broker import BrokerFactory
 from reconciler.logging_setup import redact_settings
-from reconciler.loop import Replica
+from reconciler.loop import Replica, SandboxRunner
 from reconciler.policy.cache import CompiledCache
 from reconciler.policy.pool import CompileLimits, CompilePool
 from reconciler.sandbox import Sandbox, SandboxLimits, harden_replica_process
@@ -173,7 +174,28 @@ def current_key_id(runtime: Runtime) -> str:
     return CredentialCipher.from_settings(runtime.settings).current_key_id
 
 
-async def run(runtime: Runtime, *, with_api: bool) -> None:
+class ManagedSandbox(SandboxRunner, Protocol):
+    """The sandbox as the composition root holds it: a runner it starts before the replica and closes after."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# Builds the replica's sandbox from the settings and the replica's compile cache.
+SandboxFactory = Callable[[Settings, CompiledCache], ManagedSandbox]
+
+
+def real_sandbox(settings: Settings, compiled: CompiledCache) -> Sandbox:
+    return Sandbox(SandboxLimits.from_settings(settings), compiled)
+
+
+async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFactory = real_sandbox) -> None:
+    """Run a replica (and the API) until SIGTERM/SIGINT.
+
+    `sandbox_factory` is a seam for the database benchmark alone, which passes a runner that returns
+    at once from a process of its own (tests/benchmarks). No setting or environment variable reaches
+    it: the CLI, the only entry point of the product, always calls this with the real sandbox.
+    """
     settings = runtime.settings
     engine = create_engine(
         runtime.database_url,
@@ -190,7 +212,7 @@ async def run(runtime: Runtime, *, with_api: bool) -> None:
     # One compile for every use of a source in this replica: the reconcile pass's verdict and the
     # code objects its executions run; both off the event loop, in worker processes.
     compiled = CompiledCache(CompilePool(CompileLimits.from_settings(settings)), settings.compile_cache_bytes)
-    sandbox = Sandbox(SandboxLimits.from_settings(settings), compiled)
+    sandbox = sandbox_factory(settings, compiled)
     await sandbox.start()  # logs a warning for each isolation layer this host does not allow
     cipher = CredentialCipher.from_settings(settings)
     # Wrong key material is found now, not in the middle of someone's run.

@@ -1,0 +1,104 @@
+"""The claim statements as they were before the scale benchmark's change, for its before/after phases.
+
+bench_scale.py runs replicas with these (null_replica.py --before) and with the current ones,
+alternating, in one run. Not used by the product.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+CLAIM_SCHEDULED = text(
+    """
+    WITH candidates AS (
+        -- The front of the claimable index: due rows in due order. Bounded and index-driven, so the
+        -- cost does not grow with the number of strategies nor depend on the planner's statistics;
+        -- the margin over :slots covers rows other replicas hold locked this instant.
+        SELECT strategy_id
+        FROM strategy_status
+        WHERE status = 'running' AND running_execution_id IS NULL AND next_execution_at <= now()
+        ORDER BY next_execution_at
+        LIMIT :slots + 32
+    ),
+    due AS (
+        SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
+               st.next_execution_at, st.schedule_anchor_at AS anchor,
+               make_interval(secs => st.schedule_interval) AS step,
+               gen_random_uuid() AS execution_id
+        FROM candidates c
+        JOIN strategy_status st ON st.strategy_id = c.strategy_id
+        JOIN strategies s ON s.strategy_id = st.strategy_id
+        WHERE st.next_execution_at <= now()
+          AND st.status = 'running'
+          AND st.running_execution_id IS NULL
+          AND st.observed_generation = s.generation
+          AND s.desired_state = 'running'
+          AND s.delete_requested_at IS NULL
+          AND EXISTS (SELECT 1 FROM replicas r  -- a replica that lost its lease claims nothing
+                      WHERE r.replica_id = :replica_id AND r.epoch = :epoch AND r.lease_expires_at > now())
+        ORDER BY st.next_execution_at
+        LIMIT :slots
+        FOR UPDATE OF st SKIP LOCKED
+    ),
+    ticks AS (
+        SELECT due.*,
+               GREATEST(due.next_execution_at, due.anchor + due.step * k.now_index) AS tick,
+               GREATEST(due.next_execution_at + due.step, due.anchor + due.step * (k.now_index + 1)) AS next_tick,
+               GREATEST(k.now_index - k.due_index, 0) AS missed
+        FROM due,
+        LATERAL (
+            SELECT floor(extract(epoch FROM now() - due.anchor) / extract(epoch FROM due.step))::bigint AS now_index,
+                   round(extract(epoch FROM due.next_execution_at - due.anchor) / extract(epoch FROM due.step))::bigint
+                       AS due_index
+        ) k
+    ),
+    claimed AS (
+        INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id,
+                                lease_expires_at, fencing_token)
+        SELECT execution_id, strategy_id, 'schedule', tick, generation, :replica_id,
+               now() + make_interval(secs => :lease_seconds), :epoch
+        FROM ticks
+        RETURNING execution_id, strategy_id, scheduled_for, claimed_at, fencing_token
+    ),
+    advanced AS (
+        UPDATE strategy_status st
+        SET next_execution_at = t.next_tick,
+            missed_executions = st.missed_executions + t.missed,
+            running_execution_id = t.execution_id,
+            updated_at = now()
+        FROM ticks t
+        WHERE st.strategy_id = t.strategy_id
+    )
+    SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'schedule' AS trigger,
+           t.generation, t.code, t.config, t.exchange, t.state
+    FROM claimed c JOIN ticks t ON t.execution_id = c.execution_id
+    ORDER BY c.scheduled_for
+    """
+)
+
+NEXT_DUE = text(
+    """
+    SELECT LEAST(
+        (SELECT min(st.next_execution_at)
+         FROM (SELECT strategy_id FROM strategy_status
+               WHERE status = 'running' AND running_execution_id IS NULL AND next_execution_at IS NOT NULL
+               ORDER BY next_execution_at
+               LIMIT 32) c
+         JOIN strategy_status st ON st.strategy_id = c.strategy_id
+         JOIN strategies s ON s.strategy_id = st.strategy_id
+         WHERE st.observed_generation = s.generation
+           AND s.desired_state = 'running'
+           AND s.delete_requested_at IS NULL),
+        (SELECT min(q.first_requested)
+         FROM (SELECT strategy_id, min(requested_at) AS first_requested
+               FROM run_requests WHERE claimed_at IS NULL
+               GROUP BY strategy_id ORDER BY first_requested LIMIT 32) q
+         JOIN strategy_status st ON st.strategy_id = q.strategy_id
+         JOIN strategies s ON s.strategy_id = q.strategy_id
+         WHERE st.running_execution_id IS NULL
+           AND st.status IN ('running', 'stopped', 'error')
+           AND st.observed_generation = s.generation
+           AND s.delete_requested_at IS NULL)
+    ) - now() AS wait
+    """
+)
