@@ -315,9 +315,9 @@ COMPLETE_EXECUTIONS = text(
             CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
             CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]), CAST(:outputs AS text[]),
             CAST(:truncated AS boolean[]), CAST(:errors AS text[]), CAST(:results AS jsonb[]),
-            CAST(:states AS jsonb[])
+            CAST(:states AS jsonb[]), CAST(:wallet_values AS numeric[]), CAST(:wallet_currencies AS text[])
         ) AS o(execution_id, fencing_token, status, duration, ended_ago, output, output_truncated, error, result,
-               state)
+               state, wallet_value, wallet_currency)
     ),
     finished AS (
         UPDATE executions e
@@ -331,6 +331,9 @@ COMPLETE_EXECUTIONS = text(
             output_truncated = o.output_truncated,
             error = o.error,
             result = o.result,
+            -- A paper wallet's value as the run ended (the broker's closing measure), when it has one.
+            wallet_value = COALESCE(o.wallet_value, e.wallet_value),
+            wallet_currency = COALESCE(o.wallet_currency, e.wallet_currency),
             lease_expires_at = NULL
         FROM outcome o
         WHERE e.execution_id = o.execution_id
