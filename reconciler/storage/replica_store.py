@@ -242,6 +242,7 @@ class ReplicaStore:
                 claims = [self._claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
+                await conn.execute(queries.GENERIC_PLAN_FOR_THE_CLAIM)
                 rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
                 claims.extend(self._claim(row) for row in rows)
             if len(claims) == slots:
