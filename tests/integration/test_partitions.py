@@ -361,6 +361,8 @@ def test_hot_statements_touch_one_partition(pg_conn: psycopg.Connection, spread:
         "statuses": ["succeeded"],
         "durations": [0.1],
         "ended_ago": [0.0],
+        "wallet_values": [None],
+        "wallet_currencies": [None],
         "outputs": [""],
         "truncated": [False],
         "errors": [None],

@@ -14,8 +14,10 @@ waits for a lock of an earlier level while it holds one of a later level:
 2. a `strategy_status` row: the strategy's lock among replicas. Statements that wait for several
    take them in `strategy_id` order; claims and lost-marking take them with SKIP LOCKED.
 3. `executions` rows (completions lock the status rows first, LOCK_STATUS_FOR_OUTCOMES).
-4. `orders`, then `paper_orders`, then `paper_balances` (in currency order) of one strategy.
-   A fenced order insert holds its execution row FOR SHARE (level 3) before it writes `orders`.
+4. one strategy's exchange rows. A paper call locks its `paper_orders` (in book order), then its
+   `paper_balances` (in currency order), then updates the `orders` records of the orders it filled
+   or cancelled. The broker's own writes of `orders` (a request, an answer) touch no paper row; a
+   fenced order insert holds its execution row FOR SHARE (level 3) before it writes `orders`.
 
 The one statement that touches a level-1 row after a level-2 row is a claim: it holds the status rows
 it claimed (SKIP LOCKED) and its INSERT takes FOR KEY SHARE on their strategies. That can wait only
