@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -80,7 +81,14 @@ class SandboxRunner(Protocol):
 
 class BrokerSessions(Protocol):
     def session(
-        self, *, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any], fence: Fence
+        self,
+        *,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        config: dict[str, Any],
+        fence: Fence,
+        record_measure: Callable[[Decimal, str], None] | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]: ...
 
 
@@ -100,6 +108,10 @@ class _Flight:
     fenced: str | None = None  # why it was fenced off; then nothing more of it is sent or recorded
     holds_slot: bool = False  # its sandboxed process may be running: it occupies one of the slots
     ended: float | None = None  # monotonic instant its sandboxed process was gone
+    wallet: tuple[Decimal, str] | None = None  # the broker's closing measure, recorded with the outcome
+
+    def measured(self, value: Decimal, currency: str) -> None:
+        self.wallet = (value, currency)
 
 
 class AlertSender(Protocol):
@@ -450,7 +462,8 @@ class Replica:
                     items = [(flight.claim.fence, outcome) for flight, outcome, _ in batch]
                     now = time.monotonic()
                     ended_ago = [now - (flight.ended or now) for flight, _, _ in batch]
-                    done = await self.store.complete_many(items, ended_ago=ended_ago)
+                    wallets = [flight.wallet for flight, _, _ in batch]
+                    done = await self.store.complete_many(items, ended_ago=ended_ago, wallets=wallets)
                     self._db_ok()
                 except _TRANSIENT as exc:
                     if isinstance(exc, DatabaseUnavailable):
@@ -489,6 +502,7 @@ class Replica:
                 exchange=claim.exchange,
                 config=claim.config,
                 fence=claim.fence,
+                record_measure=flight.measured,
             ) as broker:
                 return await self._sandbox_run(flight, request, self._fenced_broker(flight, broker))
         except asyncio.CancelledError:

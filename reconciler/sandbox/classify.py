@@ -30,6 +30,10 @@ class ExitInfo:
     cpu: float
     duration: float
     memory_killed: bool = False  # the child's memory cgroup killed it (its OOM counter moved)
+    # The child's own accounting as the zygote reaped it (for profiling; `cpu` is their sum).
+    user: float = 0.0
+    system: float = 0.0
+    minor_faults: int = 0
 
 
 @dataclass

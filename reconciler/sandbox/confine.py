@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import platform
 import resource
@@ -21,6 +22,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
+CLONE_PARENT = 0x00008000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -51,6 +53,9 @@ class ChildPlan:
     # it from), and a descriptor on the child's memory cgroup's `cgroup.procs` to join it.
     address_space: int | None = None
     cgroup_procs_fd: int | None = None
+    # Benchmark only (the profile tool's zygote config): the child stamps its CPU time and page faults
+    # at each phase and sends them with its report. The replica never sets it.
+    profile: bool = False
 
 
 def _prctl(option: int, arg: int) -> None:
@@ -105,16 +110,24 @@ def isolate_zygote_network() -> dict[str, bool]:
     return {"network_namespace": True, "user_namespace": True}
 
 
+def clone_available() -> bool:
+    """Whether `fork_isolated` can pass clone flags (the raw clone syscall's number is known here)."""
+    return _SYS_CLONE is not None
+
+
 def fork_isolated(flags: int) -> int:
-    """fork(), but with the child in new namespaces (`CLONE_NEWPID | CLONE_NEWIPC`): the raw clone
-    syscall, wrapped in CPython's own before/after-fork hooks exactly as `os.fork` wraps fork().
+    """fork(), but with the child in new namespaces (`CLONE_NEWPID | CLONE_NEWIPC`) and, with
+    CLONE_PARENT, a child of the caller's parent: the raw clone syscall, wrapped in CPython's own
+    before/after-fork hooks exactly as `os.fork` wraps fork().
 
     unshare(CLONE_NEWPID) would move only the *next* child into a namespace, once: a zygote forks many
     children, each of which must be pid 1 of its own namespace (it sees no process but itself, and
-    when it exits the kernel kills whatever it left behind). The zygote is single-threaded, so the
+    when it exits the kernel kills whatever it left behind). The caller is single-threaded, so the
     C library's fork-time bookkeeping for other threads does not arise.
     """
     if not flags or _SYS_CLONE is None:
+        if flags:
+            raise OSError(errno.ENOSYS, "clone flags need the raw clone syscall, unknown on this machine")
         return os.fork()
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()

@@ -212,14 +212,20 @@ def create_engine(
     pre_ping: bool = True,
     limits: SessionLimits | None = None,
 ) -> AsyncEngine:
-    """An async engine. `pre_ping` checks each connection on checkout, which costs a round trip per
-    transaction: the API keeps it (a request on a connection the server dropped would fail once);
-    replicas turn it off, since `Database.run` retries a transaction that found its connection dead.
+    """An async engine of up to twice `pool_size` connections. `pre_ping` checks each connection on
+    checkout, which costs a round trip per transaction: the API keeps it (a request on a connection the
+    server dropped would fail once); replicas turn it off, since `Database.run` retries a transaction
+    that found its connection dead.
     """
     return create_async_engine(
         sync_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        # Every connection is kept once opened (none is "overflow"): an overflow connection was closed
+        # as it came back to a full pool, and under load a replica (slots + claim + record + heartbeat
+        # at once) opened and closed a connection every few executions, each a backend forked and
+        # warmed up on the server, its prepared statements lost, so each statement was planned afresh.
+        # The most a pool holds is unchanged; an idle one still holds only what it ever needed at once.
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args(application_name, limits),

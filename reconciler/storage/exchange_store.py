@@ -56,6 +56,25 @@ class RiskView:
     db_now: datetime
 
 
+async def _risk_view(conn: AsyncConnection, strategy_id: str) -> RiskView | None:
+    row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
+    if row is None:
+        return None
+    return RiskView(
+        risk=row["risk"],
+        status=row["status"],
+        risk_day=row["risk_day"],
+        day_start_equity=row["day_start_equity"],
+        equity_peak=row["equity_peak"],
+        db_now=row["db_now"],
+    )
+
+
+async def _paper_holdings(conn: AsyncConnection, strategy_id: str) -> dict[str, Decimal]:
+    rows = (await conn.execute(queries.SELECT_PAPER_BALANCES, {"strategy_id": strategy_id})).mappings().all()
+    return {row["currency"]: row["balance"] + row["locked_balance"] for row in rows}
+
+
 def _fence_params(fence: Fence) -> dict[str, Any]:
     return {
         "fence_execution_id": fence.execution_id,
@@ -209,17 +228,16 @@ class ExchangeStore:
         """The strategy's limits and the guard's memory; None for a strategy that no longer exists."""
 
         async def work(conn: AsyncConnection) -> RiskView | None:
-            row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
-            if row is None:
-                return None
-            return RiskView(
-                risk=row["risk"],
-                status=row["status"],
-                risk_day=row["risk_day"],
-                day_start_equity=row["day_start_equity"],
-                equity_peak=row["equity_peak"],
-                db_now=row["db_now"],
-            )
+            return await _risk_view(conn, strategy_id)
+
+        return await self._db.run(work)
+
+    async def risk_view_and_paper_holdings(self, strategy_id: str) -> tuple[RiskView | None, dict[str, Decimal]]:
+        """`risk_view` and `paper_holdings` in one transaction: what a paper execution that placed no
+        order reads as it ends (one round of BEGIN/COMMIT instead of two, per execution)."""
+
+        async def work(conn: AsyncConnection) -> tuple[RiskView | None, dict[str, Decimal]]:
+            return await _risk_view(conn, strategy_id), await _paper_holdings(conn, strategy_id)
 
         return await self._db.run(work)
 
@@ -252,8 +270,7 @@ class ExchangeStore:
         """A paper strategy's wallet, available plus locked, per currency (empty before its first trade)."""
 
         async def work(conn: AsyncConnection) -> dict[str, Decimal]:
-            rows = (await conn.execute(queries.SELECT_PAPER_BALANCES, {"strategy_id": strategy_id})).mappings().all()
-            return {row["currency"]: row["balance"] + row["locked_balance"] for row in rows}
+            return await _paper_holdings(conn, strategy_id)
 
         return await self._db.run(work)
 

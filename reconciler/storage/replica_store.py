@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -192,6 +193,7 @@ class ReplicaStore:
                     execution_interval=row["execution_interval"],
                     delete_requested=row["delete_requested"],
                     started_at=row["started_at"],
+                    changed_at=row["updated_at"],
                 )
                 status = statuses.get(spec.strategy_id)
                 needs_check = spec.desired_state == "running" and not spec.delete_requested
@@ -240,6 +242,7 @@ class ReplicaStore:
                 claims = [self._claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
+                await conn.execute(queries.GENERIC_PLAN_FOR_THE_CLAIM)
                 rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
                 claims.extend(self._claim(row) for row in rows)
             if len(claims) == slots:
@@ -256,12 +259,18 @@ class ReplicaStore:
         return (await self.complete_many([(fence, outcome)]))[fence.execution_id]
 
     async def complete_many(
-        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], *, ended_ago: Sequence[float] | None = None
+        self,
+        outcomes: Sequence[tuple[Fence, ExecutionOutcome]],
+        *,
+        ended_ago: Sequence[float] | None = None,
+        wallets: Sequence[tuple[Decimal, str] | None] | None = None,
     ) -> dict[UUID, Completion]:
         """Record outcomes (and STATE) in one transaction, each under its fencing check; per execution,
         whether it was recorded (False: fenced off, e.g. marked lost meanwhile or its lease expired) and
         whether run requests waited for it. `ended_ago`: per outcome, the seconds since its process
-        ended (its times are then those of the run, not of this statement); none: just now."""
+        ended (its times are then those of the run, not of this statement); none: just now. `wallets`:
+        per outcome, a paper wallet's closing value and currency, or None."""
+        measures = list(wallets) if wallets is not None else [None] * len(outcomes)
         params = {
             "replica_id": self.replica_id,
             "execution_ids": [fence.execution_id for fence, _ in outcomes],
@@ -269,6 +278,8 @@ class ReplicaStore:
             "statuses": [o.status for _, o in outcomes],
             "durations": [o.duration for _, o in outcomes],
             "ended_ago": [max(0.0, ago) for ago in ended_ago] if ended_ago is not None else [0.0] * len(outcomes),
+            "wallet_values": [None if w is None else w[0] for w in measures],
+            "wallet_currencies": [None if w is None else w[1] for w in measures],
             "outputs": [_no_nul(o.output) for _, o in outcomes],
             "truncated": [o.output_truncated for _, o in outcomes],
             "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],

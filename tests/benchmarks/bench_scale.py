@@ -79,6 +79,7 @@ TUNED = (
     "autovacuum_analyze_scale_factor=0.05",
     "shared_preload_libraries=pg_stat_statements",
     "pg_stat_statements.max=1000",
+    "pg_stat_statements.track_planning=on",
     "track_io_timing=on",
     "log_min_messages=warning",
 )
@@ -290,14 +291,15 @@ SERVER_NAMES = {
 
 def server_statements(conn: psycopg.Connection, database: str) -> dict[str, Any]:
     rows = conn.execute(
-        "SELECT query, calls, total_exec_time, mean_exec_time, shared_blks_hit + shared_blks_read, wal_bytes "
+        "SELECT query, calls, total_exec_time, mean_exec_time, shared_blks_hit + shared_blks_read, wal_bytes, "
+        "       total_plan_time, plans "
         "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
         "WHERE d.datname = %s ORDER BY total_exec_time DESC",
         (database,),
     ).fetchall()
     named: dict[str, Any] = {}
     top: list[dict[str, Any]] = []
-    for query, calls, total, mean, blocks, wal in rows:
+    for query, calls, total, mean, blocks, wal, plan_total, plans in rows:
         flat = " ".join(query.split())
         name = next((n for n, piece in SERVER_NAMES.items() if piece in flat), None)
         entry = {
@@ -306,12 +308,21 @@ def server_statements(conn: psycopg.Connection, database: str) -> dict[str, Any]
             "mean_ms": round(mean, 3),
             "blocks_per_call": round(blocks / calls, 1) if calls else None,
             "wal_bytes": int(wal),
+            "plans": plans,
+            "plan_total_ms": round(plan_total, 1),
         }
         if name is not None and name not in named:
             named[name] = entry
         if len(top) < 10:
             top.append({"query": flat[:90], **entry})
-    return {"named": named, "top": top}
+    commits = sum(row[1] for row in rows if row[0].strip().upper() == "COMMIT")
+    return {
+        "named": named,
+        "top": top,
+        "exec_ms_total": round(sum(row[2] for row in rows), 1),
+        "plan_ms_total": round(sum(row[6] for row in rows), 1),
+        "commits": commits,
+    }
 
 
 def explain(conn: psycopg.Connection, statement: str, slots: int) -> dict[str, Any]:
@@ -349,6 +360,11 @@ def explain_claims(conn: psycopg.Connection, slots: int) -> dict[str, Any]:
     return found
 
 
+# The WAL position, the database's clock, and how many sessions the database has had (each new one
+# is a backend process forked and warmed up: a pool that opens and closes connections shows here).
+SNAPSHOT = "SELECT pg_current_wal_lsn(), now(), (SELECT sessions FROM pg_stat_database WHERE datname = %s)"
+
+
 def run_window(
     server: EmbeddedPostgres,
     admin: psycopg.Connection,
@@ -378,11 +394,11 @@ def run_window(
             time.sleep(max(0.0, remaining) + warmup)
             admin.execute("SELECT pg_stat_statements_reset()")
             pg_before, rep_before, machine_before = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
-            lsn_before, db_start = conn.execute("SELECT pg_current_wal_lsn(), now()").fetchone()  # type: ignore[misc]
+            lsn_before, db_start, sessions_before = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             wall_start = time.time()
             time.sleep(seconds)
             wall_end = time.time()
-            lsn_after, db_end = conn.execute("SELECT pg_current_wal_lsn(), now()").fetchone()  # type: ignore[misc]
+            lsn_after, db_end, sessions_after = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             pg_after, rep_after, machine_after = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
             server_side = server_statements(admin, database)
             backlog = conn.execute(
@@ -445,6 +461,15 @@ def run_window(
                 "replicas_ms_per_execution": round(rep_cpu * per_execution, 3) if per_execution else None,
             },
             "wal_bytes_per_execution": round(float(wal) / executed) if executed else None,
+            # How much of PostgreSQL's CPU per execution its statements account for (executing and
+            # planning, as pg_stat_statements counts them), and transactions per execution.
+            "server_statement_ms_per_execution": round(
+                (server_side["exec_ms_total"] + server_side["plan_ms_total"]) / executed, 3
+            )
+            if executed
+            else None,
+            "new_sessions_per_s": round((sessions_after - sessions_before) / window, 1),
+            "transactions_per_execution": round(server_side["commits"] / executed, 2) if executed else None,
             "explain": explained,
             "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }
@@ -522,7 +547,8 @@ def print_table(flat: list[dict[str, Any]], compare: list[dict[str, Any]], scali
         header = (
             f"{'N':>2} {'demand/s':>8} {'exec/s':>7} {'backlog':>8} {'lag p50':>8} {'lag p99':>9} "
             f"{'claim p50/p99':>14} {'record p50/p99':>15} {'claim tx p99':>12} {'record tx p99':>13} "
-            f"{'PG cpu':>6} {'repl cpu':>8} {'PG ms/ex':>8} {'rep ms/ex':>9} {'WAL B/ex':>8}"
+            f"{'PG cpu':>6} {'repl cpu':>8} {'PG ms/ex':>8} {'stmt ms/ex':>10} {'rep ms/ex':>9} {'tx/ex':>5} "
+            f"{'WAL B/ex':>8}"
         )
         print(header)
         for r in scaling:
@@ -539,7 +565,8 @@ def print_table(flat: list[dict[str, Any]], compare: list[dict[str, Any]], scali
                 f"{_fmt(record.get('p50')) + '/' + _fmt(record.get('p99')):>15} "
                 f"{_fmt(claim_tx.get('p99')):>12} {_fmt(record_tx.get('p99')):>13} "
                 f"{_fmt(cpu['postgres_share_of_machine']):>6} {_fmt(cpu['replicas_share_of_machine']):>8} "
-                f"{_fmt(cpu['postgres_ms_per_execution']):>8} {_fmt(cpu['replicas_ms_per_execution']):>9} "
+                f"{_fmt(cpu['postgres_ms_per_execution']):>8} {_fmt(r['server_statement_ms_per_execution']):>10} "
+                f"{_fmt(cpu['replicas_ms_per_execution']):>9} {_fmt(r['transactions_per_execution']):>5} "
                 f"{_fmt(r['wal_bytes_per_execution']):>8}"
             )
 
@@ -566,9 +593,12 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args()
     if args.quick:
-        # The north star's demand (3,333/s) from fewer strategies on a shorter interval.
-        args.strategies, args.interval, args.small, args.replicas = 30_000, 9, 10_000, "1,2"
-        args.seconds, args.flat_seconds = 20.0, 10.0
+        # The north star's demand (3,333/s) from fewer strategies on a shorter interval; what the
+        # command line sets explicitly stays.
+        quick = {"strategies": 30_000, "interval": 9, "small": 10_000, "replicas": "1,2", "seconds": 20.0}
+        for name, value in {**quick, "flat_seconds": 10.0}.items():
+            if "--" + name.replace("_", "-") not in sys.argv:
+                setattr(args, name, value)
     counts = [int(n) for n in args.replicas.split(",") if n.strip()]
     small_interval = max(1, round(args.interval * args.small / args.strategies))
 

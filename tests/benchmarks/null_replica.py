@@ -153,13 +153,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tests.benchmarks.null_replica SAMPLES.json [--before]", file=sys.stderr)
         return 2
     if before:
-        # The claim statements as they were before the benchmark's change (statements_before.py), for
-        # its before/after phases; the store reads them from the module at each call.
+        # The claim statements and the connection pool as they were before the scale benchmark's
+        # changes (statements_before.py), for its before/after phases; the store reads the statements
+        # from the module at each call, the service builds its engine with `create_engine`.
         from reconciler.storage.statements import replica as replica_queries
         from tests.benchmarks import statements_before
 
         replica_queries.CLAIM_SCHEDULED = statements_before.CLAIM_SCHEDULED
         replica_queries.NEXT_DUE = statements_before.NEXT_DUE
+        service.create_engine = statements_before.create_engine_with_overflow
+        ReplicaStore.claim = statements_before.claim  # type: ignore[method-assign]
     settings = load_settings()
     if settings.database_url is None:
         print("null_replica: DATABASE_URL is required (the benchmark's own server)", file=sys.stderr)

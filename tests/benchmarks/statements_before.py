@@ -1,4 +1,4 @@
-"""The claim statements as they were before the scale benchmark's change, for its before/after phases.
+"""The claim statements and the engine's pool as they were before the scale benchmark's changes.
 
 bench_scale.py runs replicas with these (null_replica.py --before) and with the current ones,
 alternating, in one run. Not used by the product.
@@ -7,6 +7,57 @@ alternating, in one run. Not used by the product.
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from reconciler.storage import jsonb
+from reconciler.storage.db import SessionLimits, connect_args, sync_url
+from reconciler.storage.replica_store import Claimed, ReplicaStore
+from reconciler.storage.statements import replica as queries
+
+
+async def claim(self: ReplicaStore, slots: int, *, requests: bool = True) -> Claimed:
+    """`ReplicaStore.claim` as it was: the claim planned afresh at each call (no generic plan)."""
+    params = {"slots": slots, "replica_id": self.replica_id, "epoch": self.epoch, "lease_seconds": self.lease_seconds}
+
+    async def work(conn: AsyncConnection) -> Claimed:
+        claims = []
+        if requests:
+            rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
+            claims = [self._claim(row) for row in rows]
+        left = slots - len(claims)
+        if left > 0:
+            rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
+            claims.extend(self._claim(row) for row in rows)
+        if len(claims) == slots:
+            return Claimed(claims, None)
+        wait = (await conn.execute(queries.NEXT_DUE)).scalar_one()
+        return Claimed(claims, None if wait is None else wait.total_seconds())
+
+    if slots <= 0:
+        return Claimed([], None)
+    return await self.db.run(work)
+
+
+def create_engine_with_overflow(
+    url: str,
+    *,
+    pool_size: int = 5,
+    application_name: str = "strategy-executor",
+    pre_ping: bool = True,
+    limits: SessionLimits | None = None,
+) -> AsyncEngine:
+    """`reconciler.storage.db.create_engine` as it was: half the connections in overflow, closed as they
+    come back to a full pool."""
+    return create_async_engine(
+        sync_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
+        connect_args=connect_args(application_name, limits),
+        json_serializer=jsonb.dumps,
+    )
+
 
 CLAIM_SCHEDULED = text(
     """

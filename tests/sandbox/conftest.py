@@ -113,12 +113,12 @@ def zygote_children(pid: int) -> list[int]:
 
 
 async def leftover_processes(box: Sandbox) -> list[int]:
-    """Children of the zygote other than its pre-forked spares (which hold no data and wait for work);
-    the zygote's own table of running executions must be empty too."""
+    """Children of the zygote other than its pre-forked spares (which hold no data and wait for work)
+    and its template (which forks them); the zygote's own table of running executions must be empty too."""
     assert box._zygote is not None
     status = await box.zygote_status()
     assert status["running"] == []
-    return sorted(set(zygote_children(box._zygote.process.pid)) - set(status["warm"]))
+    return sorted(set(zygote_children(box._zygote.process.pid)) - set(status["warm"]) - {status.get("template")})
 
 
 class Harness:

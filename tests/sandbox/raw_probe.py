@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.sandbox import confine, protocol
+from reconciler.sandbox import child, confine, protocol
 from reconciler.sandbox import zygote as zygote_module
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -367,9 +367,11 @@ def _leftovers(zygote: zygote_module.Zygote, outside: Outside, slots: list[Any],
     }
 
 
-def run_single(zygote: zygote_module.Zygote, outside: Outside, config: dict[str, Any]) -> dict[str, Any]:
+def run_single(
+    zygote: zygote_module.Zygote, outside: Outside, config: dict[str, Any], single: Callable[[int, Any], None]
+) -> dict[str, Any]:
     mine, theirs = socket.socketpair()
-    pid = zygote.fork_child(_single(config), theirs.detach())
+    pid = zygote.fork_child(single, theirs.detach())
     report = protocol.decode(protocol.recv_frame(mine, 1 << 20))
     status = outside.status(pid)
     report["outside"] = {
@@ -441,9 +443,12 @@ def main() -> None:
     if not config.get("seccomp", True):
         zygote.plan = dataclasses.replace(zygote.plan, seccomp_program=None)
     view = confine.enter_filesystem_view(zygote_module.view_paths())
+    # Children are cloned by the template, as the zygote's are: it knows what they may run beforehand.
+    single = _single(config)
+    zygote.start_template([single, _victim, _attacker, child.probe])
     layers = zygote.probe_layers()
     pair = config["scenario"] == "pair"
-    report = run_pair(zygote, outside) if pair else run_single(zygote, outside, config)
+    report = run_pair(zygote, outside) if pair else run_single(zygote, outside, config, single)
     report["zygote_layers"] = {**network, "filesystem_view": view, **layers}
     print(json.dumps(report))
 

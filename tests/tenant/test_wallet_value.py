@@ -142,3 +142,39 @@ def test_the_broker_records_the_value_as_each_paper_run_ends(database_url: str) 
             await engine.dispose()
 
     asyncio.run(main())
+
+
+def test_a_replica_takes_the_closing_value_to_record_with_the_outcome(database_url: str) -> None:
+    feed = SimulatedFeed(clock=lambda: T0)
+    settings = Settings(paper_initial_balances={"USDT": 1000.0})
+
+    async def main() -> None:
+        engine = create_async_engine(database_url)
+        cipher = CredentialCipher.from_key_string(generate_key("k"))
+        factory = BrokerFactory(settings, ExchangeStore(engine), cipher, feed=feed)
+        try:
+            await add_strategy(engine, "idle")
+            await add_strategy(engine, "trader")
+            measures: list[tuple[Decimal, str]] = []
+            # A run that placed no order (one read of limits and wallet), and one that traded.
+            for strategy_id, trades in (("idle", False), ("trader", True)):
+                execution = await _running_execution(engine, strategy_id)
+                async with factory.session(
+                    strategy_id=strategy_id,
+                    execution_id=str(execution),
+                    exchange="paper",
+                    config={},
+                    record_measure=lambda value, currency: measures.append((value, currency)),
+                ) as call:
+                    if trades:
+                        order = {"side": "buy", "order_type": "market_order", "market": "BTCUSDT"}
+                        await call("create_order", {**order, "total_quantity": 0.01})
+                # The replica records it with the outcome; the session wrote nothing itself.
+                assert await _recorded(engine, execution) == (None, None)
+            assert measures[0] == (Decimal("1000.00000000"), "USDT")
+            assert measures[1][1] == "USDT" and measures[1][0] != Decimal(1000)
+        finally:
+            await factory.aclose()
+            await engine.dispose()
+
+    asyncio.run(main())

@@ -24,7 +24,7 @@ from sqlalchemy import text
 LOCK_UNRECONCILED = text(
     """
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
-           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
     FROM strategies s
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
@@ -185,6 +185,14 @@ CLAIM_SCHEDULED = text(
     """
 )
 
+# Sent just before CLAIM_SCHEDULED, in its transaction. Its plan never depends on its parameters (it
+# reads the front of the claimable index, :slots rows and a margin), yet PostgreSQL, unable to cost
+# `LIMIT :slots + 32` without the value, found the generic plan dearer and planned the statement
+# afresh at every call: more server time than running it (bench_scale.py). With this, the connection's
+# prepared statement keeps one generic plan. LOCAL: it ends with the transaction, so no other
+# statement on the connection (a prune, whose plan does depend on its values) is affected.
+GENERIC_PLAN_FOR_THE_CLAIM = text("SET LOCAL plan_cache_mode = force_generic_plan")
+
 # Claims manual run requests: one execution per strategy with pending requests, which answers all of
 # them (pressing "run" twice while the first is pending runs once). The requests are marked first and
 # the executions created only for strategies whose requests this statement really marked, so a request
@@ -315,9 +323,9 @@ COMPLETE_EXECUTIONS = text(
             CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
             CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]), CAST(:outputs AS text[]),
             CAST(:truncated AS boolean[]), CAST(:errors AS text[]), CAST(:results AS jsonb[]),
-            CAST(:states AS jsonb[])
+            CAST(:states AS jsonb[]), CAST(:wallet_values AS numeric[]), CAST(:wallet_currencies AS text[])
         ) AS o(execution_id, fencing_token, status, duration, ended_ago, output, output_truncated, error, result,
-               state)
+               state, wallet_value, wallet_currency)
     ),
     finished AS (
         UPDATE executions e
@@ -331,6 +339,9 @@ COMPLETE_EXECUTIONS = text(
             output_truncated = o.output_truncated,
             error = o.error,
             result = o.result,
+            -- A paper wallet's value as the run ended (the broker's closing measure), when it has one.
+            wallet_value = COALESCE(o.wallet_value, e.wallet_value),
+            wallet_currency = COALESCE(o.wallet_currency, e.wallet_currency),
             lease_expires_at = NULL
         FROM outcome o
         WHERE e.execution_id = o.execution_id
