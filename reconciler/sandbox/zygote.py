@@ -9,9 +9,11 @@ never receives tenant data: the request travels straight from the supervisor to 
 child's own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
 
 Each child serves exactly one execution and exits. It is cloned into its own PID and IPC namespaces
-and holds a slot alone while it lives: a uid of the replica's block and, where the host allows, a
-memory cgroup (the config's "uids" and "cgroup"). To keep the fork and the confinement off a run's
-path, one child is forked ahead ("warm"): already confined, it waits for an execution's descriptor.
+by the zygote's template (a fork of the finished zygote that only clones, see `start_template`; the
+child is still the zygote's child) and holds a slot alone while it lives: a uid of the replica's
+block and, where the host allows, a memory cgroup (the config's "uids" and "cgroup"). To keep the
+fork and the confinement off a run's path, one child is forked ahead ("warm"): already confined, it
+waits for an execution's descriptor.
 
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}    {"op": "status"}
@@ -19,7 +21,8 @@ Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spa
                         {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
                          "memory_killed": bool, "cpu": seconds, "duration": seconds}
                         {"t": "refused", "id": n, "reason": str}   (no free slot: no child was started)
-                        {"t": "status", "running": [ids], "warm": [pids of pre-forked children]}
+                        {"t": "status", "running": [ids], "warm": [pids of pre-forked children],
+                         "template": pid of the template or null, "forks": profile counters}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.
 """
