@@ -406,3 +406,27 @@ def test_explain_shows_pruning_for_a_lookup_by_id_and_key(pg_conn: psycopg.Conne
         {"id": spread["execution_id"], "at": spread["scheduled_for"]},
     )
     assert _executed_scans(plan) == [partitions.partition_name(spread["today"])], plan
+
+
+def test_a_drop_that_cannot_get_its_lock_gives_up_quickly_and_is_tried_again(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """A long reader of `executions` holds off the drop's ACCESS EXCLUSIVE lock: the drop waits at most
+    `lock_timeout` (so statements queued behind it wait no longer), then gives up until the next round."""
+    import time as clock
+
+    from reconciler.storage.db import DatabaseTimeout
+
+    day = _today(pg_conn) - timedelta(days=10)
+    _old_day(pg_conn, day)
+    reader = psycopg.connect(pg_conn.info.dsn)
+    try:
+        reader.execute("SELECT count(*) FROM executions")  # holds ACCESS SHARE until its transaction ends
+        started = clock.monotonic()
+        with pytest.raises(DatabaseTimeout):
+            _maintain(database_url)
+        assert clock.monotonic() - started < 10
+        assert day in _days(pg_conn)
+    finally:
+        reader.close()
+    assert _maintain(database_url).dropped == [day]
