@@ -22,6 +22,9 @@ class Spec:
     delete_requested: bool
     # The last explicit `start`: it lifts a halt that happened before it.
     started_at: datetime | None = None
+    # The last spec change (deploy, redeploy, start, stop), by the database's clock: where a strategy
+    # that becomes runnable anchors its schedule.
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +146,15 @@ def _schedule(spec: Spec, status: Status | None, now: datetime) -> SetStatus:
         and status.next_execution_at is not None
     )
     if not scheduled:
-        # Newly deployed or (re)started: the first tick is now, and the grid is anchored on it.
-        return SetStatus("running", spec.generation, now, interval, now)
+        # Newly deployed or (re)started: the grid is anchored when that happened, and its first tick is
+        # due at once. Anchored on the pass's `now` instead, every strategy one pass reconciles (a
+        # burst of deploys) would share one phase and fall due in one burst, every interval. A change
+        # older than an interval (a pause that ran out, no replica up meanwhile) anchors now: no tick
+        # is owed for a time nothing was scheduled.
+        anchor = now
+        if spec.changed_at is not None and spec.changed_at > now - timedelta(seconds=interval):
+            anchor = spec.changed_at
+        return SetStatus("running", spec.generation, anchor, interval, anchor)
     assert status is not None and status.next_execution_at is not None and status.schedule_interval is not None
     if status.schedule_interval == interval:
         # Same interval (a code or config change): the schedule carries on untouched.

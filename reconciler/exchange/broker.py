@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +38,7 @@ from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, Simulate
 from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
-from reconciler.exchange.risk_guard import RiskGuard, live_holdings, paper_holdings
+from reconciler.exchange.risk_guard import MeasureSink, RiskGuard, live_holdings, paper_closing_read, paper_holdings
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
@@ -134,14 +135,23 @@ class BrokerFactory:
         exchange: str,
         config: dict[str, Any],
         fence: Fence | None = None,
+        record_measure: MeasureSink | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]:
         """`fence`: the execution's fencing token; every order is recorded (and so sent) only while it
-        holds. None only outside a claimed execution (tests of the broker itself)."""
-        return self._session(strategy_id, execution_id, exchange, config, fence)
+        holds. None only outside a claimed execution (tests of the broker itself). `record_measure`:
+        takes a paper wallet's closing value (value, currency) for the replica to record with the
+        outcome; without it the session records it itself."""
+        return self._session(strategy_id, execution_id, exchange, config, fence, record_measure)
 
     @asynccontextmanager
     async def _session(
-        self, strategy_id: str, execution_id: str, exchange: str, config: dict[str, Any], fence: Fence | None
+        self,
+        strategy_id: str,
+        execution_id: str,
+        exchange: str,
+        config: dict[str, Any],
+        fence: Fence | None,
+        record_measure: MeasureSink | None = None,
     ) -> AsyncIterator[BrokerCall]:
         setup_error: BrokerError | None = None
         try:
@@ -191,7 +201,10 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
-        guard = self._guard(strategy_id, execution_id, exchange, target, market, rate_key)
+        scheduled_for = None if fence is None else fence.scheduled_for
+        guard = self._guard(
+            strategy_id, execution_id, scheduled_for, exchange, target, market, rate_key, record_measure
+        )
         session = BrokerSession(
             store=self._store,
             fence=fence,
@@ -220,22 +233,30 @@ class BrokerFactory:
         self,
         strategy_id: str,
         execution_id: str,
+        scheduled_for: datetime | None,
         exchange: str,
         target: CoinDCXClient | PaperExchange,
         market: PriceFeed,
         rate_key: str,
+        record_measure: MeasureSink | None = None,
     ) -> RiskGuard:
+        closing_read = None
         if isinstance(target, PaperExchange):
-            holdings = paper_holdings(self._store, strategy_id, self._settings.paper_initial_balances)
+            starting = self._settings.paper_initial_balances
+            holdings = paper_holdings(self._store, strategy_id, starting)
+            closing_read = paper_closing_read(self._store, strategy_id, starting)
         else:
             holdings = live_holdings(target.get_balances, lambda: self._limiter.acquire(rate_key))
         return RiskGuard(
             self._store,
             strategy_id=strategy_id,
             execution_id=uuid.UUID(str(execution_id)),
+            scheduled_for=scheduled_for,
             market=market,
             holdings=holdings,
             record_series=exchange == "paper",
+            closing_read=closing_read,
+            record_measure=record_measure,
         )
 
     async def aclose(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,12 +23,16 @@ from reconciler import risk
 from reconciler.exchange.feed import PriceFeed
 from reconciler.exchange.wallet import WalletValue, wallet_value
 from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, TransactionConflict
-from reconciler.storage.exchange_store import ExchangeStore
+from reconciler.storage.exchange_store import ExchangeStore, RiskView
 
 log = logging.getLogger(__name__)
 
 # Reads the strategy's holdings: currency -> amount (available plus locked).
 Holdings = Callable[[], Awaitable[Mapping[str, Decimal]]]
+# Reads the limits and the holdings together (one transaction), for an execution that read neither.
+ClosingRead = Callable[[], Awaitable[tuple[RiskView | None, Mapping[str, Decimal]]]]
+# Takes the closing measure (value, currency) to be recorded with the execution's outcome.
+MeasureSink = Callable[[Decimal, str], None]
 
 
 class RiskGuard:
@@ -39,18 +43,26 @@ class RiskGuard:
         strategy_id: str,
         execution_id: uuid.UUID,
         market: PriceFeed,
+        scheduled_for: datetime | None = None,
         holdings: Holdings,
         record_series: bool,
+        closing_read: ClosingRead | None = None,
+        record_measure: MeasureSink | None = None,
     ) -> None:
         # Every transaction is one of the store's (driver errors classified once, no SQL here).
         self._store = store
         self._strategy_id = strategy_id
         self._execution_id = execution_id
+        self._scheduled_for = scheduled_for  # the execution's partition key, when known
         self._market = market
         self._holdings = holdings
         # Paper: every execution adds a point to the equity series (executions.wallet_value, the
         # dashboard's chart), limits or not; live: only when a limit needs the measure.
         self._record_series = record_series
+        self._closing_read = closing_read
+        # Set (by the replica): the closing measure goes with the outcome, in the statement that
+        # records it under its fence, instead of a transaction of its own per execution.
+        self._record_measure = record_measure
         self._loaded = False
         self.limits = risk.RiskLimits()
         self._state = risk.EquityState()
@@ -62,7 +74,9 @@ class RiskGuard:
     async def _load(self) -> None:
         if self._loaded:
             return
-        view = await self._store.risk_view(self._strategy_id)
+        self._apply(await self._store.risk_view(self._strategy_id))
+
+    def _apply(self, view: RiskView | None) -> None:
         self._loaded = True
         if view is None:
             return
@@ -101,12 +115,23 @@ class RiskGuard:
         """Record the equity measure as the run ends and halt on what it reveals. Best effort: a
         failure is logged and the next measure (next order, next run) checks again."""
         try:
-            await self._load()
+            held: Mapping[str, Decimal] | None = None
+            if not self._loaded and self._closing_read is not None:
+                # Nothing read yet (no order was placed): the limits and the holdings at once.
+                view, held = await self._closing_read()
+                self._apply(view)
+            else:
+                await self._load()
             if not (self._record_series or self.limits.measures_equity):
                 return
-            valued = await self._value(None)
+            valued = await self._value(held)
             # The one equity series: stored with the execution, charted by the dashboard.
-            await self._store.record_wallet_value(self._execution_id, valued.value, valued.currency)
+            if self._record_measure is not None:
+                self._record_measure(valued.value, valued.currency)
+            else:
+                await self._store.record_wallet_value(
+                    self._execution_id, valued.value, valued.currency, self._scheduled_for
+                )
             if self.limits.measures_equity and self.breach is None and not self._was_halted:
                 breach = await self._observe(valued)
                 if breach is not None:
@@ -157,12 +182,25 @@ def paper_holdings(store: ExchangeStore, strategy_id: str, starting: Mapping[str
     """The paper wallet as stored (the starting wallet until the first trade seeds it)."""
 
     async def read() -> Mapping[str, Decimal]:
-        held = await store.paper_holdings(strategy_id)
-        if not held:
-            return {currency: Decimal(str(amount)) for currency, amount in starting.items()}
-        return held
+        return _or_starting(await store.paper_holdings(strategy_id), starting)
 
     return read
+
+
+def paper_closing_read(store: ExchangeStore, strategy_id: str, starting: Mapping[str, float]) -> ClosingRead:
+    """The limits and the paper wallet as stored, in one transaction."""
+
+    async def read() -> tuple[RiskView | None, Mapping[str, Decimal]]:
+        view, held = await store.risk_view_and_paper_holdings(strategy_id)
+        return view, _or_starting(held, starting)
+
+    return read
+
+
+def _or_starting(held: Mapping[str, Decimal], starting: Mapping[str, float]) -> Mapping[str, Decimal]:
+    if not held:
+        return {currency: Decimal(str(amount)) for currency, amount in starting.items()}
+    return held
 
 
 def live_holdings(get_balances: Callable[[], Awaitable[Any]], acquire: Callable[[], Awaitable[None]]) -> Holdings:

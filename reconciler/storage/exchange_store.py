@@ -56,11 +56,31 @@ class RiskView:
     db_now: datetime
 
 
+async def _risk_view(conn: AsyncConnection, strategy_id: str) -> RiskView | None:
+    row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
+    if row is None:
+        return None
+    return RiskView(
+        risk=row["risk"],
+        status=row["status"],
+        risk_day=row["risk_day"],
+        day_start_equity=row["day_start_equity"],
+        equity_peak=row["equity_peak"],
+        db_now=row["db_now"],
+    )
+
+
+async def _paper_holdings(conn: AsyncConnection, strategy_id: str) -> dict[str, Decimal]:
+    rows = (await conn.execute(queries.SELECT_PAPER_BALANCES, {"strategy_id": strategy_id})).mappings().all()
+    return {row["currency"]: row["balance"] + row["locked_balance"] for row in rows}
+
+
 def _fence_params(fence: Fence) -> dict[str, Any]:
     return {
         "fence_execution_id": fence.execution_id,
         "fence_replica_id": fence.replica_id,
         "fence_token": fence.token,
+        "fence_scheduled_for": fence.scheduled_for,
     }
 
 
@@ -193,12 +213,16 @@ class ExchangeStore:
 
         await self._db.run(work)
 
-    async def record_wallet_value(self, execution_id: uuid.UUID, value: Decimal, currency: str) -> None:
-        """The wallet's value as a paper run ends, stored with the execution while it is still in flight."""
+    async def record_wallet_value(
+        self, execution_id: uuid.UUID, value: Decimal, currency: str, scheduled_for: datetime | None = None
+    ) -> None:
+        """The wallet's value as a paper run ends, stored with the execution while it is still in flight
+        (`scheduled_for`, its partition key, keeps the statement to one partition)."""
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(
-                queries.RECORD_WALLET_VALUE, {"execution_id": execution_id, "value": value, "currency": currency}
+                queries.RECORD_WALLET_VALUE,
+                {"execution_id": execution_id, "scheduled_for": scheduled_for, "value": value, "currency": currency},
             )
 
         await self._db.run(work)
@@ -209,17 +233,16 @@ class ExchangeStore:
         """The strategy's limits and the guard's memory; None for a strategy that no longer exists."""
 
         async def work(conn: AsyncConnection) -> RiskView | None:
-            row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
-            if row is None:
-                return None
-            return RiskView(
-                risk=row["risk"],
-                status=row["status"],
-                risk_day=row["risk_day"],
-                day_start_equity=row["day_start_equity"],
-                equity_peak=row["equity_peak"],
-                db_now=row["db_now"],
-            )
+            return await _risk_view(conn, strategy_id)
+
+        return await self._db.run(work)
+
+    async def risk_view_and_paper_holdings(self, strategy_id: str) -> tuple[RiskView | None, dict[str, Decimal]]:
+        """`risk_view` and `paper_holdings` in one transaction: what a paper execution that placed no
+        order reads as it ends (one round of BEGIN/COMMIT instead of two, per execution)."""
+
+        async def work(conn: AsyncConnection) -> tuple[RiskView | None, dict[str, Decimal]]:
+            return await _risk_view(conn, strategy_id), await _paper_holdings(conn, strategy_id)
 
         return await self._db.run(work)
 
@@ -252,8 +275,7 @@ class ExchangeStore:
         """A paper strategy's wallet, available plus locked, per currency (empty before its first trade)."""
 
         async def work(conn: AsyncConnection) -> dict[str, Decimal]:
-            rows = (await conn.execute(queries.SELECT_PAPER_BALANCES, {"strategy_id": strategy_id})).mappings().all()
-            return {row["currency"]: row["balance"] + row["locked_balance"] for row in rows}
+            return await _paper_holdings(conn, strategy_id)
 
         return await self._db.run(work)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, generate_key
@@ -57,6 +57,15 @@ def test_a_coin_listed_only_against_inr_is_valued_through_inr() -> None:
 async def _running_execution(engine: AsyncEngine, strategy_id: str) -> uuid.UUID:
     execution_id = uuid.uuid4()
     async with engine.begin() as conn:
+        # The strategy names its execution in flight first (the database holds every running execution
+        # to that: fk_executions_in_flight).
+        await conn.execute(
+            text(
+                "INSERT INTO strategy_status (strategy_id, running_execution_id) VALUES (:s, :e)"
+                " ON CONFLICT (strategy_id) DO UPDATE SET running_execution_id = EXCLUDED.running_execution_id"
+            ),
+            {"s": strategy_id, "e": execution_id},
+        )
         await conn.execute(
             insert(executions).values(
                 execution_id=execution_id, strategy_id=strategy_id, trigger="manual",
@@ -72,6 +81,10 @@ async def _finish(engine: AsyncEngine, execution_id: uuid.UUID) -> None:
             update(executions)
             .where(executions.c.execution_id == execution_id)
             .values(status="succeeded", finished_at=datetime.now(UTC))
+        )
+        await conn.execute(
+            text("UPDATE strategy_status SET running_execution_id = NULL WHERE running_execution_id = :e"),
+            {"e": execution_id},
         )
 
 
@@ -137,6 +150,42 @@ def test_the_broker_records_the_value_as_each_paper_run_ends(database_url: str) 
             async with factory.session(strategy_id="idle", execution_id=str(live), exchange="coindcx", config={}):
                 pass
             assert await _recorded(engine, live) == (None, None)
+        finally:
+            await factory.aclose()
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_replica_takes_the_closing_value_to_record_with_the_outcome(database_url: str) -> None:
+    feed = SimulatedFeed(clock=lambda: T0)
+    settings = Settings(paper_initial_balances={"USDT": 1000.0})
+
+    async def main() -> None:
+        engine = create_async_engine(database_url)
+        cipher = CredentialCipher.from_key_string(generate_key("k"))
+        factory = BrokerFactory(settings, ExchangeStore(engine), cipher, feed=feed)
+        try:
+            await add_strategy(engine, "idle")
+            await add_strategy(engine, "trader")
+            measures: list[tuple[Decimal, str]] = []
+            # A run that placed no order (one read of limits and wallet), and one that traded.
+            for strategy_id, trades in (("idle", False), ("trader", True)):
+                execution = await _running_execution(engine, strategy_id)
+                async with factory.session(
+                    strategy_id=strategy_id,
+                    execution_id=str(execution),
+                    exchange="paper",
+                    config={},
+                    record_measure=lambda value, currency: measures.append((value, currency)),
+                ) as call:
+                    if trades:
+                        order = {"side": "buy", "order_type": "market_order", "market": "BTCUSDT"}
+                        await call("create_order", {**order, "total_quantity": 0.01})
+                # The replica records it with the outcome; the session wrote nothing itself.
+                assert await _recorded(engine, execution) == (None, None)
+            assert measures[0] == (Decimal("1000.00000000"), "USDT")
+            assert measures[1][1] == "USDT" and measures[1][0] != Decimal(1000)
         finally:
             await factory.aclose()
             await engine.dispose()

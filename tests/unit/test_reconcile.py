@@ -39,6 +39,26 @@ def test_new_running_strategy_is_due_now_on_a_grid_anchored_now() -> None:
     assert decide(spec(), None, NOW) == SetStatus("running", 2, NOW, 10, NOW)
 
 
+def test_a_new_strategy_is_anchored_when_it_was_deployed_and_due_at_once() -> None:
+    deployed = NOW - 2 * T
+    assert decide(spec(changed_at=deployed), None, NOW) == SetStatus("running", 2, deployed, 10, deployed)
+
+
+def test_strategies_deployed_one_after_another_keep_their_own_phases_when_reconciled_together() -> None:
+    # One pass (one `now`) reconciles a burst of deploys: each keeps the phase of its own deploy.
+    anchors = {decide(spec(strategy_id=f"s{i}", changed_at=NOW - i * T / 1000), None, NOW) for i in range(20)}
+    assert len({action.schedule_anchor_at for action in anchors if isinstance(action, SetStatus)}) == 20
+
+
+def test_a_start_older_than_an_interval_anchors_now() -> None:
+    # Nothing was scheduled meanwhile (no replica up, say): no tick is owed for that time.
+    assert decide(spec(changed_at=NOW - 11 * T), None, NOW) == SetStatus("running", 2, NOW, 10, NOW)
+    # A restart after a stop is anchored at the start.
+    stopped = status(status="stopped", schedule_anchor_at=None, schedule_interval=None, next_execution_at=None)
+    started = NOW - 50 * T / 1000
+    assert decide(spec(changed_at=started), stopped, NOW) == SetStatus("running", 2, started, 10, started)
+
+
 def test_code_change_keeps_the_schedule_and_observes_the_generation() -> None:
     action = decide(spec(), status(), NOW)
     assert action == SetStatus("running", 2, NOW - 100 * T, 10, NOW + 5 * T)

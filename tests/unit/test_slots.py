@@ -81,13 +81,13 @@ class FakeStore:
                     config={},
                     exchange="paper",
                     state={},
-                    fence=Fence(execution_id, strategy_id, "r", 1),
+                    fence=Fence(execution_id, strategy_id, "r", 1, now),
                 )
             )
         return Claimed(claims, None if len(claims) == slots else 0.05)
 
     async def complete_many(
-        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], *, ended_ago: Sequence[float] | None = None
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], **_: Any
     ) -> dict[UUID, Completion]:
         await asyncio.sleep(0.002)
         for fence, outcome in outcomes:
