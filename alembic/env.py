@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from sqlalchemy import create_engine, pool
 
@@ -13,11 +14,24 @@ from reconciler.tables import metadata
 config = context.config
 target_metadata = metadata
 
+# The daily partitions of `executions` (and its default partition) are made and dropped by the replicas
+# (reconciler.storage.statements.partitions), not by migrations: they are not drift.
+_PARTITION = re.compile(r"^executions_(default|\d{8})$")
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    return not (type_ == "table" and name is not None and _PARTITION.match(name))
+
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_server_default=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_server_default=True,
+            include_name=include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -26,7 +40,12 @@ def run_migrations_online() -> None:
         raise SystemExit("alembic: set DATABASE_URL, or run `strategy-executor migrate`")
     engine = create_engine(sync_url(url), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, compare_server_default=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_server_default=True,
+            include_name=include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRUNE_EVERY_SECONDS = 600.0
+# Partition housekeeping (days of `executions` created ahead, days past the retention dropped): at the
+# first heartbeat, then this often. Mostly one catalog read; the DDL happens about once a day.
+PARTITIONS_EVERY_SECONDS = 300.0
 OVERDUE_RETRY_SECONDS = 0.02
 RECORD_BATCH = 50
 # How long, at most, an execution claimed ahead should wait for a slot, at the rate slots are freeing
@@ -588,6 +591,7 @@ class Replica:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.lease_seconds / 2
         last_prune = time.monotonic()
+        last_partitions = -PARTITIONS_EVERY_SECONDS
         while True:
             self._fence_expired()
             flights = [flight for flight in self._flights.values() if flight.fenced is None]
@@ -617,6 +621,9 @@ class Replica:
                             log.warning("execution %s marked lost: its lease ran out", execution_id)
                     self._requests_pending = True
                     self._wake.set()
+                if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS and not stop.is_set():
+                    last_partitions = time.monotonic()
+                    await self._maintain_partitions()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS and not stop.is_set():
                     last_prune = time.monotonic()
                     await self._prune()
@@ -638,6 +645,36 @@ class Replica:
         for flight in list(self._flights.values()):
             if flight.fenced is None and flight.lease_until <= now:
                 self._fence(flight, "its lease ran out while it could not be renewed")
+
+    async def _maintain_partitions(self) -> None:
+        """Create the coming days of `executions` and drop those past the retention. A failure is only
+        logged: the days are made a week ahead, and the default partition takes any row meanwhile."""
+        try:
+            done = await self.store.maintain_partitions(
+                retention_seconds=self.settings.execution_retention_days * 86_400
+            )
+        except DatabaseUnavailable:
+            raise  # the heartbeat loop's outage handling
+        except DatabaseTimeout as exc:
+            log.warning("partition maintenance waited too long for a lock; trying again later: %s", exc)
+            return
+        except StoreError as exc:
+            log.exception("partition maintenance failed: %s", exc)
+            return
+        if done.created:
+            log.info("created executions partitions for %s", ", ".join(map(str, done.created)))
+        if done.dropped:
+            log.info("dropped executions partitions past the retention: %s", ", ".join(map(str, done.dropped)))
+        if done.kept_in_flight:
+            log.warning(
+                "kept executions partitions past the retention: an execution in them is still in flight (%s)",
+                ", ".join(map(str, done.kept_in_flight)),
+            )
+        if done.left_to_default:
+            log.warning(
+                "no partition made for %s: rows of those days are already in executions_default",
+                ", ".join(map(str, done.left_to_default)),
+            )
 
     async def _prune(self) -> None:
         retention = self.settings.execution_retention_days * 86_400

@@ -13,15 +13,18 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     Date,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -119,11 +122,11 @@ run_requests = Table(
     Column("requested_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     # Set by the replica that claimed it, in the same statement that creates the execution.
     Column("claimed_at", TIMESTAMPTZ),
-    Column(
-        "execution_id",
-        UUID(as_uuid=True),
-        ForeignKey("executions.execution_id", ondelete="SET NULL"),
-    ),
+    # The execution that answered the request, written by the statement that inserts it. No foreign
+    # key: `executions` is partitioned, and a key to it would make every retention drop scan the
+    # dropped day under an exclusive lock (see migration 0008). Claimed requests are pruned on the
+    # executions' retention; the API's wait looks the execution up, and reads a pruned one as gone.
+    Column("execution_id", UUID(as_uuid=True)),
     Index("ix_run_requests_pending", "requested_at", postgresql_where=text("claimed_at IS NULL")),
     Index(None, "strategy_id"),
 )
@@ -146,8 +149,9 @@ strategy_status = Table(
     Column("schedule_anchor_at", TIMESTAMPTZ),
     Column("schedule_interval", Integer),
     Column("next_execution_at", TIMESTAMPTZ),
-    # The execution in flight, if any. Claims test it on the locked row itself, so two replicas can
-    # never both start one strategy (the partial unique index on executions is the backstop).
+    # The execution in flight, if any: the one place the in-flight state lives. Claims take only rows
+    # where it is NULL (on the locked row itself), and every running execution must be the one named
+    # here (the foreign key `fk_executions_in_flight` below), so a strategy never has two in flight.
     Column("running_execution_id", UUID(as_uuid=True)),
     Column("execution_count", BigInteger, nullable=False, server_default="0"),
     Column("successful_executions", BigInteger, nullable=False, server_default="0"),
@@ -179,6 +183,9 @@ strategy_status = Table(
     CheckConstraint(_one_of("status", STRATEGY_STATUSES), name="status_known"),
     CheckConstraint("(status = 'halted') = (halted_at IS NOT NULL)", name="halted_iff_halted_at"),
     CheckConstraint("schedule_interval > 0", name="schedule_interval_positive"),
+    # The target of `fk_executions_in_flight` (a foreign key needs a unique key to point at); unique
+    # already, since strategy_id is the primary key.
+    UniqueConstraint("strategy_id", "running_execution_id"),
     # Exactly the rows a claim may take, in the order it takes them: claims and the next-due lookup
     # walk it from the front and stop, however many strategies are deployed.
     Index(
@@ -190,10 +197,17 @@ strategy_status = Table(
     Index("ix_strategy_status_resume", "resume_at", postgresql_where=text("status = 'halted'")),
 )
 
+# Partitioned by day on `scheduled_for` (native RANGE partitioning): retention drops a whole day
+# instead of deleting rows. The partitions are not in this module: replicas create them ahead and drop
+# them past the retention (`reconciler.storage.statements.partitions`); `executions_default` catches a
+# row no daily partition covers, so no insert can fail for want of one. Every unique key carries the
+# partition key, as PostgreSQL requires: the primary key is (execution_id, scheduled_for), and the
+# statements that find an execution by id on the hot path carry its scheduled_for, so each touches
+# one partition. Migration 0008 says why the design is this one.
 executions = Table(
     "executions",
     metadata,
-    Column("execution_id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("execution_id", UUID(as_uuid=True), nullable=False, server_default=text("gen_random_uuid()")),
     Column(
         "strategy_id",
         Text,
@@ -201,7 +215,8 @@ executions = Table(
         nullable=False,
     ),
     Column("trigger", Text, nullable=False),
-    # The tick this execution is for (a manual run: the time it was requested).
+    # The tick this execution is for (a manual run: when the oldest request it answers was made), and
+    # the partition key.
     Column("scheduled_for", TIMESTAMPTZ, nullable=False),
     Column("generation", BigInteger, nullable=False),
     Column("status", Text, nullable=False, server_default=IN_FLIGHT),
@@ -223,10 +238,28 @@ executions = Table(
     # the run ended, in `wallet_currency`: the points of its value-over-time chart. NULL otherwise.
     Column("wallet_value", Numeric),
     Column("wallet_currency", Text),
+    # The execution's own id while it is in flight, NULL once it ended: what `fk_executions_in_flight`
+    # checks, so only running rows are held to it.
+    Column(
+        "in_flight_id",
+        UUID(as_uuid=True),
+        # Written as PostgreSQL prints it back, so `alembic check` compares like with like.
+        Computed(f"CASE WHEN (status = '{IN_FLIGHT}'::text) THEN execution_id ELSE NULL::uuid END", persisted=True),
+    ),
+    PrimaryKeyConstraint("execution_id", "scheduled_for"),
     CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger_known"),
     CheckConstraint(_one_of("status", EXECUTION_STATUSES), name="status_known"),
     CheckConstraint(f"(status = '{IN_FLIGHT}') = (finished_at IS NULL)", name="finished_iff_terminal"),
-    # One execution per (strategy, scheduled tick).
+    # Never two in-flight executions of one strategy: a running execution must be the one its strategy's
+    # status row names in running_execution_id, and that row names one. (A partial unique index on
+    # running rows cannot span partitions without the partition key, which would defeat it.) Checked at
+    # the end of each statement, so a claim inserts the execution and sets the pointer in one statement.
+    ForeignKeyConstraint(
+        ["strategy_id", "in_flight_id"],
+        ["strategy_status.strategy_id", "strategy_status.running_execution_id"],
+        name="fk_executions_in_flight",
+    ),
+    # One execution per (strategy, scheduled tick): the partition key is in it, so it spans partitions.
     Index(
         "uq_executions_strategy_tick",
         "strategy_id",
@@ -234,16 +267,12 @@ executions = Table(
         unique=True,
         postgresql_where=text("trigger = 'schedule'"),
     ),
-    # Never two in-flight executions of one strategy.
-    Index(
-        "uq_executions_one_in_flight",
-        "strategy_id",
-        unique=True,
-        postgresql_where=text("status = 'running'"),
-    ),
+    # What the foreign key's check looks up when a status row's pointer changes (one tiny index per
+    # partition: running rows only).
+    Index("ix_executions_in_flight", "strategy_id", "in_flight_id", postgresql_where=text("in_flight_id IS NOT NULL")),
     Index("ix_executions_strategy_recent", "strategy_id", text("scheduled_for DESC")),
     Index("ix_executions_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
-    Index("ix_executions_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+    postgresql_partition_by="RANGE (scheduled_for)",
 )
 
 replicas = Table(
@@ -275,7 +304,11 @@ orders = Table(
         ForeignKey("strategies.strategy_id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("execution_id", UUID(as_uuid=True), ForeignKey("executions.execution_id", ondelete="SET NULL")),
+    # The execution that made the request. No foreign key (`executions` is partitioned; see migration
+    # 0008): the fenced insert writes it only while that execution exists, runs and is this replica's,
+    # checked in the statement itself. The audit trail outlives the executions' retention: an order
+    # whose execution's day was dropped keeps the id, as a log line would.
+    Column("execution_id", UUID(as_uuid=True)),
     Column("exchange", Text, nullable=False),
     Column("client_order_id", Text, nullable=False),
     Column("exchange_order_id", Text),

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -200,7 +201,10 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
-        guard = self._guard(strategy_id, execution_id, exchange, target, market, rate_key, record_measure)
+        scheduled_for = None if fence is None else fence.scheduled_for
+        guard = self._guard(
+            strategy_id, execution_id, scheduled_for, exchange, target, market, rate_key, record_measure
+        )
         session = BrokerSession(
             store=self._store,
             fence=fence,
@@ -229,6 +233,7 @@ class BrokerFactory:
         self,
         strategy_id: str,
         execution_id: str,
+        scheduled_for: datetime | None,
         exchange: str,
         target: CoinDCXClient | PaperExchange,
         market: PriceFeed,
@@ -246,6 +251,7 @@ class BrokerFactory:
             self._store,
             strategy_id=strategy_id,
             execution_id=uuid.UUID(str(execution_id)),
+            scheduled_for=scheduled_for,
             market=market,
             holdings=holdings,
             record_series=exchange == "paper",

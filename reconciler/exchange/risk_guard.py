@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,7 @@ class RiskGuard:
         strategy_id: str,
         execution_id: uuid.UUID,
         market: PriceFeed,
+        scheduled_for: datetime | None = None,
         holdings: Holdings,
         record_series: bool,
         closing_read: ClosingRead | None = None,
@@ -52,6 +53,7 @@ class RiskGuard:
         self._store = store
         self._strategy_id = strategy_id
         self._execution_id = execution_id
+        self._scheduled_for = scheduled_for  # the execution's partition key, when known
         self._market = market
         self._holdings = holdings
         # Paper: every execution adds a point to the equity series (executions.wallet_value, the
@@ -127,7 +129,9 @@ class RiskGuard:
             if self._record_measure is not None:
                 self._record_measure(valued.value, valued.currency)
             else:
-                await self._store.record_wallet_value(self._execution_id, valued.value, valued.currency)
+                await self._store.record_wallet_value(
+                    self._execution_id, valued.value, valued.currency, self._scheduled_for
+                )
             if self.limits.measures_equity and self.breach is None and not self._was_halted:
                 breach = await self._observe(valued)
                 if breach is not None:

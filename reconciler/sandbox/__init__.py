@@ -12,7 +12,8 @@ Modules, one concern each:
   zygote_client  the replica's handle on its zygote: spawn it, control socket, children's exits
   classify     observed facts -> ExecutionOutcome (pure)
   protocol     length-prefixed JSON frames, capped
-  zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`)
+  zygote       the preloaded, network-less parent of every child (`python -m reconciler.sandbox.zygote`),
+               and its template, which clones them
   confine      the OS layers: network namespace and filesystem view once; per child PID and IPC
                namespaces (clone), cgroup, fds, rlimits, uid, no_new_privs, seccomp
   seccomp      the seccomp allow-list (compiled once with libseccomp, installed per child with one prctl)

@@ -9,9 +9,11 @@ never receives tenant data: the request travels straight from the supervisor to 
 child's own socketpair, whose end arrives here only as a descriptor (SCM_RIGHTS) to hand to the child.
 
 Each child serves exactly one execution and exits. It is cloned into its own PID and IPC namespaces
-and holds a slot alone while it lives: a uid of the replica's block and, where the host allows, a
-memory cgroup (the config's "uids" and "cgroup"). To keep the fork and the confinement off a run's
-path, one child is forked ahead ("warm"): already confined, it waits for an execution's descriptor.
+by the zygote's template (a fork of the finished zygote that only clones, see `start_template`; the
+child is still the zygote's child) and holds a slot alone while it lives: a uid of the replica's
+block and, where the host allows, a memory cgroup (the config's "uids" and "cgroup"). To keep the
+fork and the confinement off a run's path, one child is forked ahead ("warm"): already confined, it
+waits for an execution's descriptor.
 
 Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spawn with its descriptor):
   supervisor -> zygote  {"op": "spawn", "id": n} + fd       {"op": "kill", "id": n}    {"op": "status"}
@@ -19,7 +21,8 @@ Control messages are SOCK_SEQPACKET datagrams of JSON (boundaries kept, each spa
                         {"t": "exited", "id": n, "pid": n, "status": wait status, "wall_killed": bool,
                          "memory_killed": bool, "cpu": seconds, "duration": seconds}
                         {"t": "refused", "id": n, "reason": str}   (no free slot: no child was started)
-                        {"t": "status", "running": [ids], "warm": [pids of pre-forked children]}
+                        {"t": "status", "running": [ids], "warm": [pids of pre-forked children],
+                         "template": pid of the template or null, "forks": profile counters}
 The zygote enforces the wall clock: at the deadline it SIGKILLs the child, which it alone can reap, so a
 pid is never signalled after it could have been reused.
 """
@@ -165,40 +168,85 @@ def _serve_as_template(link: socket.socket, targets: list[Any], base: Any) -> No
         link.send(_REPLY.pack(pid))
 
 
-def _child_fork_hooks() -> list[Any] | None:
-    """The interpreter's list of `os.register_at_fork(after_in_child=...)` hooks, or None if not found.
+def _fork_hook_lists() -> tuple[list[Any], list[Any], list[Any]] | None:
+    """The interpreter's lists of `os.register_at_fork` hooks (before, after in the parent, after in
+    the child), or None where they cannot all be found.
 
-    CPython keeps it in the interpreter state; it is a garbage-collected list, found as the one that
-    holds threading's hook. Call before `gc.freeze()` (frozen objects are not listed).
+    CPython keeps them in the interpreter state; they are garbage-collected lists, found by a hook
+    each must hold (threading's in the child list; logging's before and after in the parent). Call
+    before `gc.freeze()` (frozen objects are not listed).
     """
+    import logging
     import threading
 
-    hook = getattr(threading, "_after_fork", None)
+    markers = (
+        getattr(logging, "_acquireLock", None) or getattr(logging, "_prepareFork", None),
+        getattr(logging, "_releaseLock", None) or getattr(logging, "_afterFork", None),
+        getattr(threading, "_after_fork", None),
+    )
+    found: list[list[Any] | None] = [None, None, None]
     for candidate in gc.get_objects():
-        if type(candidate) is list and any(item is hook for item in candidate):
-            return candidate
-    return None
+        if type(candidate) is list:
+            for index, marker in enumerate(markers):
+                if marker is not None and any(item is marker for item in candidate):
+                    found[index] = candidate
+    before, parent, child = found
+    if before is None or parent is None or child is None:
+        return None
+    return before, parent, child
 
 
-def _skip_redundant_fork_hooks(hooks: list[Any] | None) -> None:
-    """In the template: drop the after-fork hooks a child does not need, which cost every child about
-    170 page copies (measured; see the README's sandbox profile).
+def _redundant_fork_hooks() -> list[tuple[Any, Any, Any]]:
+    """(before, after in the parent, after in the child) hooks that a template's child does not need.
 
-    - threading's `_after_fork` rebuilds the threading module's bookkeeping for the forking thread.
-      The template is single-threaded, so no lock of that module is held at a fork, and a child
-      cannot start a thread (RLIMIT_NPROC is 0, seccomp allows clone for threads only).
-    - random's reseed: the child reseeds `random` (and numpy) itself (`child.fresh_random_state`),
-      which the tests check by drawing numbers in two children.
-    The other hooks (logging's and concurrent.futures' lock re-initialisation) stay: their locks are
-    taken around every fork by their before-fork hooks.
+    The template is single-threaded, never logs and never runs an executor: no lock of logging's or
+    concurrent.futures' is held when it clones, so neither needs taking around the clone nor
+    re-initialising in the child; threading's bookkeeping is the template's own thread (a child
+    cannot start a thread: RLIMIT_NPROC is 0, seccomp allows clone for threads only); and the child
+    reseeds `random` (and numpy) itself, `child.fresh_random_state`. Any other hook stays.
     """
+    import concurrent.futures.thread
+    import logging
     import random
     import threading
 
-    if hooks is None:
+    lock: Any = concurrent.futures.thread._global_shutdown_lock  # type: ignore[attr-defined]
+    groups: list[tuple[Any, Any, Any]] = [
+        (None, None, getattr(threading, "_after_fork", None)),
+        (None, None, random._inst.seed),  # type: ignore[attr-defined]
+    ]
+    # A lock's three hooks, all or nothing (a version of Python that names them otherwise keeps them).
+    for locked in (
+        (
+            getattr(logging, "_acquireLock", None) or getattr(logging, "_prepareFork", None),
+            getattr(logging, "_releaseLock", None) or getattr(logging, "_afterFork", None),
+            getattr(logging, "_after_at_fork_child_reinit_locks", None),
+        ),
+        (getattr(lock, "acquire", None), getattr(lock, "release", None), getattr(lock, "_at_fork_reinit", None)),
+    ):
+        if all(hook is not None for hook in locked):
+            groups.append(locked)
+    return groups
+
+
+def _skip_redundant_fork_hooks(lists: tuple[list[Any], list[Any], list[Any]] | None) -> None:
+    """In the template: drop the fork hooks its children do not need (`_redundant_fork_hooks`).
+    They cost each child about 200 page copies (measured; see the README's sandbox profile).
+
+    A module's hooks go together or not at all: a lock taken before the clone must be re-initialised
+    in the child, so its before-hook is dropped only with its child hook, and only if every one of
+    them is where it is expected.
+    """
+    if lists is None:
         return
-    redundant = [getattr(threading, "_after_fork", None), random._inst.seed]  # type: ignore[attr-defined]
-    hooks[:] = [hook for hook in hooks if not any(hook == other for other in redundant)]
+    for before, parent, child in _redundant_fork_hooks():
+        if child is None:
+            continue
+        group = [(lists[2], child)] + ([] if before is None else [(lists[0], before), (lists[1], parent)])
+        if not all(any(entry == hook for entry in hooks) for hooks, hook in group):
+            continue
+        for hooks, hook in group:
+            hooks[:] = [entry for entry in hooks if entry != hook]
 
 
 def _preload() -> None:
@@ -323,7 +371,7 @@ class Zygote:
                 self.cgroup_version = int(cgroup["version"])
             except OSError as exc:
                 print(f"sandbox zygote: cannot open the memory cgroup: {exc!r}", file=sys.stderr)
-        self.fork_hooks = _child_fork_hooks()  # before gc.freeze(), which hides objects from gc
+        self.fork_hooks = _fork_hook_lists()  # before gc.freeze(), which hides objects from gc
         # What a child may run (the template knows them by index; see `start_template`).
         self.targets: list[Any] = []
         self.template: _Template | None = None

@@ -80,6 +80,7 @@ def _fence_params(fence: Fence) -> dict[str, Any]:
         "fence_execution_id": fence.execution_id,
         "fence_replica_id": fence.replica_id,
         "fence_token": fence.token,
+        "fence_scheduled_for": fence.scheduled_for,
     }
 
 
@@ -212,12 +213,16 @@ class ExchangeStore:
 
         await self._db.run(work)
 
-    async def record_wallet_value(self, execution_id: uuid.UUID, value: Decimal, currency: str) -> None:
-        """The wallet's value as a paper run ends, stored with the execution while it is still in flight."""
+    async def record_wallet_value(
+        self, execution_id: uuid.UUID, value: Decimal, currency: str, scheduled_for: datetime | None = None
+    ) -> None:
+        """The wallet's value as a paper run ends, stored with the execution while it is still in flight
+        (`scheduled_for`, its partition key, keeps the statement to one partition)."""
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(
-                queries.RECORD_WALLET_VALUE, {"execution_id": execution_id, "value": value, "currency": currency}
+                queries.RECORD_WALLET_VALUE,
+                {"execution_id": execution_id, "scheduled_for": scheduled_for, "value": value, "currency": currency},
             )
 
         await self._db.run(work)

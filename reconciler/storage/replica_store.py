@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,7 @@ from reconciler.storage import jsonb
 from reconciler.storage.db import Database
 from reconciler.storage.fence import Fence
 from reconciler.storage.risk_writes import enqueue_alert, halt
+from reconciler.storage.statements import partitions as partition_queries
 from reconciler.storage.statements import replica as queries
 from reconciler.storage.statements import risk as risk_queries
 
@@ -74,6 +75,20 @@ class Heartbeat:
 class Completion:
     recorded: bool  # False: fenced off (already had an outcome, e.g. marked lost; or its lease expired)
     run_requested: bool  # the strategy has run requests that were waiting for this execution
+
+
+@dataclass(frozen=True, slots=True)
+class Partitions:
+    """What one round of partition maintenance did (days are UTC days of `scheduled_for`)."""
+
+    created: list[date] = field(default_factory=list)
+    dropped: list[date] = field(default_factory=list)
+    # Past the retention but kept: an execution in that day is still in flight.
+    kept_in_flight: list[date] = field(default_factory=list)
+    # Not created: rows of the day already sit in the default partition (no day existed for them).
+    left_to_default: list[date] = field(default_factory=list)
+    # Steps skipped because another replica held the maintenance lock at that moment.
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +143,8 @@ class ReplicaStore:
         renewals = {
             **params,
             "execution_ids": [fence.execution_id for fence in renew],
+            "scheduled_fors": [fence.scheduled_for for fence in renew],
+            **_key_range([fence.scheduled_for for fence in renew]),
             "tokens": [fence.token for fence in renew],
         }
 
@@ -274,6 +291,8 @@ class ReplicaStore:
         params = {
             "replica_id": self.replica_id,
             "execution_ids": [fence.execution_id for fence, _ in outcomes],
+            "scheduled_fors": [fence.scheduled_for for fence, _ in outcomes],
+            **_key_range([fence.scheduled_for for fence, _ in outcomes]),
             "tokens": [fence.token for fence, _ in outcomes],
             "statuses": [o.status for _, o in outcomes],
             "durations": [o.duration for _, o in outcomes],
@@ -309,22 +328,124 @@ class ReplicaStore:
             config=row["config"] or {},
             exchange=row["exchange"],
             state=row["state"] or {},
-            fence=Fence(row["execution_id"], row["strategy_id"], self.replica_id, int(row["fencing_token"])),
+            fence=Fence(
+                row["execution_id"],
+                row["strategy_id"],
+                self.replica_id,
+                int(row["fencing_token"]),
+                row["scheduled_for"],
+            ),
         )
 
-    # --- retention ----------------------------------------------------------------------------
+    # --- retention and partitions ---------------------------------------------------------------
 
     async def prune(self, *, retention_seconds: float, batch: int) -> int:
-        """Delete one batch of old executions and claimed run requests; the count deleted."""
+        """Delete one batch of old rows that no partition drop takes: executions in the default
+        partition, claimed run requests; the count deleted. (Whole days go in `maintain_partitions`.)"""
         params = {"retention_seconds": retention_seconds, "batch": batch}
 
         async def work(conn: AsyncConnection) -> int:
-            executions = (await conn.execute(queries.PRUNE_EXECUTIONS, params)).rowcount
+            executions = (await conn.execute(partition_queries.PRUNE_DEFAULT, params)).rowcount
             requests = (await conn.execute(queries.PRUNE_RUN_REQUESTS, params)).rowcount
             await conn.execute(queries.FORGET_DEAD_REPLICAS, {"after_seconds": 86_400})
             return int(executions or 0) + int(requests or 0)
 
         return await self.db.run(work)
+
+    async def maintain_partitions(
+        self, *, retention_seconds: float, days_ahead: int = partition_queries.DAYS_AHEAD
+    ) -> Partitions:
+        """Create the days of `executions` from today to `days_ahead` days ahead that are missing, and
+        drop the days wholly past the retention, except one holding an execution still in flight.
+
+        The missing days are created in one transaction, and each drop is its own (it holds ACCESS
+        EXCLUSIVE on `executions` until it commits), each under the maintenance advisory lock (taken
+        with `pg_try_advisory_xact_lock`: a replica that does not get it leaves that step to the replica
+        that has it) and a short `lock_timeout` (`DatabaseTimeout` when a lock did not come: the next
+        housekeeping tries again). A day is kept until its end is older than the retention, so
+        an execution is kept at least the retention and at most a day longer.
+        """
+        q = partition_queries
+        report = Partitions()
+        skipped = 0
+
+        async def plan(conn: AsyncConnection) -> tuple[date, datetime, set[date]]:
+            today = (await conn.execute(q.TODAY)).scalar_one()
+            cutoff = (await conn.execute(q.RETENTION_CUTOFF, {"retention_seconds": retention_seconds})).scalar_one()
+            return today, cutoff, await _days(conn)
+
+        today, cutoff, days = await self.db.run(plan)
+
+        wanted = [today + timedelta(days=n) for n in range(days_ahead + 1)]
+        if not set(wanted) <= days:
+
+            async def create(conn: AsyncConnection) -> bool:
+                # One transaction for every missing day (in steady state, one a day): a replica that
+                # does not get the lock leaves them all to the one that has it.
+                report.created.clear()  # (the transaction may be run again)
+                report.left_to_default.clear()
+                if not (await conn.execute(q.TRY_LOCK, {"key": q.PARTITION_LOCK})).scalar_one():
+                    return False
+                await conn.execute(q.SET_LOCK_TIMEOUT)
+                existing = await _days(conn)  # another replica may have made some since the plan
+                for day in wanted:
+                    if day in existing:
+                        continue
+                    low, high = _day_range(day)
+                    if (await conn.execute(q.DEFAULT_HOLDS_DAY, {"low": low, "high": high})).scalar_one():
+                        report.left_to_default.append(day)
+                        continue
+                    for statement in q.create_partition(day):
+                        await conn.execute(statement)
+                    report.created.append(day)
+                return True
+
+            if not await self.db.run(create):
+                skipped += 1
+
+        for day in sorted(days):
+            if _day_range(day)[1] > cutoff:
+                continue
+
+            async def drop(conn: AsyncConnection, day: date = day) -> str:
+                if not (await conn.execute(q.TRY_LOCK, {"key": q.PARTITION_LOCK})).scalar_one():
+                    return "busy"
+                await conn.execute(q.SET_LOCK_TIMEOUT)
+                # The parent first, then the checks: nothing can start in this day from here on.
+                await conn.execute(q.LOCK_PARENT)
+                if day not in await _days(conn):
+                    return "gone"
+                if (await conn.execute(q.running_in(day))).scalar_one():
+                    return "in_flight"
+                await conn.execute(q.drop_partition(day))
+                return "dropped"
+
+            outcome = await self.db.run(drop)
+            if outcome == "dropped":
+                report.dropped.append(day)
+            elif outcome == "in_flight":
+                report.kept_in_flight.append(day)
+            elif outcome == "busy":
+                skipped += 1
+        return Partitions(
+            report.created, report.dropped, report.kept_in_flight, report.left_to_default, skipped=skipped
+        )
+
+
+def _key_range(keys: list[datetime]) -> dict[str, datetime | None]:
+    """The earliest and latest partition key of a batch: statements prune on them before they join."""
+    return {"earliest": min(keys, default=None), "latest": max(keys, default=None)}
+
+
+async def _days(conn: AsyncConnection) -> set[date]:
+    """The days `executions` has a partition for."""
+    names = (await conn.execute(partition_queries.LIST_PARTITIONS)).scalars().all()
+    return {day for day in map(partition_queries.day_of, names) if day is not None}
+
+
+def _day_range(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 async def _next_resume(conn: AsyncConnection) -> float | None:

@@ -30,11 +30,17 @@ def write_execution(
     error: str | None = None,
 ) -> uuid.UUID:
     finished = "NULL" if status == "running" else "now()"
+    # A running one is made its strategy's in-flight one in the same statement, as a claim does (the
+    # database demands it: fk_executions_in_flight).
     (execution_id,) = conn.execute(
-        "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id, "
+        "WITH e AS (INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id, "
         "started_at, finished_at, duration, output, error, result) "
         f"VALUES (%s, %s, %s, 1, %s, 'replica-a', now(), {finished}, 0.25, %s, %s, %s::jsonb) "
-        "RETURNING execution_id",
+        "RETURNING execution_id, strategy_id, status), "
+        "p AS (INSERT INTO strategy_status (strategy_id, running_execution_id) "
+        "      SELECT strategy_id, execution_id FROM e WHERE status = 'running' "
+        "      ON CONFLICT (strategy_id) DO UPDATE SET running_execution_id = EXCLUDED.running_execution_id) "
+        "SELECT execution_id FROM e",
         (strategy_id, trigger, scheduled_for, status, output, error, result),
     ).fetchone()
     return execution_id

@@ -116,6 +116,10 @@ async def bench(url: str, bots: int, requests: int) -> None:
         bot = ids[1]
         execution = uuid.uuid4()
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            # In flight, so its strategy names it (the database demands it: fk_executions_in_flight).
+            conn.execute(
+                "UPDATE strategy_status SET running_execution_id = %s WHERE strategy_id = %s", (execution, bot)
+            )
             conn.execute(
                 "INSERT INTO executions (execution_id, strategy_id, trigger, scheduled_for, generation, replica_id) "
                 "VALUES (%s, %s, 'manual', now(), 1, 'bench')",

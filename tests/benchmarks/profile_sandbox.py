@@ -52,8 +52,10 @@ PERF_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("seccomp: load", ("do_seccomp", "seccomp_set_mode_filter", "bpf_prog_create_from_user", "do_jit")),
     ("seccomp: filtering", ("__seccomp_filter",)),
     ("cgroup write", ("cgroup_procs_write", "__cgroup_procs_write", "cgroup_attach_task")),
-    ("socket I/O", ("__sys_sendmsg", "__sys_recvmsg", "__sys_sendto", "__sys_recvfrom", "sock_read_iter",
-                    "sock_write_iter")),
+    (
+        "socket I/O",
+        ("__sys_sendmsg", "__sys_recvmsg", "__sys_sendto", "__sys_recvfrom", "sock_read_iter", "sock_write_iter"),
+    ),
     ("wait/reap", ("kernel_wait4", "do_wait")),
     ("epoll/select", ("do_epoll_wait", "do_select", "core_sys_select")),
     ("other system calls", ("do_syscall_64",)),
@@ -115,13 +117,24 @@ async def _load(args: argparse.Namespace, window: Path | None) -> dict[str, Any]
     supervisor.classify = real_classify  # type: ignore[assignment]
     await box.close()
     if window is not None:
-        window.write_text(json.dumps({"supervisor": os.getpid(), "zygote": zygote, "template": template,
-                                      "from": clock_before,
-                                      "to": clock_after}))
+        window.write_text(
+            json.dumps(
+                {
+                    "supervisor": os.getpid(),
+                    "zygote": zygote,
+                    "template": template,
+                    "from": clock_before,
+                    "to": clock_after,
+                }
+            )
+        )
     return {
         "elapsed": elapsed,
-        "supervisor": (own_after.ru_utime - own_before.ru_utime, own_after.ru_stime - own_before.ru_stime,
-                       own_after.ru_minflt - own_before.ru_minflt),
+        "supervisor": (
+            own_after.ru_utime - own_before.ru_utime,
+            own_after.ru_stime - own_before.ru_stime,
+            own_after.ru_minflt - own_before.ru_minflt,
+        ),
         "zygote": tuple(zygote_after[k] - zygote_before[k] for k in ("user", "system", "minflt")),
         "reaped": tuple(zygote_after[k] - zygote_before[k] for k in ("cuser", "csystem", "cminflt")),
         "forks": [after - before for after, before in zip(forks_after, forks_before, strict=True)],
@@ -146,8 +159,15 @@ def _rows(figures: dict[str, Any], runs: int) -> list[tuple[str, str, float, flo
         rows.append(("template", "clone of the child (all of its CPU)", user * per, system * per, faults / runs))
     elif forks:
         rows.append(("zygote", "clone of the child", fork_user * per, fork_system * per, fork_faults / runs))
-        rows.append(("zygote", "control loop, reaping, its copy-on-write",
-                     (user - fork_user) * per, (system - fork_system) * per, (faults - fork_faults) / runs))
+        rows.append(
+            (
+                "zygote",
+                "control loop, reaping, its copy-on-write",
+                (user - fork_user) * per,
+                (system - fork_system) * per,
+                (faults - fork_faults) / runs,
+            )
+        )
     else:
         rows.append(("zygote", "all (clone, loop, reaping)", user * per, system * per, faults / runs))
     phases: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
@@ -156,8 +176,10 @@ def _rows(figures: dict[str, Any], runs: int) -> list[tuple[str, str, float, flo
         if not stamps or not hasattr(exit_info, "minor_faults"):  # a tree without the profile stamps
             continue
         previous = ("", 0.0, 0.0, 0)
-        for stamp in [*stamps, ("exit: send the report, tear down", exit_info.user, exit_info.system,
-                                exit_info.minor_faults)]:
+        for stamp in [
+            *stamps,
+            ("exit: send the report, tear down", exit_info.user, exit_info.system, exit_info.minor_faults),
+        ]:
             name = stamp[0]
             if name not in phases:
                 order.append(name)
@@ -189,14 +211,17 @@ def _print_table(rows: list[tuple[str, str, float, float, float]], figures: dict
     for process, phase, user, system, faults in rows:
         print(f"| {process} | {phase} | {user:.2f} | {system:.2f} | {user + system:.2f} | {faults:.0f} |")
         total = [total[0] + user, total[1] + system, total[2] + faults]
-    print(f"| **all** | per execution | {total[0]:.2f} | {total[1]:.2f} | **{total[0] + total[1]:.2f}** "
-          f"| {total[2]:.0f} |")
+    print(
+        f"| **all** | per execution | {total[0]:.2f} | {total[1]:.2f} | **{total[0] + total[1]:.2f}** "
+        f"| {total[2]:.0f} |"
+    )
     print(f"({runs / figures['elapsed']:.0f} executions/s during the profile)")
 
 
 def _perf_split(data: Path, window: dict[str, Any]) -> None:
-    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,time,ip,sym"],
-                            capture_output=True, text=True, check=True).stdout
+    script = subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "pid,time,ip,sym"], capture_output=True, text=True, check=True
+    ).stdout
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
     for block in script.split("\n\n"):
         lines = [line.strip() for line in block.strip().splitlines()]
@@ -250,10 +275,23 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         data, window = Path(scratch) / "perf.data", Path(scratch) / "window.json"
-        command = [sys.executable, __file__, "--runs", str(args.runs), "--concurrency", str(args.concurrency),
-                   "--tree", str(args.tree), "--window", str(window)]
-        subprocess.run(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-F", "999", "-g", "-o", str(data),
-                        "--", *command], check=True, stdout=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            __file__,
+            "--runs",
+            str(args.runs),
+            "--concurrency",
+            str(args.concurrency),
+            "--tree",
+            str(args.tree),
+            "--window",
+            str(window),
+        ]
+        subprocess.run(
+            ["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-F", "999", "-g", "-o", str(data), "--", *command],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         _perf_split(data, json.loads(window.read_text()))
     print(f"host load average after: {os.getloadavg()[0]:.2f}")
 

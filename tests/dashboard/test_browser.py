@@ -134,9 +134,7 @@ class AttackerSite:
         self.server.server_close()
 
 
-def test_a_user_deploys_watches_and_stops_a_bot_in_the_browser(
-    browser: Browser, service: tuple[Service, str]
-) -> None:
+def test_a_user_deploys_watches_and_stops_a_bot_in_the_browser(browser: Browser, service: tuple[Service, str]) -> None:
     process, base = service
     # Bob's bot, deployed through the tenant API: Alice must never see it.
     bobs = httpx.post(

@@ -147,8 +147,12 @@ def test_a_claim_holding_a_status_row_and_a_reconcile_pass_do_not_deadlock(
             await pass_is_waiting.wait()
             await conn.execute(
                 text(
-                    "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, replica_id,"
+                    # As a claim does: the execution and its strategy's in-flight pointer in one statement.
+                    "WITH e AS (INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, replica_id,"
                     " lease_expires_at) VALUES ('s1', 'schedule', now(), 1, 'r1', now() + interval '30 s')"
+                    " RETURNING execution_id)"
+                    " UPDATE strategy_status SET running_execution_id = (SELECT execution_id FROM e)"
+                    " WHERE strategy_id = 's1'"
                 )
             )
 

@@ -38,10 +38,15 @@ def _strategy(conn: psycopg.Connection, strategy_id: str = "s1") -> None:
 
 
 def _execution(conn: psycopg.Connection, tick: str, status: str = "running", trigger: str = "schedule") -> None:
+    """One execution; a running one is made the strategy's in-flight one in the same statement, as a
+    claim does (the foreign key fk_executions_in_flight demands it at the end of the statement)."""
     finished = "NULL" if status == "running" else "now()"
     conn.execute(
-        "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id, finished_at) "
-        f"VALUES ('s1', %s, %s, 1, %s, 'r1', {finished})",
+        "WITH e AS (INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, status, replica_id,"
+        f" finished_at) VALUES ('s1', %s, %s, 1, %s, 'r1', {finished}) RETURNING execution_id, status)"
+        " INSERT INTO strategy_status (strategy_id, running_execution_id)"
+        " SELECT 's1', execution_id FROM e WHERE status = 'running'"
+        " ON CONFLICT (strategy_id) DO UPDATE SET running_execution_id = EXCLUDED.running_execution_id",
         (trigger, tick, status),
     )
 
@@ -49,7 +54,8 @@ def _execution(conn: psycopg.Connection, tick: str, status: str = "running", tri
 def test_one_execution_per_strategy_tick(pg_conn: psycopg.Connection) -> None:
     _strategy(pg_conn)
     _execution(pg_conn, "2026-01-01T00:00:00Z", status="succeeded")
-    with pytest.raises(psycopg.errors.UniqueViolation, match="uq_executions_strategy_tick"):
+    # The unique index is per partition (each day's own copy, named after it): the key says which.
+    with pytest.raises(psycopg.errors.UniqueViolation, match=r"\(strategy_id, scheduled_for\)=\(s1, 2026-01-01"):
         _execution(pg_conn, "2026-01-01T00:00:00Z", status="failed")
     # A manual run at the same instant is a different execution, not a second run of the tick.
     _execution(pg_conn, "2026-01-01T00:00:00Z", status="succeeded", trigger="manual")
@@ -57,9 +63,18 @@ def test_one_execution_per_strategy_tick(pg_conn: psycopg.Connection) -> None:
 
 def test_never_two_in_flight_executions_of_one_strategy(pg_conn: psycopg.Connection) -> None:
     _strategy(pg_conn)
+    pg_conn.execute("INSERT INTO strategy_status (strategy_id) VALUES ('s1')")
     _execution(pg_conn, "2026-01-01T00:00:00Z")
-    with pytest.raises(psycopg.errors.UniqueViolation, match="uq_executions_one_in_flight"):
+    # A second running execution can only be inserted by pointing the status row at it, and the first
+    # one then is no longer the one its strategy names.
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_executions_in_flight"):
         _execution(pg_conn, "2026-01-01T00:00:05Z")
+    # Nor without moving the pointer.
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_executions_in_flight"):
+        pg_conn.execute(
+            "INSERT INTO executions (strategy_id, trigger, scheduled_for, generation, replica_id)"
+            " VALUES ('s1', 'schedule', '2026-01-01T00:00:05Z', 1, 'r1')"
+        )
     _execution(pg_conn, "2026-01-01T00:00:10Z", status="lost")
 
 

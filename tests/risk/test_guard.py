@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, generate_key
@@ -108,7 +108,12 @@ async def execution(
     """One execution that places the given quantities of BTC as market buys; what each call answered."""
     execution_id = uuid.uuid4()
     async with engine.begin() as conn:
-        # In flight while its broker session is open, as a claimed execution is.
+        # In flight while its broker session is open, as a claimed execution is: its strategy names it
+        # (the database holds every running execution to that: fk_executions_in_flight).
+        await conn.execute(
+            text("UPDATE strategy_status SET running_execution_id = :e WHERE strategy_id = :s"),
+            {"e": execution_id, "s": strategy_id},
+        )
         await conn.execute(
             insert(executions).values(
                 execution_id=execution_id,
@@ -130,6 +135,9 @@ async def execution(
             update(executions)
             .where(executions.c.execution_id == execution_id)
             .values(status="succeeded", finished_at=func.now())
+        )
+        await conn.execute(
+            text("UPDATE strategy_status SET running_execution_id = NULL WHERE strategy_id = :s"), {"s": strategy_id}
         )
     return answers
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.crypto import CredentialCipher, generate_key
@@ -57,6 +57,15 @@ def test_a_coin_listed_only_against_inr_is_valued_through_inr() -> None:
 async def _running_execution(engine: AsyncEngine, strategy_id: str) -> uuid.UUID:
     execution_id = uuid.uuid4()
     async with engine.begin() as conn:
+        # The strategy names its execution in flight first (the database holds every running execution
+        # to that: fk_executions_in_flight).
+        await conn.execute(
+            text(
+                "INSERT INTO strategy_status (strategy_id, running_execution_id) VALUES (:s, :e)"
+                " ON CONFLICT (strategy_id) DO UPDATE SET running_execution_id = EXCLUDED.running_execution_id"
+            ),
+            {"s": strategy_id, "e": execution_id},
+        )
         await conn.execute(
             insert(executions).values(
                 execution_id=execution_id, strategy_id=strategy_id, trigger="manual",
@@ -72,6 +81,10 @@ async def _finish(engine: AsyncEngine, execution_id: uuid.UUID) -> None:
             update(executions)
             .where(executions.c.execution_id == execution_id)
             .values(status="succeeded", finished_at=datetime.now(UTC))
+        )
+        await conn.execute(
+            text("UPDATE strategy_status SET running_execution_id = NULL WHERE running_execution_id = :e"),
+            {"e": execution_id},
         )
 
 

@@ -81,7 +81,7 @@ class FakeStore:
                     config={},
                     exchange="paper",
                     state={},
-                    fence=Fence(execution_id, strategy_id, "r", 1),
+                    fence=Fence(execution_id, strategy_id, "r", 1, now),
                 )
             )
         return Claimed(claims, None if len(claims) == slots else 0.05)

@@ -31,5 +31,10 @@ held for the commit only and not while the call asks the price feed). No stateme
 `executions` row ever waits for paper rows (lease renewals, lost-marking, outcomes and wallet values
 touch none), so it is never a cycle.
 
+Partition maintenance (`partitions`) takes table locks, never row locks: ATTACH takes SHARE ROW
+EXCLUSIVE on `strategies` and `strategy_status` (adding the foreign keys' triggers), and a drop takes
+ACCESS EXCLUSIVE on `executions` before anything else. It holds no row lock when it asks for them and
+waits at most `partitions.LOCK_TIMEOUT`, so a claim is delayed by at most that, once a day.
+
 Whatever deadlock remains is retried at once by `reconciler.storage.db.Database.run`.
 """

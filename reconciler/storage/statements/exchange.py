@@ -52,6 +52,7 @@ COUNT_CREDENTIALS_BY_KEY = text("SELECT key_id, count(*) AS count FROM strategy_
 _FENCE_HOLDS = """
     EXISTS (SELECT 1 FROM executions e
             WHERE e.execution_id = :fence_execution_id
+              AND e.scheduled_for = :fence_scheduled_for  -- the partition key: one partition looked at
               AND e.status = 'running'
               AND e.replica_id = :fence_replica_id
               AND e.fencing_token = :fence_token
@@ -119,12 +120,14 @@ UPDATE_ORDER_BY_EXCHANGE_ID = text(
 )
 
 # A paper execution's wallet value at its end; only while the execution is still in flight (an
-# execution already recorded lost or finished keeps what it has).
+# execution already recorded lost or finished keeps what it has). With its partition key given (NULL
+# only outside an execution), the constant folds into the plan and one partition is looked at.
 RECORD_WALLET_VALUE = text(
     """
     UPDATE executions
     SET wallet_value = :value, wallet_currency = :currency
     WHERE execution_id = :execution_id AND status = 'running'
+      AND scheduled_for = coalesce(CAST(:scheduled_for AS timestamptz), scheduled_for)
     """
 )
 

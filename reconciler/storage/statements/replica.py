@@ -8,6 +8,18 @@ Fencing: every statement that records an effect of an execution (the outcome and
 order in `exchange`) carries `FENCED`'s conditions: the execution is still `running`, still owned by
 this replica, still holds the fencing token it was claimed with, and its lease has not expired, all
 checked by the database in the statement that writes. A replica that lost its lease changes nothing.
+
+Partitions: `executions` is partitioned by day on `scheduled_for`. Every statement here that finds an
+execution by id (outcomes, lease renewal, lost-marking) also matches its `scheduled_for`, which the
+replica holds in the execution's `Fence`: PostgreSQL then prunes to the one partition that holds it, at
+run time for the rows of an unnested batch (EXPLAIN shows the other partitions as "never executed"),
+instead of probing the primary key index of every day kept. A batch also passes the earliest and
+latest of its keys as plain parameters (:earliest, :latest), so the partitions are chosen when the
+statement starts, whichever join the planner picks (left to itself it may prefer to read every day's
+small index of running rows: cheap, but one look per day kept). The in-flight invariant lives on
+`strategy_status.running_execution_id` (foreign key `fk_executions_in_flight`, checked at the end of
+each statement): a claim inserts the execution and sets the pointer in one statement, and an outcome
+or lost-marking ends the execution and clears the pointer in one statement.
 """
 
 from __future__ import annotations
@@ -320,12 +332,13 @@ COMPLETE_EXECUTIONS = text(
     """
     WITH outcome AS (
         SELECT * FROM unnest(
-            CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
-            CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]), CAST(:outputs AS text[]),
-            CAST(:truncated AS boolean[]), CAST(:errors AS text[]), CAST(:results AS jsonb[]),
-            CAST(:states AS jsonb[]), CAST(:wallet_values AS numeric[]), CAST(:wallet_currencies AS text[])
-        ) AS o(execution_id, fencing_token, status, duration, ended_ago, output, output_truncated, error, result,
-               state, wallet_value, wallet_currency)
+            CAST(:execution_ids AS uuid[]), CAST(:scheduled_fors AS timestamptz[]), CAST(:tokens AS bigint[]),
+            CAST(:statuses AS text[]), CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]),
+            CAST(:outputs AS text[]), CAST(:truncated AS boolean[]), CAST(:errors AS text[]),
+            CAST(:results AS jsonb[]), CAST(:states AS jsonb[]), CAST(:wallet_values AS numeric[]),
+            CAST(:wallet_currencies AS text[])
+        ) AS o(execution_id, scheduled_for, fencing_token, status, duration, ended_ago, output, output_truncated,
+               error, result, state, wallet_value, wallet_currency)
     ),
     finished AS (
         UPDATE executions e
@@ -345,6 +358,8 @@ COMPLETE_EXECUTIONS = text(
             lease_expires_at = NULL
         FROM outcome o
         WHERE e.execution_id = o.execution_id
+          AND e.scheduled_for = o.scheduled_for  -- the partition key: one partition per outcome
+          AND e.scheduled_for BETWEEN :earliest AND :latest  -- pruned before the join
           -- FENCED: still running, still ours, same token, lease not expired.
           AND e.status = 'running'
           AND e.replica_id = :replica_id
@@ -384,7 +399,8 @@ COMPLETE_EXECUTIONS = text(
 MARK_LOST = text(
     """
     WITH expired AS (
-        SELECT e.execution_id
+        -- Found by the lease (every day's partial index of running rows: tiny), not by id.
+        SELECT e.execution_id, e.scheduled_for
         FROM executions e
         JOIN strategy_status st ON st.strategy_id = e.strategy_id
         WHERE e.status = 'running' AND e.lease_expires_at < now()
@@ -401,6 +417,9 @@ MARK_LOST = text(
             error = 'replica ' || e.replica_id || ' stopped renewing its lease while this execution ran'
         FROM expired x
         WHERE e.execution_id = x.execution_id
+          AND e.scheduled_for = x.scheduled_for  -- the partition key: one partition per row
+          AND e.scheduled_for BETWEEN (SELECT min(scheduled_for) FROM expired)
+                                  AND (SELECT max(scheduled_for) FROM expired)
         RETURNING e.execution_id, e.strategy_id, e.finished_at, e.error
     )
     UPDATE strategy_status st
@@ -457,14 +476,17 @@ HEARTBEAT = text(
 RENEW_LEASES = text(
     """
     WITH named AS (
-        SELECT * FROM unnest(CAST(:execution_ids AS uuid[]), CAST(:tokens AS bigint[]))
-            AS r(execution_id, fencing_token)
+        SELECT * FROM unnest(CAST(:execution_ids AS uuid[]), CAST(:scheduled_fors AS timestamptz[]),
+                             CAST(:tokens AS bigint[]))
+            AS r(execution_id, scheduled_for, fencing_token)
     ),
     renewed AS (
         UPDATE executions e
         SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
         FROM named r
         WHERE e.execution_id = r.execution_id
+          AND e.scheduled_for = r.scheduled_for  -- the partition key: one partition per lease
+          AND e.scheduled_for BETWEEN :earliest AND :latest  -- pruned before the join
           AND e.status = 'running'
           AND e.replica_id = :replica_id
           AND e.fencing_token = r.fencing_token
@@ -475,7 +497,9 @@ RENEW_LEASES = text(
     FROM named n
     WHERE n.execution_id IN (SELECT execution_id FROM renewed)
        OR NOT EXISTS (SELECT 1 FROM executions e
-                      WHERE e.execution_id = n.execution_id AND e.replica_id = :replica_id
+                      WHERE e.execution_id = n.execution_id AND e.scheduled_for = n.scheduled_for
+                        AND e.scheduled_for BETWEEN :earliest AND :latest
+                        AND e.replica_id = :replica_id
                         AND e.fencing_token = n.fencing_token AND e.status NOT IN ('running', 'lost'))
     """
 )
@@ -492,18 +516,8 @@ FORGET_DEAD_REPLICAS = text(
 
 # --- retention ------------------------------------------------------------------------------------
 
-PRUNE_EXECUTIONS = text(
-    """
-    DELETE FROM executions
-    WHERE execution_id IN (
-        SELECT execution_id FROM executions
-        WHERE finished_at < now() - make_interval(secs => :retention_seconds)
-        ORDER BY finished_at
-        LIMIT :batch
-        FOR UPDATE SKIP LOCKED
-    )
-    """
-)
+# Executions go a whole day at a time (`statements.partitions`); only the default partition's rows are
+# deleted one by one (`partitions.PRUNE_DEFAULT`).
 
 PRUNE_RUN_REQUESTS = text(
     """
