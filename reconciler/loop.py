@@ -430,6 +430,10 @@ class Replica:
             if completion.run_requested:
                 self._requests_pending = True
                 self._wake.set()
+            if completion.deletion_pending:
+                # Finalize the deletion now rather than at the next resync, up to a minute away.
+                self._desired_changed.set()
+                self._wake.set()
             self.health.executed += 1
         except StoreError as exc:
             # Not an outage (those are retried while the lease holds): a bug, logged where it happened.

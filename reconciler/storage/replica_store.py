@@ -75,6 +75,9 @@ class Heartbeat:
 class Completion:
     recorded: bool  # False: fenced off (already had an outcome, e.g. marked lost; or its lease expired)
     run_requested: bool  # the strategy has run requests that were waiting for this execution
+    # The strategy is waiting to be deleted: its deletion was deferred while this execution ran, and
+    # can be finalized now (by a reconcile pass, which nothing else would trigger until the resync).
+    deletion_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +314,9 @@ class ReplicaStore:
             await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids})
             rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
             await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
-            done = {row.execution_id: Completion(True, bool(row.run_requested)) for row in rows}
+            done = {
+                row.execution_id: Completion(True, bool(row.run_requested), bool(row.deletion_pending)) for row in rows
+            }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
         return await self.db.run(work)

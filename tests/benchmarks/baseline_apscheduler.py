@@ -108,12 +108,13 @@ class Harness:
                 self.lags.append(started - tick)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
+def memory_mb() -> float:
+    """This process's proportional set size, as the replica's is measured (`bench_reconciler.memory_mb`)."""
+    with open("/proc/self/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError("no Pss")
 
 
 def capacity(count: int, interval: float, window: float) -> dict[str, Any]:
@@ -154,9 +155,9 @@ def memory(count: int) -> dict[str, Any]:
     while harness.finished < count and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)  # at rest, as for the replica
-    mb = rss_mb()
+    mb = memory_mb()
     harness.scheduler.shutdown(wait=False)
-    return {"rss_mb": mb, "ran": harness.finished}
+    return {"memory_mb": mb, "ran": harness.finished}
 
 
 def main() -> None:

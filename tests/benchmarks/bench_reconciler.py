@@ -113,22 +113,30 @@ def stop_all(conn: psycopg.Connection, workers: list[Service]) -> None:
         worker.terminate(timeout=60)
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the replica, its zygote, live children)."""
-    total = 0
+def memory_mb(pid: int) -> tuple[float, float]:
+    """Memory of a process and all its descendants (the replica, its zygote and template, live
+    children): (proportional set size, resident set size), both summed over the processes.
+
+    The PSS sum is the figure: a page shared by k processes counts 1/k in each, so the zygote's heap,
+    which its template shares page for page, counts once, as it costs the host once. The RSS sum
+    counts it once per process that maps it and overstates what the replica uses.
+    """
+    pss = rss = 0
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+            with open(f"/proc/{current}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+                    elif line.startswith("Rss:"):
+                        rss += int(line.split()[1])
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
             pids.extend(int(child) for child in children)
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total / 1024
+    return pss / 1024, rss / 1024
 
 
 # --- `serve` as an operator runs it ---------------------------------------------------------------
@@ -520,9 +528,12 @@ def memory(bench: Bench, counts: list[int]) -> None:
                 break
             time.sleep(0.5)
         time.sleep(2)
-        mb = rss_mb(workers[0].pid)
+        pss, rss = memory_mb(workers[0].pid)
         stop_all(conn, workers)
-        print(f"memory: replica + zygote resident {mb:.0f} MB with {count} deployed strategies")
+        print(
+            f"memory: replica + zygote + template {pss:.0f} MB (PSS; resident sizes summed: {rss:.0f} MB)"
+            f" with {count} deployed strategies"
+        )
 
 
 def idle_queries(bench: Bench, seconds: float) -> None:

@@ -7,7 +7,7 @@ Runs, on this machine and in this one run:
 - the sandbox scenario (bench_sandbox): an empty strategy through the real sandbox, sequential and 5
   concurrent, against a fresh `python -c "import pandas"`;
 - the reconciler scenarios (bench_reconciler's building blocks: a durable embedded PostgreSQL and real
-  `strategy-executor worker` processes): capacity, schedule lag, resident memory at 100 / 1,000 /
+  `strategy-executor worker` processes): capacity, schedule lag, memory (PSS) at 100 / 1,000 /
   10,000 strategies;
 - the same workload on the replaced design (baseline_apscheduler.py: APScheduler 3 +
   ThreadPoolExecutor(5) that `exec`s the code in threads), each scenario in a process of its own.
@@ -108,7 +108,7 @@ def our_lag(bench: bench_reconciler.Bench, count: int, window: float) -> dict[st
 
 
 def our_memory(bench: bench_reconciler.Bench, count: int) -> dict[str, float]:
-    """Resident memory of one replica and its zygote once `count` strategies have each run once."""
+    """Memory (PSS) of one replica, its zygote and template once `count` strategies have each run once."""
     url = bench.database()
     conn = psycopg.connect(libpq_url(url), autocommit=True)
     workers = bench.workers(url, 1)
@@ -121,14 +121,14 @@ def our_memory(bench: bench_reconciler.Bench, count: int) -> dict[str, float]:
             break
         time.sleep(0.5)
     time.sleep(2)
-    mb = bench_reconciler.rss_mb(workers[0].pid)
+    mb, _ = bench_reconciler.memory_mb(workers[0].pid)
     bench_reconciler.stop_all(conn, workers)
-    return {"rss_mb": mb, "ran": ran}
+    return {"memory_mb": mb, "ran": ran}
 
 
-def postgres_rss_mb(server: EmbeddedPostgres) -> float:
+def postgres_memory_mb(server: EmbeddedPostgres) -> float:
     pid = int(server.pgdata.joinpath("postmaster.pid").read_text().split()[0])
-    return bench_reconciler.rss_mb(pid)
+    return bench_reconciler.memory_mb(pid)[0]
 
 
 # --- the replaced design ----------------------------------------------------------------------------
@@ -180,10 +180,10 @@ def summary_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         other = theirs["memory"][count_key]
         rows.append(
             (
-                f"resident memory, {int(count_key):,} strategies",
-                f"{mb['rss_mb']:.0f} MB",
-                f"{other['rss_mb']:.0f} MB",
-                ratio(mb["rss_mb"], other["rss_mb"]),
+                f"memory (PSS), {int(count_key):,} strategies",
+                f"{mb['memory_mb']:.0f} MB",
+                f"{other['memory_mb']:.0f} MB",
+                ratio(mb["memory_mb"], other["memory_mb"]),
             )
         )
     rows.append(("a strategy can read another tenant's secret / break the process", "no", "yes", ""))
@@ -247,11 +247,11 @@ def charts(figures: dict[str, Any], out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4))
     counts = [int(c) for c in ours["memory"]]
     for name, source, colour in zip(names, (ours, theirs), colours, strict=True):
-        ax.plot(counts, [source["memory"][str(c)]["rss_mb"] for c in counts], marker="o", label=name, color=colour)
+        ax.plot(counts, [source["memory"][str(c)]["memory_mb"] for c in counts], marker="o", label=name, color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("deployed strategies (log scale)")
-    ax.set_ylabel("resident memory (MB)")
-    ax.set_title("Resident memory (replica + zygote vs the scheduler process)")
+    ax.set_ylabel("memory, PSS (MB)")
+    ax.set_title("Memory, PSS (replica + zygote + template vs the scheduler process)")
     ax.set_ylim(bottom=0)
     ax.legend()
     fig.tight_layout()
@@ -291,7 +291,7 @@ replica's figures measured on the same machine when it was quiet.
 **strategy-executor**: one `strategy-executor worker` process (5 slots) against a durable embedded
 PostgreSQL (fsync on), every execution a fork of the sandbox zygote with every layer the host allows,
 every claim and outcome committed. Memory is the replica and its zygote (and any live child);
-PostgreSQL, shared by every replica, used {figures["postgres_rss_mb"]:.0f} MB at the end of the run.
+PostgreSQL, shared by every replica, used {figures["postgres_memory_mb"]:.0f} MB at the end of the run.
 
 **The replaced design**: APScheduler 3 `BackgroundScheduler` with `ThreadPoolExecutor(5)`, one interval
 job per strategy, coalescing and one instance per strategy (the replica's rules), each run an `exec`
@@ -345,7 +345,7 @@ def _memory_text(figures: dict[str, Any]) -> str:
     first, last = counts[0], counts[-1]
     parts = []
     for name, source in (("the replica (with its zygote)", figures["ours"]), ("the scheduler", figures["baseline"])):
-        low, high = source["memory"][first]["rss_mb"], source["memory"][last]["rss_mb"]
+        low, high = source["memory"][first]["memory_mb"], source["memory"][last]["memory_mb"]
         per = (high - low) / (int(last) - int(first)) * 1024
         parts.append(
             f"{name} used {low:.0f} MB at {int(first):,} strategies and {high:.0f} MB at {int(last):,} "
@@ -417,7 +417,7 @@ def main() -> None:
             ours["memory"][str(strategies)] = our_memory(bench, strategies)
             theirs["memory"][str(strategies)] = baseline("memory", count=strategies)
             log(f"  replica {ours['memory'][str(strategies)]}, scheduler {theirs['memory'][str(strategies)]}")
-        figures["postgres_rss_mb"] = postgres_rss_mb(server)
+        figures["postgres_memory_mb"] = postgres_memory_mb(server)
     finally:
         server.stop()
     figures["ours"], figures["baseline"] = ours, theirs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -130,3 +131,29 @@ def test_bad_setting_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "PORT" in lines[0] and "MAX_MEMORY_MB" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_deletion_waiting_for_a_run_in_flight_finishes_when_the_run_does(database_url: str, tmp_path: Path) -> None:
+    """A deletion requested while an execution runs waits for it, then is finalized by the replica
+    that records its outcome: seconds after the run ends, not at the next full resync (set here to
+    ten minutes, so only the completion can have triggered it)."""
+    env = service_env(database_url, resync_interval_seconds=600)
+    service, base = start_serve(env, tmp_path, "serve")
+    try:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as client:
+            code = "import time\ntime.sleep(3)\nRESULT = 1\n"
+            body = {"strategy_id": "slow", "user_id": "u1", "code": code, "execution_interval": 3600}
+            assert client.post("/strategies/deploy", json=body).status_code == 201
+
+            def running() -> bool:
+                items = client.get("/strategies/slow/executions").json()["items"]
+                return bool(items) and items[0]["status"] == "running"
+
+            wait_for(running, 30, "the first tick to be running")
+            assert client.delete("/strategies/slow").status_code == 202
+            asked = time.monotonic()
+            wait_for(lambda: client.get("/strategies/slow/status").status_code == 404, 30, "the deletion to finish")
+            # The run had up to 3 s left; a deletion left to the resync would take ten minutes.
+            assert time.monotonic() - asked < 15
+    finally:
+        assert service.terminate() == 0, service.log()[-3000:]

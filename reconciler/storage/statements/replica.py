@@ -387,7 +387,9 @@ COMPLETE_EXECUTIONS = text(
     RETURNING f.execution_id, st.strategy_id, st.consecutive_failures,
               -- A run request that waited for this execution can be claimed now.
               EXISTS (SELECT 1 FROM run_requests r
-                      WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested
+                      WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested,
+              -- A deletion deferred while this execution ran can be finalized now.
+              st.status = 'deleting' AS deletion_pending
     """
 )
 
