@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -25,20 +25,25 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _unique_events(value: list[AlertEvent]) -> list[AlertEvent]:
+    return sorted(set(value))
+
+
+# The target of a webhook, as both APIs take it (the executor API's snake_case, the tenant API's camelCase).
+WebhookUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_URL_LENGTH, description="http(s) URL the alerts are POSTed to."),
+    AfterValidator(_check_url),
+]
+WebhookEvents = Annotated[
+    list[AlertEvent], Field(min_length=1, description="Which events to send."), AfterValidator(_unique_events)
+]
+
+
 class WebhookCreate(_Request):
     user_id: UserId
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, description="http(s) URL the alerts are POSTed to.")
-    events: list[AlertEvent] = Field(min_length=1, description="Which events to send.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("events")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        return sorted(set(value))
+    url: WebhookUrl
+    events: WebhookEvents
 
 
 class ListWebhooksQuery(_Query):
@@ -108,18 +113,8 @@ class _Camel(_Response):
 class TenantWebhookCreate(_Request):
     model_config = ConfigDict(alias_generator=to_camel, strict=True, extra="forbid", frozen=True)
 
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, description="http(s) URL the alerts are POSTed to.")
-    events: list[AlertEvent] = Field(min_length=1, description="Which events to send.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("events")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        return sorted(set(value))
+    url: WebhookUrl
+    events: WebhookEvents
 
 
 class TenantWebhook(_Camel):
