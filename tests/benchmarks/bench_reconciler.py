@@ -9,7 +9,11 @@ Capacity and schedule lag are measured as an operator runs the service: `strateg
 strategies deployed through the HTTP API, the executions counted from the database. The ceiling they
 are held against, the sandbox alone with 5 executions in flight (as bench_sandbox.py measures it), is
 measured beside them in the same run, alternating round by round, so the ratio "one replica / sandbox
-alone" does not depend on how busy the machine is. `--compare DIR` runs another checkout of the project
+alone" does not depend on how busy the machine is. Beside that throughput ratio (PostgreSQL shares the
+cores) the capacity phase prints a CPU ratio: the sandbox alone's CPU per execution over the serve
+process's and its sandbox's, what one replica reaches on cores of its own with the database on another
+host. Both sides count every process of the sandbox (zygote, template, children, compile workers).
+`--compare DIR` runs another checkout of the project
 (a source tree, on this environment's packages) alternately with this one, for before/after ratios.
 
 Memory, the idle statement rate and scaling run `strategy-executor worker` processes against one
@@ -167,13 +171,22 @@ from pathlib import Path
 from reconciler.outcome import ExecutionRequest
 from reconciler.sandbox import Sandbox, SandboxLimits
 
-def cpu(zygote):
+def cpu():
+    # This process (the supervisor) and every live descendant with the children it reaped: the
+    # zygote with its children, the template that forks them, the compile workers. As `serve` is
+    # measured: the template's own CPU (each child's clone) counts, though no process reaps it.
     own = resource.getrusage(resource.RUSAGE_SELF)
-    total = own.ru_utime + own.ru_stime
-    if zygote:
-        fields = Path(f"/proc/{zygote}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
+    total, ticks, pending = own.ru_utime + own.ru_stime, 0, [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        try:
+            if pid != os.getpid():
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(value) for value in fields[11:15])
+            pending.extend(int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total + ticks / os.sysconf("SC_CLK_TCK")
 
 async def main(seconds, concurrency, code):
     sandbox = Sandbox(SandboxLimits())
@@ -181,7 +194,6 @@ async def main(seconds, concurrency, code):
     try:
         for i in range(20):
             await sandbox.run(ExecutionRequest(f"w{i}", "bench", code))
-        zygote = getattr(getattr(getattr(sandbox, "_zygote", None), "process", None), "pid", None)
         done, ids = 0, iter(range(1 << 60))
         async def worker():
             nonlocal done
@@ -189,10 +201,10 @@ async def main(seconds, concurrency, code):
                 outcome = await sandbox.run(ExecutionRequest(f"c{next(ids)}", "bench", code))
                 assert outcome.status == "succeeded", outcome
                 done += 1
-        cpu_before, start = cpu(zygote), time.perf_counter()
+        cpu_before, start = cpu(), time.perf_counter()
         deadline = start + seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, used = time.perf_counter() - start, cpu(zygote) - cpu_before
+        elapsed, used = time.perf_counter() - start, cpu() - cpu_before
     finally:
         await sandbox.close()
     print(json.dumps({"rate": done / elapsed, "executions": done, "cpu_ms": 1000 * used / max(done, 1)}))
@@ -388,13 +400,18 @@ def capacity_vs_ceiling(trees: list[Tree], root: Path, rounds: int, seconds: flo
     """One replica's rate against the sandbox-alone ceiling, per tree, alternating tree by tree and
     round by round. Returns each tree's median sandbox-alone rate."""
     ratios: dict[str, list[float]] = {tree.label: [] for tree in trees}
+    cpu_ratios: dict[str, list[float]] = {tree.label: [] for tree in trees}
     ceilings: dict[str, list[float]] = {tree.label: [] for tree in trees}
     for round_ in range(rounds):
         for tree in trees:
             ceiling = sandbox_ceiling(tree, min(seconds, 10.0))
             replica = replica_rate(tree, root, f"capacity-{tree.label}-{round_}", seconds)
             ratio = replica["rate"] / ceiling["rate"]
+            # The replica on cores of its own, PostgreSQL on another host (the target deployment): the
+            # sandbox alone's CPU per execution over the serve process's and its sandbox's.
+            cpu_ratio = ceiling["cpu_ms"] / max(replica["replica_cpu_ms"] + replica["sandbox_cpu_ms"], 1e-9)
             ratios[tree.label].append(ratio)
+            cpu_ratios[tree.label].append(cpu_ratio)
             ceilings[tree.label].append(ceiling["rate"])
             print(
                 f"[{tree.label}] round {round_ + 1}: sandbox alone {ceiling['rate']:.0f}/s "
@@ -402,18 +419,29 @@ def capacity_vs_ceiling(trees: list[Tree], root: Path, rounds: int, seconds: flo
                 f"(CPU per execution: serve process {replica['replica_cpu_ms']:.2f} ms, sandbox "
                 f"{replica['sandbox_cpu_ms']:.2f} ms, PostgreSQL {replica['database_cpu_ms']:.2f} ms, "
                 f"{replica['transactions']:.1f} transactions; "
-                f"{replica['failed']} not succeeded); load {os.getloadavg()[0]:.1f}",
+                f"{replica['failed']} not succeeded); CPU ratio without PostgreSQL {cpu_ratio:.1%}; "
+                f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     for tree in trees:
         print(
             f"[{tree.label}] one replica / sandbox-alone ceiling: median {statistics.median(ratios[tree.label]):.1%} "
-            f"over {rounds} rounds ({', '.join(f'{r:.1%}' for r in ratios[tree.label])})"
+            f"over {rounds} rounds ({', '.join(f'{r:.1%}' for r in ratios[tree.label])}), executions/s "
+            f"with PostgreSQL on the same cores"
+        )
+        print(
+            f"[{tree.label}] CPU ratio without PostgreSQL (sandbox alone's CPU per execution / serve process + "
+            f"its sandbox's; one replica on cores of its own, the database elsewhere): median "
+            f"{statistics.median(cpu_ratios[tree.label]):.1%} ({', '.join(f'{r:.1%}' for r in cpu_ratios[tree.label])})"
         )
     if len(trees) > 1:
         base = statistics.median(ratios[trees[0].label])
         for tree in trees[1:]:
-            print(f"[{tree.label}] / [{trees[0].label}]: {statistics.median(ratios[tree.label]) / base:.3f}x")
+            cpu_base = statistics.median(cpu_ratios[trees[0].label])
+            print(
+                f"[{tree.label}] / [{trees[0].label}]: {statistics.median(ratios[tree.label]) / base:.3f}x "
+                f"(CPU ratio {statistics.median(cpu_ratios[tree.label]) / cpu_base:.3f}x)"
+            )
     return {label: statistics.median(values) for label, values in ceilings.items()}
 
 
