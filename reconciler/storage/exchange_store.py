@@ -16,6 +16,7 @@ that was sent is a fact, and its record must say what became of it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ Record = dict[str, Any]
 Alert = tuple[str, dict[str, Any]]
 
 OPEN_PAPER_STATUSES = queries.OPEN_PAPER_STATUSES
+# How long a closing read waits for others to share its transaction (see `risk_view_and_paper_holdings`).
+# It is read after the execution's process is gone (its slot already taken by the next one), so the wait
+# delays only when the outcome is recorded.
+CLOSING_READ_WINDOW = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +63,10 @@ class RiskView:
 
 async def _risk_view(conn: AsyncConnection, strategy_id: str) -> RiskView | None:
     row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
-    if row is None:
-        return None
+    return None if row is None else _view_of(row)
+
+
+def _view_of(row: Any) -> RiskView:
     return RiskView(
         risk=row["risk"],
         status=row["status"],
@@ -106,9 +113,14 @@ _ORDER_FIELDS = (
 class ExchangeStore:
     """One per replica (the broker factory's); shared by every execution's broker session."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, closing_read_window: float = CLOSING_READ_WINDOW) -> None:
         self._engine = engine
         self._db = Database(engine)
+        # Closing reads waiting to be made together (`risk_view_and_paper_holdings`), and the task
+        # that makes them.
+        self._closing_window = closing_read_window
+        self._closing: list[tuple[str, asyncio.Future[tuple[RiskView | None, dict[str, Decimal]]]]] = []
+        self._closing_task: asyncio.Task[None] | None = None
 
     # --- credentials ---------------------------------------------------------------------------
 
@@ -238,13 +250,68 @@ class ExchangeStore:
         return await self._db.run(work)
 
     async def risk_view_and_paper_holdings(self, strategy_id: str) -> tuple[RiskView | None, dict[str, Decimal]]:
-        """`risk_view` and `paper_holdings` in one transaction: what a paper execution that placed no
-        order reads as it ends (one round of BEGIN/COMMIT instead of two, per execution)."""
+        """`risk_view` and `paper_holdings` together: what a paper execution that placed no order
+        reads as it ends.
 
-        async def work(conn: AsyncConnection) -> tuple[RiskView | None, dict[str, Decimal]]:
-            return await _risk_view(conn, strategy_id), await _paper_holdings(conn, strategy_id)
+        Read-only, so the closing reads of executions that end within `closing_read_window` of each
+        other (and those asked for while a batch is being read) are made in one transaction of two
+        statements, one snapshot for all: under load, one BEGIN/COMMIT per handful of executions
+        instead of one per execution. Each caller gets its own strategy's answer, or the batch's error.
+        """
+        future: asyncio.Future[tuple[RiskView | None, dict[str, Decimal]]] = asyncio.get_running_loop().create_future()
+        self._closing.append((strategy_id, future))
+        if self._closing_task is None or self._closing_task.done():
+            self._closing_task = asyncio.create_task(self._closing_reads(), name="closing-reads")
+        return await future
 
-        return await self._db.run(work)
+    async def _closing_reads(self) -> None:
+        try:
+            await self._read_closing_batches()
+        except asyncio.CancelledError:
+            # The loop is shutting down: nobody waits on the reads not made.
+            for _, future in self._closing:
+                future.cancel()
+            self._closing = []
+            raise
+
+    async def _read_closing_batches(self) -> None:
+        while self._closing:
+            if self._closing_window > 0:
+                await asyncio.sleep(self._closing_window)
+            batch, self._closing = self._closing, []
+            batch = [(strategy_id, future) for strategy_id, future in batch if not future.done()]
+            if not batch:
+                continue
+            ids = sorted({strategy_id for strategy_id, _ in batch})
+
+            async def work(
+                conn: AsyncConnection, ids: list[str] = ids
+            ) -> dict[str, tuple[RiskView, dict[str, Decimal]]]:
+                views = {
+                    row["strategy_id"]: _view_of(row)
+                    for row in (await conn.execute(risk_queries.SELECT_RISK_MANY, {"strategy_ids": ids})).mappings()
+                }
+                held: dict[str, dict[str, Decimal]] = {}
+                rows = (await conn.execute(queries.SELECT_PAPER_BALANCES_MANY, {"strategy_ids": ids})).mappings()
+                for row in rows:
+                    held.setdefault(row["strategy_id"], {})[row["currency"]] = row["balance"] + row["locked_balance"]
+                return {strategy_id: (view, held.get(strategy_id, {})) for strategy_id, view in views.items()}
+
+            try:
+                found = await self._db.run(work)
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:  # each caller sees the error its own read would have raised
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for strategy_id, future in batch:
+                if not future.done():
+                    view, held = found.get(strategy_id, (None, {}))
+                    future.set_result((view, dict(held)))
 
     async def save_equity_state(
         self, strategy_id: str, *, day: date | None, day_start_equity: Decimal | None, peak: Decimal | None

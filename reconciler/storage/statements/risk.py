@@ -20,6 +20,16 @@ SELECT_RISK = text(
     """
 )
 
+# SELECT_RISK for many strategies at once (the batched closing reads), with each row's strategy_id.
+SELECT_RISK_MANY = text(
+    """
+    SELECT s.strategy_id, s.risk, st.status, st.risk_day, st.day_start_equity, st.equity_peak, now() AS db_now
+    FROM strategies s
+    LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
+    WHERE s.strategy_id = ANY(CAST(:strategy_ids AS text[]))
+    """
+)
+
 SAVE_EQUITY_STATE = text(
     """
     UPDATE strategy_status

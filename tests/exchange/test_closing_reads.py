@@ -1,0 +1,114 @@
+"""The paper closing reads, batched, over real PostgreSQL: executions that end together read their
+limits and wallets in one transaction, and each gets its own strategy's answer (or the batch's error)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reconciler.storage.db import StoreError
+from reconciler.storage.exchange_store import ExchangeStore
+from tests.exchange.helpers import add_strategy
+from tests.exchange.test_broker import run
+
+
+async def seed(engine: AsyncEngine) -> None:
+    for strategy_id in ("a", "b", "c"):
+        await add_strategy(engine, strategy_id)
+    async with engine.begin() as conn:
+        await conn.execute(text("""UPDATE strategies SET risk = '{"max_daily_loss": 5}' WHERE strategy_id = 'a'"""))
+        await conn.execute(
+            text(
+                "INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance) VALUES "
+                "('a', 'USDT', 90, 10), ('a', 'BTC', 0.5, 0), ('b', 'USDT', 7, 0)"
+            )
+        )
+
+
+def transactions(engine: AsyncEngine) -> list[int]:
+    begun: list[int] = []
+    event.listen(engine.sync_engine, "begin", lambda conn: begun.append(1))
+    return begun
+
+
+def test_closing_reads_that_end_together_share_one_transaction_and_each_gets_its_own(database_url: str) -> None:
+    async def body(engine: AsyncEngine) -> Any:
+        await seed(engine)
+        store = ExchangeStore(engine)
+        singles = {
+            sid: (await store.risk_view(sid), await store.paper_holdings(sid)) for sid in ("a", "b", "c", "gone")
+        }
+        begun = transactions(engine)
+        together = await asyncio.gather(*(store.risk_view_and_paper_holdings(sid) for sid in ("a", "b", "c", "gone")))
+        return singles, dict(zip(("a", "b", "c", "gone"), together, strict=True)), len(begun)
+
+    singles, together, begun = run(database_url, body)
+    assert begun == 1
+    assert together["a"][1] == {"USDT": Decimal(100), "BTC": Decimal("0.5")}
+    assert together["a"][0] is not None and together["a"][0].risk == {"max_daily_loss": 5}
+    assert together["b"][1] == {"USDT": Decimal(7)}
+    assert together["c"][1] == {}
+    assert together["gone"] == (None, {})
+    for sid in ("a", "b", "c"):
+        view, held = together[sid]
+        single_view, single_held = singles[sid]
+        assert held == single_held
+        assert view is not None and single_view is not None
+        assert (view.risk, view.status, view.equity_peak) == (
+            single_view.risk,
+            single_view.status,
+            single_view.equity_peak,
+        )
+
+
+def test_a_lone_closing_read_is_made_at_once_and_later_ones_in_a_transaction_of_their_own(database_url: str) -> None:
+    async def body(engine: AsyncEngine) -> Any:
+        await seed(engine)
+        store = ExchangeStore(engine)
+        begun = transactions(engine)
+        first = await store.risk_view_and_paper_holdings("b")
+        second = await store.risk_view_and_paper_holdings("b")
+        return first, second, len(begun)
+
+    first, second, begun = run(database_url, body)
+    assert first[1] == second[1] == {"USDT": Decimal(7)}
+    assert begun == 2
+
+
+def test_a_batch_that_fails_fails_every_read_in_it_and_the_next_batch_reads_again(database_url: str) -> None:
+    async def body(engine: AsyncEngine) -> Any:
+        await seed(engine)
+        store = ExchangeStore(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE paper_balances RENAME TO paper_balances_away"))
+        failed = await asyncio.gather(
+            *(store.risk_view_and_paper_holdings(sid) for sid in ("a", "b")), return_exceptions=True
+        )
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE paper_balances_away RENAME TO paper_balances"))
+        return failed, await store.risk_view_and_paper_holdings("a")
+
+    failed, again = run(database_url, body)
+    assert all(isinstance(exc, StoreError) for exc in failed)
+    assert again[1] == {"USDT": Decimal(100), "BTC": Decimal("0.5")}
+
+
+def test_a_cancelled_closing_read_leaves_the_others_of_its_batch_answered(database_url: str) -> None:
+    async def body(engine: AsyncEngine) -> Any:
+        await seed(engine)
+        store = ExchangeStore(engine)
+        gone = asyncio.ensure_future(store.risk_view_and_paper_holdings("a"))
+        kept = asyncio.ensure_future(store.risk_view_and_paper_holdings("b"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await kept, gone
+
+    kept, gone = run(database_url, body)
+    assert kept[1] == {"USDT": Decimal(7)}
+    with pytest.raises(asyncio.CancelledError):
+        gone.result()
