@@ -1,5 +1,5 @@
 """The paper closing reads, batched, over real PostgreSQL: executions that end together read their
-limits and wallets in one transaction, and each gets its own strategy's answer (or the batch's error)."""
+limits and wallets in one statement, and each gets its own strategy's answer (or the batch's error)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from reconciler.storage.db import StoreError
+from reconciler.storage.db import Database, StoreError
 from reconciler.storage.exchange_store import ExchangeStore
 from tests.exchange.helpers import add_strategy
 from tests.exchange.test_broker import run
@@ -30,20 +30,21 @@ async def seed(engine: AsyncEngine) -> None:
         )
 
 
-def transactions(engine: AsyncEngine) -> list[int]:
-    begun: list[int] = []
-    event.listen(engine.sync_engine, "begin", lambda conn: begun.append(1))
-    return begun
+def statements(engine: AsyncEngine) -> list[str]:
+    """Every statement sent from now on (BEGIN and COMMIT are not statements to this hook)."""
+    sent: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: sent.append(sql))
+    return sent
 
 
-def test_closing_reads_that_end_together_share_one_transaction_and_each_gets_its_own(database_url: str) -> None:
+def test_closing_reads_that_end_together_share_one_statement_and_each_gets_its_own(database_url: str) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await seed(engine)
         store = ExchangeStore(engine)
         singles = {
             sid: (await store.risk_view(sid), await store.paper_holdings(sid)) for sid in ("a", "b", "c", "gone")
         }
-        begun = transactions(engine)
+        begun = statements(engine)
         together = await asyncio.gather(*(store.risk_view_and_paper_holdings(sid) for sid in ("a", "b", "c", "gone")))
         return singles, dict(zip(("a", "b", "c", "gone"), together, strict=True)), len(begun)
 
@@ -66,11 +67,11 @@ def test_closing_reads_that_end_together_share_one_transaction_and_each_gets_its
         )
 
 
-def test_a_lone_closing_read_is_made_at_once_and_later_ones_in_a_transaction_of_their_own(database_url: str) -> None:
+def test_a_lone_closing_read_is_made_at_once_and_a_later_one_by_a_statement_of_its_own(database_url: str) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await seed(engine)
         store = ExchangeStore(engine)
-        begun = transactions(engine)
+        begun = statements(engine)
         first = await store.risk_view_and_paper_holdings("b")
         second = await store.risk_view_and_paper_holdings("b")
         return first, second, len(begun)
@@ -112,3 +113,27 @@ def test_a_cancelled_closing_read_leaves_the_others_of_its_batch_answered(databa
     assert kept[1] == {"USDT": Decimal(7)}
     with pytest.raises(asyncio.CancelledError):
         gone.result()
+
+
+def test_a_closing_read_leaves_its_pooled_connection_transactional(database_url: str) -> None:
+    # The read runs without a transaction around it; the connection it used, back in the pool, must
+    # not stay in autocommit: a transaction that fails after a write on it must leave nothing behind.
+    async def body(shared: AsyncEngine) -> Any:
+        await seed(shared)
+        engine = create_async_engine(database_url, pool_size=1, max_overflow=0)  # one connection for all
+        store = ExchangeStore(engine)
+        await store.risk_view_and_paper_holdings("a")
+
+        async def write_then_fail(conn: Any) -> None:
+            await conn.execute(text("UPDATE paper_balances SET balance = 0 WHERE strategy_id = 'b'"))
+            await conn.execute(text("SELECT 1 / 0"))
+
+        try:
+            with pytest.raises(StoreError):
+                await Database(engine).run(write_then_fail)
+            return await store.paper_holdings("b")
+        finally:
+            await engine.dispose()
+
+    held = run(database_url, body)
+    assert held == {"USDT": Decimal(7)}

@@ -156,16 +156,6 @@ SELECT_PAPER_BALANCES = text(
     """
 )
 
-# SELECT_PAPER_BALANCES for many strategies at once (the batched closing reads).
-SELECT_PAPER_BALANCES_MANY = text(
-    """
-    SELECT strategy_id, currency, balance, locked_balance
-    FROM paper_balances
-    WHERE strategy_id = ANY(CAST(:strategy_ids AS text[]))
-    ORDER BY strategy_id, currency
-    """
-)
-
 # Locked in currency order, so two transactions of one strategy cannot deadlock on them.
 LOCK_PAPER_BALANCES = text(
     """

@@ -20,10 +20,16 @@ SELECT_RISK = text(
     """
 )
 
-# SELECT_RISK for many strategies at once (the batched closing reads), with each row's strategy_id.
-SELECT_RISK_MANY = text(
+# The closing reads of many strategies at once, in one statement (one snapshot, no transaction around
+# it): SELECT_RISK's columns, with each row's strategy_id and its paper wallet (available plus locked
+# per currency, as two arrays in currency order; empty before its first trade).
+SELECT_CLOSING_READS = text(
     """
-    SELECT s.strategy_id, s.risk, st.status, st.risk_day, st.day_start_equity, st.equity_peak, now() AS db_now
+    SELECT s.strategy_id, s.risk, st.status, st.risk_day, st.day_start_equity, st.equity_peak, now() AS db_now,
+           ARRAY(SELECT b.currency FROM paper_balances b
+                 WHERE b.strategy_id = s.strategy_id ORDER BY b.currency) AS currencies,
+           ARRAY(SELECT b.balance + b.locked_balance FROM paper_balances b
+                 WHERE b.strategy_id = s.strategy_id ORDER BY b.currency) AS held
     FROM strategies s
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE s.strategy_id = ANY(CAST(:strategy_ids AS text[]))
