@@ -320,12 +320,13 @@ class Replica:
     def _wanted(self) -> int:
         """How many executions to claim now: one per free slot, plus those to hold ready (`_claim_ahead`).
 
-        Outcomes still being recorded hold no slot, but at most one slot's worth may wait, so a slow
-        database slows claiming down instead of piling up finished executions in memory.
+        Outcomes still being recorded hold no slot, but at most two slots' worth may wait (the closing
+        measure and the outcome each wait a few milliseconds to share a statement with others), so a
+        slow database slows claiming down instead of piling up finished executions in memory.
         """
         ahead = self._claim_ahead()
         spoken_for = self._running + len(self._ready)
-        wanted = min(self.slots + ahead - spoken_for, 2 * self.slots + ahead - len(self._tasks) - len(self._ready))
+        wanted = min(self.slots + ahead - spoken_for, 3 * self.slots + ahead - len(self._tasks) - len(self._ready))
         if spoken_for >= self.slots and wanted < max(1, (ahead + 1) // 2):
             # Every slot is busy and enough are held ready: top them up in one claim later rather
             # than one claim per freed slot (each claim is a transaction, and a commit).
