@@ -319,21 +319,26 @@ def test_completion_says_when_a_run_request_waited_for_it(database_url: str, pg_
     assert triggers == ["manual"]
 
 
+async def _claim_three_the_last_lost(store: ReplicaStore) -> list[Any]:
+    """Claims s0-s2's executions, then marks s2's lost, as another replica would before this one answers."""
+    await store.reconcile(decide, python_check)
+    claims = sorted((await store.claim(5)).claims, key=lambda c: c.strategy_id)
+    async with store.db.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(
+            text("UPDATE executions SET status = 'lost', finished_at = now() WHERE execution_id = :e"),
+            {"e": claims[2].execution_id},
+        )
+    return claims
+
+
 def test_a_batch_of_outcomes_is_recorded_in_one_statement(database_url: str, pg_conn: psycopg.Connection) -> None:
     for i in range(3):
         deploy(pg_conn, f"s{i}")
 
     async def work(store: ReplicaStore) -> tuple[list[Any], dict[Any, Any]]:
-        await store.reconcile(decide, python_check)
-        claims = sorted((await store.claim(5)).claims, key=lambda c: c.strategy_id)
-        async with store.db.engine.begin() as conn:
-            from sqlalchemy import text
-
-            # s2's execution was marked lost by another replica before this one answered.
-            await conn.execute(
-                text("UPDATE executions SET status = 'lost', finished_at = now() WHERE execution_id = :e"),
-                {"e": claims[2].execution_id},
-            )
+        claims = await _claim_three_the_last_lost(store)
         outcomes = [
             (claims[0].fence, ok(0.2, output="a\x00b", state={"k": [1, 2]})),
             (claims[1].fence, ExecutionOutcome(status="timed_out", duration=2.0, error="wall clock")),
@@ -360,15 +365,7 @@ def test_outcomes_carry_their_times_and_wallet_values_under_the_fence(
         deploy(pg_conn, f"s{i}")
 
     async def work(store: ReplicaStore) -> list[Any]:
-        await store.reconcile(decide, python_check)
-        claims = sorted((await store.claim(5)).claims, key=lambda c: c.strategy_id)
-        async with store.db.engine.begin() as conn:
-            from sqlalchemy import text
-
-            await conn.execute(
-                text("UPDATE executions SET status = 'lost', finished_at = now() WHERE execution_id = :e"),
-                {"e": claims[2].execution_id},
-            )
+        claims = await _claim_three_the_last_lost(store)
         outcomes = [(claim.fence, ok(0.5)) for claim in claims]
         wallets = [(Decimal("1000.5"), "USDT"), None, (Decimal(7), "USDT")]
         # s0's process ended 2 s before this batch: its times are the run's, not the statement's.
