@@ -17,6 +17,7 @@ that was sent is a fact, and its record must say what became of it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -262,7 +263,11 @@ class ExchangeStore:
         future: asyncio.Future[tuple[RiskView | None, dict[str, Decimal]]] = asyncio.get_running_loop().create_future()
         self._closing.append((strategy_id, future))
         if self._closing_task is None or self._closing_task.done():
-            self._closing_task = asyncio.create_task(self._closing_reads(), name="closing-reads")
+            # In a context of its own: created from the first caller's, it would name that caller's
+            # strategy and execution in every line it logs (retries, outages) for every batch after.
+            self._closing_task = asyncio.create_task(
+                self._closing_reads(), name="closing-reads", context=contextvars.Context()
+            )
         return await future
 
     async def _closing_reads(self) -> None:
