@@ -31,7 +31,7 @@ from reconciler.crypto import CredentialCipher, Credentials
 from reconciler.risk import Breach, Resume
 from reconciler.storage import credentials as credential_store
 from reconciler.storage import jsonb
-from reconciler.storage.db import Database
+from reconciler.storage.db import Database, Wire
 from reconciler.storage.fence import Fence, Fenced
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import exchange as queries
@@ -290,17 +290,15 @@ class ExchangeStore:
                 continue
             ids = sorted({strategy_id for strategy_id, _ in batch})
 
-            async def work(
-                conn: AsyncConnection, ids: list[str] = ids
-            ) -> dict[str, tuple[RiskView, dict[str, Decimal]]]:
-                rows = (await conn.execute(risk_queries.SELECT_CLOSING_READS, {"strategy_ids": ids})).mappings()
+            async def work(wire: Wire, ids: list[str] = ids) -> dict[str, tuple[RiskView, dict[str, Decimal]]]:
+                [rows] = await wire.send((risk_queries.SELECT_CLOSING_READS, {"strategy_ids": ids}))
                 return {
                     row["strategy_id"]: (_view_of(row), dict(zip(row["currencies"], row["held"], strict=True)))
                     for row in rows
                 }
 
             try:
-                found = await self._db.run(work, autocommit=True)
+                found = await self._db.run_wire(work, autocommit=True)
             except asyncio.CancelledError:
                 for _, future in batch:
                     future.cancel()

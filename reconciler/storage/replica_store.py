@@ -23,7 +23,7 @@ from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
 from reconciler.storage import jsonb
-from reconciler.storage.db import Database
+from reconciler.storage.db import Database, Wire
 from reconciler.storage.fence import Fence
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import partitions as partition_queries
@@ -255,24 +255,27 @@ class ReplicaStore:
             "lease_seconds": self.lease_seconds,
         }
 
-        async def work(conn: AsyncConnection) -> Claimed:
+        async def work(wire: Wire) -> Claimed:
             claims = []
             if requests:
-                rows = (await conn.execute(queries.CLAIM_REQUESTED, params)).mappings().all()
+                [rows] = await wire.send((queries.CLAIM_REQUESTED, params))
                 claims = [self._claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
-                await conn.execute(queries.GENERIC_PLAN_FOR_THE_CLAIM)
-                rows = (await conn.execute(queries.CLAIM_SCHEDULED, {**params, "slots": left})).mappings().all()
+                _, rows = await wire.send(
+                    (queries.GENERIC_PLAN_FOR_THE_CLAIM, None), (queries.CLAIM_SCHEDULED, {**params, "slots": left})
+                )
                 claims.extend(self._claim(row) for row in rows)
             if len(claims) == slots:
+                await wire.commit()
                 return Claimed(claims, None)
-            wait = (await conn.execute(queries.NEXT_DUE)).scalar_one()
+            [[due]] = await wire.send((queries.NEXT_DUE, None), commit=True)
+            wait = due["wait"]
             return Claimed(claims, None if wait is None else wait.total_seconds())
 
         if slots <= 0:
             return Claimed([], None)
-        return await self.db.run(work)
+        return await self.db.run_wire(work)
 
     async def complete(self, fence: Fence, outcome: ExecutionOutcome) -> Completion:
         """Record one outcome (see `complete_many`)."""
@@ -309,17 +312,24 @@ class ReplicaStore:
             "states": [None if o.state is None else jsonb.dumps(o.state) for _, o in outcomes],
         }
 
-        async def work(conn: AsyncConnection) -> dict[UUID, Completion]:
+        async def work(wire: Wire) -> dict[UUID, Completion]:
             strategy_ids = [fence.strategy_id for fence, _ in outcomes]
-            await conn.execute(queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids})
-            rows = (await conn.execute(queries.COMPLETE_EXECUTIONS, params)).all()
-            await _check_failure_streaks(conn, [(row.strategy_id, row.consecutive_failures) for row in rows])
+            _, rows = await wire.send(
+                (queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids}),
+                (queries.COMPLETE_EXECUTIONS, params),
+            )
+            # Only a failed outcome can grow a streak: then the check, which may halt or alert, in
+            # this transaction (through SQLAlchemy: it is rare).
+            streaks = [(row["strategy_id"], row["consecutive_failures"]) for row in rows]
+            await _check_failure_streaks(wire.conn, streaks)
+            await wire.commit()
             done = {
-                row.execution_id: Completion(True, bool(row.run_requested), bool(row.deletion_pending)) for row in rows
+                row["execution_id"]: Completion(True, bool(row["run_requested"]), bool(row["deletion_pending"]))
+                for row in rows
             }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
-        return await self.db.run(work)
+        return await self.db.run_wire(work)
 
     def _claim(self, row: Any) -> Claim:
         return Claim(

@@ -13,8 +13,9 @@ was), so the claim and record statements and everything around them are all that
 
 On SIGTERM it drains like a worker and writes SAMPLES.json: for each statement (named as in
 reconciler.storage.statements, timed in this process around the driver's execute, so a round trip
-to the server is included) and for the claim and record transactions (BEGIN to COMMIT, the commit's
-WAL flush included), the wall-clock time each ended at and how long it took.
+to the server is included: SQLAlchemy's statements by its events, the hot path's by `Wire.send`) and
+for the claim and record transactions (BEGIN to COMMIT, the commit's WAL flush included), the
+wall-clock time each ended at and how long it took.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from reconciler.policy.cache import CompiledCache
 from reconciler.sandbox import layers as sandbox_layers
 from reconciler.settings import Settings, load_settings
 from reconciler.storage import statements
+from reconciler.storage.db import Wire
 from reconciler.storage.replica_store import ReplicaStore
 
 log = logging.getLogger("null_replica")
@@ -125,6 +127,22 @@ def instrument(samples: Samples) -> None:
     def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         started = conn.info["started"].pop()
         samples.add(name_of(statement), time.perf_counter() - started)
+
+    # The hot path's statements go through `Wire.send`, past SQLAlchemy's events: timed one by one.
+    send = Wire.send
+
+    async def timed_send(self: Wire, *statements: Any, commit: bool = False) -> Any:
+        results = []
+        for statement, params in statements:
+            started = time.perf_counter()
+            [rows] = await send(self, (statement, params))
+            samples.add(name_of(statement.text), time.perf_counter() - started)
+            results.append(rows)
+        if commit:
+            await self.commit()
+        return results
+
+    Wire.send = timed_send  # type: ignore[method-assign]
 
     claim, complete_many = ReplicaStore.claim, ReplicaStore.complete_many
 

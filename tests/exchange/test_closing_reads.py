@@ -7,8 +7,9 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from reconciler.storage.db import Database, StoreError
@@ -30,21 +31,30 @@ async def seed(engine: AsyncEngine) -> None:
         )
 
 
-def statements(engine: AsyncEngine) -> list[str]:
-    """Every statement sent from now on (BEGIN and COMMIT are not statements to this hook)."""
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement sent from now on, seen at the driver's cursor, where SQLAlchemy's statements and
+    the hot path's (`reconciler.storage.db.Wire`) both pass (the driver's own BEGIN and COMMIT do not)."""
     sent: list[str] = []
-    event.listen(engine.sync_engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: sent.append(sql))
+    execute = psycopg.AsyncCursor.execute
+
+    async def spy(self: psycopg.AsyncCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", spy)
     return sent
 
 
-def test_closing_reads_that_end_together_share_one_statement_and_each_gets_its_own(database_url: str) -> None:
+def test_closing_reads_that_end_together_share_one_statement_and_each_gets_its_own(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await seed(engine)
         store = ExchangeStore(engine)
         singles = {
             sid: (await store.risk_view(sid), await store.paper_holdings(sid)) for sid in ("a", "b", "c", "gone")
         }
-        begun = statements(engine)
+        begun = statements(monkeypatch)
         together = await asyncio.gather(*(store.risk_view_and_paper_holdings(sid) for sid in ("a", "b", "c", "gone")))
         return singles, dict(zip(("a", "b", "c", "gone"), together, strict=True)), len(begun)
 
@@ -67,11 +77,13 @@ def test_closing_reads_that_end_together_share_one_statement_and_each_gets_its_o
         )
 
 
-def test_a_lone_closing_read_is_made_at_once_and_a_later_one_by_a_statement_of_its_own(database_url: str) -> None:
+def test_a_lone_closing_read_is_made_at_once_and_a_later_one_by_a_statement_of_its_own(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def body(engine: AsyncEngine) -> Any:
         await seed(engine)
         store = ExchangeStore(engine)
-        begun = statements(engine)
+        begun = statements(monkeypatch)
         first = await store.risk_view_and_paper_holdings("b")
         second = await store.risk_view_and_paper_holdings("b")
         return first, second, len(begun)

@@ -25,6 +25,7 @@ from reconciler.storage.db import (
     SessionLimits,
     StoreError,
     TransactionConflict,
+    Wire,
     create_engine,
     libpq_url,
 )
@@ -248,3 +249,80 @@ def test_outage_reports_start_once_a_minute_and_end_with_length(caplog: pytest.L
     assert len(lines) == 4, lines  # start, at 60 s, at 120 s, end
     assert "retrying" in lines[0] and "after 60 s" in lines[1] and "after 120 s" in lines[2]
     assert length == 150.0 and "150.0 s" in lines[3]
+
+
+# --- the hot path's Wire: the same boundary, psycopg directly ----------------------------------------
+
+
+@pytest.mark.usefixtures("two_rows")
+def test_the_wire_runs_its_statements_in_order_and_commits_with_them(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    bump = text("UPDATE pair SET n = n + :by WHERE id = :id RETURNING n, '100%' AS literal")
+
+    async def use(db: Database) -> list[list[Any]]:
+        async def work(wire: Wire) -> list[list[Any]]:
+            return await wire.send(
+                (bump, {"by": 5, "id": 1}), (text("SET LOCAL lock_timeout = 1000"), None), commit=True
+            )
+
+        return await db.run_wire(work)
+
+    rows = with_db(database_url, use)
+    assert rows == [[{"n": 5, "literal": "100%"}], []]
+    assert pg_conn.execute("SELECT n FROM pair WHERE id = 1").fetchone() == (5,)
+
+
+@pytest.mark.usefixtures("two_rows")
+def test_wire_work_that_fails_after_a_send_leaves_nothing_behind(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    class Domain(Exception):
+        pass
+
+    async def use(db: Database) -> None:
+        async def work(wire: Wire) -> None:
+            await wire.send((text("UPDATE pair SET n = 9 WHERE id = 2"), None))
+            raise Domain("after the send, before the commit")
+
+        await db.run_wire(work)
+
+    with pytest.raises(Domain):
+        with_db(database_url, use)
+    assert pg_conn.execute("SELECT n FROM pair WHERE id = 2").fetchone() == (0,)
+
+
+@pytest.mark.usefixtures("two_rows")
+def test_wire_errors_are_classified_like_any_other(database_url: str, pg_conn: psycopg.Connection) -> None:
+    duplicate = text("INSERT INTO pair VALUES (1, 0)")
+
+    async def insert(db: Database) -> None:
+        await db.run_wire(lambda wire: wire.send((text("SELECT 1"), None), (duplicate, None), commit=True))
+
+    with pytest.raises(StoreError, match="23505") as caught:
+        with_db(database_url, insert)
+    assert type(caught.value) is StoreError
+
+    limits = SessionLimits(statement_timeout=5, lock_timeout=0.2, idle_in_transaction_timeout=5)
+    with pg_conn.transaction():
+        pg_conn.execute("SELECT * FROM pair WHERE id = 1 FOR UPDATE")
+
+        async def wait(db: Database) -> None:
+            await db.run_wire(lambda wire: wire.send((text("UPDATE pair SET n = 1 WHERE id = 1"), None)))
+
+        with pytest.raises(DatabaseTimeout, match="55P03"):
+            with_db(database_url, wait, limits=limits)
+
+
+def test_the_wire_reconnects_after_a_terminated_backend(database_url: str, pg_admin_url: str) -> None:
+    pid = text("SELECT pg_backend_pid() AS pid")
+
+    async def use(db: Database) -> tuple[int, int]:
+        [[before]] = await db.run_wire(lambda wire: wire.send((pid, None), commit=True))
+        with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (before["pid"],))
+        [[after]] = await db.run_wire(lambda wire: wire.send((pid, None), commit=True))
+        return before["pid"], after["pid"]
+
+    before, after = with_db(database_url, use)
+    assert before != after
