@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -201,10 +200,7 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
-        scheduled_for = None if fence is None else fence.scheduled_for
-        guard = self._guard(
-            strategy_id, execution_id, scheduled_for, exchange, target, market, rate_key, record_measure
-        )
+        guard = self._guard(strategy_id, execution_id, fence, exchange, target, market, rate_key, record_measure)
         session = BrokerSession(
             store=self._store,
             fence=fence,
@@ -233,7 +229,7 @@ class BrokerFactory:
         self,
         strategy_id: str,
         execution_id: str,
-        scheduled_for: datetime | None,
+        fence: Fence | None,
         exchange: str,
         target: CoinDCXClient | PaperExchange,
         market: PriceFeed,
@@ -251,7 +247,8 @@ class BrokerFactory:
             self._store,
             strategy_id=strategy_id,
             execution_id=uuid.UUID(str(execution_id)),
-            scheduled_for=scheduled_for,
+            scheduled_for=None if fence is None else fence.scheduled_for,
+            fence=fence,
             market=market,
             holdings=holdings,
             record_series=exchange == "paper",

@@ -24,6 +24,7 @@ from reconciler.exchange.feed import PriceFeed
 from reconciler.exchange.wallet import WalletValue, wallet_value
 from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, TransactionConflict
 from reconciler.storage.exchange_store import ExchangeStore, RiskView
+from reconciler.storage.fence import Fence, Fenced
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class RiskGuard:
         execution_id: uuid.UUID,
         market: PriceFeed,
         scheduled_for: datetime | None = None,
+        fence: Fence | None = None,
         holdings: Holdings,
         record_series: bool,
         closing_read: ClosingRead | None = None,
@@ -54,6 +56,9 @@ class RiskGuard:
         self._strategy_id = strategy_id
         self._execution_id = execution_id
         self._scheduled_for = scheduled_for  # the execution's partition key, when known
+        # The execution's fencing token: its equity memory and a halt it causes are written only while
+        # it holds its lease, like its orders and its outcome (None outside an execution).
+        self._fence = fence
         self._market = market
         self._holdings = holdings
         # Paper: every execution adds a point to the equity series (executions.wallet_value, the
@@ -136,6 +141,10 @@ class RiskGuard:
                 breach = await self._observe(valued)
                 if breach is not None:
                     await self._halt(breach)
+        except Fenced:
+            # The execution lost its lease: the replica kills nothing more of it here (its process is
+            # gone) and records no outcome; its measure is not this replica's to write either.
+            log.info("strategy %s: the execution was fenced off; its equity measure is not recorded", self._strategy_id)
         except DatabaseUnavailable as exc:
             # An outage is the replica's to report (once at its start, once a minute, once at its end);
             # a line per execution here would repeat it for every run. The next measure checks again.
@@ -162,6 +171,7 @@ class RiskGuard:
                 day=self._state.day,
                 day_start_equity=self._state.day_start_equity,
                 peak=self._state.peak,
+                fence=self._fence,
             )
         return breach
 
@@ -173,7 +183,9 @@ class RiskGuard:
 
     async def _halt(self, breach: risk.Breach) -> None:
         self.breach = breach
-        halted = await self._store.halt(self._strategy_id, breach, risk.resume_rule(self.limits, breach))
+        halted = await self._store.halt(
+            self._strategy_id, breach, risk.resume_rule(self.limits, breach), fence=self._fence
+        )
         if halted:
             log.warning("strategy %s halted by %s: %s", self._strategy_id, breach.limit, breach.message)
 

@@ -314,8 +314,16 @@ class ExchangeStore:
                     future.set_result((view, dict(held)))
 
     async def save_equity_state(
-        self, strategy_id: str, *, day: date | None, day_start_equity: Decimal | None, peak: Decimal | None
+        self,
+        strategy_id: str,
+        *,
+        day: date | None,
+        day_start_equity: Decimal | None,
+        peak: Decimal | None,
+        fence: Fence | None = None,
     ) -> None:
+        """The risk guard's memory of a strategy's equity (its day's start, its peak). With a `fence`
+        (an execution measured it), written only while the fence holds: else `Fenced`, nothing written."""
         params = {
             "strategy_id": strategy_id,
             "risk_day": day,
@@ -325,14 +333,19 @@ class ExchangeStore:
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(risk_queries.SAVE_EQUITY_STATE, params)
+            await _hold_fence(conn, fence, "equity state")
 
         await self._db.run(work)
 
-    async def halt(self, strategy_id: str, breach: Breach, resume: Resume) -> bool:
-        """Halt a running strategy with its `halted` alert, in one transaction; False when it was not running."""
+    async def halt(self, strategy_id: str, breach: Breach, resume: Resume, *, fence: Fence | None = None) -> bool:
+        """Halt a running strategy with its `halted` alert, in one transaction; False when it was not
+        running. With a `fence` (an execution found the breach), only while the fence holds: else
+        `Fenced`, and neither the halt nor its alert is written."""
 
         async def work(conn: AsyncConnection) -> bool:
-            return await halt(conn, strategy_id, breach, resume)
+            halted = await halt(conn, strategy_id, breach, resume)
+            await _hold_fence(conn, fence, "halt")
+            return halted
 
         return await self._db.run(work)
 
@@ -382,6 +395,13 @@ class ExchangeStore:
             return result
 
         return await self._db.run(transaction)
+
+
+async def _hold_fence(conn: AsyncConnection, fence: Fence | None, what: str) -> None:
+    """The fence check as the last statement before commit (the status row, level 2, is already held;
+    the execution row, level 3, is held FOR SHARE until the commit): `Fenced` rolls back what was written."""
+    if fence is not None and not (await conn.execute(queries.SELECT_FENCE_HOLDS, _fence_params(fence))).scalar_one():
+        raise Fenced(fence, what)
 
 
 class PaperBook:

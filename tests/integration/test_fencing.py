@@ -21,6 +21,7 @@ from reconciler.exchange.feed import SimulatedFeed
 from reconciler.exchange.paper import PaperExchange
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import decide
+from reconciler.risk import Breach, Resume
 from reconciler.storage.db import Database, create_engine
 from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.fence import Fence, Fenced
@@ -189,3 +190,43 @@ def test_a_paper_fill_happens_only_under_the_fence(
         with_store(database_url, lambda store, exchange: trade(store, exchange, claim.fence))
     assert holdings() == after_fill
     assert pg_conn.execute("SELECT count(*) FROM paper_orders").fetchone() == (1,)
+
+
+def test_the_risk_guards_memory_and_halts_are_written_only_under_the_fence(
+    database_url: str, pg_conn: psycopg.Connection, claim: Claim
+) -> None:
+    """The equity memory an execution measured and a halt it found are effects of that execution: a
+    replica that lost its lease writes neither (nor the halt's alert), like its orders and outcome."""
+    breach = Breach(limit="max_daily_loss", value=Decimal(60), threshold=Decimal(50), message="lost 60 of 50")
+    pg_conn.execute(
+        "INSERT INTO webhooks (user_id, url, events, key_id, secret)"
+        " VALUES ('u', 'http://127.0.0.1:9/hook', ARRAY['halted'], 'k', '\\x00')"
+    )
+
+    def equity(fence: Fence) -> Any:
+        return with_store(
+            database_url,
+            lambda _, exchange: exchange.save_equity_state(
+                "s1", day=None, day_start_equity=Decimal(100), peak=Decimal(120), fence=fence
+            ),
+        )
+
+    def halt(fence: Fence) -> Any:
+        return with_store(database_url, lambda _, exchange: exchange.halt("s1", breach, Resume(), fence=fence))
+
+    def status() -> tuple[Any, ...]:
+        return pg_conn.execute("SELECT status, day_start_equity, equity_peak FROM strategy_status").fetchone()
+
+    stale = replace(claim.fence, token=claim.fence.token + 1)
+    with pytest.raises(Fenced):
+        equity(stale)
+    with pytest.raises(Fenced):
+        halt(stale)
+    assert status() == ("running", None, None)
+    assert pg_conn.execute("SELECT count(*) FROM alert_deliveries").fetchone() == (0,)
+
+    equity(claim.fence)
+    assert status() == ("running", Decimal(100), Decimal(120))
+    assert halt(claim.fence) is True
+    assert status()[0] == "halted"
+    assert pg_conn.execute("SELECT count(*) FROM alert_deliveries").fetchone() == (1,)
