@@ -204,6 +204,7 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
         # The pid tells an operator (and the fault tests) which replica a backend in pg_stat_activity serves.
         application_name=f"strategy-executor replica {os.getpid()}",
         limits=SessionLimits.for_replica(settings.lease_seconds),
+        generic_plans=True,
     )
     api_engine = None
     # This process holds decrypted credentials while executions run: make its /proc files (environ,

@@ -262,9 +262,7 @@ class ReplicaStore:
                 claims = [self._claim(row) for row in rows]
             left = slots - len(claims)
             if left > 0:
-                _, rows = await wire.send(
-                    (queries.GENERIC_PLAN_FOR_THE_CLAIM, None), (queries.CLAIM_SCHEDULED, {**params, "slots": left})
-                )
+                [rows] = await wire.send((queries.CLAIM_SCHEDULED, {**params, "slots": left}))
                 claims.extend(self._claim(row) for row in rows)
             if len(claims) == slots:
                 await wire.commit()
@@ -360,6 +358,7 @@ class ReplicaStore:
         params = {"retention_seconds": retention_seconds, "batch": batch}
 
         async def work(conn: AsyncConnection) -> int:
+            await conn.execute(queries.PLANS_BY_VALUE)
             executions = (await conn.execute(partition_queries.PRUNE_DEFAULT, params)).rowcount
             requests = (await conn.execute(queries.PRUNE_RUN_REQUESTS, params)).rowcount
             await conn.execute(queries.FORGET_DEAD_REPLICAS, {"after_seconds": 86_400})

@@ -45,9 +45,10 @@ def create_engine_with_overflow(
     application_name: str = "strategy-executor",
     pre_ping: bool = True,
     limits: SessionLimits | None = None,
+    generic_plans: bool = False,
 ) -> AsyncEngine:
     """`reconciler.storage.db.create_engine` as it was: half the connections in overflow, closed as they
-    come back to a full pool."""
+    come back to a full pool, and PostgreSQL's own choice of plans (`generic_plans` ignored)."""
     return create_async_engine(
         sync_url(url),
         pool_size=pool_size,

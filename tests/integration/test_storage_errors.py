@@ -30,6 +30,7 @@ from reconciler.storage.db import (
     libpq_url,
 )
 from reconciler.storage.outage import BadDatabaseURL, Outage, wait_for_database
+from reconciler.storage.statements import replica as replica_queries
 
 T = TypeVar("T")
 
@@ -135,6 +136,19 @@ def test_replica_sessions_carry_the_limits_and_keepalives(database_url: str) -> 
 
     assert with_db(database_url, use, limits=limits) == ["7500ms", "3s", "5s"]
     assert limits.idle_in_transaction_timeout < limits.statement_timeout < 30.0 / 2
+
+
+def test_replica_sessions_keep_generic_plans_and_the_prune_asks_for_its_own(database_url: str) -> None:
+    async def use(db: Database) -> tuple[str, str]:
+        async def work(conn: AsyncConnection) -> tuple[str, str]:
+            session = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
+            await conn.execute(replica_queries.PLANS_BY_VALUE)
+            return session, (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
+
+        return await db.run(work)
+
+    assert with_db(database_url, use, generic_plans=True) == ("force_generic_plan", "auto")
+    assert with_db(database_url, use) == ("auto", "auto")  # the API's sessions: PostgreSQL's choice
 
 
 def test_a_terminated_backend_is_reconnected_transparently(database_url: str, pg_admin_url: str) -> None:

@@ -197,13 +197,14 @@ CLAIM_SCHEDULED = text(
     """
 )
 
-# Sent just before CLAIM_SCHEDULED, in its transaction. Its plan never depends on its parameters (it
-# reads the front of the claimable index, :slots rows and a margin), yet PostgreSQL, unable to cost
-# `LIMIT :slots + 32` without the value, found the generic plan dearer and planned the statement
-# afresh at every call: more server time than running it (bench_scale.py). With this, the connection's
-# prepared statement keeps one generic plan. LOCAL: it ends with the transaction, so no other
-# statement on the connection (a prune, whose plan does depend on its values) is affected.
-GENERIC_PLAN_FOR_THE_CLAIM = text("SET LOCAL plan_cache_mode = force_generic_plan")
+# A replica's sessions keep one generic plan per prepared statement (`plan_cache_mode`, set at connect:
+# `reconciler.storage.db.connect_args`). CLAIM_SCHEDULED is why it started: its plan never depends on
+# its parameters (it reads the front of the claimable index, :slots rows and a margin), yet PostgreSQL,
+# unable to cost `LIMIT :slots + 32` without the value, found the generic plan dearer and planned the
+# statement afresh at every call: more server time than running it (bench_scale.py); COMPLETE_EXECUTIONS
+# the same. The prune's plan does depend on its values (how many rows are past the cutoff): its
+# transaction asks for PostgreSQL's own choice back, for itself only (LOCAL).
+PLANS_BY_VALUE = text("SET LOCAL plan_cache_mode = auto")
 
 # Claims manual run requests: one execution per strategy with pending requests, which answers all of
 # them (pressing "run" twice while the first is pending runs once). The requests are marked first and
