@@ -82,11 +82,21 @@ strategies = Table(
     Column("delete_requested_at", TIMESTAMPTZ),
     Column("created_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
+    # Written by the replica that brought the status up to this generation, on the spec's row (migration
+    # 0010): specs where it differs from `generation` are the partial index a reconcile pass reads.
+    Column("reconciled_generation", BigInteger),
     CheckConstraint("execution_interval > 0", name="execution_interval_positive"),
     CheckConstraint(_one_of("exchange", EXCHANGES), name="exchange_known"),
     CheckConstraint(_one_of("desired_state", DESIRED_STATES), name="desired_state_known"),
     CheckConstraint("generation > 0", name="generation_positive"),
     Index(None, "user_id"),
+    Index(
+        "ix_strategies_unreconciled",
+        "updated_at",
+        postgresql_where=text(
+            "(reconciled_generation IS DISTINCT FROM generation OR delete_requested_at IS NOT NULL) IS TRUE"
+        ),
+    ),
 )
 
 strategy_credentials = Table(

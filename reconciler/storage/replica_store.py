@@ -235,6 +235,7 @@ class ReplicaStore:
                 for write in writes:
                     if write["resumed"]:
                         await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
+            await conn.execute(queries.MARK_RECONCILED, {"strategy_ids": ids})
             return ReconcileReport(len(specs), len(writes), finalized, await _next_resume(conn))
 
         return await self.db.run(work)

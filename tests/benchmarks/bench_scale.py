@@ -99,8 +99,9 @@ def load(conn: psycopg.Connection, count: int, interval: int) -> float:
         # (the keys hold by construction). The rows themselves are exactly the product's.
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute(
-            "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, exchange) "
-            "SELECT 's' || lpad(i::text, 7, '0'), 'u' || (i %% 10000), 'bench ' || i, %s, %s, 'paper' "
+            "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, exchange, "
+            "                        reconciled_generation) "
+            "SELECT 's' || lpad(i::text, 7, '0'), 'u' || (i %% 10000), 'bench ' || i, %s, %s, 'paper', 1 "
             "FROM generate_series(0, %s - 1) AS i",
             (TRIVIAL, interval, count),
         )

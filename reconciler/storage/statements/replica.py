@@ -33,17 +33,36 @@ from sqlalchemy import text
 # FOR KEY SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here
 # would wait on the claim's status row while the claim waits on this spec row: a deadlock. The status
 # rows are then locked with a wait, in strategy_id order like every statement that waits for them.
+# Where a pass looks: the specs marked unreconciled (`ix_strategies_unreconciled`, migration 0010: a spec
+# written since a replica last reconciled it, or being deleted) and the halted strategies whose pause
+# has come to an end (the partial index of halted rows). Both partial indexes hold only those rows,
+# so a pass reads a few index pages however many strategies there are, instead of joining them all
+# to their status rows. The condition below is still the whole truth; the mark only narrows the search.
+_MAYBE_UNRECONCILED = """
+    SELECT strategy_id FROM strategies
+    -- Exactly the index's predicate, in the form its statistics estimate (migration 0010).
+    WHERE (reconciled_generation IS DISTINCT FROM generation OR delete_requested_at IS NOT NULL) IS TRUE
+    UNION
+    SELECT strategy_id FROM strategy_status WHERE status = 'halted' AND resume_at <= now()
+"""
+
+# Strategies whose status does not reflect their spec yet. Locks the spec rows (skipping those another
+# replica is reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes
+# FOR KEY SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here
+# would wait on the claim's status row while the claim waits on this spec row: a deadlock. The status
+# rows are then locked with a wait, in strategy_id order like every statement that waits for them.
 LOCK_UNRECONCILED = text(
-    """
+    f"""
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
            s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
-    FROM strategies s
+    FROM ({_MAYBE_UNRECONCILED}) m
+    JOIN strategies s ON s.strategy_id = m.strategy_id
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
        OR st.observed_generation <> s.generation
        OR (s.delete_requested_at IS NOT NULL)
-       -- A pause whose time has come (the partial index of halted rows finds them).
        OR (st.status = 'halted' AND st.resume_at <= now())
+       OR s.reconciled_generation IS DISTINCT FROM s.generation  -- a stale mark: the pass clears it
     ORDER BY s.updated_at
     LIMIT :batch
     FOR NO KEY UPDATE OF s SKIP LOCKED
@@ -53,16 +72,35 @@ LOCK_UNRECONCILED = text(
 # The same strategies as LOCK_UNRECONCILED, read without locks, with the code of those whose code the
 # pass must check (running, not being deleted): the checks run before the locking transaction.
 SELECT_UNRECONCILED_CODE = text(
-    """
+    f"""
     SELECT CASE WHEN s.desired_state = 'running' AND s.delete_requested_at IS NULL THEN s.code END AS code
-    FROM strategies s
+    FROM ({_MAYBE_UNRECONCILED}) m
+    JOIN strategies s ON s.strategy_id = m.strategy_id
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
        OR st.observed_generation <> s.generation
        OR (s.delete_requested_at IS NOT NULL)
        OR (st.status = 'halted' AND st.resume_at <= now())
+       OR s.reconciled_generation IS DISTINCT FROM s.generation  -- a stale mark: the pass clears it
     ORDER BY s.updated_at
     LIMIT :batch
+    """
+)
+
+# At the end of a pass's transaction, on the specs it locked: those whose status now observes their
+# generation are marked reconciled (the spec rows are already locked FOR NO KEY UPDATE by this
+# transaction, which this update takes again; it changes no column the API writes). A spec left
+# unreconciled (its code changed since the check, a deletion waiting for an execution) stays marked.
+MARK_RECONCILED = text(
+    """
+    UPDATE strategies s
+    SET reconciled_generation = s.generation
+    FROM strategy_status st
+    WHERE s.strategy_id = ANY(:strategy_ids)
+      AND st.strategy_id = s.strategy_id
+      AND st.observed_generation = s.generation
+      AND s.delete_requested_at IS NULL
+      AND s.reconciled_generation IS DISTINCT FROM s.generation
     """
 )
 
