@@ -7,12 +7,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, pool
-from sqlalchemy.engine import make_url
 
-from alembic import command
-from reconciler.storage.db import libpq_url, sync_url
-from reconciler.storage.migrate import alembic_config
+from reconciler.storage.db import libpq_url
+from tests.integration.scratch import alembic, scratch_database
 
 _COLUMNS = (
     "execution_id, strategy_id, trigger, scheduled_for, generation, status, replica_id, claimed_at, started_at, "
@@ -23,26 +20,9 @@ _COLUMNS = (
 
 @pytest.fixture
 def url_at_0007(pg_admin_url: str) -> Iterator[str]:
-    name = f"se_m8_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(sync_url(pg_admin_url)).set(database=name).render_as_string(hide_password=False)
-    _alembic(url, "upgrade", "0007")
-    try:
+    with scratch_database(pg_admin_url, "se_m8") as url:
+        alembic(url, "upgrade", "0007")
         yield url
-    finally:
-        with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _alembic(url: str, direction: str, revision: str) -> None:
-    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        getattr(command, direction)(config, revision)
-        connection.commit()
-    engine.dispose()
 
 
 def _fill(conn: psycopg.Connection) -> dict[str, uuid.UUID]:
@@ -100,7 +80,7 @@ def test_0008_keeps_every_row_and_every_invariant_and_downgrades(url_at_0007: st
         requests = _rows(conn, "run_requests", "*", "run_request_id")
     assert len(executions) == 6003
 
-    _alembic(url_at_0007, "upgrade", "0008")
+    alembic(url_at_0007, "upgrade", "0008")
     with psycopg.connect(libpq_url(url_at_0007), autocommit=True) as conn:
         assert _rows(conn, "executions", _COLUMNS, "execution_id") == executions
         assert _rows(conn, "orders", "*", "order_id") == orders
@@ -144,7 +124,7 @@ def test_0008_keeps_every_row_and_every_invariant_and_downgrades(url_at_0007: st
                 " WHERE strategy_id = 'a'"
             )
 
-    _alembic(url_at_0007, "downgrade", "0007")
+    alembic(url_at_0007, "downgrade", "0007")
     with psycopg.connect(libpq_url(url_at_0007), autocommit=True) as conn:
         assert _rows(conn, "executions", _COLUMNS, "execution_id") == executions
         assert _rows(conn, "orders", "*", "order_id") == orders

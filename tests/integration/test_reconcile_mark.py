@@ -5,45 +5,23 @@ pass that reconciles, and a replica writing it wakes no one."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, pool
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.engine import make_url
 
-from alembic import command
 from reconciler.reconcile import decide
-from reconciler.storage.db import Database, libpq_url, sync_url
-from reconciler.storage.db import create_engine as create_async_engine
-from reconciler.storage.migrate import alembic_config
+from reconciler.storage.db import Database, create_engine, libpq_url
 from reconciler.storage.replica_store import ReplicaStore
 from reconciler.storage.statements import replica as queries
-
-
-def _alembic(url: str, direction: str, revision: str) -> None:
-    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        getattr(command, direction)(config, revision)
-        connection.commit()
-    engine.dispose()
+from tests.integration.scratch import alembic, scratch_database
 
 
 @pytest.fixture
 def scratch_url(pg_admin_url: str) -> Iterator[str]:
-    name = f"se_m10_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(sync_url(pg_admin_url)).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(pg_admin_url, "se_m10") as url:
         yield url
-    finally:
-        with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _spec(conn: psycopg.Connection, strategy_id: str, generation: int = 1) -> None:
@@ -59,7 +37,7 @@ def _marks(conn: psycopg.Connection) -> dict[str, int | None]:
 
 
 def test_the_migration_marks_what_is_reconciled_and_leaves_the_rest_for_a_pass(scratch_url: str) -> None:
-    _alembic(scratch_url, "upgrade", "0009")
+    alembic(scratch_url, "upgrade", "0009")
     with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         _spec(conn, "current", generation=3)
         conn.execute(
@@ -77,7 +55,7 @@ def test_the_migration_marks_what_is_reconciled_and_leaves_the_rest_for_a_pass(s
         conn.execute("UPDATE strategies SET delete_requested_at = now() WHERE strategy_id = 'leaving'")
     with psycopg.connect(libpq_url(scratch_url), autocommit=True) as listener:
         listener.execute("LISTEN strategy_executor")
-        _alembic(scratch_url, "upgrade", "0010")
+        alembic(scratch_url, "upgrade", "0010")
         assert list(listener.notifies(timeout=0.5)) == []  # marking a million rows wakes no replica
     with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         assert _marks(conn) == {"current": 3, "behind": None, "new": None, "leaving": 2}
@@ -86,7 +64,7 @@ def test_the_migration_marks_what_is_reconciled_and_leaves_the_rest_for_a_pass(s
             " OR delete_requested_at IS NOT NULL ORDER BY strategy_id"
         ).fetchall()
         assert [row[0] for row in in_index] == ["behind", "leaving", "new"]
-    _alembic(scratch_url, "downgrade", "0009")
+    alembic(scratch_url, "downgrade", "0009")
     with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'strategies'"
@@ -112,7 +90,7 @@ def test_a_replica_marking_a_spec_wakes_no_one_and_every_other_update_still_does
 
 def _reconcile(url: str) -> None:
     async def main() -> None:
-        engine = create_async_engine(url, pool_size=2, pre_ping=False)
+        engine = create_engine(url, pool_size=2, pre_ping=False)
         store = ReplicaStore(Database(engine), replica_id="r1", lease_seconds=30)
 
         async def compiles(code: str) -> str | None:
