@@ -115,6 +115,8 @@ class _Flight:
     holds_slot: bool = False  # its sandboxed process may be running: it occupies one of the slots
     ended: float | None = None  # monotonic instant its sandboxed process was gone
     wallet: tuple[Decimal, str] | None = None  # the broker's closing measure, recorded with the outcome
+    # Its process is gone and its outcome is with the record loop, whose statement carries the fence.
+    recording: bool = False
 
     def measured(self, value: Decimal, currency: str) -> None:
         self.wallet = (value, currency)
@@ -427,6 +429,7 @@ class Replica:
             if outcome is None or flight.fenced is not None:
                 return  # fenced off: whoever sees its lease expired records it lost
             recorded: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+            flight.recording = True
             self._outcomes.put_nowait((flight, outcome, recorded))
             completion = await recorded
             if not completion.recorded:
@@ -624,9 +627,14 @@ class Replica:
                 for flight in flights:
                     if flight.claim.execution_id in beat.renewed:
                         flight.lease_until = before + self.settings.lease_seconds
-                    elif flight.claim.execution_id in beat.fenced:
+                    elif flight.claim.execution_id in beat.fenced and not flight.recording:
                         self._fence(flight, "its lease was not renewed (expired, or marked lost)")
-                    # Neither: its outcome was recorded while the heartbeat ran.
+                    # Neither: its outcome was recorded while the heartbeat ran. An outcome being
+                    # recorded is left to its own statement: the heartbeat's renewal waits for that
+                    # statement's row lock and then sees the execution finished, but its snapshot,
+                    # taken before, still shows it running, so it comes back "not renewed" though
+                    # nothing was lost (and its process, already gone, has nothing to kill). If the
+                    # lease did run out, the outcome's fencing check refuses it.
                 if beat.lost:
                     self.metrics.lost(len(beat.lost))
                     for execution_id, strategy_id in beat.lost_strategies.items():

@@ -24,7 +24,7 @@ from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
 from reconciler.settings import Settings
 from reconciler.storage.db import Database
 from reconciler.storage.fence import Fence
-from reconciler.storage.replica_store import Claim, Claimed, Completion, Heartbeat, ReconcileReport
+from reconciler.storage.replica_store import Claim, Claimed, Completion, Heartbeat, Partitions, ReconcileReport
 
 SLOTS = 3
 
@@ -54,6 +54,9 @@ class FakeStore:
 
     async def prune(self, **_: Any) -> int:
         return 0
+
+    async def maintain_partitions(self, **_: Any) -> Partitions:
+        return Partitions()
 
     async def claim(self, slots: int, *, requests: bool = True) -> Claimed:
         self.claims.append(slots)
@@ -211,3 +214,42 @@ def test_the_drain_records_executions_claimed_ahead_interrupted_without_running_
     assert set(store.strategies) == set(store.outcomes)
     assert store.recorded_twice == []
     assert sandbox.peak <= SLOTS
+
+
+class RacingStore(FakeStore):
+    """The heartbeat runs while a batch of outcomes is being written, and answers as PostgreSQL does
+    then: the renewal waited for the outcome's row lock, found the execution finished, and its
+    snapshot (older than the outcome's commit) still showed it running, so "not renewed"."""
+
+    def __init__(self, due: int) -> None:
+        super().__init__(due)
+        self.writing: set[UUID] = set()
+        self.raced: set[UUID] = set()
+
+    async def heartbeat(self, *, renew: Sequence[Fence] = (), **_: Any) -> Heartbeat:
+        named = {fence.execution_id for fence in renew}
+        racing = named & self.writing
+        self.raced |= racing
+        return Heartbeat(True, frozenset(named - racing), frozenset(racing), [])
+
+    async def complete_many(
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], **options: Any
+    ) -> dict[UUID, Completion]:
+        ids = {fence.execution_id for fence, _ in outcomes}
+        self.writing |= ids
+        try:
+            await asyncio.sleep(1.1)  # longer than the heartbeat's interval (half the lease): one lands meanwhile
+            return await super().complete_many(outcomes, **options)
+        finally:
+            self.writing -= ids
+
+
+def test_a_heartbeat_racing_an_outcome_fences_nothing_and_logs_no_kill(caplog: pytest.LogCaptureFixture) -> None:
+    store, sandbox = RacingStore(due=5), FakeSandbox(0.01)
+    made = replica(store, sandbox, lease_seconds=3)
+    with caplog.at_level("WARNING", logger="reconciler.loop"):
+        asyncio.run(run_for(made, 3.5))
+    assert store.raced  # the race happened
+    assert not [record for record in caplog.records if "fenced off" in record.getMessage()]
+    assert store.recorded_twice == [] and set(sandbox.ran.values()) == {1}
+    assert {str(execution_id) for execution_id in store.outcomes} == set(sandbox.ran)
