@@ -12,6 +12,7 @@ from typing import Any
 
 import reconciler
 from reconciler.sandbox import host
+from reconciler.sandbox.confine import CHILD_NICENESS
 from reconciler.sandbox.zygote_client import scrubbed_environment
 from tests.sandbox.conftest import PLANTED_SECRET
 
@@ -22,6 +23,11 @@ IS_ROOT = os.geteuid() == 0
 AS_UID_1000 = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
 # What a child must not see of the host: the project's own files beyond the sandbox package.
 HIDDEN_PROJECT_PATHS = [str(ROOT / "README.md"), str(ROOT / "tests"), str(ROOT / "pyproject.toml")]
+
+
+# A child's niceness: the sandbox lowers its priority by CHILD_NICENESS from the replica's own (the
+# test process here), up to the kernel's 19; 10 when the tests run at the default 0, more under `nice`.
+CHILD_NICENESS_SEEN = min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS)
 
 
 def run_probe(

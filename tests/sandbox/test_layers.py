@@ -21,7 +21,7 @@ import pytest
 from reconciler.sandbox import Sandbox, host
 from reconciler.sandbox.zygote_client import scrubbed_environment
 from tests.sandbox.conftest import PLANTED_SECRET, LoopRunner, leftover_processes
-from tests.sandbox.probe import AS_UID_1000, IS_ROOT, ROOT, VIEW_TMP_MOUNTS, refused, run_probe
+from tests.sandbox.probe import AS_UID_1000, CHILD_NICENESS_SEEN, IS_ROOT, ROOT, VIEW_TMP_MOUNTS, refused, run_probe
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_only_the_socketpair_is_open(probe_report: dict[str, Any]) -> None:
 
 
 def test_rlimits_and_priority(probe_report: dict[str, Any]) -> None:
-    assert probe_report["niceness"] == 10
+    assert probe_report["niceness"] == CHILD_NICENESS_SEEN
     assert probe_report["rlimit_core"] == 0
     assert probe_report["rlimit_nofile"] == 16
     assert probe_report["rlimit_cpu"] == 5

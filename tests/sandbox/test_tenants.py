@@ -19,7 +19,7 @@ import pytest
 from reconciler.outcome import ExecutionOutcome, ExecutionRequest
 from reconciler.sandbox import Sandbox
 from tests.sandbox.conftest import TEST_LIMITS, LoopRunner
-from tests.sandbox.probe import AS_UID_1000, IS_ROOT, VIEW_TMP_MOUNTS, refused, run_probe
+from tests.sandbox.probe import AS_UID_1000, CHILD_NICENESS_SEEN, IS_ROOT, VIEW_TMP_MOUNTS, refused, run_probe
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _assert_untouched(report: dict[str, Any]) -> None:
     assert set(worked) <= by_uid and (not worked or report["uids"][0] == report["uids"][1]), worked
     victim = report["victim"]
     assert victim["alive"] is True, victim
-    assert victim["niceness"] == 10  # the sandbox's own niceness, not the attacker's 19
+    assert victim["niceness"] == CHILD_NICENESS_SEEN  # the sandbox's own niceness, not the attacker's 19
     assert victim["ioprio"] in ("ok:0", "PermissionError:1")  # not the idle class the attacker set
     assert victim["signals"] == []  # nothing arrived through an armed descriptor or otherwise
     assert not report["victim_state"][1].startswith("T"), report["victim_state"]  # never stopped
