@@ -409,12 +409,14 @@ class Wire:
         await self._driver.commit()
 
 
-# Statements are module-level constants, compiled once for the one dialect a process uses.
-_COMPILED: dict[int, str] = {}
+# Each statement compiled once, for the one dialect a process uses. Keyed by identity, the statement
+# kept beside its text: an id is only unique while its object lives, and a statement made on the fly
+# (a test's) could otherwise be collected and its id reused by another.
+_COMPILED: dict[int, tuple[TextClause, str]] = {}
 
 
 def _driver_sql(statement: TextClause, dialect: Dialect) -> str:
-    sql = _COMPILED.get(id(statement))
-    if sql is None:
-        sql = _COMPILED[id(statement)] = statement.compile(dialect=dialect).string
-    return sql
+    cached = _COMPILED.get(id(statement))
+    if cached is None:
+        cached = _COMPILED[id(statement)] = (statement, statement.compile(dialect=dialect).string)
+    return cached[1]

@@ -28,34 +28,18 @@ from sqlalchemy import text
 
 # --- reconcile ------------------------------------------------------------------------------------
 
-# Strategies whose status does not reflect their spec yet. Locks the spec rows (skipping those another
-# replica is reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes
-# FOR KEY SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here
-# would wait on the claim's status row while the claim waits on this spec row: a deadlock. The status
-# rows are then locked with a wait, in strategy_id order like every statement that waits for them.
+# Strategies whose status does not reflect their spec yet, oldest change first, one batch of them.
 # Where a pass looks: the specs marked unreconciled (`ix_strategies_unreconciled`, migration 0010: a spec
 # written since a replica last reconciled it, or being deleted) and the halted strategies whose pause
 # has come to an end (the partial index of halted rows). Both partial indexes hold only those rows,
 # so a pass reads a few index pages however many strategies there are, instead of joining them all
-# to their status rows. The condition below is still the whole truth; the mark only narrows the search.
-_MAYBE_UNRECONCILED = """
-    SELECT strategy_id FROM strategies
-    -- Exactly the index's predicate, in the form its statistics estimate (migration 0010).
-    WHERE (reconciled_generation IS DISTINCT FROM generation OR delete_requested_at IS NOT NULL) IS TRUE
-    UNION
-    SELECT strategy_id FROM strategy_status WHERE status = 'halted' AND resume_at <= now()
-"""
-
-# Strategies whose status does not reflect their spec yet. Locks the spec rows (skipping those another
-# replica is reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes
-# FOR KEY SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here
-# would wait on the claim's status row while the claim waits on this spec row: a deadlock. The status
-# rows are then locked with a wait, in strategy_id order like every statement that waits for them.
-LOCK_UNRECONCILED = text(
-    f"""
-    SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
-           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
-    FROM ({_MAYBE_UNRECONCILED}) m
+# to their status rows. The WHERE is still the whole truth; the mark only narrows the search.
+_UNRECONCILED = """
+    FROM (SELECT strategy_id FROM strategies
+          -- Exactly the index's predicate, in the form its statistics estimate (migration 0010).
+          WHERE (reconciled_generation IS DISTINCT FROM generation OR delete_requested_at IS NOT NULL) IS TRUE
+          UNION
+          SELECT strategy_id FROM strategy_status WHERE status = 'halted' AND resume_at <= now()) m
     JOIN strategies s ON s.strategy_id = m.strategy_id
     LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
     WHERE st.strategy_id IS NULL
@@ -65,6 +49,18 @@ LOCK_UNRECONCILED = text(
        OR s.reconciled_generation IS DISTINCT FROM s.generation  -- a stale mark: the pass clears it
     ORDER BY s.updated_at
     LIMIT :batch
+"""
+
+# The unreconciled strategies (_UNRECONCILED), their spec rows locked (skipping those another replica is
+# reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes FOR KEY
+# SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here would wait
+# on the claim's status row while the claim waits on this spec row: a deadlock. The status rows are
+# then locked with a wait, in strategy_id order like every statement that waits for them.
+LOCK_UNRECONCILED = text(
+    f"""
+    SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
+    {_UNRECONCILED}
     FOR NO KEY UPDATE OF s SKIP LOCKED
     """
 )
@@ -74,16 +70,7 @@ LOCK_UNRECONCILED = text(
 SELECT_UNRECONCILED_CODE = text(
     f"""
     SELECT CASE WHEN s.desired_state = 'running' AND s.delete_requested_at IS NULL THEN s.code END AS code
-    FROM ({_MAYBE_UNRECONCILED}) m
-    JOIN strategies s ON s.strategy_id = m.strategy_id
-    LEFT JOIN strategy_status st ON st.strategy_id = s.strategy_id
-    WHERE st.strategy_id IS NULL
-       OR st.observed_generation <> s.generation
-       OR (s.delete_requested_at IS NOT NULL)
-       OR (st.status = 'halted' AND st.resume_at <= now())
-       OR s.reconciled_generation IS DISTINCT FROM s.generation  -- a stale mark: the pass clears it
-    ORDER BY s.updated_at
-    LIMIT :batch
+    {_UNRECONCILED}
     """
 )
 
