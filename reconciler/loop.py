@@ -270,7 +270,14 @@ class Replica:
         if self._desired_changed.is_set() or resume_due or time.monotonic() - self._last_reconcile >= idle:
             self._desired_changed.clear()
             self._requests_pending = True
-            await self._reconcile()
+            try:
+                await self._reconcile()
+            except StoreError:
+                # The change that woke this pass is still unreconciled (and other replicas skipped the
+                # rows this one had locked): the next pass, a second away, looks again instead of the
+                # resync up to a minute away.
+                self._desired_changed.set()
+                raise
             self._db_ok()
         if self._resume_due is not None:
             # A pause ends before the next full pass would come round: look again then.

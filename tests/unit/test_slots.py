@@ -9,6 +9,7 @@ outcome, and those the drain gives up on before they start are recorded `interru
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from reconciler import loop as loop_module
 from reconciler.loop import Replica
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
 from reconciler.settings import Settings
-from reconciler.storage.db import Database
+from reconciler.storage.db import Database, DatabaseTimeout
 from reconciler.storage.fence import Fence
 from reconciler.storage.replica_store import Claim, Claimed, Completion, Heartbeat, Partitions, ReconcileReport
 
@@ -253,3 +254,38 @@ def test_a_heartbeat_racing_an_outcome_fences_nothing_and_logs_no_kill(caplog: p
     assert not [record for record in caplog.records if "fenced off" in record.getMessage()]
     assert store.recorded_twice == [] and set(sandbox.ran.values()) == {1}
     assert {str(execution_id) for execution_id in store.outcomes} == set(sandbox.ran)
+
+
+class FlakyReconcileStore(FakeStore):
+    """The second reconcile pass (the one a desired-state change wakes) fails as a lock timeout does;
+    the others go through."""
+
+    def __init__(self) -> None:
+        super().__init__(due=0)
+        self.passes: list[float] = []
+
+    async def reconcile(self, *_: Any, **__: Any) -> ReconcileReport:
+        self.passes.append(time.monotonic())
+        if len(self.passes) == 2:
+            raise DatabaseTimeout("database timeout (55P03): canceling statement due to lock timeout")
+        return ReconcileReport(0, 0, 0)
+
+
+def test_a_reconcile_pass_that_failed_is_tried_again_within_seconds_not_at_the_resync() -> None:
+    store, sandbox = FlakyReconcileStore(), FakeSandbox(0.01)
+    made = replica(store, sandbox, resync_interval_seconds=60, poll_interval_seconds=60)
+    made._listening = True  # notifications arrive: without one, only the resync (60 s) would reconcile
+
+    async def notified() -> None:
+        await asyncio.sleep(0.5)  # the first pass is done
+        made._desired_changed.set()  # what a NOTIFY of a desired-state change does
+        made._wake.set()
+
+    async def main() -> None:
+        waker = asyncio.create_task(notified())
+        await run_for(made, 3.5)
+        await waker
+
+    asyncio.run(main())
+    assert len(store.passes) >= 3, store.passes  # the failed pass was tried again
+    assert store.passes[2] - store.passes[1] < 2.5
