@@ -139,6 +139,64 @@ def test_a_pass_acts_on_marked_specs_and_clears_their_marks(database_url: str, p
     assert _marks(pg_conn) == {"two": 2}
 
 
+def test_a_status_row_deleted_by_hand_is_recreated_by_the_next_pass(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """Migration 0011: deleting a status row clears its spec's mark and wakes the replicas; the pass
+    that follows recreates the status from the spec, as the full join before 0010 did."""
+    for sid in ("kept", "lost"):
+        _spec(pg_conn, sid)
+    _reconcile(database_url)
+    assert _marks(pg_conn) == {"kept": 1, "lost": 1}
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute("LISTEN strategy_executor")
+        pg_conn.execute("DELETE FROM strategy_status WHERE strategy_id = 'lost'")
+        assert [n.payload for n in listener.notifies(timeout=5, stop_after=1)] == ["lost"]
+    assert _marks(pg_conn) == {"kept": 1, "lost": None}
+    _reconcile(database_url)
+    assert _marks(pg_conn) == {"kept": 1, "lost": 1}
+    status = pg_conn.execute(
+        "SELECT strategy_id, status, next_execution_at IS NOT NULL FROM strategy_status ORDER BY 1"
+    )
+    assert status.fetchall() == [("kept", "running", True), ("lost", "running", True)]
+
+
+def test_a_spec_deleted_takes_its_status_row_without_the_trigger_marking_anything(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """The status row of a deleted spec goes by the cascade; the trigger finds no spec to mark and
+    sends nothing (a finalized deletion must not wake every replica a second time)."""
+    _spec(pg_conn, "gone")
+    _reconcile(database_url)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute("LISTEN strategy_executor")
+        pg_conn.execute("DELETE FROM strategies WHERE strategy_id = 'gone'")
+        assert list(listener.notifies(timeout=0.5)) == []
+    assert pg_conn.execute("SELECT count(*) FROM strategy_status").fetchone() == (0,)
+
+
+def test_migration_0011_marks_specs_whose_status_row_is_already_gone(scratch_url: str) -> None:
+    alembic(scratch_url, "upgrade", "0010")
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
+        for sid in ("orphan", "whole"):
+            _spec(conn, sid)
+            conn.execute(
+                "INSERT INTO strategy_status (strategy_id, status, observed_generation) VALUES (%s, 'running', 1)",
+                (sid,),
+            )
+        conn.execute("UPDATE strategies SET reconciled_generation = generation")
+        conn.execute("DELETE FROM strategy_status WHERE strategy_id = 'orphan'")  # as under 0010: no trigger
+        assert _marks(conn) == {"orphan": 1, "whole": 1}
+    alembic(scratch_url, "upgrade", "0011")
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
+        assert _marks(conn) == {"orphan": None, "whole": 1}
+    alembic(scratch_url, "downgrade", "0010")
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
+        conn.execute("UPDATE strategies SET reconciled_generation = generation")
+        conn.execute("DELETE FROM strategy_status WHERE strategy_id = 'whole'")
+        assert _marks(conn) == {"orphan": 1, "whole": 1}  # the trigger went with the downgrade
+
+
 def test_finding_nothing_to_reconcile_costs_the_same_at_ten_and_at_twenty_thousand_strategies(
     database_url: str, pg_conn: psycopg.Connection
 ) -> None:
