@@ -149,6 +149,44 @@ def test_missed_ticks_are_coalesced_and_counted(database_url: str, pg_conn: psyc
     assert status["missed_executions"] == 9
 
 
+def test_a_tick_that_already_ran_is_skipped_and_the_claim_goes_on(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """A schedule laid again on a grid in the past (a short pause that ran out, a status row deleted
+    by hand) lands on a tick that already has its execution. The claim skips that tick to the next
+    grid point and still claims every other due strategy; before, the unique key failed the whole
+    statement, for every strategy and every replica, until the next grid point."""
+    deploy(pg_conn, "again", interval=60)
+
+    async def first_run(store: ReplicaStore) -> list[Any]:
+        await store.reconcile(decide, python_check)
+        claims = (await store.claim(5)).claims
+        for claim in claims:
+            assert (await store.complete(claim.fence, ok())).recorded
+        return claims
+
+    ran = {claim.strategy_id: claim for claim in run(database_url, first_run)}
+    # "again" is put back on the tick it just ran, as a resume anchored at its spec's change does;
+    # "other", deployed since, falls due with it.
+    pg_conn.execute("UPDATE strategy_status SET next_execution_at = schedule_anchor_at WHERE strategy_id = 'again'")
+    deploy(pg_conn, "other", interval=60)
+
+    async def second_run(store: ReplicaStore) -> list[Any]:
+        await store.reconcile(decide, python_check)
+        return (await store.claim(5)).claims
+
+    claims = run(database_url, second_run)
+    assert [claim.strategy_id for claim in claims] == ["other"]
+    again = status_of(pg_conn, "again")
+    assert again["running_execution_id"] is None
+    assert again["next_execution_at"] == ran["again"].scheduled_for + timedelta(seconds=60)
+    assert again["missed_executions"] == 0
+    ticks = pg_conn.execute(
+        "SELECT count(*), count(DISTINCT scheduled_for) FROM executions WHERE strategy_id = 'again'"
+    )
+    assert ticks.fetchone() == (1, 1)
+
+
 def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1")
 

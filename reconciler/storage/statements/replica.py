@@ -151,6 +151,15 @@ FINALIZE_DELETION = text(
 # at or before now(), the grid points skipped are counted in missed_executions, and the next tick is
 # the first grid point after now(). The execution ids are drawn in `due` so the status rows and the
 # execution rows written by the same statement agree on them.
+#
+# A tick that already has its execution (one execution per tick: the unique key on strategy_id and
+# scheduled_for) is skipped, not run again and not an error: the schedule moves on to the next grid
+# point and the strategy is left with nothing in flight. A schedule lands on a tick it already ran when
+# it is laid again on a grid anchored in the past: a pause shorter than the interval that ran out (its
+# grid anchors at the spec's last change, whose first tick ran before the halt), or a status row an
+# operator deleted (recreated on the grid of the deploy). Without ON CONFLICT that one strategy's
+# duplicate failed the whole statement, every claim of every replica that reached it, until now()
+# passed the next grid point.
 CLAIM_SCHEDULED = text(
     """
     WITH candidates AS (
@@ -204,15 +213,18 @@ CLAIM_SCHEDULED = text(
         SELECT execution_id, strategy_id, 'schedule', tick, generation, :replica_id,
                now() + make_interval(secs => :lease_seconds), :epoch
         FROM ticks
+        ON CONFLICT DO NOTHING  -- the tick already ran: skipped (above)
         RETURNING execution_id, strategy_id, scheduled_for, claimed_at, fencing_token
     ),
     advanced AS (
+        -- `claimed` holds only the rows inserted: a skipped tick's status points at no execution
+        -- (the in-flight foreign key would refuse one that does not exist) and counts nothing missed.
         UPDATE strategy_status st
         SET next_execution_at = t.next_tick,
-            missed_executions = st.missed_executions + t.missed,
-            running_execution_id = t.execution_id,
+            missed_executions = st.missed_executions + CASE WHEN c.execution_id IS NULL THEN 0 ELSE t.missed END,
+            running_execution_id = c.execution_id,
             updated_at = now()
-        FROM ticks t
+        FROM ticks t LEFT JOIN claimed c ON c.execution_id = t.execution_id
         WHERE st.strategy_id = t.strategy_id
     )
     SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'schedule' AS trigger,
