@@ -30,6 +30,8 @@ async def halt(conn: AsyncConnection, strategy_id: str, breach: Breach, resume: 
     ).first()
     if row is None:
         return False
+    if row.resume_at is not None:
+        await conn.execute(queries.NOTIFY_PAUSED, {"strategy_id": strategy_id})
     await enqueue_alert(
         conn,
         strategy_id,

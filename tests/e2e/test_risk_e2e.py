@@ -10,6 +10,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -200,3 +201,56 @@ def test_limits_halt_and_every_alert_arrives_once_across_a_killed_replica(
     halted = next(r.body for r in receiver.requests if r.event == "halted" and r.body["strategy_id"] == "loser")
     assert halted["data"]["limit"] == "max_daily_loss" and float(halted["data"]["value"]) >= 30
     assert not any(r.event.startswith("order_") for r in receiver.requests)  # paper orders send no order alerts
+
+
+def test_a_short_pause_ends_on_time_and_its_schedule_runs_no_tick_twice(
+    database_url: str, pg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A 2 s pause of a strategy with a 60 s interval, halted in its first execution: it resumes about
+    2 s later (the halt wakes the replicas' reconcile pass, which learns when the pause ends), not at
+    the next resync a minute away; and its schedule, anchored again at the deploy whose tick already
+    ran, skips that tick instead of failing every claim until the next one."""
+    pg_conn.execute(
+        "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, risk) "
+        "VALUES ('pauser', 'u1', 'pauser', %s, 60, %s)",
+        (CRASHY, json.dumps({"max_consecutive_failures": 1, "on_breach": "pause", "resume_after": 2})),
+    )
+    pg_conn.execute(
+        "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval) "
+        "VALUES ('ticker', 'u1', 'ticker', 'RESULT = 1', 1)"
+    )
+    service = Service("worker", service_env(database_url, resync_interval_seconds=60), tmp_path, "worker")
+    try:
+        halt = wait_for(
+            lambda: status_of(pg_conn, "pauser").get("status") == "halted" and status_of(pg_conn, "pauser"),
+            60,
+            "the first execution to halt the strategy",
+        )
+        assert halt["resume_at"] is not None
+        wait_for(lambda: status_of(pg_conn, "pauser").get("status") == "running", 15, "the pause to end")
+        (late,) = pg_conn.execute("SELECT clock_timestamp() - %s", (halt["resume_at"],)).fetchone()  # type: ignore[misc]
+        assert late.total_seconds() < 5, late
+        # The other strategy's claims went on meanwhile: no claim failed on the paused one's tick.
+        (after,) = pg_conn.execute(
+            "SELECT count(*) FROM executions WHERE strategy_id = 'ticker' AND claimed_at > %s", (halt["resume_at"],)
+        ).fetchone()  # type: ignore[misc]
+        wait_for(
+            lambda: (
+                pg_conn.execute(
+                    "SELECT count(*) FROM executions WHERE strategy_id = 'ticker' AND claimed_at > %s",
+                    (halt["resume_at"],),
+                ).fetchone()[0]  # type: ignore[index]
+                >= after + 2
+            ),
+            15,
+            "the other strategy to keep running",
+        )
+    finally:
+        service.stop()
+    ticks = pg_conn.execute(
+        "SELECT count(*), count(DISTINCT scheduled_for) FROM executions WHERE strategy_id = 'pauser'"
+    ).fetchone()
+    assert ticks == (1, 1)  # its next tick is a minute after the first
+    status = status_of(pg_conn, "pauser")
+    assert status["next_execution_at"] == status["schedule_anchor_at"] + timedelta(seconds=60)  # type: ignore[operator]
+    assert "duplicate key" not in service.log() and "Traceback" not in service.log(), service.log()

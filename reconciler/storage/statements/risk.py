@@ -70,6 +70,13 @@ HALT_STRATEGY = text(
     """
 )
 
+# A pause's end must wake a reconcile pass, and only a pass learns when the next one is (NEXT_RESUME).
+# A halt is written by whichever replica recorded the execution, inside that transaction, and nothing
+# else tells the others (or its own loop): sent at the halt's commit, this wakes every replica's pass
+# as a spec change does, which reads the new pause's end. Without it, a 2 s pause lasted until the
+# next resync, up to a minute later.
+NOTIFY_PAUSED = text("SELECT pg_notify('strategy_executor', CAST(:strategy_id AS text))")
+
 # One outbox row per webhook of the strategy's owner that asked for this event.
 ENQUEUE_ALERT = text(
     """
