@@ -187,6 +187,33 @@ def test_a_tick_that_already_ran_is_skipped_and_the_claim_goes_on(
     assert ticks.fetchone() == (1, 1)
 
 
+def test_a_halted_strategy_redeployed_stays_halted_and_the_pass_goes_on(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """A redeploy of a halted strategy is acknowledged (observed_generation follows) and the halt
+    stays. The status upsert once proposed a halted row without halted_at, which the check constraint
+    refused before the conflict was seen: every pass failed, on every replica, for every strategy."""
+    deploy(pg_conn, "halted")
+    deploy(pg_conn, "bystander")
+    run(database_url, lambda s: s.reconcile(decide, python_check))
+    pg_conn.execute(
+        "UPDATE strategy_status SET status = 'halted', halted_at = now() - interval '1 minute', "
+        "halt_limit = 'max_consecutive_failures', schedule_anchor_at = NULL, schedule_interval = NULL, "
+        "next_execution_at = NULL WHERE strategy_id = 'halted'"
+    )
+    before = status_of(pg_conn, "halted")["halted_at"]
+    pg_conn.execute("UPDATE strategies SET code = 'x = 2', generation = generation + 1 WHERE strategy_id = 'halted'")
+    pg_conn.execute(
+        "UPDATE strategies SET desired_state = 'stopped', generation = generation + 1 WHERE strategy_id = 'bystander'"
+    )
+    report = run(database_url, lambda s: s.reconcile(decide, python_check))
+    assert report.examined == 2
+    halted = status_of(pg_conn, "halted")
+    assert (halted["status"], halted["observed_generation"], halted["halted_at"]) == ("halted", 2, before)
+    assert halted["halt_limit"] == "max_consecutive_failures"
+    assert status_of(pg_conn, "bystander")["status"] == "stopped"
+
+
 def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1")
 

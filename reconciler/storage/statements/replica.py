@@ -105,9 +105,15 @@ LOCK_STATUS_ROWS = text(
 UPSERT_STATUS = text(
     """
     INSERT INTO strategy_status (strategy_id, status, status_reason, observed_generation,
-                                 schedule_anchor_at, schedule_interval, next_execution_at)
+                                 schedule_anchor_at, schedule_interval, next_execution_at, halted_at)
+    -- halted_at: PostgreSQL checks the row proposed for insertion against the table's CHECK
+    -- constraints before it looks for a conflict, and a halted row must carry one
+    -- (halted_iff_halted_at). Only an existing row is ever kept halted (a redeploy of a halted
+    -- strategy), so the update below applies and keeps the halt's own time; without this, that
+    -- redeploy failed every reconcile pass on every replica.
     VALUES (:strategy_id, :status, :status_reason, :observed_generation,
-            :schedule_anchor_at, :schedule_interval, :next_execution_at)
+            :schedule_anchor_at, :schedule_interval, :next_execution_at,
+            CASE WHEN CAST(:status AS text) = 'halted' THEN now() END)
     ON CONFLICT (strategy_id) DO UPDATE SET
         status = EXCLUDED.status,
         status_reason = EXCLUDED.status_reason,
