@@ -197,6 +197,36 @@ def test_migration_0011_marks_specs_whose_status_row_is_already_gone(scratch_url
         assert _marks(conn) == {"orphan": 1, "whole": 1}  # the trigger went with the downgrade
 
 
+def test_a_hand_edit_without_the_generation_is_reconciled_like_an_api_write(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """Migration 0011: an operator's UPDATE of a column the replicas act on bumps the generation
+    (the API's writes bump it themselves, and a replica's mark changes nothing it acts on)."""
+    for sid in ("edited", "renamed"):
+        _spec(pg_conn, sid)
+    _reconcile(database_url)
+    pg_conn.execute("UPDATE strategies SET desired_state = 'stopped' WHERE strategy_id = 'edited'")
+    pg_conn.execute("UPDATE strategies SET name = 'another name' WHERE strategy_id = 'renamed'")
+    generations = dict(pg_conn.execute("SELECT strategy_id, generation FROM strategies").fetchall())
+    assert generations == {"edited": 2, "renamed": 1}
+    _reconcile(database_url)
+    status = pg_conn.execute("SELECT strategy_id, status, observed_generation FROM strategy_status ORDER BY 1")
+    assert status.fetchall() == [("edited", "stopped", 2), ("renamed", "running", 1)]
+    assert _marks(pg_conn) == {"edited": 2, "renamed": 1}  # the marks themselves bumped nothing
+
+    # A write as the API makes it (its own bump): one bump, not two.
+    pg_conn.execute(
+        "UPDATE strategies SET desired_state = 'running', generation = generation + 1 WHERE strategy_id = 'edited'"
+    )
+    assert pg_conn.execute("SELECT generation FROM strategies WHERE strategy_id = 'edited'").fetchone() == (3,)
+    pg_conn.execute("UPDATE strategies SET execution_interval = 5 WHERE strategy_id = 'edited'")
+    _reconcile(database_url)
+    row = pg_conn.execute(
+        "SELECT st.schedule_interval, st.observed_generation FROM strategy_status st WHERE strategy_id = 'edited'"
+    )
+    assert row.fetchone() == (5, 4)
+
+
 def test_finding_nothing_to_reconcile_costs_the_same_at_ten_and_at_twenty_thousand_strategies(
     database_url: str, pg_conn: psycopg.Connection
 ) -> None:

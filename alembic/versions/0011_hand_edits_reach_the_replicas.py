@@ -1,11 +1,22 @@
-"""A status row deleted by hand clears its spec's reconcile mark, so a pass recreates it.
+"""An operator's hand edits in psql reach the replicas: a spec edited without its generation, a status
+row deleted.
 
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-28
 
-Why: before 0010 a reconcile pass joined every spec to its status row and found a spec without one
-(`st.strategy_id IS NULL`) wherever it was. Since 0010 a pass looks only at the specs the partial
+Replicas act on a spec when its generation differs from what its status observed (and, since 0010,
+from the mark `reconciled_generation`). The API bumps the generation with every write; an operator's
+UPDATE in psql does not, so a hand edit of `desired_state` or `execution_interval` woke the replicas
+(the notify trigger fires on every update) and then was never acted on: a status `running` for a
+spec `stopped`, forever, its overdue row at the front of the claimable index where claims skipped it
+over and over. Now a BEFORE UPDATE trigger bumps the generation (and `updated_at`, as the API does)
+when a column the replicas act on changes and the statement left the generation alone. The API's
+writes, which bump it themselves, and a replica's mark, which changes none of those columns, pass
+through untouched.
+
+A status row deleted by hand: before 0010 a reconcile pass joined every spec to its status row and
+found a spec without one (`st.strategy_id IS NULL`) wherever it was. Since 0010 a pass looks only at the specs the partial
 index `ix_strategies_unreconciled` holds, and a spec whose status row an operator deleted in psql
 keeps its mark (`reconciled_generation = generation`): it was never scheduled again until its spec
 was written. The pass's condition still treats a missing status row as unreconciled; what was missing
@@ -36,7 +47,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The columns a replica acts on (the reconcile decision, the code check, and what a claim reads).
+_ACTED_ON = (
+    "code",
+    "config",
+    "risk",
+    "execution_interval",
+    "exchange",
+    "desired_state",
+    "started_at",
+    "delete_requested_at",
+)
+
+
 def upgrade() -> None:
+    old = ", ".join(f"OLD.{column}" for column in _ACTED_ON)
+    new = ", ".join(f"NEW.{column}" for column in _ACTED_ON)
+    op.execute(
+        f"""
+        CREATE FUNCTION strategies_hand_edit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.generation = OLD.generation AND ROW({new}) IS DISTINCT FROM ROW({old}) THEN
+                NEW.generation := OLD.generation + 1;
+                NEW.updated_at := now();
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER strategies_hand_edit BEFORE UPDATE ON strategies "
+        "FOR EACH ROW EXECUTE FUNCTION strategies_hand_edit()"
+    )
     op.execute(
         """
         CREATE FUNCTION strategy_status_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -66,5 +109,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER strategies_hand_edit ON strategies")
+    op.execute("DROP FUNCTION strategies_hand_edit()")
     op.execute("DROP TRIGGER strategy_status_deleted ON strategy_status")
     op.execute("DROP FUNCTION strategy_status_deleted()")
