@@ -279,6 +279,27 @@ def test_manual_run_requests_are_claimed_once_per_strategy(database_url: str, pg
     assert run(database_url, lambda s: _claims(s, 5)) == []
 
 
+def test_halted_strategies_requests_do_not_hold_off_the_others(database_url: str, pg_conn: psycopg.Connection) -> None:
+    """The oldest pending requests belong to halted strategies, more of them than the claim looks
+    at (:slots + 32): a later request of a runnable strategy is still claimed, and theirs wait."""
+    halted = [f"h{i:02}" for i in range(40)]
+    for sid in [*halted, "free"]:
+        deploy(pg_conn, sid, desired_state="stopped")
+    run(database_url, lambda s: s.reconcile(decide, python_check))
+    pg_conn.execute(
+        "UPDATE strategy_status SET status = 'halted', halted_at = now() WHERE strategy_id = ANY(%s)", (halted,)
+    )
+    pg_conn.execute(
+        "INSERT INTO run_requests (strategy_id, requested_at) SELECT unnest(%s::text[]), now() - interval '1 minute'",
+        (halted,),
+    )
+    pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('free')")
+    claims = run(database_url, lambda s: _claims(s, 5))
+    assert [(c.strategy_id, c.trigger) for c in claims] == [("free", "manual")]
+    waiting = pg_conn.execute("SELECT count(*) FROM run_requests WHERE claimed_at IS NULL").fetchone()
+    assert waiting == (40,)
+
+
 def test_expired_leases_of_dead_replicas_are_marked_lost(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1")
 

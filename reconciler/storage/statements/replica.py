@@ -258,10 +258,14 @@ CLAIM_REQUESTED = text(
     WITH pending AS (
         -- Strategies with pending requests, oldest request first: driven by the partial index of
         -- pending requests, so the cost follows the requests, not the number of strategies.
-        SELECT strategy_id, min(requested_at) AS first_requested
-        FROM run_requests
-        WHERE claimed_at IS NULL
-        GROUP BY strategy_id
+        -- A halted strategy's requests wait for the halt to lift (`picked` would drop them) and are
+        -- left out before the LIMIT: taken into it, 38 of them, the oldest, held every other
+        -- tenant's manual runs off for as long as the halts lasted (an attack showed it).
+        SELECT r.strategy_id, min(r.requested_at) AS first_requested
+        FROM run_requests r
+        WHERE r.claimed_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM strategy_status h WHERE h.strategy_id = r.strategy_id AND h.status = 'halted')
+        GROUP BY r.strategy_id
         ORDER BY first_requested
         LIMIT :slots + 32
     ),
