@@ -118,6 +118,17 @@ def decide(spec: Spec, status: Status | None, now: datetime, compile_error: str 
                 ),
             )
         resumed = _schedule(spec, status, now)
+        lifted_by_start = spec.started_at is not None and (
+            status.halted_at is None or spec.started_at > status.halted_at
+        )
+        if not lifted_by_start and status.halted_at is not None:
+            # A pause that ran out: the strategy runs again one interval after the halt, not at
+            # once, so a pause shorter than the interval never makes it run more often than its
+            # interval (a strategy failing at every run, paused 3 s on a 30 s interval, ran every
+            # ~3 s). A pause longer than that ends with a run at once, as before.
+            first = status.halted_at + timedelta(seconds=spec.execution_interval)
+            if first > now:
+                resumed = SetStatus("running", spec.generation, first, spec.execution_interval, first)
         return SetStatus(
             resumed.status,
             resumed.observed_generation,

@@ -208,8 +208,8 @@ def test_a_short_pause_ends_on_time_and_its_schedule_runs_no_tick_twice(
 ) -> None:
     """A 2 s pause of a strategy with a 60 s interval, halted in its first execution: it resumes about
     2 s later (the halt wakes the replicas' reconcile pass, which learns when the pause ends), not at
-    the next resync a minute away; and its schedule, anchored again at the deploy whose tick already
-    ran, skips that tick instead of failing every claim until the next one."""
+    the next resync a minute away; its next run is one interval after the halt, not at once (nor on
+    the tick that already ran); and the other strategy's claims go on throughout."""
     pg_conn.execute(
         "INSERT INTO strategies (strategy_id, user_id, name, code, execution_interval, risk) "
         "VALUES ('pauser', 'u1', 'pauser', %s, 60, %s)",
@@ -252,5 +252,5 @@ def test_a_short_pause_ends_on_time_and_its_schedule_runs_no_tick_twice(
     ).fetchone()
     assert ticks == (1, 1)  # its next tick is a minute after the first
     status = status_of(pg_conn, "pauser")
-    assert status["next_execution_at"] == status["schedule_anchor_at"] + timedelta(seconds=60)  # type: ignore[operator]
+    assert status["next_execution_at"] == halt["halted_at"] + timedelta(seconds=60)  # type: ignore[operator]
     assert "duplicate key" not in service.log() and "Traceback" not in service.log(), service.log()

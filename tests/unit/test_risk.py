@@ -204,6 +204,16 @@ def test_a_pause_lifts_at_its_time_and_not_before() -> None:
     assert due == SetStatus("running", 2, NOW, 10, NOW, resumed=True)
 
 
+def test_a_pause_shorter_than_the_interval_resumes_one_interval_after_the_halt() -> None:
+    halted_at = NOW - timedelta(seconds=3)
+    short = decide(spec(generation=2), halted(halted_at=halted_at, resume_at=NOW), NOW)
+    first = halted_at + timedelta(seconds=10)
+    assert short == SetStatus("running", 2, first, 10, first, resumed=True)
+    # A start lifts it with a run at once, whatever the interval.
+    started = decide(spec(started_at=NOW, changed_at=NOW), halted(halted_at=halted_at, resume_at=None), NOW)
+    assert started == SetStatus("running", 3, NOW, 10, NOW, resumed=True)
+
+
 def test_stop_and_delete_win_over_a_halt() -> None:
     stopped = decide(spec(desired_state="stopped"), halted(), NOW)
     assert isinstance(stopped, SetStatus) and stopped.status == "stopped" and not stopped.resumed
