@@ -35,6 +35,13 @@ the status row's, the opposite of the reconcile pass's order (spec, then status)
 races a pass on the same strategy can deadlock with it; PostgreSQL aborts one after `deadlock_timeout`,
 and either the pass tries again a second later or the operator's DELETE reports the deadlock and
 changes nothing. Nothing the service itself runs deletes status rows, so only an operator meets it.
+
+An execution row deleted by hand while it ran: its strategy's status kept pointing at it
+(`running_execution_id`), so nothing of that strategy was claimed again, neither a tick nor a manual
+run, and a deletion of the strategy waited for that execution forever. Now deleting an in-flight row
+clears the pointer (a row trigger on the partitioned table, fired only for in-flight rows, so the
+retention's deletes and partition drops never run it); the replica running it finds its fence gone
+and records nothing, as for any execution fenced off.
 """
 
 from collections.abc import Sequence
@@ -98,6 +105,21 @@ def upgrade() -> None:
         "CREATE TRIGGER strategy_status_deleted AFTER DELETE ON strategy_status "
         "FOR EACH ROW EXECUTE FUNCTION strategy_status_deleted()"
     )
+    op.execute(
+        """
+        CREATE FUNCTION executions_in_flight_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE strategy_status SET running_execution_id = NULL, updated_at = now()
+            WHERE strategy_id = OLD.strategy_id AND running_execution_id = OLD.execution_id;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER executions_in_flight_deleted AFTER DELETE ON executions FOR EACH ROW "
+        "WHEN (OLD.in_flight_id IS NOT NULL) EXECUTE FUNCTION executions_in_flight_deleted()"
+    )
     # Specs whose status row is already gone (deleted by hand since 0010): into the index now.
     op.execute(
         """
@@ -109,6 +131,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER executions_in_flight_deleted ON executions")
+    op.execute("DROP FUNCTION executions_in_flight_deleted()")
     op.execute("DROP TRIGGER strategies_hand_edit ON strategies")
     op.execute("DROP FUNCTION strategies_hand_edit()")
     op.execute("DROP TRIGGER strategy_status_deleted ON strategy_status")

@@ -227,6 +227,33 @@ def test_a_hand_edit_without_the_generation_is_reconciled_like_an_api_write(
     assert row.fetchone() == (5, 4)
 
 
+def test_an_in_flight_execution_deleted_by_hand_frees_its_strategy(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """Migration 0011: the status's pointer to an execution deleted while it ran is cleared, so the
+    strategy is claimed again; deleting finished executions (retention) touches no status row."""
+    _spec(pg_conn, "wedged")
+    _reconcile(database_url)
+
+    async def claim() -> list[str]:
+        engine = create_engine(database_url, pool_size=2, pre_ping=False)
+        store = ReplicaStore(Database(engine), replica_id="r1", lease_seconds=30)
+        try:
+            await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
+            return [c.strategy_id for c in (await store.claim(5)).claims]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(claim()) == ["wedged"]
+    pg_conn.execute("DELETE FROM executions WHERE strategy_id = 'wedged' AND status = 'running'")
+    row = pg_conn.execute("SELECT running_execution_id FROM strategy_status WHERE strategy_id = 'wedged'")
+    assert row.fetchone() == (None,)
+    pg_conn.execute(
+        "UPDATE strategy_status SET next_execution_at = now() - interval '1 second' WHERE strategy_id = 'wedged'"
+    )
+    assert asyncio.run(claim()) == ["wedged"]
+
+
 def test_finding_nothing_to_reconcile_costs_the_same_at_ten_and_at_twenty_thousand_strategies(
     database_url: str, pg_conn: psycopg.Connection
 ) -> None:
