@@ -138,6 +138,15 @@ def _missing(strategy_id: str) -> NotFound:
     return NotFound(f"no strategy {strategy_id!r}")
 
 
+async def _unknown_or_leaving(store: Store, strategy_id: str, what: str) -> ApiError:
+    """Why a write found no strategy to act on: none by that id (404), or one being deleted (409,
+    as for a deploy), which its status still shows until a replica finalizes the deletion."""
+    status = await store.get_status(strategy_id)
+    if status is not None and status["delete_requested_at"] is not None:
+        return Conflict(f"strategy {strategy_id!r} is being deleted; it can no longer {what}")
+    return _missing(strategy_id)
+
+
 class ExecutorApi:
     def __init__(
         self,
@@ -298,7 +307,7 @@ class ExecutorApi:
         strategy_id = strategy_id_param(request)
         record = await self.store.set_desired_state(strategy_id, desired_state)
         if record is None:
-            raise _missing(strategy_id)
+            raise await _unknown_or_leaving(self.store, strategy_id, "be started or stopped")
         log.info("strategy %s: desired_state %s (generation %s)", strategy_id, desired_state, record["generation"])
         return respond(StrategyStatus.from_record(record))
 
@@ -315,13 +324,15 @@ class ExecutorApi:
         query = parse_query(request, ExecuteQuery)
         run = await self.store.request_run(strategy_id)
         if run is None:
-            raise _missing(strategy_id)
+            raise await _unknown_or_leaving(self.store, strategy_id, "be run")
         log.info("strategy %s: run requested (run request %s)", strategy_id, run["run_request_id"])
         if query.wait is None:
             return respond(RunRequest.model_validate(run), 202)
         waited = await self.store.wait_for_run(run["run_request_id"], timeout=query.wait)
-        if waited is None:  # the strategy was deleted meanwhile, and its run requests with it
-            return respond(RunRequest.model_validate(run), 202)
+        if waited is None:
+            # The strategy was deleted meanwhile, and its run requests with it: this one will never
+            # run. A 202 would read as "still pending".
+            raise Conflict(f"strategy {strategy_id!r} was deleted before this run request was answered")
         if waited.finished:
             return respond(Execution.model_validate(waited.execution), 200)
         return respond(RunRequest.model_validate({**waited.run_request, "execution": waited.execution}), 202)
@@ -473,6 +484,7 @@ class ExecutorApi:
                 self.start,
                 "Set desired_state to running",
                 {200: StrategyStatus},
+                errors=(409,),  # being deleted
             ),
             Endpoint(
                 "POST",
@@ -480,6 +492,7 @@ class ExecutorApi:
                 self.stop,
                 "Set desired_state to stopped",
                 {200: StrategyStatus},
+                errors=(409,),  # being deleted
             ),
             Endpoint(
                 "POST",
@@ -487,6 +500,7 @@ class ExecutorApi:
                 self.execute,
                 "Request a manual run, optionally waiting for it",
                 {200: Execution, 202: RunRequest},
+                errors=(409,),  # being deleted
                 query=ExecuteQuery,
             ),
             Endpoint(

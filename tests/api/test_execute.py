@@ -131,3 +131,28 @@ def test_unknown_query_parameter_is_422(deployed: TestClient) -> None:
     response = deployed.post("/strategies/s1/execute?wiat=5")
     assert response.status_code == 422
     assert response.json()["detail"] == [{"field": "wiat", "reason": "unknown query parameter"}]
+
+
+def test_execute_of_a_strategy_being_deleted_says_so_and_of_an_unknown_one_is_404(deployed: TestClient) -> None:
+    assert deployed.delete("/strategies/s1").status_code == 202
+    response = deployed.post("/strategies/s1/execute")
+    assert response.status_code == 409
+    assert response.json()["message"] == "strategy 's1' is being deleted; it can no longer be run"
+    assert deployed.post("/strategies/nope/execute").status_code == 404
+
+
+def test_a_wait_cut_short_by_the_strategy_deleted_is_409_not_pending(
+    deployed: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    def finalize() -> None:
+        # What a replica does once nothing is in flight: the spec goes, its requests with it.
+        time.sleep(0.5)
+        pg_conn.execute("UPDATE strategies SET delete_requested_at = now() WHERE strategy_id = 's1'")
+        pg_conn.execute("DELETE FROM strategies WHERE strategy_id = 's1'")
+
+    deleter = threading.Thread(target=finalize)
+    deleter.start()
+    response = deployed.post("/strategies/s1/execute?wait=10")
+    deleter.join()
+    assert response.status_code == 409
+    assert "deleted before this run request was answered" in response.json()["message"]

@@ -50,14 +50,15 @@ def test_delete_requests_deletion_and_reports_deleting(deployed: TestClient, pg_
     assert deployed.get("/strategies/s1/status").json()["status"] == "deleting"
 
 
-def test_start_stop_execute_of_a_strategy_being_deleted_are_404(
+def test_start_stop_execute_of_a_strategy_being_deleted_are_409_and_change_nothing(
     deployed: TestClient, pg_conn: psycopg.Connection
 ) -> None:
+    """A conflict, as for a deploy (its status still shows it, `deleting`), not an unknown strategy."""
     deployed.delete("/strategies/s1")
     for action in ("start", "stop", "execute"):
         response = deployed.post(f"/strategies/s1/{action}")
-        assert response.status_code == 404, action
-        assert response.json()["error"] == "not_found"
+        assert response.status_code == 409, action
+        assert response.json()["error"] == "conflict"
     assert spec(pg_conn) == ("running", 2, True)
     assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
 

@@ -2110,6 +2110,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Invalid request */
             422: {
                 headers: {
@@ -2170,6 +2179,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2249,6 +2267,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
