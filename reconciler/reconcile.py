@@ -175,6 +175,14 @@ def _schedule(spec: Spec, status: Status | None, now: datetime) -> SetStatus:
     # the claim coalesces whatever grid points it missed.
     last_tick = status.next_execution_at - timedelta(seconds=status.schedule_interval)
     next_tick = last_tick + timedelta(seconds=interval)
+    if next_tick < now:
+        # Shortened below the time since the last tick: the new grid's points before now were never
+        # a schedule anyone ran on, so none is counted missed. The grid is anchored at its latest
+        # point at or before now, which is due at once (and is not the last tick: at least one new
+        # interval after it).
+        step = timedelta(seconds=interval)
+        latest = last_tick + step * ((now - last_tick) // step)
+        return SetStatus("running", spec.generation, latest, interval, latest)
     return SetStatus("running", spec.generation, last_tick, interval, next_tick)
 
 

@@ -80,6 +80,13 @@ def test_interval_shortened_past_now_is_simply_due() -> None:
     assert action == SetStatus("running", 2, NOW - 1 * T, 2, NOW + 1 * T)
 
 
+def test_interval_shortened_below_the_time_since_the_last_tick_runs_now_and_counts_nothing_missed() -> None:
+    # Last tick at NOW-5s; with 2 s the new grid's points NOW-3s and NOW-1s were never a schedule: the
+    # grid is anchored at its latest point at or before now, due at once, so the claim coalesces nothing.
+    action = decide(spec(execution_interval=2), status(), NOW)
+    assert action == SetStatus("running", 2, NOW - 1 * T, 2, NOW - 1 * T)
+
+
 @pytest.mark.parametrize("running", [None, "e1"])
 def test_stop_clears_the_schedule_whether_or_not_an_execution_is_in_flight(running: str | None) -> None:
     action = decide(spec(desired_state="stopped"), status(running_execution_id=running), NOW)
