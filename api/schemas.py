@@ -434,8 +434,10 @@ class Execution(_Response):
     status: ExecutionStatus
     trigger: Trigger
     scheduled_for: datetime
-    claimed_at: datetime
-    started_at: datetime | None
+    claimed_at: datetime = Field(description="When a replica took it (its process starts a few ms later).")
+    started_at: datetime | None = Field(
+        description="When its process started: written with the outcome, so null while it runs (see claimed_at)."
+    )
     finished_at: datetime | None
     duration: float | None
     output: str | None

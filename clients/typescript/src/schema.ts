@@ -965,9 +965,13 @@ export interface components {
             /**
              * Claimed At
              * Format: date-time
+             * @description When a replica took it (its process starts a few ms later).
              */
             claimed_at: string;
-            /** Started At */
+            /**
+             * Started At
+             * @description When its process started: written with the outcome, so null while it runs (see claimed_at).
+             */
             started_at: string | null;
             /** Finished At */
             finished_at: string | null;
