@@ -200,11 +200,14 @@ def observe_equity(
     if limits.max_drawdown_pct is not None and state.peak > 0:
         drawdown = (state.peak - equity) / state.peak * 100
         if drawdown >= limits.max_drawdown_pct:
+            # The message shows the value recorded as halt_value (4 decimals): at 2, a breach of a
+            # 0.0002 % limit read "is 0% below its peak".
+            value = drawdown.quantize(Decimal("0.0001"))
             return state, Breach(
                 DRAWDOWN,
-                drawdown.quantize(Decimal("0.0001")),
+                value,
                 limits.max_drawdown_pct,
-                f"equity {_plain(equity)} {currency} is {_plain(drawdown.quantize(Decimal('0.01')))}% below its "
+                f"equity {_plain(equity)} {currency} is {_plain(value)}% below its "
                 f"peak of {_plain(state.peak)} {currency}, at or over risk.max_drawdown_pct of "
                 f"{_plain(limits.max_drawdown_pct)}%",
             )

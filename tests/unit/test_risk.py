@@ -117,6 +117,15 @@ def test_drawdown_is_measured_from_the_peak_not_the_start() -> None:
     state, breach = risk.observe_equity(rules, state, D(10_800), TODAY)  # still 8 % above the start
     assert breach is not None and breach.limit == "max_drawdown_pct"
     assert breach.value == D(10) and state.peak == D(12_000)
+    assert "is 10% below its peak of 12000 USDT" in breach.message
+
+
+def test_a_tiny_drawdown_limit_shows_the_value_it_recorded() -> None:
+    rules = limits(max_drawdown_pct=D("0.0002"))
+    state, _ = risk.observe_equity(rules, EquityState(), D("21676.8"), TODAY)
+    state, breach = risk.observe_equity(rules, state, D("21676.418"), TODAY)
+    assert breach is not None and breach.value == D("0.0018")
+    assert "is 0.0018% below its peak" in breach.message
 
 
 def test_a_new_peak_is_never_a_drawdown() -> None:
