@@ -363,8 +363,10 @@ def test_interval_change_applies_from_the_next_tick(database_url: str, pg_conn: 
     pg_conn.execute("UPDATE strategies SET execution_interval = 10, generation = 2")
     run(database_url, lambda s: s.reconcile(decide, python_check))
     after = status_of(pg_conn, "s1")
-    # The next tick was one old interval (60 s) after the last; it is now one new interval (10 s) after it.
-    assert after["next_execution_at"] == before["next_execution_at"] - timedelta(seconds=50)
+    # The next tick was one old interval (60 s) after the last; one new interval (10 s) after it is
+    # already past, so the new grid is anchored at its latest point before now: here the first tick,
+    # due since the deploy and not yet run, which stays due as it was.
+    assert after["next_execution_at"] == before["next_execution_at"] == after["schedule_anchor_at"]
     assert after["schedule_interval"] == 10 and after["observed_generation"] == 2
 
 
