@@ -76,6 +76,12 @@ RECORD_WINDOW = 0.005
 # How long, at most, an execution claimed ahead should wait for a slot, at the rate slots are freeing
 # (see `_claim_ahead`): a little more than one claim's round trip, so a freed slot never waits for one.
 CLAIM_AHEAD_SECONDS = 0.025
+# A reconcile pass that found unreconciled strategies held by another replica's pass (SKIP LOCKED passed
+# them over) looks again this long after, doubling up to RELOOK_MAX_SECONDS while they stay held: that
+# pass normally commits in milliseconds, but one whose replica died or froze holds them until its
+# session ends (seconds: the replica sessions' timeouts), and nothing else would wake anyone then.
+RELOOK_SECONDS = 1.0
+RELOOK_MAX_SECONDS = 8.0
 
 
 class SandboxRunner(Protocol):
@@ -191,6 +197,10 @@ class Replica:
         self._listening = False
         # When (monotonic) the earliest paused strategy resumes: a reconcile pass is due then.
         self._resume_due: float | None = None
+        # When (monotonic) to look again at strategies another replica's pass held, and the delay
+        # after that one if they are still held (see RELOOK_SECONDS).
+        self._relook_at: float | None = None
+        self._relook_delay = RELOOK_SECONDS
         # Set by a NOTIFY that an alert was enqueued; the alert sender waits on it.
         self.alerts_queued = asyncio.Event()
         # The sender of webhook alerts, started with the replica (see reconciler.alerts).
@@ -266,12 +276,14 @@ class Replica:
     async def _pass(self) -> float:
         """One reconcile-and-claim pass; returns how long the loop may sleep afterwards."""
         idle = self._idle_interval()
-        resume_due = self._resume_due is not None and time.monotonic() >= self._resume_due
-        if self._desired_changed.is_set() or resume_due or time.monotonic() - self._last_reconcile >= idle:
+        now = time.monotonic()
+        resume_due = self._resume_due is not None and now >= self._resume_due
+        relook_due = self._relook_at is not None and now >= self._relook_at
+        if self._desired_changed.is_set() or resume_due or relook_due or now - self._last_reconcile >= idle:
             self._desired_changed.clear()
             self._requests_pending = True
             try:
-                await self._reconcile()
+                await self._reconcile(relook=relook_due)
             except StoreError:
                 # The change that woke this pass is still unreconciled (and other replicas skipped the
                 # rows this one had locked): the next pass, a second away, looks again instead of the
@@ -282,6 +294,8 @@ class Replica:
         if self._resume_due is not None:
             # A pause ends before the next full pass would come round: look again then.
             idle = max(0.0, min(idle, self._resume_due - time.monotonic()))
+        if self._relook_at is not None:
+            idle = max(0.0, min(idle, self._relook_at - time.monotonic()))
         wanted = self._wanted()
         if wanted <= 0:
             return idle  # a slot freeing sets the wake event
@@ -307,15 +321,30 @@ class Replica:
             return OVERDUE_RETRY_SECONDS
         return max(0.0, min(wait, idle))
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, *, relook: bool = False) -> None:
+        """Reconcile every unreconciled strategy this replica can lock. `relook`: this pass is the look
+        again at strategies an earlier pass found held by another replica."""
+        held = False
         with self.metrics.reconcile_pass():
             while True:
                 report = await self.store.reconcile(decide, self.check_code)
+                held = held or report.held > 0
                 if report.updated or report.finalized:
                     log.debug("reconciled %s", report)
                 if report.examined < 200 or not (report.updated or report.finalized):
                     break
         self._last_reconcile = time.monotonic()
+        if not held:
+            self._relook_at, self._relook_delay = None, RELOOK_SECONDS
+        elif relook:
+            # Still held a look later: back off, so a lock held for seconds costs a few passes, not a loop.
+            self._relook_delay = min(self._relook_delay * 2, RELOOK_MAX_SECONDS)
+            self._relook_at = self._last_reconcile + self._relook_delay
+        elif self._relook_at is None:
+            # Usually another replica's pass, about to commit. Passes woken by other changes meanwhile
+            # (a burst of writes) neither postpone the look nor grow the delay.
+            self._relook_delay = RELOOK_SECONDS
+            self._relook_at = self._last_reconcile + self._relook_delay
         wait = report.seconds_until_resume
         # A little after the database says, so the pass finds `resume_at <= now()` true; a resume
         # already overdue after this pass is another replica's to finish (it holds the row): later.

@@ -101,6 +101,9 @@ class ReconcileReport:
     finalized: int
     # Seconds until the earliest paused strategy resumes; None: none is paused.
     seconds_until_resume: float | None = None
+    # Unreconciled strategies this pass could not lock: another replica's pass held them (see
+    # statements.replica.PASS_END). The loop looks again shortly rather than at the next resync.
+    held: int = 0
 
 
 class ReplicaStore:
@@ -198,7 +201,9 @@ class ReplicaStore:
         async def work(conn: AsyncConnection) -> ReconcileReport:
             specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
             if not specs:
-                return ReconcileReport(0, 0, 0, await _next_resume(conn))
+                # Every one the read found is reconciled by now, or held by another replica's pass.
+                held, resume = await _pass_end(conn, [], batch)
+                return ReconcileReport(0, 0, 0, resume, held=held)
             ids = [row["strategy_id"] for row in specs]
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
@@ -236,7 +241,8 @@ class ReplicaStore:
                     if write["resumed"]:
                         await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
             await conn.execute(queries.MARK_RECONCILED, {"strategy_ids": ids})
-            return ReconcileReport(len(specs), len(writes), finalized, await _next_resume(conn))
+            held, resume = await _pass_end(conn, ids, batch)
+            return ReconcileReport(len(specs), len(writes), finalized, resume, held=held)
 
         return await self.db.run(work)
 
@@ -466,6 +472,13 @@ def _day_range(day: date) -> tuple[datetime, datetime]:
 async def _next_resume(conn: AsyncConnection) -> float | None:
     wait = (await conn.execute(risk_queries.NEXT_RESUME)).scalar_one()
     return None if wait is None else float(wait.total_seconds())
+
+
+async def _pass_end(conn: AsyncConnection, locked: list[str], batch: int) -> tuple[int, float | None]:
+    """After a pass's writes: how many unreconciled strategies it could not lock, and seconds until
+    the earliest pause ends (None: nothing paused)."""
+    row = (await conn.execute(queries.PASS_END, {"locked": locked, "batch": batch})).one()
+    return int(row.held), None if row.wait is None else float(row.wait.total_seconds())
 
 
 async def _check_failure_streaks(conn: AsyncConnection, streaks: list[tuple[str, int]]) -> None:

@@ -386,6 +386,51 @@ def test_replica_frozen_inside_a_claim_transaction_releases_its_locks(
     stop_everything_and_check(pg_conn, services, allowed={"succeeded", "lost"})
 
 
+def test_a_spec_row_held_by_a_frozen_pass_is_reconciled_seconds_after_it_is_released(
+    database_url: str, pg_conn: psycopg.Connection, services: list[Service], tmp_path: Path
+) -> None:
+    """A replica frozen (or killed) in the middle of a reconcile pass holds the spec rows it locked;
+    the other replicas' passes skip them (SKIP LOCKED). Once its session ends, nothing notifies anyone:
+    a replica that skipped them must look again by itself, within seconds, not at the resync."""
+    (replica,) = start_workers(services, database_url, tmp_path, 1, resync_interval_seconds=60)
+    deploy_sql(pg_conn, "held", TRIVIAL, interval=3600)
+
+    def observed() -> object:
+        return scalar(pg_conn, "SELECT (SELECT observed_generation FROM strategy_status WHERE strategy_id = 'held')")
+
+    wait_for(lambda: observed() == 1, 30, "the strategy to be reconciled")
+    # The other replica's pass, as it was when its replica froze: the spec change committed (its NOTIFY
+    # on its way to the replica), the spec row locked by a pass that never commits. The replica under
+    # test is stopped meanwhile, so its own pass cannot take the row first.
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        pg_conn.execute(
+            "UPDATE strategies SET desired_state = 'stopped', generation = generation + 1, updated_at = now()"
+            " WHERE strategy_id = 'held'"
+        )
+        holder = psycopg.connect(pg_conn.info.dsn)
+        holder.execute("SELECT 1 FROM strategies WHERE strategy_id = 'held' FOR NO KEY UPDATE")
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    try:
+        commits_before = scalar(pg_conn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        time.sleep(5.0)  # the NOTIFY's pass skips the row; the looks again back off while it stays held
+        assert observed() == 1
+        commits = scalar(pg_conn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    finally:
+        holder.rollback()  # the frozen replica's session ends (killed, or its idle timeout): the row is free
+        holder.close()
+    released = time.monotonic()
+    wait_for(lambda: observed() == 2, 15, "the held strategy to be reconciled once released", interval=0.02)
+    took = time.monotonic() - released
+    spent = int(commits) - int(commits_before)  # type: ignore[call-overload]
+    print(f"\nheld spec row: reconciled {took:.2f} s after its lock was released; {spent} transactions in 5 s held")
+    assert took < 8.0 + 2.0  # the longest look-again delay, plus a busy machine's slack (not the 60 s resync)
+    assert spent < 50  # backed off: a few passes and heartbeats, not a loop
+    assert scalar(pg_conn, "SELECT status FROM strategy_status WHERE strategy_id = 'held'") == "stopped"
+    stop_everything_and_check(pg_conn, services, allowed={"succeeded"})
+
+
 def test_claims_and_reconcile_passes_race_for_a_minute_without_deadlock(
     database_url: str, pg_conn: psycopg.Connection, services: list[Service], tmp_path: Path
 ) -> None:

@@ -77,6 +77,37 @@ def test_reconcile_schedules_a_running_strategy_due_now(database_url: str, pg_co
     assert run(database_url, lambda s: s.reconcile(decide, python_check)).examined == 0
 
 
+def test_a_pass_counts_the_unreconciled_strategies_another_pass_holds(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """What the loop's look-again rests on: a pass that SKIP LOCKED passed over says how many it left."""
+    for strategy_id in ("held", "free"):
+        deploy(pg_conn, strategy_id)
+    holder = psycopg.connect(pg_conn.info.dsn)  # another replica's pass, stuck holding the spec row
+    try:
+        holder.execute("SELECT 1 FROM strategies WHERE strategy_id = 'held' FOR NO KEY UPDATE")
+        report = run(database_url, lambda s: s.reconcile(decide, python_check))
+        assert (report.examined, report.updated, report.held) == (1, 1, 1)
+        report = run(database_url, lambda s: s.reconcile(decide, python_check))  # it locks nothing now
+        assert (report.examined, report.held) == (0, 1)
+    finally:
+        holder.rollback()  # its session ends: the row is free
+        holder.close()
+    report = run(database_url, lambda s: s.reconcile(decide, python_check))
+    assert (report.examined, report.updated, report.held) == (1, 1, 0)
+    assert status_of(pg_conn, "held")["status"] == "running"
+
+    # A strategy left unreconciled by the pass that locked it (a deletion waiting for its execution) is
+    # not held by anyone else: nothing to look again for.
+    async def delete_while_running(store: ReplicaStore) -> list[Any]:
+        assert len((await store.claim(5)).claims) == 2
+        pg_conn.execute("UPDATE strategies SET delete_requested_at = now(), generation = generation + 1")
+        return [await store.reconcile(decide, python_check) for _ in range(2)]
+
+    reports = run(database_url, delete_while_running)
+    assert [(r.examined, r.updated, r.finalized, r.held) for r in reports] == [(2, 2, 0, 0), (2, 0, 0, 0)]
+
+
 def test_reconcile_puts_code_that_no_longer_compiles_in_error(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "bad", code="def f(:\n  pass")
     run(database_url, lambda s: s.reconcile(decide, python_check))

@@ -9,6 +9,7 @@ outcome, and those the drain gives up on before they start are recorded `interru
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -289,3 +290,35 @@ def test_a_reconcile_pass_that_failed_is_tried_again_within_seconds_not_at_the_r
     asyncio.run(main())
     assert len(store.passes) >= 3, store.passes  # the failed pass was tried again
     assert store.passes[2] - store.passes[1] < 2.5
+
+
+class HeldStore(FakeStore):
+    """Reconcile passes find one strategy held by another replica's pass until `release_after` seconds."""
+
+    def __init__(self, release_after: float) -> None:
+        super().__init__(due=0)
+        self.start = time.monotonic()
+        self.release_after = release_after
+        self.passes: list[float] = []
+
+    async def reconcile(self, *_: Any, **__: Any) -> ReconcileReport:
+        now = time.monotonic() - self.start
+        self.passes.append(now)
+        return ReconcileReport(0, 0, 0, held=1 if now < self.release_after else 0)
+
+
+def test_a_pass_that_found_strategies_held_elsewhere_looks_again_backing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scaled down tenfold: a look 0.1 s later, doubling up to 0.4 s while they stay held.
+    monkeypatch.setattr(loop_module, "RELOOK_SECONDS", 0.1)
+    monkeypatch.setattr(loop_module, "RELOOK_MAX_SECONDS", 0.4)
+    store, sandbox = HeldStore(release_after=1.5), FakeSandbox(0.01)
+    made = replica(store, sandbox, resync_interval_seconds=60, poll_interval_seconds=60)
+    made._listening = True  # only notifications and the resync (60 s) would start a pass otherwise
+    asyncio.run(run_for(made, 3.0))
+    passes = store.passes
+    gaps = [later - earlier for earlier, later in itertools.pairwise(passes)]
+    # 0, 0.1, 0.3, 0.7, 1.1, 1.5 (or a little later on a busy host), then nothing more: none was held.
+    assert 4 <= len(passes) <= 7, passes
+    assert all(0.09 <= gap <= 0.4 + 0.25 for gap in gaps), gaps
+    assert gaps[:3] == sorted(gaps[:3]) and gaps[2] > 1.5 * gaps[0], gaps  # backing off
+    assert 1.5 <= passes[-1] <= 1.5 + 0.4 + 0.25, passes  # the look that found them free came soon after

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from reconciler.storage.statements import risk
+
 # --- reconcile ------------------------------------------------------------------------------------
 
 # Strategies whose status does not reflect their spec yet, oldest change first, one batch of them.
@@ -88,6 +90,27 @@ MARK_RECONCILED = text(
       AND st.observed_generation = s.generation
       AND s.delete_requested_at IS NULL
       AND s.reconciled_generation IS DISTINCT FROM s.generation
+    """
+)
+
+# The last statement of a pass's locking transaction, after its writes: `held`, how many strategies are
+# still unreconciled among the first :batch that this pass did not lock (:locked), and `wait`, seconds
+# until the earliest pause ends (risk.NEXT_RESUME; None: nothing paused).
+#
+# Why `held`: LOCK_UNRECONCILED passes over (SKIP LOCKED) the spec rows another replica's pass holds.
+# That pass normally commits them reconciled a moment later; but if its replica died or froze holding
+# them, nothing else wakes anyone when its session ends (killed, or cut by lock_timeout or
+# idle_in_transaction_session_timeout): the change would wait for the next resync, up to a minute. A
+# pass that counts held rows looks again shortly (the loop backs off while they stay held). The count
+# runs in a snapshot of its own (READ COMMITTED), so a row the other pass committed meanwhile is not
+# counted; rows written since the lock are, and cost a look that finds them done. A row this pass
+# locked and left unreconciled (a deletion waiting for an execution, code changed since the check)
+# is not held elsewhere: it is excluded by :locked and waits for its own wake-up, as before.
+PASS_END = text(
+    f"""
+    SELECT (SELECT count(*) FROM (SELECT s.strategy_id {_UNRECONCILED}) u
+            WHERE u.strategy_id <> ALL(CAST(:locked AS text[]))) AS held,
+           ({risk.NEXT_RESUME.text}) AS wait
     """
 )
 
