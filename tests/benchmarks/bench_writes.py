@@ -227,6 +227,16 @@ def cpu(run: Run, server: EmbeddedPostgres) -> dict[str, float]:
     return figures
 
 
+def statement_calls(run: Run) -> list[tuple[str, int]]:
+    """Statements run in this database since the reset, BEGIN and COMMIT included, the most called first."""
+    rows = run.conn.execute(
+        "SELECT regexp_replace(left(query, 200), '\\s+', ' ', 'g'), sum(calls)::bigint FROM pg_stat_statements"
+        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND query NOT LIKE '%pg_stat_%' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    return [(text, int(calls)) for text, calls in rows]
+
+
 def commits(run: Run) -> int:
     return int(run.scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
 
@@ -237,6 +247,8 @@ def burst(tree: Tree, server: EmbeddedPostgres, logs: Path, name: str, args: arg
         conn.execute(f'CREATE DATABASE "{name}"')
     url = server.url(name)
     migrate(url)
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     run = Run(tree, url, logs, name, args.replicas_now)
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -252,6 +264,7 @@ def burst(tree: Tree, server: EmbeddedPostgres, logs: Path, name: str, args: arg
                 time.sleep(0.2)
             time.sleep(1.0)
             ops = plan(args.writes, args.strategies, args.seed, tuple(args.kinds))
+            run.conn.execute("SELECT pg_stat_statements_reset()")
             before = commits(run)
             cpu_before = cpu(run, server)
             load = os.getloadavg()[0]
@@ -294,6 +307,7 @@ def burst(tree: Tree, server: EmbeddedPostgres, logs: Path, name: str, args: arg
             executions = {"serve": ran.get(str(run.processes[0].pid), 0), "workers": sum(ran.values())}
             executions["workers"] -= executions["serve"]
             used = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu(run, server).items()}
+            statements = statement_calls(run)
         # How long until the replicas caught up with the burst's last write.
         caught_up = time.monotonic()
         while run.scalar("SELECT count(*) FROM strategies WHERE reconciled_generation IS DISTINCT FROM generation"):
@@ -314,6 +328,8 @@ def burst(tree: Tree, server: EmbeddedPostgres, logs: Path, name: str, args: arg
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
         "max_ms": round(1000 * latencies[-1], 1),
         "transactions": transactions,
+        "statements_per_write": round(sum(calls for _, calls in statements) / args.writes, 2),
+        "top_statements": {text[:70]: calls for text, calls in statements[:12]},
         # Beside the API's own one per write: the replicas' reconcile passes, claims, outcomes, heartbeats.
         "replica_transactions_per_write": round((transactions - args.writes) / args.writes, 2),
         "reconciled_after_s": round(lag, 2),
@@ -365,7 +381,9 @@ def main() -> None:
         f" logs in {root}",
         flush=True,
     )
-    server = EmbeddedPostgres(data_dir=root / "cluster")
+    server = EmbeddedPostgres(
+        data_dir=root / "cluster", server_options=("shared_preload_libraries=pg_stat_statements",)
+    )
     server.start()
     results = []
     try:
