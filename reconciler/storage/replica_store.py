@@ -9,6 +9,8 @@ The reconcile decision itself is pure and passed in (`decide`), like the languag
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +106,10 @@ class ReconcileReport:
     # Unreconciled strategies this pass could not lock: another replica's pass held them (see
     # statements.replica.PASS_END). The loop looks again shortly rather than at the next resync.
     held: int = 0
+    # The pass wrote a schedule a claim can act on (a strategy scheduled anew, a tick moved): the
+    # replica claims after it. And whether a run request waits to be claimed.
+    scheduled: bool = False
+    requests: bool = False
 
 
 class ReplicaStore:
@@ -113,6 +119,8 @@ class ReplicaStore:
         self.lease_seconds = lease_seconds
         # This replica's fencing epoch, drawn at each registration; claims are stamped with it.
         self.epoch = 0
+        # The language policy's verdicts on the code this replica's passes checked (see `reconcile`).
+        self._verdicts = _Verdicts()
 
     # --- replicas -----------------------------------------------------------------------------
 
@@ -179,55 +187,86 @@ class ReplicaStore:
     # --- reconcile ----------------------------------------------------------------------------
 
     async def reconcile(self, decide: Decide, check_code: CodeChecker, *, batch: int = 200) -> ReconcileReport:
-        """One batch of the reconcile pass: check the code, then lock unreconciled specs, `decide`,
-        write, commit.
+        """One batch of the reconcile pass: lock unreconciled specs, `decide`, write, commit.
 
-        The code is checked before the transaction that locks, never inside it: a compile takes as long
-        as it takes, and a transaction that sat idle for it would hold the strategies' locks meanwhile
-        (and be ended by idle_in_transaction_session_timeout). Each distinct source is checked once, the
-        checks in parallel. A spec whose code changed between the two reads is left for the next pass.
+        Locks first. Every replica wakes for every desired-state write and only one of them gets the
+        rows; the others skip them (SKIP LOCKED) and stop after that one statement (and PASS_END),
+        without reading the specs apart or checking their code. Before, each replica read the specs,
+        checked new code and only then found the rows taken: three replicas did that work three
+        times for each API write, on the same cores as the API (see the README's Performance).
+
+        The code is never checked inside the transaction that locks: a compile takes as long as it
+        takes, and a transaction that sat idle for it would hold the strategies' locks meanwhile (and
+        be ended by idle_in_transaction_session_timeout), so API writes to them would queue behind it.
+        A transaction decides the specs whose code needs no check (stopped, being deleted) or whose
+        verdict this replica already knows (a start, a stop, a config change, code seen before), and
+        leaves the rest locked but untouched. Once it has committed, their code is checked (each
+        distinct source once, in parallel) and a second transaction locks and decides them; a spec
+        deployed again meanwhile is left for the wake-up that write sends.
         """
+        total = ReconcileReport(0, 0, 0)
+        for _ in range(2):
+            report, unchecked = await self.db.run(lambda conn: self._reconcile_locked(conn, decide, batch))
+            total = ReconcileReport(
+                total.examined + report.examined,
+                total.updated + report.updated,
+                total.finalized + report.finalized,
+                report.seconds_until_resume,
+                held=report.held,
+                scheduled=total.scheduled or report.scheduled,
+                requests=report.requests,
+            )
+            if not unchecked:
+                break
+            codes = list(unchecked)
+            for code, verdict in zip(codes, await asyncio.gather(*map(check_code, codes)), strict=True):
+                self._verdicts.remember(code, verdict)
+        return total
 
-        async def unreconciled(conn: AsyncConnection) -> tuple[list[str | None], float | None]:
-            rows = (await conn.execute(queries.SELECT_UNRECONCILED_CODE, {"batch": batch})).all()
-            return [row.code for row in rows], None if rows else await _next_resume(conn)
-
-        pending, resume = await self.db.run(unreconciled)
-        if not pending:
-            return ReconcileReport(0, 0, 0, resume)  # the common case: no locks taken
-        codes = list(dict.fromkeys(code for code in pending if code is not None))
-        verdicts = dict(zip(codes, await asyncio.gather(*map(check_code, codes)), strict=True))
-
-        async def work(conn: AsyncConnection) -> ReconcileReport:
-            specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
-            if not specs:
-                # Every one the read found is reconciled by now, or held by another replica's pass.
-                held, resume = await _pass_end(conn, [], batch)
-                return ReconcileReport(0, 0, 0, resume, held=held)
-            ids = [row["strategy_id"] for row in specs]
+    async def _reconcile_locked(
+        self, conn: AsyncConnection, decide: Decide, batch: int
+    ) -> tuple[ReconcileReport, set[str]]:
+        """One locking transaction of the pass: the report, and the code it found no verdict for."""
+        specs = (await conn.execute(queries.LOCK_UNRECONCILED, {"batch": batch})).mappings().all()
+        if not specs:
+            # Nothing unreconciled, or every one held by another replica's pass (counted).
+            end = await _pass_end(conn, [], batch)
+            return ReconcileReport(0, 0, 0, end.wait, held=end.held, requests=end.requests), set()
+        unchecked: set[str] = set()
+        ready: list[tuple[Spec, str | None]] = []
+        for row in specs:
+            spec = Spec(
+                strategy_id=row["strategy_id"],
+                generation=row["generation"],
+                desired_state=row["desired_state"],
+                execution_interval=row["execution_interval"],
+                delete_requested=row["delete_requested"],
+                started_at=row["started_at"],
+                changed_at=row["updated_at"],
+            )
+            if spec.desired_state == "running" and not spec.delete_requested:
+                known, compile_error = self._verdicts.get(row["code"])
+                if not known:
+                    unchecked.add(row["code"])  # checked after this transaction; decided by the next
+                    continue
+                ready.append((spec, compile_error))
+            else:
+                ready.append((spec, None))
+        locked = [row["strategy_id"] for row in specs]
+        ids = [spec.strategy_id for spec, _ in ready]
+        writes: list[dict[str, Any]] = []
+        finalized = 0
+        newly_due = False
+        if ready:
             status_rows = (await conn.execute(queries.LOCK_STATUS_ROWS, {"strategy_ids": ids})).mappings().all()
             statuses = {row["strategy_id"]: _status(row) for row in status_rows}
-            now = (await conn.execute(queries.DATABASE_NOW)).scalar_one()
-            writes: list[dict[str, Any]] = []
-            finalized = 0
-            for row in specs:
-                spec = Spec(
-                    strategy_id=row["strategy_id"],
-                    generation=row["generation"],
-                    desired_state=row["desired_state"],
-                    execution_interval=row["execution_interval"],
-                    delete_requested=row["delete_requested"],
-                    started_at=row["started_at"],
-                    changed_at=row["updated_at"],
-                )
+            now = specs[0]["now"]  # the transaction's start, as every now() in it
+            for spec, compile_error in ready:
                 status = statuses.get(spec.strategy_id)
-                needs_check = spec.desired_state == "running" and not spec.delete_requested
-                if needs_check and row["code"] not in verdicts:
-                    continue  # deployed again since the check: the next pass sees it
-                compile_error = verdicts[row["code"]] if needs_check else None
                 action = decide(spec, status, now, compile_error)
                 if isinstance(action, SetStatus):
                     writes.append(_status_params(spec.strategy_id, action))
+                    newly_due = newly_due or _newly_due(status, action)
                 elif isinstance(action, Finalize):
                     await conn.execute(queries.FINALIZE_DELETION, {"strategy_id": spec.strategy_id})
                     finalized += 1
@@ -235,16 +274,17 @@ class ReplicaStore:
                     assert isinstance(action, NoChange)
             if writes:
                 await conn.execute(queries.UPSERT_STATUS, writes)
-                if any(w["next_execution_at"] is not None for w in writes):
-                    await conn.execute(queries.NOTIFY_SCHEDULE_CHANGED)
+                if newly_due:
+                    await conn.execute(queries.NOTIFY_SCHEDULE_CHANGED, {"replica_id": self.replica_id})
                 for write in writes:
                     if write["resumed"]:
                         await enqueue_alert(conn, write["strategy_id"], "resumed", {"status": write["status"]})
             await conn.execute(queries.MARK_RECONCILED, {"strategy_ids": ids})
-            held, resume = await _pass_end(conn, ids, batch)
-            return ReconcileReport(len(specs), len(writes), finalized, resume, held=held)
-
-        return await self.db.run(work)
+        end = await _pass_end(conn, locked, batch)
+        report = ReconcileReport(
+            len(ready), len(writes), finalized, end.wait, held=end.held, scheduled=newly_due, requests=end.requests
+        )
+        return report, unchecked
 
     # --- claims and outcomes ------------------------------------------------------------------
 
@@ -453,6 +493,34 @@ class ReplicaStore:
         )
 
 
+class _Verdicts:
+    """The language policy's verdicts on code a pass checked, by digest of the code, the most recently
+    used kept: a pass decides a spec whose verdict is known in the transaction that locks it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._known: collections.OrderedDict[bytes, str | None] = collections.OrderedDict()
+
+    @staticmethod
+    def _key(code: str) -> bytes:
+        return hashlib.sha256(code.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, code: str) -> tuple[bool, str | None]:
+        """(known, the policy's message or None when it compiles)."""
+        key = self._key(code)
+        if key not in self._known:
+            return False, None
+        self._known.move_to_end(key)
+        return True, self._known[key]
+
+    def remember(self, code: str, verdict: str | None) -> None:
+        key = self._key(code)
+        self._known[key] = verdict
+        self._known.move_to_end(key)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+
 def _key_range(keys: list[datetime]) -> dict[str, datetime | None]:
     """The earliest and latest partition key of a batch: statements prune on them before they join."""
     return {"earliest": min(keys, default=None), "latest": max(keys, default=None)}
@@ -469,16 +537,18 @@ def _day_range(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-async def _next_resume(conn: AsyncConnection) -> float | None:
-    wait = (await conn.execute(risk_queries.NEXT_RESUME)).scalar_one()
-    return None if wait is None else float(wait.total_seconds())
+@dataclass(frozen=True, slots=True)
+class _PassEnd:
+    held: int  # unreconciled strategies the pass could not lock
+    wait: float | None  # seconds until the earliest pause ends; None: nothing paused
+    requests: bool  # a run request waits to be claimed
 
 
-async def _pass_end(conn: AsyncConnection, locked: list[str], batch: int) -> tuple[int, float | None]:
-    """After a pass's writes: how many unreconciled strategies it could not lock, and seconds until
-    the earliest pause ends (None: nothing paused)."""
+async def _pass_end(conn: AsyncConnection, locked: list[str], batch: int) -> _PassEnd:
+    """After a pass's writes: what it left to others, and what the loop must do next (statements.PASS_END)."""
     row = (await conn.execute(queries.PASS_END, {"locked": locked, "batch": batch})).one()
-    return int(row.held), None if row.wait is None else float(row.wait.total_seconds())
+    wait = None if row.wait is None else float(row.wait.total_seconds())
+    return _PassEnd(int(row.held), wait, bool(row.requests))
 
 
 async def _check_failure_streaks(conn: AsyncConnection, streaks: list[tuple[str, int]]) -> None:
@@ -517,6 +587,16 @@ def _status(row: Any) -> Status:
         halted_at=row["halted_at"],
         resume_at=row["resume_at"],
     )
+
+
+def _newly_due(status: Status | None, action: SetStatus) -> bool:
+    """Whether this write gives a claim something it could not take before: a strategy scheduled anew,
+    or a tick moved. A redeploy that keeps the schedule (new code or config, the same interval) does
+    not, and tells no replica to claim: each such NOTIFY woke every replica for a claim that found
+    nothing new."""
+    if action.status != "running" or action.next_execution_at is None:
+        return False
+    return status is None or status.status != "running" or status.next_execution_at != action.next_execution_at
 
 
 def _status_params(strategy_id: str, action: SetStatus) -> dict[str, Any]:

@@ -108,6 +108,42 @@ def test_a_pass_counts_the_unreconciled_strategies_another_pass_holds(
     assert [(r.examined, r.updated, r.finalized, r.held) for r in reports] == [(2, 2, 0, 0), (2, 0, 0, 0)]
 
 
+def test_a_pass_checks_no_code_of_rows_another_pass_holds_and_each_source_once(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """Every replica wakes for every write; those that find the rows taken stop at the lock, without
+    checking the code. The one that gets them checks a source once, outside the locking transaction."""
+    deploy(pg_conn, "s1", code="RESULT = 1")
+    checked: list[str] = []
+
+    async def counting(code: str) -> str | None:
+        checked.append(code)
+        return await python_check(code)
+
+    holder = psycopg.connect(pg_conn.info.dsn)
+
+    async def work(store: ReplicaStore) -> list[tuple[int, int, int]]:
+        reports = []
+        holder.execute("SELECT 1 FROM strategies WHERE strategy_id = 's1' FOR NO KEY UPDATE")
+        reports.append(await store.reconcile(decide, counting))  # taken: nothing checked
+        holder.rollback()
+        reports.append(await store.reconcile(decide, counting))  # checked, then decided
+        for state in ("stopped", "running"):  # the same code again: its verdict is known
+            pg_conn.execute(
+                "UPDATE strategies SET desired_state = %s, generation = generation + 1, updated_at = now()",
+                (state,),
+            )
+            reports.append(await store.reconcile(decide, counting))
+        return [(r.examined, r.updated, r.held) for r in reports]
+
+    try:
+        assert run(database_url, work) == [(0, 0, 1), (1, 1, 0), (1, 1, 0), (1, 1, 0)]
+    finally:
+        holder.close()
+    assert checked == ["RESULT = 1"]
+    assert status_of(pg_conn, "s1")["status"] == "running"
+
+
 def test_reconcile_puts_code_that_no_longer_compiles_in_error(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "bad", code="def f(:\n  pass")
     run(database_url, lambda s: s.reconcile(decide, python_check))
@@ -538,8 +574,9 @@ def test_a_pass_that_schedules_tells_the_other_replicas(database_url: str, pg_co
         deploy(pg_conn, "stopped", desired_state="stopped")
         run(database_url, lambda s: s.reconcile(decide, python_check))
         payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
-        # Two from the trigger (desired state), one from the pass: it scheduled s1.
-        assert sorted(payloads) == sorted(["s1", "stopped", queries.SCHEDULE_CHANGED])
+        # Two from the trigger (desired state), one from the pass: it scheduled s1. It names the replica
+        # that sent it, which ignores its own (it claims right after its pass anyway).
+        assert sorted(payloads) == sorted(["s1", "stopped", f"{queries.SCHEDULE_CHANGED} r0"])
         # A pass that schedules nothing new says nothing.
         pg_conn.execute("UPDATE strategies SET name = 'renamed', generation = 2 WHERE strategy_id = 'stopped'")
         run(database_url, lambda s: s.reconcile(decide, python_check))

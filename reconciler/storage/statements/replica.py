@@ -57,22 +57,17 @@ _UNRECONCILED = """
 # reconciling) with FOR NO KEY UPDATE, not FOR UPDATE: a claim inserting an execution takes FOR KEY
 # SHARE on its strategy (the foreign key) while holding the status row, and FOR UPDATE here would wait
 # on the claim's status row while the claim waits on this spec row: a deadlock. The status rows are
-# then locked with a wait, in strategy_id order like every statement that waits for them.
+# then locked with a wait, in strategy_id order like every statement that waits for them. It is a
+# pass's first statement: a replica whose pass finds every row taken by another's stops here (and
+# PASS_END). `now` is the transaction's start, what every now() in it returns: the pass decides with
+# it, and needs no round trip of its own to read it while it holds the rows.
 LOCK_UNRECONCILED = text(
     f"""
     SELECT s.strategy_id, s.generation, s.desired_state, s.execution_interval,
-           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at
+           s.delete_requested_at IS NOT NULL AS delete_requested, s.code, s.started_at, s.updated_at,
+           now() AS now
     {_UNRECONCILED}
     FOR NO KEY UPDATE OF s SKIP LOCKED
-    """
-)
-
-# The same strategies as LOCK_UNRECONCILED, read without locks, with the code of those whose code the
-# pass must check (running, not being deleted): the checks run before the locking transaction.
-SELECT_UNRECONCILED_CODE = text(
-    f"""
-    SELECT CASE WHEN s.desired_state = 'running' AND s.delete_requested_at IS NULL THEN s.code END AS code
-    {_UNRECONCILED}
     """
 )
 
@@ -94,8 +89,12 @@ MARK_RECONCILED = text(
 )
 
 # The last statement of a pass's locking transaction, after its writes: `held`, how many strategies are
-# still unreconciled among the first :batch that this pass did not lock (:locked), and `wait`, seconds
-# until the earliest pause ends (risk.NEXT_RESUME; None: nothing paused).
+# still unreconciled among the first :batch that this pass did not lock (:locked); `wait`, seconds
+# until the earliest pause ends (risk.NEXT_RESUME; None: nothing paused); and `requests`, whether a run
+# request waits to be claimed (the front of ix_run_requests_pending). A run request wakes the replicas
+# with the same NOTIFY as a spec write (the trigger's payload is the strategy id either way): with it
+# the loop claims after a pass only when the pass scheduled something or a request waits, instead of
+# after every write on every replica.
 #
 # Why `held`: LOCK_UNRECONCILED passes over (SKIP LOCKED) the spec rows another replica's pass holds.
 # That pass normally commits them reconciled a moment later; but if its replica died or froze holding
@@ -110,7 +109,8 @@ PASS_END = text(
     f"""
     SELECT (SELECT count(*) FROM (SELECT s.strategy_id {_UNRECONCILED}) u
             WHERE u.strategy_id <> ALL(CAST(:locked AS text[]))) AS held,
-           ({risk.NEXT_RESUME.text}) AS wait
+           ({risk.NEXT_RESUME.text}) AS wait,
+           EXISTS (SELECT 1 FROM run_requests WHERE claimed_at IS NULL) AS requests
     """
 )
 
@@ -159,12 +159,13 @@ UPSERT_STATUS = text(
     """
 )
 
-# Sent (delivered at commit) when a reconcile pass scheduled something: replicas that woke for the
-# same desired-state change but found it not yet reconciled look again. The payload cannot be a
-# strategy id (ids start with a letter or digit), so listeners tell it from the trigger's wake-ups.
+# Sent (delivered at commit) when a reconcile pass scheduled something: the other replicas claim what
+# fell due (the one that sent it claims right after its pass, and ignores its own). The payload,
+# SCHEDULE_CHANGED and the sender's replica id, cannot be a strategy id (ids start with a letter or
+# digit), so listeners tell it from the trigger's wake-ups.
 NOTIFY_CHANNEL = "strategy_executor"
 SCHEDULE_CHANGED = "!schedule"
-NOTIFY_SCHEDULE_CHANGED = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEDULE_CHANGED}')")
+NOTIFY_SCHEDULE_CHANGED = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEDULE_CHANGED} ' || :replica_id)")
 
 FINALIZE_DELETION = text(
     """
@@ -338,8 +339,6 @@ CLAIM_REQUESTED = text(
     ORDER BY c.scheduled_for
     """
 )
-
-DATABASE_NOW = text("SELECT now()")
 
 # When the loop claimed less than it could, it sleeps until the earliest of these (or a NOTIFY). The
 # conditions mirror the claims', so nothing counts as due that a claim would not take (which would
