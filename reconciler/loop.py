@@ -189,6 +189,14 @@ class Replica:
         self._outcomes: asyncio.Queue[tuple[_Flight, ExecutionOutcome, asyncio.Future[Completion]]] = asyncio.Queue()
         # Wakes the loop to claim (a slot freed, a NOTIFY, a lost execution).
         self._wake = asyncio.Event()
+        # Whether the next pass must claim: something may have become claimable (a slot freed, an
+        # outcome recorded, another replica scheduled something, a pass of ours did, a run request
+        # waits, an execution was marked lost). A desired-state NOTIFY alone does not set it: its
+        # pass says whether it scheduled anything or a request waits (most spec writes, a redeploy or
+        # a stop, make nothing due, and with it every replica claimed after every API write).
+        self._claim_due = True
+        # When (monotonic) the earliest execution falls due, as the last claim read it: claim then.
+        self._next_due_at = 0.0
         # Desired state changed (a NOTIFY): the next pass reconciles. Without one, a pass reconciles
         # only once per poll interval: reconciling reads every spec, claiming reads only due rows.
         self._desired_changed = asyncio.Event()
@@ -279,16 +287,20 @@ class Replica:
         now = time.monotonic()
         resume_due = self._resume_due is not None and now >= self._resume_due
         relook_due = self._relook_at is not None and now >= self._relook_at
-        if self._desired_changed.is_set() or resume_due or relook_due or now - self._last_reconcile >= idle:
+        full = now - self._last_reconcile >= idle
+        if self._desired_changed.is_set() or resume_due or relook_due or full:
             self._desired_changed.clear()
-            self._requests_pending = True
+            if full:
+                # The periodic pass claims whatever it finds, whatever the wake-ups said.
+                self._claim_due = self._requests_pending = True
             try:
                 await self._reconcile(relook=relook_due)
             except StoreError:
                 # The change that woke this pass is still unreconciled (and other replicas skipped the
                 # rows this one had locked): the next pass, a second away, looks again instead of the
-                # resync up to a minute away.
+                # resync up to a minute away. It claims too, not knowing what this one would have found.
                 self._desired_changed.set()
+                self._claim_due = self._requests_pending = True
                 raise
             self._db_ok()
         if self._resume_due is not None:
@@ -299,10 +311,21 @@ class Replica:
         wanted = self._wanted()
         if wanted <= 0:
             return idle  # a slot freeing sets the wake event
-        # Cleared before the claim, so a NOTIFY that arrives while it runs sets it again.
+        if not self._claim_due and time.monotonic() < self._next_due_at:
+            # Woken by a spec write whose pass made nothing claimable: nothing to claim before the next
+            # due time (a claim now would find nothing, as it did on every replica for every write).
+            return max(0.0, min(idle, self._next_due_at - time.monotonic()))
+        # Both cleared before the claim, so a wake-up that arrives while it runs sets them again.
+        self._claim_due = False
         requests, self._requests_pending = self._requests_pending, False
         before = time.monotonic()
-        claimed = await self.store.claim(wanted, requests=requests)
+        try:
+            claimed = await self.store.claim(wanted, requests=requests)
+        except StoreError:
+            # Nothing claimed: the next pass, a second away, claims (the requests too).
+            self._claim_due = True
+            self._requests_pending = self._requests_pending or requests
+            raise
         self._db_ok()
         self.metrics.claimed(claimed.claims)
         for claim in claimed.claims:
@@ -311,8 +334,10 @@ class Replica:
         if sum(1 for claim in claimed.claims if claim.trigger == "manual") == wanted:
             self._requests_pending = True  # the slots ran out before the requests did
         if len(claimed.claims) == wanted:
+            self._claim_due = True  # more may be due: the claim did not read when
             return 0.0 if self._wanted() > 0 else idle
         wait = claimed.seconds_until_due
+        self._next_due_at = float("inf") if wait is None else before + wait
         if wait is None:
             return idle
         if wait <= 0 and not claimed.claims:
@@ -329,6 +354,10 @@ class Replica:
             while True:
                 report = await self.store.reconcile(decide, self.check_code)
                 held = held or report.held > 0
+                if report.scheduled:
+                    self._claim_due = True
+                if report.requests:
+                    self._claim_due = self._requests_pending = True
                 if report.updated or report.finalized:
                     log.debug("reconciled %s", report)
                 if report.examined < 200 or not (report.updated or report.finalized):
@@ -429,7 +458,7 @@ class Replica:
         self.health.in_flight = self._running
         self.metrics.busy(self._running)
         self._dispatch()
-        self._wake.set()
+        self._wake_to_claim()
 
     def _fence(self, flight: _Flight, why: str) -> None:
         """Fence an execution off: kill its process (if it still has one); nothing more of it is sent
@@ -472,18 +501,18 @@ class Replica:
                 log.warning("execution %s was fenced off before its outcome was recorded", claim.execution_id)
             if completion.run_requested:
                 self._requests_pending = True
-                self._wake.set()
+                self._wake_to_claim()
             if completion.deletion_pending:
                 # Finalize the deletion now rather than at the next resync, up to a minute away.
                 self._desired_changed.set()
-                self._wake.set()
+                self._wake_to_claim()
             self.health.executed += 1
         except StoreError as exc:
             # Not an outage (those are retried while the lease holds): a bug, logged where it happened.
             log.error("could not record execution %s: %s", claim.execution_id, exc)
         finally:
             self._flights.pop(claim.execution_id, None)
-            self._wake.set()
+            self._wake_to_claim()  # the strategy is free again: its next tick may be due
 
     async def _record_loop(self) -> None:
         """Record outcomes in batches: whatever finished while the previous batch was being written.
@@ -677,7 +706,7 @@ class Replica:
                         with bound_log_context(strategy_id=strategy_id, execution_id=execution_id):
                             log.warning("execution %s marked lost: its lease ran out", execution_id)
                     self._requests_pending = True
-                    self._wake.set()
+                    self._wake_to_claim()
                 if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS and not stop.is_set():
                     last_partitions = time.monotonic()
                     await self._maintain_partitions()
@@ -749,23 +778,34 @@ class Replica:
             # Notifications sent while we were not listening are gone: do a full pass now.
             self._listening = True
             self._desired_changed.set()
-            self._wake.set()
+            self._wake_to_claim()
+
+        own_schedule = f"{SCHEDULE_CHANGED} {self.replica_id}"
 
         def notified(payload: str) -> None:
             if payload == ALERT_QUEUED:
                 self.alerts_queued.set()  # an alert to send; nothing for the loop
                 return
             # The trigger's payload is a strategy id: desired state changed. The other one comes from
-            # a reconcile pass that scheduled something: claim only.
-            if payload != SCHEDULE_CHANGED:
-                self._desired_changed.set()
+            # a reconcile pass that scheduled something: claim only, unless this replica's own pass
+            # sent it, which claimed right after it committed.
+            if not payload.startswith(SCHEDULE_CHANGED):
+                self._desired_changed.set()  # its pass says whether to claim (see _claim_due)
+            elif payload == own_schedule:
+                return
+            else:
+                self._claim_due = True
             self._wake.set()
 
         def disconnected() -> None:
             self._listening = False
-            self._wake.set()  # back to polling at once
+            self._wake_to_claim()  # back to polling at once
 
         await self.listener.run(stop, connected=connected, notified=notified, disconnected=disconnected)
+
+    def _wake_to_claim(self) -> None:
+        self._claim_due = True
+        self._wake.set()
 
     # --- health -------------------------------------------------------------------------------
 

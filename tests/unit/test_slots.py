@@ -322,3 +322,63 @@ def test_a_pass_that_found_strategies_held_elsewhere_looks_again_backing_off(mon
     assert all(0.09 <= gap <= 0.4 + 0.25 for gap in gaps), gaps
     assert gaps[:3] == sorted(gaps[:3]) and gaps[2] > 1.5 * gaps[0], gaps  # backing off
     assert 1.5 <= passes[-1] <= 1.5 + 0.4 + 0.25, passes  # the look that found them free came soon after
+
+
+class CountingStore(FakeStore):
+    """Nothing scheduled; its passes report run requests waiting once `requests` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(due=0)
+        self.passes = 0
+        self.requests = False
+        self.claimed_requests: list[bool] = []
+
+    async def reconcile(self, *_: Any, **__: Any) -> ReconcileReport:
+        self.passes += 1
+        return ReconcileReport(0, 0, 0, requests=self.requests)
+
+    async def claim(self, slots: int, *, requests: bool = True) -> Claimed:
+        self.claims.append(slots)
+        self.claimed_requests.append(requests)
+        return Claimed([], None)  # nothing scheduled: only a wake-up brings the next claim
+
+
+class Notifier:
+    """A LISTEN connection that delivers `payloads`, `every` seconds apart, once connected."""
+
+    def __init__(self, payloads: list[str], every: float) -> None:
+        self.payloads = payloads
+        self.every = every
+
+    async def run(self, stop: asyncio.Event, *, connected: Any, notified: Any, **_: Any) -> None:
+        connected()
+        await asyncio.sleep(0.5)  # the first passes (at start, and a full one at connect) are done
+        started = time.monotonic()
+        for payload in self.payloads:
+            notified(payload)
+            await asyncio.sleep(self.every)
+        self.took = time.monotonic() - started
+        await stop.wait()
+
+
+def notified_replica(payloads: list[str], every: float) -> tuple[Replica, CountingStore]:
+    store = CountingStore()
+    made = replica(store, FakeSandbox(0.01), resync_interval_seconds=60, poll_interval_seconds=60)
+    made.listener = Notifier(payloads, every)  # type: ignore[assignment]
+    return made, store
+
+
+def test_a_spec_write_whose_pass_finds_a_run_request_waiting_claims_it() -> None:
+    made, store = notified_replica(["s1"], every=0.1)
+    store.requests = True  # what the trigger's NOTIFY of a run request looks like: a strategy id
+    asyncio.run(run_for(made, 1.0))
+    assert store.passes == 3 and store.claimed_requests == [True, True, True], store.claimed_requests
+
+
+def test_a_replica_ignores_the_schedule_notification_its_own_pass_sent() -> None:
+    made, store = notified_replica(["!schedule r"], every=0.1)
+    asyncio.run(run_for(made, 1.0))
+    assert (store.passes, len(store.claims)) == (2, 2)  # the passes at start and connect: nothing more
+    made, store = notified_replica(["!schedule another-replica"], every=0.1)
+    asyncio.run(run_for(made, 1.0))
+    assert (store.passes, len(store.claims)) == (2, 3)  # another replica's: a claim, no pass
