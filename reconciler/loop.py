@@ -82,6 +82,12 @@ CLAIM_AHEAD_SECONDS = 0.025
 # session ends (seconds: the replica sessions' timeouts), and nothing else would wake anyone then.
 RELOOK_SECONDS = 1.0
 RELOOK_MAX_SECONDS = 8.0
+# How long a NOTIFY's wake-up waits for more before the loop acts on it. Every replica wakes for every
+# desired-state write, and for every pass of another replica that scheduled something; in a burst of
+# API writes those come a few milliseconds apart, and each woke every replica for a pass and a claim
+# of its own (three replicas slowed a burst of writes down by half on two cores). Waiting this long
+# lets one pass and one claim take in all of them, at this much latency per change.
+WAKE_DEBOUNCE_SECONDS = 0.005
 
 
 class SandboxRunner(Protocol):
@@ -209,6 +215,8 @@ class Replica:
         # after that one if they are still held (see RELOOK_SECONDS).
         self._relook_at: float | None = None
         self._relook_delay = RELOOK_SECONDS
+        # The pending wake-up of a run of notifications (see WAKE_DEBOUNCE_SECONDS).
+        self._debounce: asyncio.TimerHandle | None = None
         # Set by a NOTIFY that an alert was enqueued; the alert sender waits on it.
         self.alerts_queued = asyncio.Event()
         # The sender of webhook alerts, started with the replica (see reconciler.alerts).
@@ -795,7 +803,7 @@ class Replica:
                 return
             else:
                 self._claim_due = True
-            self._wake.set()
+            self._wake_soon()
 
         def disconnected() -> None:
             self._listening = False
@@ -805,6 +813,17 @@ class Replica:
 
     def _wake_to_claim(self) -> None:
         self._claim_due = True
+        self._wake.set()
+
+    def _wake_soon(self) -> None:
+        """Wake the loop WAKE_DEBOUNCE_SECONDS from the first of a run of notifications (the others
+        within that time set their flags and ride on the same wake-up)."""
+        if self._debounce is not None:
+            return
+        self._debounce = asyncio.get_running_loop().call_later(WAKE_DEBOUNCE_SECONDS, self._debounced)
+
+    def _debounced(self) -> None:
+        self._debounce = None
         self._wake.set()
 
     # --- health -------------------------------------------------------------------------------

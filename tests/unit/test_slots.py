@@ -368,6 +368,19 @@ def notified_replica(payloads: list[str], every: float) -> tuple[Replica, Counti
     return made, store
 
 
+def test_a_burst_of_notifications_wakes_the_loop_for_a_few_passes_not_one_each() -> None:
+    made, store = notified_replica([f"s{i}" for i in range(40)], every=0.0005)  # 40 writes in a few ms
+    asyncio.run(run_for(made, 1.5))
+    took = made.listener.took  # type: ignore[attr-defined]
+    # Two passes before the burst (at start, and at connect), then at most one per WAKE_DEBOUNCE_SECONDS
+    # of it (and one after): without the wait, one pass and one claim for each notification.
+    most = 2 + int(took / loop_module.WAKE_DEBOUNCE_SECONDS) + 2
+    assert 3 <= store.passes <= min(most, 20), (store.passes, took)
+    # Their passes scheduled nothing and found no run request: no claim after them (only those of the
+    # passes at start and at connect), where every replica used to claim after every write.
+    assert len(store.claims) == 2, store.claims
+
+
 def test_a_spec_write_whose_pass_finds_a_run_request_waiting_claims_it() -> None:
     made, store = notified_replica(["s1"], every=0.1)
     store.requests = True  # what the trigger's NOTIFY of a run request looks like: a strategy id
