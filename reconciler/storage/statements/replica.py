@@ -91,7 +91,8 @@ MARK_RECONCILED = text(
 # The last statement of a pass's locking transaction, after its writes: `held`, how many strategies are
 # still unreconciled among the first :batch that this pass did not lock (:locked); `wait`, seconds
 # until the earliest pause ends (risk.NEXT_RESUME; None: nothing paused); and `requests`, whether a run
-# request waits to be claimed (the front of ix_run_requests_pending). A run request wakes the replicas
+# request waits that a claim would take (the front of ix_run_requests_pending; a halted strategy's
+# wait for the halt to lift, as CLAIM_REQUESTED leaves them out). A run request wakes the replicas
 # with the same NOTIFY as a spec write (the trigger's payload is the strategy id either way): with it
 # the loop claims after a pass only when the pass scheduled something or a request waits, instead of
 # after every write on every replica.
@@ -110,7 +111,9 @@ PASS_END = text(
     SELECT (SELECT count(*) FROM (SELECT s.strategy_id {_UNRECONCILED}) u
             WHERE u.strategy_id <> ALL(CAST(:locked AS text[]))) AS held,
            ({risk.NEXT_RESUME.text}) AS wait,
-           EXISTS (SELECT 1 FROM run_requests WHERE claimed_at IS NULL) AS requests
+           EXISTS (SELECT 1 FROM run_requests r WHERE r.claimed_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM strategy_status h
+                                   WHERE h.strategy_id = r.strategy_id AND h.status = 'halted')) AS requests
     """
 )
 
