@@ -205,6 +205,7 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
         application_name=f"strategy-executor replica {os.getpid()}",
         limits=SessionLimits.for_replica(settings.lease_seconds),
         generic_plans=True,
+        lanes=3,  # kept by the claims, the outcome batches and the closing reads (`Database.run_wire`)
     )
     api_engine = None
     # This process holds decrypted credentials while executions run: make its /proc files (environ,
@@ -219,9 +220,10 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
     # Wrong key material is found now, not in the middle of someone's run.
     await check_key_ids(engine, cipher)
     brokers = BrokerFactory(settings, ExchangeStore(engine), cipher)
+    db = Database(engine)
     replica = Replica(
         settings,
-        Database(engine),
+        db,
         sandbox,
         check_code=compiled.verdict,
         brokers=brokers,
@@ -257,6 +259,7 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await brokers.aclose()
+        await db.close_lanes()  # the connections the claims and the outcomes kept
         await sandbox.close()
         await engine.dispose()
         if api_engine is not None:

@@ -257,6 +257,7 @@ class BrokerFactory:
         )
 
     async def aclose(self) -> None:
+        await self._store.aclose()
         await self._feed.aclose()
         await self._live_market.aclose()
         if self._owns_http:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import DictRow, dict_row
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
@@ -229,8 +230,10 @@ def create_engine(
     pre_ping: bool = True,
     limits: SessionLimits | None = None,
     generic_plans: bool = False,
+    lanes: int = 0,
 ) -> AsyncEngine:
-    """An async engine of up to twice `pool_size` connections. `pre_ping` checks each connection on
+    """An async engine of up to twice `pool_size` connections, and `lanes` more for the connections
+    that `Database.run_wire`'s lanes keep checked out. `pre_ping` checks each connection on
     checkout, which costs a round trip per transaction: the API keeps it (a request on a connection the
     server dropped would fail once); replicas turn it off, since `Database.run` retries a transaction
     that found its connection dead. `generic_plans`: see `connect_args` (replicas).
@@ -242,7 +245,7 @@ def create_engine(
         # at once) opened and closed a connection every few executions, each a backend forked and
         # warmed up on the server, its prepared statements lost, so each statement was planned afresh.
         # The most a pool holds is unchanged; an idle one still holds only what it ever needed at once.
-        pool_size=2 * pool_size,
+        pool_size=2 * pool_size + lanes,
         max_overflow=0,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
@@ -271,6 +274,8 @@ class Database:
         self.engine = engine
         self.timeout = timeout
         self.conflict_retries = conflict_retries
+        # Connections held by the hot path's sequential callers (see `run_wire`'s `lane`).
+        self._lanes: dict[str, _Lane] = {}
 
     async def run(
         self, work: Callable[[AsyncConnection], Awaitable[T]], *, timeout: float | None = None, autocommit: bool = False
@@ -280,10 +285,28 @@ class Database:
         return await self._retrying(lambda limit: self._attempt(work, limit, autocommit), timeout)
 
     async def run_wire(
-        self, work: Callable[[Wire], Awaitable[T]], *, timeout: float | None = None, autocommit: bool = False
+        self,
+        work: Callable[[Wire], Awaitable[T]],
+        *,
+        timeout: float | None = None,
+        autocommit: bool = False,
+        lane: str | None = None,
     ) -> T:
         """`run` for the replica's hot path: `work` sends its statements through a `Wire` (psycopg
-        directly). The same transaction boundary, retries and classification."""
+        directly). The same transaction boundary, retries and classification.
+
+        `lane`: the name of a caller that runs one transaction at a time (the claims, the outcome
+        batches, the closing reads): its transactions go over one connection it keeps between them,
+        instead of a pool checkout and checkin each (SQLAlchemy's engine, pool and greenlet hops: a
+        fifth of the serve process's Python calls per execution, in a profile at capacity). A lane
+        that is busy (a second caller) or whose connection broke falls back to, or reconnects from,
+        the pool; `close_lanes` gives the connections back."""
+        if lane is not None:
+            held = self._lanes.get(lane)
+            if held is None:
+                held = self._lanes[lane] = _Lane()
+            if not held.busy:
+                return await self._retrying(lambda limit: self._lane_attempt(held, work, limit, autocommit), timeout)
 
         async def attempt(limit: float | None) -> T:
             async with self.transaction(limit, autocommit=autocommit) as conn:
@@ -302,6 +325,62 @@ class Database:
                     raise
 
         return await self._retrying(attempt, timeout)
+
+    async def _lane_attempt(
+        self, lane: _Lane, work: Callable[[Wire], Awaitable[T]], limit: float | None, autocommit: bool
+    ) -> T:
+        """One transaction of `run_wire` over the lane's own connection: the classification of
+        `transaction`; whatever is left open is rolled back, and a connection in doubt (broken,
+        cancelled mid-statement, a failed rollback) is discarded, so the next attempt opens another."""
+        lane.busy = True
+        try:
+            try:
+                if limit is None:
+                    return await self._on_lane(lane, work, autocommit)
+                async with asyncio.timeout(limit):
+                    return await self._on_lane(lane, work, autocommit)
+            except BaseException:
+                await lane.settle()
+                raise
+        except TimeoutError:  # before OSError, of which it is a subclass
+            metrics.database_error("unavailable")
+            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
+        except _DRIVER_ERRORS as exc:
+            error = wrap(exc)
+            metrics.database_error(_KINDS.get(type(error), "error"))
+            raise error from exc
+        finally:
+            lane.busy = False
+
+    async def _on_lane(self, lane: _Lane, work: Callable[[Wire], Awaitable[T]], autocommit: bool) -> T:
+        if lane.wire is None:
+            conn = await self.engine.connect()
+            try:
+                if autocommit:
+                    # The driver's flag, set once for the connection's life (no statement is sent).
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert isinstance(driver, psycopg.AsyncConnection)
+            except BaseException:
+                await conn.close()
+                raise
+            lane.wire = Wire(conn, driver)
+        wire = lane.wire
+        result = await work(wire)
+        if wire.conn.in_transaction():
+            # Statements sent through SQLAlchemy (`wire.conn`) began its own bookkeeping of the
+            # transaction: its commit (a no-op on the wire when a `send` already committed).
+            await wire.conn.commit()
+        else:
+            await wire.commit()
+        return result
+
+    async def close_lanes(self) -> None:
+        """Give the lanes' connections back to the pool (at shutdown)."""
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            await lane.discard(invalidate=False)
 
     async def _retrying(self, attempt: Callable[[float | None], Awaitable[T]], timeout: float | None) -> T:
         limit = timeout if timeout is not None else self.timeout
@@ -407,6 +486,50 @@ class Wire:
     async def commit(self) -> None:
         """COMMIT on its own (a no-op when a `send` already committed)."""
         await self._driver.commit()
+
+    @property
+    def driver(self) -> psycopg.AsyncConnection[Any]:
+        return self._driver
+
+
+class _Lane:
+    """The connection one sequential caller of `Database.run_wire` keeps between its transactions."""
+
+    __slots__ = ("busy", "wire")
+
+    def __init__(self) -> None:
+        self.wire: Wire | None = None
+        self.busy = False
+
+    async def settle(self) -> None:
+        """After a transaction failed or was cancelled: roll back what is open, or discard the
+        connection when its state is in doubt."""
+        wire = self.wire
+        if wire is None:
+            return
+        driver = wire.driver
+        if driver.broken or driver.closed or driver.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+            await self.discard(invalidate=True)
+            return
+        try:
+            if wire.conn.in_transaction():
+                await wire.conn.rollback()
+            await driver.rollback()  # a no-op with no transaction open
+        except BaseException:
+            await self.discard(invalidate=True)
+            raise
+
+    async def discard(self, *, invalidate: bool) -> None:
+        wire, self.wire = self.wire, None
+        if wire is None:
+            return
+        try:
+            if invalidate:
+                # Closed, not returned to the pool: SQLAlchemy would try to roll it back on the way.
+                await wire.conn.invalidate()
+            await wire.conn.close()
+        except Exception as exc:  # a connection that is already gone: nothing to give back
+            log.debug("closing a lane's connection: %s", exc)
 
 
 # Each statement compiled once, for the one dialect a process uses. Keyed by identity, the statement

@@ -123,6 +123,10 @@ class ExchangeStore:
         self._closing: list[tuple[str, asyncio.Future[tuple[RiskView | None, dict[str, Decimal]]]]] = []
         self._closing_task: asyncio.Task[None] | None = None
 
+    async def aclose(self) -> None:
+        """Give back the connection the closing reads kept (see `Database.run_wire`)."""
+        await self._db.close_lanes()
+
     # --- credentials ---------------------------------------------------------------------------
 
     async def load_credentials(self, cipher: CredentialCipher, strategy_id: str) -> Credentials | None:
@@ -298,7 +302,7 @@ class ExchangeStore:
                 }
 
             try:
-                found = await self._db.run_wire(work, autocommit=True)
+                found = await self._db.run_wire(work, autocommit=True, lane="closing-reads")
             except asyncio.CancelledError:
                 for _, future in batch:
                     future.cancel()

@@ -128,13 +128,15 @@ def test_a_cancelled_closing_read_leaves_the_others_of_its_batch_answered(databa
 
 
 def test_a_closing_read_leaves_its_pooled_connection_transactional(database_url: str) -> None:
-    # The read runs without a transaction around it; the connection it used, back in the pool, must
-    # not stay in autocommit: a transaction that fails after a write on it must leave nothing behind.
+    # The read runs without a transaction around it; the connection it used (kept by the closing
+    # reads until the store is closed), back in the pool, must not stay in autocommit: a transaction
+    # that fails after a write on it must leave nothing behind.
     async def body(shared: AsyncEngine) -> Any:
         await seed(shared)
         engine = create_async_engine(database_url, pool_size=1, max_overflow=0)  # one connection for all
         store = ExchangeStore(engine)
         await store.risk_view_and_paper_holdings("a")
+        await store.aclose()  # the closing reads' connection goes back to the pool
 
         async def write_then_fail(conn: Any) -> None:
             await conn.execute(text("UPDATE paper_balances SET balance = 0 WHERE strategy_id = 'b'"))

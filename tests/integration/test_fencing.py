@@ -36,8 +36,11 @@ def with_store(url: str, work: Callable[[ReplicaStore, ExchangeStore], Awaitable
         store = ReplicaStore(Database(engine), replica_id=replica_id, lease_seconds=30)
         try:
             await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
-            return await work(store, ExchangeStore(engine))
+            exchange = ExchangeStore(engine)
+            return await work(store, exchange)
         finally:
+            await store.db.close_lanes()
+            await exchange.aclose()
             await engine.dispose()
 
     return asyncio.run(main())

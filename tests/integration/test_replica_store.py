@@ -36,6 +36,8 @@ def run(database_url: str, work: Callable[..., Awaitable[T]], replicas: int = 1,
                 await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
             return await work(*stores)
         finally:
+            for store in stores:
+                await store.db.close_lanes()
             await engine.dispose()
 
     return asyncio.run(main())

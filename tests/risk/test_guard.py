@@ -319,6 +319,7 @@ def test_three_failures_in_a_row_halt_the_strategy(database_url: str, pg_conn: p
             await store.reconcile(decide, compiles)
             return seen
         finally:
+            await store.db.close_lanes()
             await engine.dispose()
 
     seen = asyncio.run(work())
