@@ -12,6 +12,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,18 +20,22 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from psycopg.rows import DictRow
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import TextClause
 
 from reconciler import risk
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
 from reconciler.storage import jsonb
-from reconciler.storage.db import Database, Wire
+from reconciler.storage.db import Database, StoreError, Wire
 from reconciler.storage.fence import Fence
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import partitions as partition_queries
 from reconciler.storage.statements import replica as queries
 from reconciler.storage.statements import risk as risk_queries
+
+log = logging.getLogger(__name__)
 
 # Given a strategy's code, the language policy's error message, or None when it compiles (compiles run
 # in worker processes, so the check is awaited).
@@ -292,8 +297,13 @@ class ReplicaStore:
         """Claim up to `slots` due executions, manual requests first; committed before returning.
 
         `requests=False` skips the run-request statement when the caller knows none can be pending.
-        When fewer than `slots` were due, the same transaction also reads when the next one falls due.
+        When fewer than `slots` were due, a read of when the next one falls due follows.
         Nothing is claimed unless this replica's lease is live under its current epoch.
+
+        Each statement is a transaction of its own (autocommit): a claiming statement is atomic by
+        itself, so BEGIN and COMMIT added two round trips to each claim and nothing else (at capacity a
+        claim is the one statement). A statement that fails has committed nothing and is the only one
+        retried; executions an earlier statement claimed are returned (and run) in spite of the failure.
         """
         params = {
             "slots": slots,
@@ -301,26 +311,34 @@ class ReplicaStore:
             "epoch": self.epoch,
             "lease_seconds": self.lease_seconds,
         }
-
-        async def work(wire: Wire) -> Claimed:
-            claims = []
-            if requests:
-                [rows] = await wire.send((queries.CLAIM_REQUESTED, params))
-                claims = [self._claim(row) for row in rows]
-            left = slots - len(claims)
-            if left > 0:
-                [rows] = await wire.send((queries.CLAIM_SCHEDULED, {**params, "slots": left}))
-                claims.extend(self._claim(row) for row in rows)
-            if len(claims) == slots:
-                await wire.commit()
-                return Claimed(claims, None)
-            [[due]] = await wire.send((queries.NEXT_DUE, None), commit=True)
-            wait = due["wait"]
-            return Claimed(claims, None if wait is None else wait.total_seconds())
-
         if slots <= 0:
             return Claimed([], None)
-        return await self.db.run_wire(work)
+        claims: list[Claim] = []
+        try:
+            if requests:
+                claims = [self._claim(row) for row in await self._claim_statement(queries.CLAIM_REQUESTED, params)]
+            left = slots - len(claims)
+            if left > 0:
+                rows = await self._claim_statement(queries.CLAIM_SCHEDULED, {**params, "slots": left})
+                claims.extend(self._claim(row) for row in rows)
+            if len(claims) == slots:
+                return Claimed(claims, None)
+            [due] = await self._claim_statement(queries.NEXT_DUE, None)
+        except StoreError as exc:
+            if not claims:
+                raise
+            # Committed: they are this replica's to run. The next pass meets the failure again.
+            log.warning("claimed %d executions, then: %s", len(claims), exc)
+            return Claimed(claims, None)
+        wait = due["wait"]
+        return Claimed(claims, None if wait is None else wait.total_seconds())
+
+    async def _claim_statement(self, statement: TextClause, params: dict[str, Any] | None) -> list[DictRow]:
+        async def work(wire: Wire) -> list[DictRow]:
+            [rows] = await wire.send((statement, params))
+            return rows
+
+        return await self.db.run_wire(work, autocommit=True, lane="claims")
 
     async def complete(self, fence: Fence, outcome: ExecutionOutcome) -> Completion:
         """Record one outcome (see `complete_many`)."""
@@ -374,7 +392,7 @@ class ReplicaStore:
             }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
-        return await self.db.run_wire(work)
+        return await self.db.run_wire(work, lane="outcomes")
 
     def _claim(self, row: Any) -> Claim:
         return Claim(

@@ -1,7 +1,7 @@
 """The fault suite: real replica processes, a real PostgreSQL, one test per fault an operator meets.
 
 kill -9 and SIGSTOP of a replica with executions and orders in flight; the database refusing
-connections for longer than the outcome retry window; a replica frozen inside a claim transaction;
+connections for longer than the outcome retry window; a replica frozen inside a transaction;
 claims and reconcile passes racing for a minute; backends terminated under load. Every test ends
 by checking the invariants that must survive any fault: no tick ran twice, every execution ends in
 exactly one outcome that the statistics agree with, and no order was recorded (let alone sent)
@@ -313,7 +313,7 @@ def test_database_refusing_connections_longer_than_the_lease(
     conn.close()
 
 
-def test_replica_frozen_inside_a_claim_transaction_releases_its_locks(
+def test_replica_frozen_inside_a_transaction_releases_its_locks(
     database_url: str, pg_conn: psycopg.Connection, services: list[Service], tmp_path: Path
 ) -> None:
     lease = 6.0  # idle_in_transaction_session_timeout = max(1 s, lease / 6) = 1 s
@@ -322,9 +322,10 @@ def test_replica_frozen_inside_a_claim_transaction_releases_its_locks(
         deploy_sql(pg_conn, f"s{i:02d}", TRIVIAL, interval=1)
     wait_for(lambda: scalar(pg_conn, "SELECT count(*) FROM executions") > 100, 60, "load")
     application = f"strategy-executor replica {victim.pid}"
-    # SIGSTOP lands at a random point; keep trying until it lands inside a claim transaction (the
-    # claim statement done, its COMMIT not sent: the backend waits, idle in transaction, holding the
-    # claimed status rows).
+    # SIGSTOP lands at a random point; keep trying until it lands inside a transaction of the hot path:
+    # an outcome batch's (its status rows locked, or its outcomes written, its COMMIT not sent: the
+    # backend waits, idle in transaction, holding those rows). A claim is one statement committed by
+    # itself (autocommit), so a replica frozen anywhere in it holds no lock once the statement is done.
     caught: list[int] = []
     deadline = time.monotonic() + 60
     rng = random.Random(1)
@@ -335,14 +336,14 @@ def test_replica_frozen_inside_a_claim_transaction_releases_its_locks(
             r[0]
             for r in pg_conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'idle in transaction'"
-                " AND (query LIKE %s OR query LIKE %s)",  # the claim statements (the text is cut at 1 kB)
-                (application, "%WITH candidates AS%", "%WITH pending AS%"),
+                " AND (query LIKE %s OR query LIKE %s)",  # the outcome statements (the text is cut at 1 kB)
+                (application, "%FROM strategy_status%FOR UPDATE%", "%WITH outcome AS%"),
             ).fetchall()
         ]
         if not caught:
             os.kill(victim.pid, signal.SIGCONT)
             time.sleep(rng.uniform(0.0, 0.05))
-    assert caught, "never caught the replica inside a claim transaction"
+    assert caught, "never caught the replica inside a transaction"
     frozen_at = time.monotonic()
     wait_for(
         lambda: scalar(pg_conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", caught) == 0,
@@ -351,9 +352,9 @@ def test_replica_frozen_inside_a_claim_transaction_releases_its_locks(
         interval=0.02,
     )
     released_after = time.monotonic() - frozen_at
-    print(f"\nfrozen inside a claim: its locks released {released_after:.2f} s after the freeze (timeout 1 s)")
+    print(f"\nfrozen inside a transaction: its locks released {released_after:.2f} s after the freeze (timeout 1 s)")
     assert released_after <= 1.0 + 2.0  # the timeout, plus a busy machine's slack
-    # The survivor runs the strategies the frozen claim had held.
+    # The survivor runs the strategies (those the frozen transaction held once their executions are lost).
     released = time.monotonic()
     wait_for(
         lambda: (
