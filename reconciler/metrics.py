@@ -163,9 +163,12 @@ class ReplicaMetrics:
         SLOTS.labels(replica_id).set(slots)
         self._busy.set(0)
         self._lost.inc(0)
+        # Each outcome's child bound once: a `labels()` lookup per execution was a dozen calls.
+        self._executions: dict[str, Counter] = {}
         for outcome in ("succeeded", "failed", "timed_out", "memory_exceeded", "interrupted", "lost"):
             # Present from the start, so a rate() over a fresh replica is 0, not "no data".
-            EXECUTIONS.labels(replica_id, outcome).inc(0)
+            self._executions[outcome] = EXECUTIONS.labels(replica_id, outcome)
+            self._executions[outcome].inc(0)
 
     def claimed(self, claims: Sequence[ClaimTimes]) -> None:
         """One claim statement took these executions; the scheduled ones' lag, by the database's clock."""
@@ -178,14 +181,17 @@ class ReplicaMetrics:
         self._busy.set(running)
 
     def finished(self, outcome: str, duration: float | None) -> None:
-        EXECUTIONS.labels(self.replica_id, outcome).inc()
+        counter = self._executions.get(outcome)
+        if counter is None:
+            counter = self._executions[outcome] = EXECUTIONS.labels(self.replica_id, outcome)
+        counter.inc()
         if duration is not None:
             self._duration.observe(duration)
 
     def lost(self, count: int) -> None:
         if count:
             self._lost.inc(count)
-            EXECUTIONS.labels(self.replica_id, "lost").inc(count)
+            self._executions["lost"].inc(count)
 
     def database(self, *, up: bool) -> None:
         self._database.set(1 if up else 0)

@@ -152,6 +152,7 @@ class SimulatedFeed:
         self._clock = clock
         self._by_market = {m.market: m for m in markets}
         self._by_pair = {m.pair: m for m in markets}
+        self._details: list[dict[str, Any]] | None = None
 
     def now(self) -> float:
         return self._clock()
@@ -170,7 +171,12 @@ class SimulatedFeed:
         return spec
 
     async def markets_details(self) -> list[dict[str, Any]]:
-        return [_details(spec) for spec in self._by_market.values()]
+        # Built once: the simulated markets never change, and every paper execution's closing
+        # measure asks for them. One list for every caller, as the CoinDCX feed hands out its cache:
+        # read-only (the broker only serialises it into a strategy's answer).
+        if self._details is None:
+            self._details = [_details(spec) for spec in self._by_market.values()]
+        return self._details
 
     async def price(self, market: str) -> float:
         spec = self.spec(market)

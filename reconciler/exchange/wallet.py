@@ -30,7 +30,7 @@ async def wallet_value(
     holdings: Mapping[str, Decimal], feed: PriceFeed, currency: str = VALUATION_CURRENCY
 ) -> WalletValue:
     """`holdings`: currency -> amount (available plus held by open orders)."""
-    markets = [_pair(d) for d in await feed.markets_details()]
+    markets = _pairs(await feed.markets_details())
     rates: dict[str, Decimal] = {currency: Decimal(1)}
     total = Decimal(0)
     unpriced = []
@@ -44,6 +44,22 @@ async def wallet_value(
         total += amount * rate
     # Eight decimals: finer than any price here, and a stored value that reads like an amount.
     return WalletValue(currency=currency, value=total.quantize(_EIGHT), unpriced=tuple(unpriced))
+
+
+# The last list of market details seen and its pairs. Feeds hand out one list until their markets
+# change (the simulated feed's are fixed; CoinDCX's are fetched every few minutes), and every paper
+# execution is valued as it ends: its pairs are worked out once per list, not once per execution.
+_last_pairs: tuple[list[dict[str, Any]], list[tuple[str, str, str]]] | None = None
+
+
+def _pairs(details: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    global _last_pairs
+    cached = _last_pairs
+    if cached is not None and cached[0] is details:
+        return cached[1]
+    pairs = [_pair(d) for d in details]
+    _last_pairs = (details, pairs)
+    return pairs
 
 
 def _pair(details: Mapping[str, Any]) -> tuple[str, str, str]:
