@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+HEADER_SIZE = _HEADER.size
 
 # How a child that could not send its report says why, in its exit status (see `classify`).
 EXIT_NOT_CONFINED = 71  # the confinement could not be set up: nothing of the strategy ran
@@ -70,6 +71,25 @@ def send(sock: socket.socket, message: Any) -> None:
 
 
 # -- asyncio side (the supervisor) --------------------------------------------------------------------
+
+
+def take_frames(buffer: bytearray, max_size: int) -> list[bytes]:
+    """The whole frames at the front of `buffer`, removed from it; what follows them stays. A length
+    above `max_size` raises ProtocolError before its body is waited for."""
+    frames = []
+    offset = 0
+    while len(buffer) - offset >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer, offset)
+        if size > max_size:
+            raise ProtocolError(f"frame of {size} bytes exceeds the cap of {max_size}")
+        end = offset + _HEADER.size + size
+        if len(buffer) < end:
+            break
+        frames.append(bytes(buffer[offset + _HEADER.size : end]))
+        offset = end
+    if offset:
+        del buffer[:offset]
+    return frames
 
 
 async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes | None:

@@ -68,6 +68,8 @@ class Sandbox:
         self._uids: host.UidBlock | None = None
         self._cgroups: list[host.MemoryCgroup] = []  # of the current zygote (last) and dead ones
         self._max_frame = 8 * (limits.output_bytes + limits.result_bytes + limits.state_bytes) + 65536
+        # Kills the conversations asked for (a protocol violation): held until done.
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -204,24 +206,24 @@ class Sandbox:
     async def _execute(self, run: _Run, header: bytes, code: bytes, broker: BrokerCall | None) -> ExitInfo | None:
         zygote = run.zygote
         mine, theirs = socket.socketpair()
-        conversation: asyncio.Task[None] | None = None
-        writer: asyncio.StreamWriter | None = None
+        conversation: _Conversation | None = None
         try:
             try:
                 exited = await zygote.spawn_child(run.id, theirs.fileno())
             finally:
                 theirs.close()  # the zygote has its own copy now (or never will)
-            reader, writer = await asyncio.open_unix_connection(sock=mine, limit=1 << 16)
-            writer.write(header + protocol.encode_bytes(code))
-            conversation = asyncio.create_task(self._converse(run, reader, writer, broker))
-            deadline = self.limits.wall_seconds + _LOST_GRACE
-            try:
-                exit_info = await asyncio.wait_for(asyncio.shield(exited), deadline)
-            except TimeoutError:
+            mine.setblocking(False)
+            conversation = _Conversation(self, run, mine, broker)
+            conversation.send(header + protocol.encode_bytes(code))
+            if not exited.done():
+                await _first_of(exited, self.limits.wall_seconds + _LOST_GRACE)
+            if not exited.done():
                 run.observed.lost = True
                 return None
+            exit_info = exited.result()
             # The child is gone, so its socket is at EOF: let the conversation drain what was sent.
-            await asyncio.wait({conversation}, timeout=1.0)
+            if not conversation.ended.done():
+                await asyncio.wait({conversation.ended}, timeout=1.0)
             return exit_info
         except ZygoteDied:
             run.observed.zygote_died = True
@@ -233,76 +235,14 @@ class Sandbox:
             raise
         finally:
             zygote.forget(run.id)
-            if conversation is not None and not conversation.done():
-                conversation.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await conversation
-            # Close through the transport when there is one (see `ZygoteClient.close` on descriptor reuse).
-            if writer is not None:
-                writer.close()
-            else:
+            if conversation is None:
                 with contextlib.suppress(OSError):
                     mine.close()
-
-    async def _converse(
-        self, run: _Run, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, broker: BrokerCall | None
-    ) -> None:
-        """Read the child's frames until it closes its socket, answering its client calls.
-
-        A broker call runs as its own task while reading goes on: a child whose call outlives the
-        wall clock reports its timeout (with traceback and output) while the broker still works.
-        """
-        observed = run.observed
-        calls = 0
-
-        def read() -> asyncio.Task[bytes | None]:
-            return asyncio.create_task(protocol.read_frame(reader, self._max_frame))
-
-        reading = read()
-        calling: asyncio.Task[dict[str, Any]] | None = None
-        try:
-            while True:
-                waiting: set[asyncio.Task[Any]] = {reading} if calling is None else {reading, calling}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if calling is not None and calling in done:
-                    try:
-                        reply = calling.result()
-                    except (asyncio.CancelledError, Exception) as exc:  # _broker_call handles the rest
-                        reply = _refusal(refusals.internal_error("client call", exc, logger, "sandbox"))
-                    calling = None
-                    writer.write(protocol.encode(reply))
-                    await writer.drain()
-                if reading not in done:
-                    continue
-                frame = reading.result()
-                if frame is None:
-                    return
-                message = protocol.decode(frame)
-                if not isinstance(message, dict) or observed.report is not None:
-                    raise protocol.ProtocolError("unexpected message")
-                kind = message.get("t")
-                if kind == "out" and isinstance(message.get("data"), str):
-                    observed.add_output(message["data"], self.limits.output_bytes)
-                elif kind == "call" and calling is None:
-                    calls += 1
-                    calling = asyncio.create_task(self._broker_call(message, broker, calls))
-                elif kind == "done":
-                    observed.report = message
-                else:
-                    raise protocol.ProtocolError(f"unexpected message type {str(kind)[:40]!r}")
-                reading = read()
-        except protocol.ProtocolError as exc:
-            observed.violation = str(exc)
-            with contextlib.suppress(ZygoteDied):
-                await run.zygote.kill(run.id)
-        except (ConnectionError, OSError):
-            return  # the child died mid-conversation; its exit status tells the rest
-        finally:
-            for task in (reading, calling):
-                if task is not None and not task.done():
-                    task.cancel()
+            else:
+                calling = conversation.close()
+                if calling is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                        await calling
 
     async def _broker_call(self, message: dict[str, Any], broker: BrokerCall | None, calls: int) -> dict[str, Any]:
         method, params = message.get("method"), message.get("params")
@@ -333,6 +273,172 @@ class Sandbox:
             # Never forward the text of an unexpected exception: it may carry the replica's secrets.
             return _refusal(refusals.internal_error(method, exc, logger, "sandbox broker call"))
         return {"ok": True, "value": value}
+
+
+class _Conversation:
+    """One child's socket, read and written from event-loop callbacks until the child closes it,
+    answering its client calls.
+
+    No stream, transport, protocol or task per execution: a reader callback parses the frames as
+    they arrive, a writer callback is registered only while a reply waits for room. With asyncio's
+    streams each execution built a transport, a protocol, a reader and a writer, and a task per frame
+    read with an `asyncio.wait` around it: a seventh of the serve process's Python calls per
+    execution at capacity (`bench_reconciler.py`), and the same share of the sandbox alone's.
+    A broker call runs as its own task while reading goes on: a child whose call outlives the wall
+    clock reports its timeout (with traceback and output) while the broker still works.
+    """
+
+    def __init__(self, sandbox: Sandbox, run: _Run, sock: socket.socket, broker: BrokerCall | None) -> None:
+        self._sandbox = sandbox
+        self._run = run
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._broker = broker
+        self._loop = asyncio.get_running_loop()
+        self._inbox = bytearray()
+        self._outbox = bytearray()
+        self._reading = True
+        self._writing = False
+        self._calls = 0
+        self._calling: asyncio.Task[dict[str, Any]] | None = None
+        # Done when the child closed its socket, broke the protocol, or the socket failed.
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        # Registered from the run's task: the callbacks (and the broker calls they start) run in a
+        # copy of its context, so every line they log names the execution.
+        self._loop.add_reader(self._fd, self._readable)
+
+    def send(self, data: bytes) -> None:
+        if self.ended.done():
+            return
+        if not self._outbox:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._end()  # the child is gone; its exit status tells the rest
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._outbox += data
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
+
+    def close(self) -> asyncio.Task[dict[str, Any]] | None:
+        """Stop watching the socket and close it; the broker call still running, cancelled (the
+        caller awaits it), if any."""
+        self._end()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        # Unwatched before it is closed: the event loop watches descriptor numbers, and a number
+        # closed while still watched is soon reused by the next socketpair.
+        self._sock.close()
+        calling, self._calling = self._calling, None
+        if calling is not None and not calling.done():
+            calling.cancel()
+            return calling
+        return None
+
+    def _end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _writable(self) -> None:
+        try:
+            sent = self._sock.send(self._outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(self._outbox)
+            self._end()
+        del self._outbox[:sent]
+        if not self._outbox and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._end()  # the child died mid-conversation; its exit status tells the rest
+            return
+        try:
+            if not data:
+                if self._inbox:
+                    where = "header" if len(self._inbox) < protocol.HEADER_SIZE else "frame"
+                    raise protocol.ProtocolError(f"connection closed mid-{where}")
+                self._end()
+                return
+            self._inbox += data
+            for body in protocol.take_frames(self._inbox, self._sandbox._max_frame):
+                self._on_message(protocol.decode(body))
+        except protocol.ProtocolError as exc:
+            self._run.observed.violation = str(exc)
+            self._end()
+            kill = self._loop.create_task(self._kill())
+            self._sandbox._background.add(kill)
+            kill.add_done_callback(self._sandbox._background.discard)
+
+    def _on_message(self, message: Any) -> None:
+        observed = self._run.observed
+        if not isinstance(message, dict) or observed.report is not None:
+            raise protocol.ProtocolError("unexpected message")
+        kind = message.get("t")
+        if kind == "out" and isinstance(message.get("data"), str):
+            observed.add_output(message["data"], self._sandbox.limits.output_bytes)
+        elif kind == "call" and self._calling is None:
+            self._calls += 1
+            self._calling = self._loop.create_task(self._sandbox._broker_call(message, self._broker, self._calls))
+            self._calling.add_done_callback(self._answered)
+        elif kind == "done":
+            observed.report = message
+        else:
+            raise protocol.ProtocolError(f"unexpected message type {str(kind)[:40]!r}")
+
+    def _answered(self, calling: asyncio.Task[dict[str, Any]]) -> None:
+        if calling is not self._calling:
+            return  # the conversation was closed meanwhile
+        self._calling = None
+        if calling.cancelled():
+            reply = _refusal(refusals.internal_error("client call", asyncio.CancelledError(), logger, "sandbox"))
+        else:
+            exc = calling.exception()
+            if exc is not None:  # _broker_call handles the rest
+                reply = _refusal(refusals.internal_error("client call", exc, logger, "sandbox"))
+            else:
+                reply = calling.result()
+        self.send(protocol.encode(reply))
+
+    async def _kill(self) -> None:
+        with contextlib.suppress(ZygoteDied):
+            await self._run.zygote.kill(self._run.id)
+
+
+async def _first_of(future: asyncio.Future[Any], seconds: float) -> None:
+    """Wait until `future` is done or `seconds` have passed, whichever comes first (without raising
+    what it raises): one timer and one waiter, where `wait_for(shield(...))` built several."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
 
 
 def _record_start(seconds: float, layers: dict[str, bool]) -> None:
