@@ -461,24 +461,32 @@ class Wire:
     same transaction) between sends.
     """
 
-    __slots__ = ("_driver", "conn")
+    __slots__ = ("_cursor", "_driver", "conn")
 
     def __init__(self, conn: AsyncConnection, driver: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
         self._driver = driver
+        # One cursor for every statement a Wire sends (a lane's Wire lives as long as its connection).
+        self._cursor: psycopg.AsyncCursor[DictRow] | None = None
 
     async def send(
         self, *statements: tuple[TextClause, Mapping[str, Any] | None], commit: bool = False
     ) -> list[list[DictRow]]:
         """Run `statements` (each with its parameters) in order; each one's rows (none for a statement
         that returns no rows). `commit`: then COMMIT. The first error raises as the driver's."""
-        cursor = self._driver.cursor(row_factory=dict_row)
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._driver.cursor(row_factory=dict_row)
         results = []
         for statement, params in statements:
             # Parameters always passed (an empty dict for none): psycopg then turns the compiled
             # text's escaped %% back into %, as SQLAlchemy expects of its driver.
             await cursor.execute(_driver_sql(statement, self.conn.dialect), params or {})
-            results.append(await cursor.fetchall() if cursor.description is not None else [])
+            # Whether it returned rows, from the result's status: `cursor.description` would build
+            # a Column object per column at every statement only to be compared with None.
+            result = cursor.pgresult
+            returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
+            results.append(await cursor.fetchall() if returned else [])
         if commit:
             await self._driver.commit()
         return results
