@@ -577,8 +577,9 @@ class Replica:
     async def _run_sandboxed(self, flight: _Flight) -> ExecutionOutcome | None:
         """The execution's outcome, or None when it was fenced off (its process killed)."""
         claim = flight.claim
+        execution_id = str(claim.execution_id)  # once: the request and the broker session both name it
         request = ExecutionRequest(
-            execution_id=str(claim.execution_id),
+            execution_id=execution_id,
             strategy_id=claim.strategy_id,
             code=claim.code,
             config=claim.config,
@@ -590,7 +591,7 @@ class Replica:
                 return await self._sandbox_run(flight, request, None)
             async with self.brokers.session(
                 strategy_id=claim.strategy_id,
-                execution_id=str(claim.execution_id),
+                execution_id=execution_id,
                 exchange=claim.exchange,
                 config=claim.config,
                 fence=claim.fence,

@@ -160,6 +160,7 @@ class ReplicaMetrics:
         self._reconcile = RECONCILE_DURATION.labels(replica_id)
         self._lost = LOST_RESCUED.labels(replica_id)
         self._database = DATABASE_UP.labels(replica_id)
+        self._up: bool | None = None  # what the database gauge says (None: not written yet)
         SLOTS.labels(replica_id).set(slots)
         self._busy.set(0)
         self._lost.inc(0)
@@ -194,7 +195,10 @@ class ReplicaMetrics:
             self._executions["lost"].inc(count)
 
     def database(self, *, up: bool) -> None:
-        self._database.set(1 if up else 0)
+        # Reported after every claim and outcome batch: the gauge is written only when it changes.
+        if up is not self._up:
+            self._up = up
+            self._database.set(1 if up else 0)
 
     @contextmanager
     def reconcile_pass(self) -> Iterator[None]:

@@ -200,12 +200,14 @@ class BrokerFactory:
             market = self._feed
         else:
             raise ValueError(f"unknown exchange {exchange!r}")
-        guard = self._guard(strategy_id, execution_id, fence, exchange, target, market, rate_key, record_measure)
+        # Parsed once for the guard and the session (the replica passes the id as text).
+        execution_uuid = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
+        guard = self._guard(strategy_id, execution_uuid, fence, exchange, target, market, rate_key, record_measure)
         session = BrokerSession(
             store=self._store,
             fence=fence,
             strategy_id=strategy_id,
-            execution_id=execution_id,
+            execution_id=execution_uuid,
             exchange=exchange,
             limits=limits,
             target=target,
@@ -228,7 +230,7 @@ class BrokerFactory:
     def _guard(
         self,
         strategy_id: str,
-        execution_id: str,
+        execution_id: uuid.UUID,
         fence: Fence | None,
         exchange: str,
         target: CoinDCXClient | PaperExchange,
@@ -246,7 +248,7 @@ class BrokerFactory:
         return RiskGuard(
             self._store,
             strategy_id=strategy_id,
-            execution_id=uuid.UUID(str(execution_id)),
+            execution_id=execution_id,
             scheduled_for=None if fence is None else fence.scheduled_for,
             fence=fence,
             market=market,
@@ -273,7 +275,7 @@ class BrokerSession:
         store: ExchangeStore,
         fence: Fence | None,
         strategy_id: str,
-        execution_id: str,
+        execution_id: str | uuid.UUID,
         exchange: str,
         limits: StrategyLimits,
         target: CoinDCXClient | PaperExchange,
@@ -287,7 +289,7 @@ class BrokerSession:
         self._fence = fence
         self._guard = guard
         self._strategy_id = strategy_id
-        self._execution_id = uuid.UUID(str(execution_id))
+        self._execution_id = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
         self._exchange = exchange
         self._limits = limits
         self._target = target

@@ -96,8 +96,12 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+# Built once: `json.dumps` with any non-default argument builds an encoder at every call.
+_SIZER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _json_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8", "replace"))
+    return len(_SIZER.encode(value).encode("utf-8", "replace"))
 
 
 def _from_report(report: dict[str, Any], limits: SandboxLimits) -> tuple[str, str | None, Any, Any]:

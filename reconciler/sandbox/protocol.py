@@ -28,10 +28,14 @@ class ProtocolError(Exception):
     """A peer sent something that is not a well-formed frame within the size cap."""
 
 
+# ASCII escapes: a str with an unpaired surrogate (legal in Python, e.g. "\ud800" in a RESULT) still
+# encodes; the receiver decides what to keep (see classify.clean_text). Built once: `json.dumps` with
+# any non-default argument builds an encoder at every call, and every execution encodes a request.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def encode(message: Any) -> bytes:
-    # ASCII escapes: a str with an unpaired surrogate (legal in Python, e.g. "\ud800" in a RESULT)
-    # still encodes; the receiver decides what to keep (see classify.clean_text).
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    body = _ENCODER.encode(message).encode()
     return _HEADER.pack(len(body)) + body
 
 
