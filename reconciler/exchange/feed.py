@@ -118,12 +118,13 @@ def _unit(seed: str, salt: str, index: int) -> float:
 def sim_price(spec: SimMarket, t: float) -> float:
     """The simulated price of a market at epoch second t: a pure function."""
     log_move = 0.0
+    market = spec.market  # a property: read once, not twice per octave (every paper execution's closing value)
     for period, weight in _OCTAVES:
         position = t / period
         index = math.floor(position)
         fraction = position - index
-        a = _knot(spec.market, period, index)
-        b = _knot(spec.market, period, index + 1)
+        a = _knot(market, period, index)
+        b = _knot(market, period, index + 1)
         # Smoothstep between knots: continuous, without the kinks linear interpolation shows in candles.
         fraction = fraction * fraction * (3 - 2 * fraction)
         amplitude = spec.daily_volatility * math.sqrt(period / 86400) * weight
