@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -54,6 +54,7 @@ from reconciler.storage.db import (
     StoreError,
     TransactionConflict,
 )
+from reconciler.storage.exchange_store import RiskView
 from reconciler.storage.fence import Fence, Fenced
 from reconciler.storage.listen import SCHEDULE_CHANGED, Listener
 from reconciler.storage.outage import Outage
@@ -107,6 +108,7 @@ class BrokerSessions(Protocol):
         config: dict[str, Any],
         fence: Fence,
         record_measure: Callable[[Decimal, str], None] | None = None,
+        claimed_view: tuple[RiskView | None, Mapping[str, Decimal]] | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]: ...
 
 
@@ -596,6 +598,7 @@ class Replica:
                 config=claim.config,
                 fence=claim.fence,
                 record_measure=flight.measured,
+                claimed_view=claim.claimed_view,
             ) as broker:
                 return await self._sandbox_run(flight, request, self._fenced_broker(flight, broker))
         except asyncio.CancelledError:

@@ -37,11 +37,18 @@ from reconciler.exchange.feed import INTERVALS, CoinDCXFeed, PriceFeed, Simulate
 from reconciler.exchange.keys import api_key_digest
 from reconciler.exchange.paper import ORDER_TYPES, SIDES, PaperExchange
 from reconciler.exchange.ratelimit import RateLimiter
-from reconciler.exchange.risk_guard import MeasureSink, RiskGuard, live_holdings, paper_closing_read, paper_holdings
+from reconciler.exchange.risk_guard import (
+    MeasureSink,
+    RiskGuard,
+    live_holdings,
+    paper_closing_read,
+    paper_holdings,
+    paper_starting,
+)
 from reconciler.outcome import CLIENT_METHODS, BrokerCall, BrokerError
 from reconciler.settings import Settings
 from reconciler.storage.db import DatabaseTimeout, DatabaseUnavailable, StoreError, TransactionConflict
-from reconciler.storage.exchange_store import Alert, ExchangeStore
+from reconciler.storage.exchange_store import Alert, ExchangeStore, RiskView
 from reconciler.storage.fence import Fence, Fenced
 
 log = logging.getLogger(__name__)
@@ -135,12 +142,15 @@ class BrokerFactory:
         config: dict[str, Any],
         fence: Fence | None = None,
         record_measure: MeasureSink | None = None,
+        claimed_view: tuple[RiskView | None, Mapping[str, Decimal]] | None = None,
     ) -> AbstractAsyncContextManager[BrokerCall]:
         """`fence`: the execution's fencing token; every order is recorded (and so sent) only while it
         holds. None only outside a claimed execution (tests of the broker itself). `record_measure`:
         takes a paper wallet's closing value (value, currency) for the replica to record with the
-        outcome; without it the session records it itself."""
-        return self._session(strategy_id, execution_id, exchange, config, fence, record_measure)
+        outcome; without it the session records it itself. `claimed_view`: a paper execution's risk
+        view and wallet as its claim read them; if it makes no client call, its closing measure uses
+        them instead of reading them again (nothing but its own calls changes them meanwhile)."""
+        return self._session(strategy_id, execution_id, exchange, config, fence, record_measure, claimed_view)
 
     @asynccontextmanager
     async def _session(
@@ -151,6 +161,7 @@ class BrokerFactory:
         config: dict[str, Any],
         fence: Fence | None,
         record_measure: MeasureSink | None = None,
+        claimed_view: tuple[RiskView | None, Mapping[str, Decimal]] | None = None,
     ) -> AsyncIterator[BrokerCall]:
         setup_error: BrokerError | None = None
         try:
@@ -203,6 +214,19 @@ class BrokerFactory:
         # Parsed once for the guard and the session (the replica passes the id as text).
         execution_uuid = execution_id if isinstance(execution_id, uuid.UUID) else uuid.UUID(str(execution_id))
         guard = self._guard(strategy_id, execution_uuid, fence, exchange, target, market, rate_key, record_measure)
+        if claimed_view is not None and guard.closing_read is not None:
+            read_again = guard.closing_read
+            starting = self._settings.paper_initial_balances
+
+            async def closing_read() -> tuple[RiskView | None, Mapping[str, Decimal]]:
+                # Any call may have changed the wallet (an order, a resting order settled by a
+                # status check): then it is read again, as the run ends.
+                if session.calls:
+                    return await read_again()
+                view, held = claimed_view
+                return view, paper_starting(held, starting)
+
+            guard.closing_read = closing_read
         session = BrokerSession(
             store=self._store,
             fence=fence,
@@ -298,6 +322,7 @@ class BrokerSession:
         self._rate_key = rate_key
         self._setup_error = setup_error
         self.orders_sent = 0
+        self.calls = 0  # client calls made (answered or refused)
 
     @property
     def execution_id(self) -> uuid.UUID:
@@ -307,6 +332,7 @@ class BrokerSession:
         return f"BrokerSession(strategy_id={self._strategy_id!r}, exchange={self._exchange!r})"
 
     async def __call__(self, method: str, params: dict[str, Any]) -> Any:
+        self.calls += 1
         try:
             arguments = self._arguments(method, params)
             if self._setup_error is not None and (

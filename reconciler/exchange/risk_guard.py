@@ -64,7 +64,7 @@ class RiskGuard:
         # Paper: every execution adds a point to the equity series (executions.wallet_value, the
         # dashboard's chart), limits or not; live: only when a limit needs the measure.
         self._record_series = record_series
-        self._closing_read = closing_read
+        self.closing_read = closing_read
         # Set (by the replica): the closing measure goes with the outcome, in the statement that
         # records it under its fence, instead of a transaction of its own per execution.
         self._record_measure = record_measure
@@ -121,9 +121,9 @@ class RiskGuard:
         failure is logged and the next measure (next order, next run) checks again."""
         try:
             held: Mapping[str, Decimal] | None = None
-            if not self._loaded and self._closing_read is not None:
+            if not self._loaded and self.closing_read is not None:
                 # Nothing read yet (no order was placed): the limits and the holdings at once.
-                view, held = await self._closing_read()
+                view, held = await self.closing_read()
                 self._apply(view)
             else:
                 await self._load()
@@ -207,6 +207,11 @@ def paper_closing_read(store: ExchangeStore, strategy_id: str, starting: Mapping
         return view, _or_starting(held, starting)
 
     return read
+
+
+def paper_starting(held: Mapping[str, Decimal], starting: Mapping[str, float]) -> Mapping[str, Decimal]:
+    """The paper wallet as stored, or the starting wallet until the first trade seeds it."""
+    return _or_starting(held, starting)
 
 
 def _or_starting(held: Mapping[str, Decimal], starting: Mapping[str, float]) -> Mapping[str, Decimal]:

@@ -64,10 +64,11 @@ class RiskView:
 
 async def _risk_view(conn: AsyncConnection, strategy_id: str) -> RiskView | None:
     row = (await conn.execute(risk_queries.SELECT_RISK, {"strategy_id": strategy_id})).mappings().first()
-    return None if row is None else _view_of(row)
+    return None if row is None else view_of(row)
 
 
-def _view_of(row: Any) -> RiskView:
+def view_of(row: Any) -> RiskView:
+    """A RiskView from a row of its columns (the closing reads', a claim's)."""
     return RiskView(
         risk=row["risk"],
         status=row["status"],
@@ -297,7 +298,7 @@ class ExchangeStore:
             async def work(wire: Wire, ids: list[str] = ids) -> dict[str, tuple[RiskView, dict[str, Decimal]]]:
                 [rows] = await wire.send((risk_queries.SELECT_CLOSING_READS, {"strategy_ids": ids}))
                 return {
-                    row["strategy_id"]: (_view_of(row), dict(zip(row["currencies"], row["held"], strict=True)))
+                    row["strategy_id"]: (view_of(row), dict(zip(row["currencies"], row["held"], strict=True)))
                     for row in rows
                 }
 

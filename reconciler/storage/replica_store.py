@@ -29,6 +29,7 @@ from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import Action, Finalize, NoChange, SetStatus, Spec, Status
 from reconciler.storage import jsonb
 from reconciler.storage.db import Database, StoreError, Wire
+from reconciler.storage.exchange_store import RiskView, view_of
 from reconciler.storage.fence import Fence
 from reconciler.storage.risk_writes import enqueue_alert, halt
 from reconciler.storage.statements import partitions as partition_queries
@@ -59,6 +60,9 @@ class Claim:
     exchange: str
     state: dict[str, Any]
     fence: Fence
+    # A paper execution's risk view and paper wallet as the claim read them (None for another
+    # exchange): its closing measure when it makes no client call (`BrokerFactory.session`).
+    claimed_view: tuple[RiskView, dict[str, Decimal]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +410,9 @@ class ReplicaStore:
             config=row["config"] or {},
             exchange=row["exchange"],
             state=row["state"] or {},
+            claimed_view=None
+            if row["currencies"] is None
+            else (view_of(row), dict(zip(row["currencies"], row["held"], strict=True))),
             fence=Fence(
                 row["execution_id"],
                 row["strategy_id"],

@@ -179,6 +179,17 @@ FINALIZE_DELETION = text(
 
 # --- claims ---------------------------------------------------------------------------------------
 
+# What a claim reads beside the code, for the risk guard of a paper execution that makes no client
+# call (`reconciler.exchange.broker`): its limits and equity memory (RiskView's columns) and its paper
+# wallet, in the claim's own snapshot. Nothing else writes them while the execution runs (orders are
+# the execution's own; the guard's memory is written under its fence), so they are what a read at its
+# end would find; an execution that makes any call reads them again as it ends.
+_PAPER_WALLET = """
+           CASE WHEN {exchange} = 'paper' THEN ARRAY(SELECT b.currency FROM paper_balances b
+                 WHERE b.strategy_id = c.strategy_id ORDER BY b.currency) END AS currencies,
+           CASE WHEN {exchange} = 'paper' THEN ARRAY(SELECT b.balance + b.locked_balance FROM paper_balances b
+                 WHERE b.strategy_id = c.strategy_id ORDER BY b.currency) END AS held"""
+
 # Claims due scheduled ticks, oldest first, at most :slots of them, and commits before any code runs.
 # A tick missed while nothing could run it is coalesced: the execution is for the latest grid point
 # at or before now(), the grid points skipped are counted in missed_executions, and the next tick is
@@ -207,6 +218,7 @@ CLAIM_SCHEDULED = text(
     ),
     due AS (
         SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
+               s.risk, st.status, st.risk_day, st.day_start_equity, st.equity_peak,
                st.next_execution_at, st.schedule_anchor_at AS anchor,
                make_interval(secs => st.schedule_interval) AS step,
                gen_random_uuid() AS execution_id
@@ -261,7 +273,10 @@ CLAIM_SCHEDULED = text(
         WHERE st.strategy_id = t.strategy_id
     )
     SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'schedule' AS trigger,
-           t.generation, t.code, t.config, t.exchange, t.state
+           t.generation, t.code, t.config, t.exchange, t.state,
+           t.risk, t.status, t.risk_day, t.day_start_equity, t.equity_peak, now() AS db_now,"""
+    + _PAPER_WALLET.format(exchange="t.exchange")
+    + """
     FROM claimed c JOIN ticks t ON t.execution_id = c.execution_id
     ORDER BY c.scheduled_for
     """
@@ -298,6 +313,7 @@ CLAIM_REQUESTED = text(
     ),
     picked AS (
         SELECT st.strategy_id, s.generation, s.code, s.config, s.exchange, st.state,
+               s.risk, st.status, st.risk_day, st.day_start_equity, st.equity_peak,
                gen_random_uuid() AS execution_id
         FROM pending q
         JOIN strategy_status st ON st.strategy_id = q.strategy_id
@@ -337,7 +353,10 @@ CLAIM_REQUESTED = text(
         WHERE st.strategy_id = c.strategy_id
     )
     SELECT c.execution_id, c.strategy_id, c.scheduled_for, c.claimed_at, c.fencing_token, 'manual' AS trigger,
-           p.generation, p.code, p.config, p.exchange, p.state
+           p.generation, p.code, p.config, p.exchange, p.state,
+           p.risk, p.status, p.risk_day, p.day_start_equity, p.equity_peak, now() AS db_now,"""
+    + _PAPER_WALLET.format(exchange="p.exchange")
+    + """
     FROM claimed c JOIN picked p ON p.execution_id = c.execution_id
     ORDER BY c.scheduled_for
     """
