@@ -4,6 +4,8 @@ limits and wallets in one statement, and each gets its own strategy's answer (or
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +58,7 @@ def test_closing_reads_that_end_together_share_one_statement_and_each_gets_its_o
         }
         begun = statements(monkeypatch)
         together = await asyncio.gather(*(store.risk_view_and_paper_holdings(sid) for sid in ("a", "b", "c", "gone")))
+        await store.aclose()
         return singles, dict(zip(("a", "b", "c", "gone"), together, strict=True)), len(begun)
 
     singles, together, begun = run(database_url, body)
@@ -86,6 +89,7 @@ def test_a_lone_closing_read_is_made_at_once_and_a_later_one_by_a_statement_of_i
         begun = statements(monkeypatch)
         first = await store.risk_view_and_paper_holdings("b")
         second = await store.risk_view_and_paper_holdings("b")
+        await store.aclose()
         return first, second, len(begun)
 
     first, second, begun = run(database_url, body)
@@ -104,7 +108,9 @@ def test_a_batch_that_fails_fails_every_read_in_it_and_the_next_batch_reads_agai
         )
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE paper_balances_away RENAME TO paper_balances"))
-        return failed, await store.risk_view_and_paper_holdings("a")
+        again = await store.risk_view_and_paper_holdings("a")
+        await store.aclose()
+        return failed, again
 
     failed, again = run(database_url, body)
     assert all(isinstance(exc, StoreError) for exc in failed)
@@ -119,7 +125,9 @@ def test_a_cancelled_closing_read_leaves_the_others_of_its_batch_answered(databa
         kept = asyncio.ensure_future(store.risk_view_and_paper_holdings("b"))
         await asyncio.sleep(0)
         gone.cancel()
-        return await kept, gone
+        answered = await kept
+        await store.aclose()
+        return answered, gone
 
     kept, gone = run(database_url, body)
     assert kept[1] == {"USDT": Decimal(7)}
@@ -151,3 +159,58 @@ def test_a_closing_read_leaves_its_pooled_connection_transactional(database_url:
 
     held = run(database_url, body)
     assert held == {"USDT": Decimal(7)}
+
+
+def test_a_paper_session_without_calls_measures_from_its_claims_read_and_one_with_a_call_reads_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.crypto import CredentialCipher
+    from reconciler.exchange.broker import BrokerFactory
+    from reconciler.exchange.feed import SimulatedFeed
+    from reconciler.storage.exchange_store import RiskView
+    from tests.exchange.test_broker import KEY, settings_for
+
+    async def body(engine: AsyncEngine) -> Any:
+        await seed(engine)
+        store = ExchangeStore(engine)
+        factory = BrokerFactory(settings_for(), store, CredentialCipher.from_key_string(KEY), feed=SimulatedFeed())
+        # What a claim read: a wallet unlike the stored one, so the test sees which was measured.
+        view = RiskView(
+            risk=None,
+            status="running",
+            risk_day=None,
+            day_start_equity=None,
+            equity_peak=None,
+            db_now=datetime.now(UTC),
+        )
+        claimed = (view, {"USDT": Decimal(42)})
+        measures: list[tuple[Decimal, str]] = []
+        sent = statements(monkeypatch)
+        async with factory.session(
+            strategy_id="b",
+            execution_id=str(uuid.uuid4()),
+            exchange="paper",
+            config={},
+            record_measure=lambda value, currency: measures.append((value, currency)),
+            claimed_view=claimed,
+        ):
+            pass
+        quiet = list(sent)
+        async with factory.session(
+            strategy_id="b",
+            execution_id=str(uuid.uuid4()),
+            exchange="paper",
+            config={},
+            record_measure=lambda value, currency: measures.append((value, currency)),
+            claimed_view=claimed,
+        ) as call:
+            await call("get_markets", {})
+        await store.aclose()
+        return measures, quiet, sent
+
+    measures, quiet, sent = run(database_url, body)
+    # No call: the claim's wallet, and no statement at all.
+    assert measures[0] == (Decimal(42), "USDT") and quiet == []
+    # A call: read again as the run ends (the stored wallet, 7 USDT).
+    assert measures[1] == (Decimal(7), "USDT")
+    assert any("paper_balances" in statement for statement in sent)

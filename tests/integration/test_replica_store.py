@@ -178,6 +178,24 @@ def test_claim_runs_each_due_strategy_once_and_advances_the_grid(
     assert rows.fetchone() == (3,)
 
 
+def test_a_paper_claim_carries_its_risk_view_and_wallet(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "paper")
+    pg_conn.execute("""UPDATE strategies SET risk = '{"max_daily_loss": 5}' WHERE strategy_id = 'paper'""")
+    pg_conn.execute(
+        "INSERT INTO paper_balances (strategy_id, currency, balance, locked_balance) VALUES ('paper', 'USDT', 90, 10)"
+    )
+
+    async def work(store: ReplicaStore) -> list[Any]:
+        await store.reconcile(decide, python_check)
+        return (await store.claim(5)).claims
+
+    [claim] = run(database_url, work)
+    assert claim.claimed_view is not None
+    view, held = claim.claimed_view
+    assert view.risk == {"max_daily_loss": 5} and view.status == "running"
+    assert held == {"USDT": Decimal(100)}  # available plus locked, as the closing read counts it
+
+
 def test_claim_takes_at_most_the_free_slots_oldest_first(database_url: str, pg_conn: psycopg.Connection) -> None:
     for i in range(8):
         deploy(pg_conn, f"s{i}")
