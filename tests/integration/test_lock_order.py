@@ -100,6 +100,7 @@ def test_claims_completions_and_reconcile_passes_race_without_deadlock(
         try:
             await asyncio.gather(*tasks)
         finally:
+            await db.close_lanes()
             await engine.dispose()
 
     asyncio.run(main())
