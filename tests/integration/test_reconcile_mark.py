@@ -242,6 +242,7 @@ def test_an_in_flight_execution_deleted_by_hand_frees_its_strategy(
             await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
             return [c.strategy_id for c in (await store.claim(5)).claims]
         finally:
+            await store.db.close_lanes()
             await engine.dispose()
 
     assert asyncio.run(claim()) == ["wedged"]
