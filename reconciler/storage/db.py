@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -257,6 +257,21 @@ def create_engine(
 # --- the transaction boundary ----------------------------------------------------------------------
 
 
+@contextmanager
+def _classified(limit: float | None) -> Iterator[None]:
+    """The one place a driver's failure becomes this layer's error (and its metric): a timeout that
+    cut a transaction short is the database not answering; the rest as `wrap` classifies them."""
+    try:
+        yield
+    except TimeoutError:  # before OSError, of which it is a subclass
+        metrics.database_error("unavailable")
+        raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
+    except _DRIVER_ERRORS as exc:
+        error = wrap(exc)
+        metrics.database_error(_KINDS.get(type(error), "error"))
+        raise error from exc
+
+
 class Database:
     """An engine and the one way to run a transaction on it (`run`).
 
@@ -334,21 +349,15 @@ class Database:
         cancelled mid-statement, a failed rollback) is discarded, so the next attempt opens another."""
         lane.busy = True
         try:
-            try:
-                if limit is None:
-                    return await self._on_lane(lane, work, autocommit)
-                async with asyncio.timeout(limit):
-                    return await self._on_lane(lane, work, autocommit)
-            except BaseException:
-                await lane.settle()
-                raise
-        except TimeoutError:  # before OSError, of which it is a subclass
-            metrics.database_error("unavailable")
-            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
-        except _DRIVER_ERRORS as exc:
-            error = wrap(exc)
-            metrics.database_error(_KINDS.get(type(error), "error"))
-            raise error from exc
+            with _classified(limit):
+                try:
+                    if limit is None:
+                        return await self._on_lane(lane, work, autocommit)
+                    async with asyncio.timeout(limit):
+                        return await self._on_lane(lane, work, autocommit)
+                except BaseException:
+                    await lane.settle()
+                    raise
         finally:
             lane.busy = False
 
@@ -420,7 +429,7 @@ class Database:
         connection is rolled back (or discarded) before it returns to the pool.
         """
         limit = timeout if timeout is not None else self.timeout
-        try:
+        with _classified(limit):
             opened = self._autocommit() if autocommit else self.engine.begin()
             if limit is None:
                 async with opened as conn:
@@ -428,13 +437,6 @@ class Database:
             else:
                 async with asyncio.timeout(limit), opened as conn:
                     yield conn
-        except TimeoutError:  # before OSError, of which it is a subclass
-            metrics.database_error("unavailable")
-            raise DatabaseUnavailable(f"database unavailable: no answer within {limit:g} seconds") from None
-        except _DRIVER_ERRORS as exc:
-            error = wrap(exc)
-            metrics.database_error(_KINDS.get(type(error), "error"))
-            raise error from exc
 
     @asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
