@@ -154,6 +154,29 @@ class Tree:
     root: Path
 
 
+def compared_trees(compare: list[str]) -> list[Tree]:
+    """`--compare [LABEL=]DIR` arguments as trees, then this one last."""
+    trees = []
+    for spec in compare:
+        label, _, path = spec.rpartition("=")
+        trees.append(Tree(label or Path(path).name, Path(path).resolve()))
+    trees.append(Tree("this", PROJECT_ROOT))
+    return trees
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, a minute to drain, then SIGKILL to its process group."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
 def tree_env(tree: Tree, **settings: object) -> dict[str, str]:
     # Nothing of the caller's configuration leaks in: the service runs on its defaults, as installed.
     own = ("DATABASE_URL", "TEST_DATABASE_URL", "EXECUTOR_API_TOKEN", "ENCRYPTION_KEY", "JWT_SECRET", "DATA_DIR")
@@ -623,11 +646,7 @@ def main() -> None:
     args = parser.parse_args()
     window = 5.0 if args.quick else 15.0
     rounds = args.rounds or (1 if args.quick else 3)
-    trees = []
-    for spec in args.compare:
-        label, _, path = spec.rpartition("=")
-        trees.append(Tree(label or Path(path).name, Path(path).resolve()))
-    trees.append(Tree("this", PROJECT_ROOT))
+    trees = compared_trees(args.compare)
     root = Path(tempfile.mkdtemp(prefix="se-bench-"))
     root.chmod(0o711)
     print(

@@ -55,6 +55,7 @@ from reconciler.storage.db import libpq_url  # noqa: E402
 from reconciler.storage.migrate import migrate  # noqa: E402
 from reconciler.storage.statements import replica as replica_statements  # noqa: E402
 from tests.benchmarks import statements_before  # noqa: E402
+from tests.benchmarks.bench_reconciler import stop_processes  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "tests" / "benchmarks" / "results"
 
@@ -221,15 +222,7 @@ class Replicas:
         return sum(tree_cpu(p.pid) for p in self.processes)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_processes(self.processes)
 
     def kill(self) -> None:
         for process in self.processes:

@@ -45,7 +45,14 @@ from reconciler.crypto import generate_key  # noqa: E402
 from reconciler.embedded import EmbeddedPostgres  # noqa: E402
 from reconciler.storage.db import libpq_url  # noqa: E402
 from reconciler.storage.migrate import migrate  # noqa: E402
-from tests.benchmarks.bench_reconciler import Tree, _descendants, cpu_seconds, tree_env  # noqa: E402
+from tests.benchmarks.bench_reconciler import (  # noqa: E402
+    Tree,
+    _descendants,
+    compared_trees,
+    cpu_seconds,
+    stop_processes,
+    tree_env,
+)
 from tests.e2e.harness import free_port  # noqa: E402
 
 TOKEN = "bench-writes-token"
@@ -101,15 +108,7 @@ class Run:
         return row[0]
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_processes(self.processes)
         self.conn.close()
 
 
@@ -369,11 +368,7 @@ def main() -> None:
         help="another checkout to run alternately with this one (first in each round)",
     )
     args = parser.parse_args()
-    trees = []
-    for spec in args.compare:
-        label, _, path = spec.rpartition("=")
-        trees.append(Tree(label or Path(path).name, Path(path).resolve()))
-    trees.append(Tree("this", PROJECT_ROOT))
+    trees = compared_trees(args.compare)
     root = Path(tempfile.mkdtemp(prefix="se-bench-writes-"))
     root.chmod(0o711)
     print(
