@@ -44,7 +44,6 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from reconciler.crypto import generate_key  # noqa: E402
 from reconciler.embedded import EmbeddedPostgres  # noqa: E402
 from reconciler.storage.db import libpq_url  # noqa: E402
-from reconciler.storage.migrate import migrate  # noqa: E402
 from tests.benchmarks.bench_reconciler import (  # noqa: E402
     Tree,
     _descendants,
@@ -53,6 +52,7 @@ from tests.benchmarks.bench_reconciler import (  # noqa: E402
     stop_processes,
     tree_env,
 )
+from tests.benchmarks.bench_scale import create_database  # noqa: E402
 from tests.e2e.harness import free_port  # noqa: E402
 
 TOKEN = "bench-writes-token"
@@ -241,13 +241,7 @@ def commits(run: Run) -> int:
 
 
 def burst(tree: Tree, server: EmbeddedPostgres, logs: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    with psycopg.connect(libpq_url(server.url("postgres")), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.url(name)
-    migrate(url)
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    url = create_database(server, name)
     run = Run(tree, url, logs, name, args.replicas_now)
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
