@@ -59,7 +59,9 @@ class Sandbox:
     def __init__(self, limits: SandboxLimits, compiler: CompiledCache | None = None) -> None:
         self.limits = limits
         # Compiled off the event loop, in worker processes; cached by source within a byte budget.
-        self.compiler = compiler or CompiledCache(CompilePool())
+        # `is None`, not `or`: a cache with nothing in it yet (the replica's, at start) is falsy (`__len__`),
+        # and replacing it would compile every source twice, outside the replica's settings.
+        self.compiler = compiler if compiler is not None else CompiledCache(CompilePool())
         self._zygote: ZygoteClient | None = None
         self._start_lock: asyncio.Lock | None = None
         self._layers: dict[str, bool] = {}

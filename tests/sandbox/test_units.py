@@ -262,3 +262,18 @@ def test_classify_a_kill_by_the_memory_cgroup_as_memory_exceeded() -> None:
     assert outcome.status == "memory_exceeded"
     assert outcome.error is not None and "memory limit exceeded" in outcome.error
     assert f"{LIMITS.memory_mb} MB" in outcome.error
+
+
+def test_the_replicas_compile_cache_is_the_sandboxs_even_while_empty() -> None:
+    """An empty cache is falsy (it has a length): the sandbox must still take it, not make its own.
+
+    Before, every replica's sandbox built a second cache with the default limits and budget: each
+    source was compiled twice (the reconcile pass's verdict, then the run), once outside the settings.
+    """
+    from reconciler.policy.cache import CompiledCache
+    from reconciler.policy.pool import CompilePool
+    from reconciler.sandbox import Sandbox
+
+    cache = CompiledCache(CompilePool(), max_bytes=1 << 20)
+    assert len(cache) == 0 and not cache
+    assert Sandbox(SandboxLimits.from_settings(load_settings()), cache).compiler is cache
