@@ -12,6 +12,7 @@ Messages to the supervisor (length-prefixed JSON, see `protocol`):
 
 from __future__ import annotations
 
+import gc
 import json
 import linecache
 import marshal
@@ -195,17 +196,36 @@ class StrategyLog:
         self._emit("error", args)
 
 
-def strategy_traceback(exc: BaseException) -> str:
-    """The traceback as the user wrote the code: only frames of `<strategy>`, its own line numbers."""
+def strategy_traceback(exc: BaseException, message: str | None = None) -> str:
+    """The traceback as the user wrote the code: only frames of `<strategy>`, its own line numbers.
+
+    With `message`, that line ends it instead of the exception's own text (whose `str` may be the
+    strategy's code: see `_limit_traceback`).
+    """
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == STRATEGY_FILENAME]
-    lines = traceback.format_exception_only(type(exc), exc)
-    if isinstance(exc, PolicyViolation):
+    if message is not None:
+        lines = [message]
+    elif isinstance(exc, PolicyViolation):
         lines = [f"Policy violation: {exc}\n"]
+    else:
+        lines = traceback.format_exception_only(type(exc), exc)
     text = "".join(["Traceback (most recent call last):\n", *traceback.format_list(frames), *lines])
     if len(text) > _ERROR_CAP:
         half = _ERROR_CAP // 2
         text = text[:half] + "\n[... traceback shortened ...]\n" + text[-half:]
     return text
+
+
+def _limit_traceback(exc: CpuTimeExceeded | WallTimeExceeded) -> str:
+    """The traceback of a limit exception, built once the limits are off: from its frames and our own
+    text only. The strategy may have caught the exception and changed it (its args, its notes), or
+    raised a subclass of its own, so nothing of the exception's may be called.
+    """
+    if type(exc) is CpuTimeExceeded:
+        return strategy_traceback(exc, "CpuTimeExceeded: CPU time limit exceeded\n")
+    if type(exc) is WallTimeExceeded:
+        return strategy_traceback(exc, "WallTimeExceeded: wall-clock time limit exceeded\n")
+    return "the strategy raised a subclass of its own of a time-limit exception\n"
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -218,6 +238,17 @@ def _out_of_memory(exc: BaseException) -> bool:
         current = current.__cause__ or current.__context__
         seen += 1
     return False
+
+
+def _report(status: str, error: str) -> dict[str, Any]:
+    """A report without RESULT or STATE (the previous STATE is kept)."""
+    return {"t": "done", "status": status, "error": error, "result": None, "state": None}
+
+
+# Everything of the strategy's (its namespace, the exceptions it raised) stays referenced here until
+# `os._exit`: freeing it would run its finalisers (`__del__`, weakref callbacks) after its limits are
+# off. Only the zygote's rehearsal empties it.
+_kept: list[Any] = []
 
 
 class Execution:
@@ -269,39 +300,28 @@ class Execution:
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
         namespace = self.namespace()
+        _kept.append(namespace)
         stamp("namespace built")
         try:
-            status, error = self._execute(namespace)
+            return self._execute(namespace)
         except (CpuTimeExceeded, WallTimeExceeded) as exc:
-            # A limit signal that landed after the strategy's code ended but before the handlers
-            # were disarmed: it is still this run's timeout.
-            status, error = "timed_out", strategy_traceback(exc)
+            # The strategy's run ended by a limit, or a limit signal landed while its report was being
+            # finished, before the handlers were disarmed: either way, this run's timeout.
+            _kept.append(exc)
+            return _report("timed_out", _limit_traceback(exc))
         finally:
             self._disarm()
-        stamp("strategy ran")
-        report: dict[str, Any] = {"t": "done", "status": status, "error": error, "state": None}
-        try:
-            report["result"] = self._result(namespace.get("RESULT"))
-            if status == "succeeded":
-                state, state_error = self._state(namespace.get("STATE"))
-                if state_error:
-                    report["status"], report["error"] = "failed", state_error
-                report["state"] = state
-        except MemoryError:
-            # Serialising RESULT or STATE needs memory of its own: drop the strategy's objects, then say so.
-            namespace.clear()
-            report.update(
-                status="memory_exceeded",
-                result=None,
-                state=None,
-                error=(
-                    "the strategy's code finished, but storing its RESULT and STATE as JSON ran out of memory: "
-                    "keep them small (they are capped anyway; see the output for what was printed)"
-                ),
-            )
-        return report
 
-    def _execute(self, namespace: dict[str, Any]) -> tuple[str, str | None]:
+    def _execute(self, namespace: dict[str, Any]) -> dict[str, Any]:
+        """Run the strategy and turn what it left into its report, all under its limits.
+
+        RESULT and STATE are the strategy's own objects, and turning them into JSON may run its code
+        (a dict subclass's `items`, a `__str__`, a pandas subclass's `to_json`), as may formatting
+        its exception. So that is part of its run: timed, limited, and its errors are its own. Once
+        the handlers are disarmed, nothing of the strategy's may run again: the report holds only
+        plain JSON values, the collector is off, and its objects stay referenced in `_kept` until
+        `os._exit`, so no finaliser of theirs runs either.
+        """
         # Address space held back from the strategy and released on MemoryError so the report fits
         # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
         ballast = mmap.mmap(-1, 1 << 20)
@@ -314,25 +334,60 @@ class Execution:
         # it) and raises WallTimeExceeded at the deadline; the zygote's SIGKILL follows if ignored.
         signal.setitimer(signal.ITIMER_REAL, min(_TICK, wall), _TICK)
         try:
-            exec(self.code, namespace)
-        except (CpuTimeExceeded, WallTimeExceeded) as exc:
-            self._disarm()
-            return "timed_out", strategy_traceback(exc)
-        except BaseException as exc:  # the strategy's own failure, reported with its traceback
-            self._disarm()
-            if _out_of_memory(exc):  # raised by the limit, or caught and re-raised as another error
-                ballast.close()
-                return "memory_exceeded", strategy_traceback(exc)
-            return "failed", strategy_traceback(exc)
+            return self._run_and_store(namespace, ballast)
         finally:
             self._disarm()
             ballast.close()
-        return "succeeded", None
+
+    def _run_and_store(self, namespace: dict[str, Any], ballast: mmap.mmap) -> dict[str, Any]:
+        # A limit exception raised anywhere here (CpuTimeExceeded, WallTimeExceeded) propagates to
+        # `run`, which records the timeout.
+        error: str | None
+        try:
+            exec(self.code, namespace)
+        except (CpuTimeExceeded, WallTimeExceeded):
+            raise
+        except BaseException as exc:  # the strategy's own failure, reported with its traceback
+            _kept.append(exc)
+            if _out_of_memory(exc):  # raised by the limit, or caught and re-raised as another error
+                ballast.close()
+                return _report("memory_exceeded", strategy_traceback(exc))
+            status, error = "failed", strategy_traceback(exc)
+        else:
+            status, error = "succeeded", None
+        stamp("strategy ran")
+        state: dict[str, Any] | None = None
+        try:
+            result = self._result(namespace.get("RESULT"))
+            if status == "succeeded":
+                state, state_error = self._state(namespace.get("STATE"))
+                if state_error:
+                    status, error = "failed", state_error
+        except (CpuTimeExceeded, WallTimeExceeded):
+            raise
+        except BaseException as exc:  # raised by the strategy's own objects while they were converted
+            _kept.append(exc)
+            if _out_of_memory(exc):  # serialising needs memory of its own
+                ballast.close()
+                return _report(
+                    "memory_exceeded",
+                    "the strategy's code finished, but storing its RESULT and STATE as JSON ran out of memory: "
+                    "keep them small (they are capped anyway; see the output for what was printed)",
+                )
+            return _report(
+                "failed",
+                "storing RESULT and STATE as JSON ran the strategy's own code (a method of an object it left in "
+                "them), which raised; the previous STATE is kept\n" + strategy_traceback(exc),
+            )
+        return {"t": "done", "status": status, "error": error, "result": result, "state": state}
 
     def _disarm(self) -> None:
         self.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit (SIGKILL) still applies
+        # The cyclic collector would run the finalisers of the strategy's unreachable objects at the
+        # next allocation, outside its limits. The process exits within milliseconds: nothing to free.
+        gc.disable()
 
     def _on_cpu_limit(self, signum: int, frame: Any) -> None:
         if self.armed:
@@ -499,6 +554,7 @@ def rehearse() -> None:
         "wall_seconds": 10.0,
     }
     saved = sys.stdout, sys.stderr, signal.getsignal(signal.SIGXCPU), signal.getsignal(signal.SIGALRM)
+    collecting = gc.isenabled()
     mine, theirs = socket.socketpair()
     try:
         mine.sendall(protocol.encode(header) + protocol.encode_bytes(code))
@@ -514,6 +570,9 @@ def rehearse() -> None:
         signal.signal(signal.SIGALRM, saved[3])
         linecache.cache.pop(STRATEGY_FILENAME, None)
         _current = None
+        _kept.clear()
+        if collecting:  # disabled as the rehearsal's run ended (`Execution._disarm`)
+            gc.enable()
         mine.close()
         theirs.close()
 

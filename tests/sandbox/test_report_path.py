@@ -1,0 +1,144 @@
+"""The end of a run: what the strategy left (RESULT, STATE, its exception) is stored under its limits.
+
+Turning a strategy's objects into JSON, or formatting its exception, may call methods it wrote (a dict
+subclass's `items`, an exception's `__str__`, a finaliser). These tests prove that such code runs
+only while the run's limits hold, is counted as the strategy's, and never runs once the report is
+built: through the language policy (`harness`), and with plain, unrestricted Python in the same
+real confinement (`plain`), since the policy is not the boundary.
+"""
+
+from __future__ import annotations
+
+import marshal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reconciler.outcome import ExecutionRequest
+from reconciler.policy import STRATEGY_FILENAME
+from reconciler.policy.cache import CompiledCache
+from reconciler.policy.pool import CompilePool
+from reconciler.sandbox import Sandbox
+from tests.sandbox.conftest import TEST_LIMITS, Harness, LoopRunner, good_broker, leftover_processes
+
+
+def test_a_result_whose_items_loop_forever_times_out_within_the_run(harness: Harness) -> None:
+    """Before: the loop ran after the timers were off, until the hard CPU kill, and its output was lost."""
+    code = (
+        "class Endless(dict):\n"
+        "    def items(self):\n"
+        "        print('items of RESULT called')\n"
+        "        while True:\n"
+        "            pass\n"
+        "RESULT = Endless(a=1)\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "timed_out", (outcome.status, outcome.error)
+    assert "items of RESULT called" in outcome.output
+    assert "CpuTimeExceeded: CPU time limit exceeded" in (outcome.error or "") or "WallTimeExceeded" in (
+        outcome.error or ""
+    ), outcome.error
+    assert 'File "<strategy>", line 5' in (outcome.error or "") or "line 4" in (outcome.error or "")
+
+
+@pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt", "RuntimeError"])
+def test_a_state_whose_items_raise_is_the_strategys_failure(harness: Harness, raised: str) -> None:
+    """Before: SystemExit here was recorded as "a fault of the service", with the output dropped."""
+    code = (
+        "class Trap(dict):\n"
+        "    def items(self):\n"
+        "        print('items of STATE called')\n"
+        f"        raise {raised}('from items')\n"
+        "STATE = Trap(n=1)\n"
+        "print('run done')\n"
+    )
+    outcome = harness.run(code, state={"kept": True})
+    assert outcome.status == "failed", (outcome.status, outcome.error)
+    error = outcome.error or ""
+    assert "storing RESULT and STATE as JSON ran the strategy's own code" in error, error
+    assert f"{raised}: from items" in error and 'File "<strategy>", line 4' in error, error
+    assert "fault of the service" not in error
+    assert outcome.output == "run done\nitems of STATE called\n"
+    assert outcome.state is None  # the previous STATE is kept
+
+
+def test_a_result_subclass_still_stores_what_it_holds(harness: Harness) -> None:
+    """Plain subclasses keep working: the conversion is the same, only now under the run's limits."""
+    code = "class Tagged(dict):\n    pass\nRESULT = Tagged(a=[1, 2.5], b='x')\nSTATE['n'] = 1\n"
+    outcome = harness.run(code)
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result == {"a": [1, 2.5], "b": "x"}
+    assert outcome.state == {"n": 1}
+
+
+class _PlainCompiler(CompiledCache):
+    """Compiles with Python's own compiler: no language policy at all, as an escape would leave it."""
+
+    async def compile(self, code: str) -> bytes:
+        return marshal.dumps(compile(code, STRATEGY_FILENAME, "exec"))
+
+
+@pytest.fixture(scope="module")
+def plain(loop_runner: LoopRunner) -> Iterator[Sandbox]:
+    box = Sandbox(TEST_LIMITS, compiler=_PlainCompiler(CompilePool()))
+    loop_runner.run(box.start())
+    yield box
+    loop_runner.run(box.close())
+
+
+def _run_plain(loop_runner: LoopRunner, box: Sandbox, code: str) -> Any:
+    request = ExecutionRequest("plain", "tenant-a", code, {}, {"kept": True})
+    outcome = loop_runner.run(box.run(request, good_broker))
+    assert loop_runner.run(leftover_processes(box)) == []
+    return outcome
+
+
+# A finaliser that would spin until the hard CPU kill if it ever ran after the report was built.
+_SPIN = "class Spin:\n    def __del__(self):\n        while True:\n            pass\n"
+
+
+def test_finalisers_never_run_after_the_report(loop_runner: LoopRunner, plain: Sandbox) -> None:
+    """Objects of the strategy's, in its namespace and in its exception's frames, are never freed.
+
+    A run that spun in a finaliser would take at least the CPU limit (1 s of CPU is at least 1 s of
+    wall time), and be killed: this one ends as the strategy ended it, sooner than that.
+    """
+    code = _SPIN + "kept = Spin()\ndef fail():\n    local = Spin()\n    raise ValueError('the run failed')\nfail()\n"
+    outcome = _run_plain(loop_runner, plain, code)
+    assert outcome.status == "failed", (outcome.status, outcome.error)
+    assert "ValueError: the run failed" in (outcome.error or ""), outcome.error
+    assert outcome.duration < TEST_LIMITS.cpu_seconds, outcome.duration
+
+
+def test_a_changed_limit_exception_is_not_formatted_with_the_strategys_code(
+    loop_runner: LoopRunner, plain: Sandbox
+) -> None:
+    """The strategy catches its timeout, gives it an argument whose `__str__` spins, and raises it
+    again: the recorded timeout is built from our own text, not by calling that `__str__`."""
+    code = (
+        "class Loud:\n"
+        "    def __str__(self):\n"
+        "        while True:\n"
+        "            pass\n"
+        "try:\n"
+        "    while True:\n"
+        "        pass\n"
+        "except BaseException as exc:\n"
+        "    exc.args = (Loud(),)\n"
+        "    exc.__notes__ = [Loud()]\n"
+        "    raise\n"
+    )
+    outcome = _run_plain(loop_runner, plain, code)
+    assert outcome.status == "timed_out", (outcome.status, outcome.error)
+    error = outcome.error or ""
+    assert "CpuTimeExceeded: CPU time limit exceeded" in error or "WallTimeExceeded: wall-clock" in error, error
+    assert 'File "<strategy>", line 6' in error or 'File "<strategy>", line 7' in error, error
+
+
+def test_unrestricted_code_reports_normally(loop_runner: LoopRunner, plain: Sandbox) -> None:
+    """The fixture itself: plain Python runs and reports in the confinement (so the tests above test it)."""
+    # The policy refuses any name starting with an underscore.
+    outcome = _run_plain(loop_runner, plain, "RESULT = (1).__class__.__name__\n")
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result == "int"
