@@ -44,6 +44,7 @@ CSRF_FIELD = "csrf"
 REFRESH_SECONDS = 3
 NOTICES = {
     "run": "Run requested: it starts within a second when a slot is free.",
+    "run_pending": "A run was already waiting to start: it is the one that runs (one run answers both).",
     "stopped": "Stopped. A run in progress finishes.",
     "started": "Started.",
     "deleted": "Deleted. Its rows go once nothing is in flight.",
@@ -254,7 +255,7 @@ class Dashboard:
             return self.problem(request, 404, "No such bot", "You have no bot with this id.")
         if action == "run":
             done = await self.store.request_run(bot_id, user_id=user_id)
-            notice = "run"
+            notice = "run_pending" if done is not None and done["already_pending"] else "run"
         elif action in ("stop", "start"):
             desired = "stopped" if action == "stop" else "running"
             done = await self.store.set_desired_state(bot_id, desired, user_id=user_id)

@@ -53,7 +53,13 @@ from api.schemas import (
 from reconciler.exchange.keys import api_key_digest
 from reconciler.policy import PolicyError
 from reconciler.settings import Settings
-from reconciler.storage.api_store import Deployed, SealedCredentials, Store, StrategyConflict, StrategySpec
+from reconciler.storage.api_store import (
+    Deployed,
+    SealedCredentials,
+    Store,
+    StrategyConflict,
+    StrategySpec,
+)
 from reconciler.storage.db import StoreError
 
 log = logging.getLogger("api")
@@ -325,9 +331,18 @@ class ExecutorApi:
         run = await self.store.request_run(strategy_id)
         if run is None:
             raise await _unknown_or_leaving(self.store, strategy_id, "be run")
-        log.info("strategy %s: run requested (run request %s)", strategy_id, run["run_request_id"])
+        if run["already_pending"]:
+            log.info(
+                "strategy %s: run requested while run request %s is pending; joined it (%s requests)",
+                strategy_id,
+                run["run_request_id"],
+                run["request_count"],
+            )
+        else:
+            log.info("strategy %s: run requested (run request %s)", strategy_id, run["run_request_id"])
         if query.wait is None:
             return respond(RunRequest.model_validate(run), 202)
+        # A request that joined a pending one waits for that one: its execution answers both.
         waited = await self.store.wait_for_run(run["run_request_id"], timeout=query.wait)
         if waited is None:
             # The strategy was deleted meanwhile, and its run requests with it: this one will never
@@ -335,7 +350,12 @@ class ExecutorApi:
             raise Conflict(f"strategy {strategy_id!r} was deleted before this run request was answered")
         if waited.finished:
             return respond(Execution.model_validate(waited.execution), 200)
-        return respond(RunRequest.model_validate({**waited.run_request, "execution": waited.execution}), 202)
+        return respond(
+            RunRequest.model_validate(
+                {**waited.run_request, "already_pending": run["already_pending"], "execution": waited.execution}
+            ),
+            202,
+        )
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -498,7 +518,7 @@ class ExecutorApi:
                 "POST",
                 "/strategies/{strategy_id}/execute",
                 self.execute,
-                "Request a manual run, optionally waiting for it",
+                "Request a manual run (or join the one already pending), optionally waiting for it",
                 {200: Execution, 202: RunRequest},
                 errors=(409,),  # being deleted
                 query=ExecuteQuery,

@@ -454,11 +454,18 @@ class ExecutionList(_Response):
 
 
 class RunRequest(_Response):
+    """A manual run request: the one recorded, or the strategy's pending one that this request joined."""
+
     run_request_id: int
     strategy_id: str
     requested_at: datetime
     claimed_at: datetime | None
     execution_id: uuid.UUID | None
+    already_pending: bool = Field(
+        description="The strategy already had a run request waiting: this is that request (one execution"
+        " answers it), not a new one."
+    )
+    request_count: int = Field(description="How many run requests this pending request stands for.")
     execution: Execution | None = Field(None, description="The execution so far, once a replica has claimed the run.")
 
 

@@ -31,7 +31,7 @@ from api.tenant_schemas import (
     DeploymentsQuery,
     detail,
 )
-from reconciler.storage.api_store import Deployed, StrategyConflict
+from reconciler.storage.api_store import Deployed, Record, StrategyConflict
 
 log = logging.getLogger("api.tenant")
 
@@ -129,6 +129,14 @@ class TenantApi:
             # user's bot": ownership of the id was checked above, and a name only finds the user's own.
             raise ApiError(409, "conflict", str(exc).replace("strategy_id", "deploymentId")) from None
 
+    async def request_run(self, user_id: str, deployment_id: str) -> Record:
+        """Record a run request, or join the bot's pending one; NotFound for another user's id (or one
+        being deleted)."""
+        run = await self.store.request_run(deployment_id, user_id=user_id)
+        if run is None:
+            raise not_found(deployment_id)
+        return run
+
     # --- handlers --------------------------------------------------------------------------------
 
     async def bot_start(self, request: Request) -> Response:
@@ -184,12 +192,14 @@ class TenantApi:
     async def run_deployment(self, request: Request) -> Response:
         user_id = self._user(request)
         deployment_id = _deployment_id(request)
-        run = await self.store.request_run(deployment_id, user_id=user_id)
-        if run is None:
-            raise not_found(deployment_id)
+        run = await self.request_run(user_id, deployment_id)
         return respond_camel(
             BotRunRequest(
-                run_request_id=run["run_request_id"], deployment_id=deployment_id, requested_at=run["requested_at"]
+                run_request_id=run["run_request_id"],
+                deployment_id=deployment_id,
+                requested_at=run["requested_at"],
+                already_pending=run["already_pending"],
+                request_count=run["request_count"],
             ),
             202,
         )
@@ -245,7 +255,7 @@ class TenantApi:
                 "POST",
                 "/api/bot/deployments/{deployment_id}/run",
                 self.run_deployment,
-                "Run a bot now (also a stopped one)",
+                "Run a bot now (also a stopped one); a run already waiting to start is joined, not repeated",
                 responses={202: BotRunRequest},
             ),
         ]

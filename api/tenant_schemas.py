@@ -226,9 +226,15 @@ class DeploymentList(_Camel):
 
 
 class BotRunRequest(_Camel):
+    """A run request: the one recorded, or the bot's pending one that this request joined."""
+
     run_request_id: int
     deployment_id: str
     requested_at: datetime
+    already_pending: bool = Field(
+        description="The bot already had a run waiting to start: this is that request, not a new one."
+    )
+    request_count: int = Field(description="How many run requests this pending request stands for.")
 
 
 def _deployment_fields(record: dict[str, Any]) -> dict[str, Any]:

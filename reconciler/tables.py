@@ -137,8 +137,21 @@ run_requests = Table(
     # dropped day under an exclusive lock (see migration 0008). Claimed requests are pruned on the
     # executions' retention; the API's wait looks the execution up, and reads a pruned one as gone.
     Column("execution_id", UUID(as_uuid=True)),
+    # How many run requests (API calls) this row answers: a request made while one of its strategy's is
+    # still pending joins that one (the index below) and counts here instead of adding a row.
+    Column("request_count", Integer, nullable=False, server_default="1"),
     Index("ix_run_requests_pending", "requested_at", postgresql_where=text("claimed_at IS NULL")),
     Index(None, "strategy_id"),
+    # At most one pending request per strategy (migration 0012): one execution answers all of a
+    # strategy's pending requests anyway, and without this a halted strategy, whose requests no claim
+    # takes, gathered one row per click for as long as the halt lasted, each claim scanning them all.
+    # The API's insert names this index in ON CONFLICT, so concurrent requests cannot both insert.
+    Index(
+        "uq_run_requests_one_pending",
+        "strategy_id",
+        unique=True,
+        postgresql_where=text("claimed_at IS NULL"),
+    ),
 )
 
 # --- actual state: written by replicas only -----------------------------------------------------

@@ -176,11 +176,12 @@ class Store:
             return await _one(conn, q.SELECT_STATUS, strategy_id=strategy_id)
 
     async def request_run(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
-        """Record a manual run request; None when the strategy is unknown or being deleted."""
+        """Record a manual run request, or join the strategy's pending one (`already_pending` true,
+        the same `run_request_id`); None when the strategy is unknown or being deleted."""
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
-            return await _one(conn, q.INSERT_RUN_REQUEST, strategy_id=strategy_id)
+            return await _one(conn, q.REQUEST_RUN, strategy_id=strategy_id)
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
 
+import httpx
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from reconciler.storage.db import libpq_url
-from tests.api.conftest import deploy_body
+from api.app import create_app
+from reconciler.settings import Settings
+from reconciler.storage.api_store import Store
+from reconciler.storage.db import create_engine, libpq_url
+from tests.api.conftest import AUTH, TOKEN, deploy_body
 from tests.api.replica import write_execution
 
 
@@ -27,20 +32,85 @@ def test_execute_records_a_run_request(deployed: TestClient, pg_conn: psycopg.Co
     body = response.json()
     assert body["strategy_id"] == "s1"
     assert body["claimed_at"] is None and body["execution_id"] is None
+    assert body["already_pending"] is False and body["request_count"] == 1
     row = pg_conn.execute("SELECT run_request_id, strategy_id, claimed_at, execution_id FROM run_requests").fetchall()
     assert row == [(body["run_request_id"], "s1", None, None)]
     # The API never writes executions.
     assert pg_conn.execute("SELECT count(*) FROM executions").fetchone() == (0,)
 
 
-class SimulatedReplica(threading.Thread):
-    """Claims the pending run request, then finishes its execution, from its own connection."""
+def _claim(conn: psycopg.Connection, run_request_id: int) -> uuid.UUID:
+    """What a claim does to a pending request: an execution started for it, the request marked."""
+    with conn.transaction():
+        execution_id = write_execution(conn, status="running", trigger="manual", scheduled_for="2026-01-01T00:00:00Z")
+        conn.execute(
+            "UPDATE run_requests SET claimed_at = now(), execution_id = %s WHERE run_request_id = %s",
+            (execution_id, run_request_id),
+        )
+    return execution_id
 
-    def __init__(self, database_url: str, *, finish_after: float, status: str = "succeeded") -> None:
+
+def test_an_execute_while_a_run_is_pending_joins_it(deployed: TestClient, pg_conn: psycopg.Connection) -> None:
+    first = deployed.post("/strategies/s1/execute")
+    again = deployed.post("/strategies/s1/execute")
+    assert first.status_code == again.status_code == 202
+    assert first.json()["already_pending"] is False
+    assert again.json()["already_pending"] is True
+    assert again.json()["run_request_id"] == first.json()["run_request_id"]
+    assert again.json()["requested_at"] == first.json()["requested_at"]  # its place in the queue kept
+    assert again.json()["request_count"] == 2
+    rows = pg_conn.execute("SELECT run_request_id, request_count FROM run_requests").fetchall()
+    assert rows == [(first.json()["run_request_id"], 2)]
+
+    # Once a replica has claimed it, it is no longer pending: the next click is a run of its own.
+    execution_id = _claim(pg_conn, first.json()["run_request_id"])
+    later = deployed.post("/strategies/s1/execute").json()
+    assert later["already_pending"] is False and later["request_count"] == 1
+    assert later["run_request_id"] != first.json()["run_request_id"]
+    claimed = pg_conn.execute(
+        "SELECT execution_id, request_count FROM run_requests WHERE run_request_id = %s",
+        (first.json()["run_request_id"],),
+    ).fetchone()
+    assert claimed == (execution_id, 2)
+
+
+def test_twenty_concurrent_executes_leave_one_pending_request(deployed: TestClient, database_url: str) -> None:
+    """Twenty clicks at once, each on a connection of its own: the unique index, not a read before the
+    insert, decides, so exactly one inserts and the nineteen others join it."""
+
+    async def click_twenty() -> list[httpx.Response]:
+        engine = create_engine(database_url, pool_size=10)  # up to 20 connections: one per request
+        app = create_app(Settings(executor_api_token=TOKEN), Store(engine), check_code=lambda code: None)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=AUTH) as client:
+                return list(await asyncio.gather(*(client.post("/strategies/s1/execute") for _ in range(20))))
+        finally:
+            await engine.dispose()
+
+    responses = asyncio.run(click_twenty())
+    assert [r.status_code for r in responses] == [202] * 20, [r.text for r in responses if r.status_code != 202]
+    bodies = [r.json() for r in responses]
+    assert len({b["run_request_id"] for b in bodies}) == 1
+    assert sorted(b["already_pending"] for b in bodies) == [False] + [True] * 19
+    assert sorted(b["request_count"] for b in bodies) == list(range(1, 21))
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        rows = conn.execute("SELECT run_request_id, claimed_at, request_count FROM run_requests").fetchall()
+    assert rows == [(bodies[0]["run_request_id"], None, 20)]
+
+
+class SimulatedReplica(threading.Thread):
+    """Claims the pending run request, then finishes its execution, from its own connection. With
+    `min_requests`, it waits until the pending request stands for that many."""
+
+    def __init__(
+        self, database_url: str, *, finish_after: float, status: str = "succeeded", min_requests: int = 1
+    ) -> None:
         super().__init__(daemon=True)
         self.url = libpq_url(database_url)
         self.finish_after = finish_after
         self.status = status
+        self.min_requests = min_requests
         self.execution_id: uuid.UUID | None = None
         self.error: BaseException | None = None
 
@@ -49,20 +119,16 @@ class SimulatedReplica(threading.Thread):
             with psycopg.connect(self.url, autocommit=True) as conn:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
-                    row = conn.execute("SELECT run_request_id FROM run_requests WHERE claimed_at IS NULL").fetchone()
+                    row = conn.execute(
+                        "SELECT run_request_id FROM run_requests WHERE claimed_at IS NULL AND request_count >= %s",
+                        (self.min_requests,),
+                    ).fetchone()
                     if row:
                         break
                     time.sleep(0.02)
                 else:
                     raise AssertionError("no run request appeared")
-                with conn.transaction():
-                    self.execution_id = write_execution(
-                        conn, status="running", trigger="manual", scheduled_for="2026-01-01T00:00:00Z"
-                    )
-                    conn.execute(
-                        "UPDATE run_requests SET claimed_at = now(), execution_id = %s WHERE run_request_id = %s",
-                        (self.execution_id, row[0]),
-                    )
+                self.execution_id = _claim(conn, row[0])
                 time.sleep(self.finish_after)
                 conn.execute(
                     "UPDATE executions SET status = %s, finished_at = now(), output = 'done\n' WHERE execution_id = %s",
@@ -95,6 +161,33 @@ def test_wait_returns_the_execution_a_replica_ran(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
     ).fetchone()
     assert idle == (0,)
+
+
+def test_a_wait_on_a_joined_request_returns_the_execution_of_the_pending_one(
+    deployed: TestClient, database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    first = deployed.post("/strategies/s1/execute").json()
+    # The replica claims only once the second request has joined the first, as one claim would.
+    replica = SimulatedReplica(database_url, finish_after=0.3, min_requests=2)
+    replica.start()
+    response = deployed.post("/strategies/s1/execute?wait=10")
+    replica.join(5)
+    assert replica.error is None
+    assert response.status_code == 200, response.text
+    assert response.json()["execution_id"] == str(replica.execution_id)
+    assert response.json()["status"] == "succeeded"
+    rows = pg_conn.execute("SELECT run_request_id, execution_id, request_count FROM run_requests").fetchall()
+    assert rows == [(first["run_request_id"], replica.execution_id, 2)]
+
+
+def test_a_wait_on_a_joined_request_that_times_out_says_it_joined(deployed: TestClient) -> None:
+    first = deployed.post("/strategies/s1/execute").json()
+    response = deployed.post("/strategies/s1/execute?wait=0.2")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["run_request_id"] == first["run_request_id"]
+    assert body["already_pending"] is True and body["request_count"] == 2
+    assert body["execution"] is None
 
 
 def test_wait_that_times_out_returns_202_with_the_request_so_far(deployed: TestClient, database_url: str) -> None:

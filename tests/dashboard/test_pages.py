@@ -200,3 +200,13 @@ def test_a_halted_bot_shows_why_when_it_resumes_and_a_start_button(anonymous: Te
         "SELECT started_at FROM strategies WHERE strategy_id = %s", (bot,)
     ).fetchone()
     assert started_at is not None
+
+
+def test_run_now_joins_a_pending_run(anonymous: TestClient) -> None:
+    bot = deploy_bot(anonymous, "alice")
+    csrf = sign_in(anonymous, "alice")
+    first = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
+    assert first.headers["location"] == f"/bots/{bot}?notice=run"
+    again = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
+    assert again.headers["location"] == f"/bots/{bot}?notice=run_pending"
+    assert "already waiting" in anonymous.get(again.headers["location"]).text

@@ -358,12 +358,19 @@ def test_concurrent_claims_get_disjoint_sets(database_url: str, pg_conn: psycopg
 def test_manual_run_requests_are_claimed_once_per_strategy(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1", desired_state="stopped")
     run(database_url, lambda s: s.reconcile(decide, python_check))
-    pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1'), ('s1')")
+    # A strategy holds one pending request (migration 0012); requests made while it waits count in it.
+    pg_conn.execute("INSERT INTO run_requests (strategy_id, request_count) VALUES ('s1', 2)")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1')")
     claims = run(database_url, lambda s: _claims(s, 5))
     assert [(c.strategy_id, c.trigger) for c in claims] == [("s1", "manual")]
-    linked = pg_conn.execute("SELECT count(*) FROM run_requests WHERE execution_id = %s", (claims[0].execution_id,))
-    assert linked.fetchone() == (2,)
+    linked = pg_conn.execute(
+        "SELECT request_count FROM run_requests WHERE execution_id = %s", (claims[0].execution_id,)
+    ).fetchall()
+    assert linked == [(2,)]
     assert run(database_url, lambda s: _claims(s, 5)) == []
+    # Claimed, it is no longer pending: the next request is a row of its own.
+    pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1')")
 
 
 def test_halted_strategies_requests_do_not_hold_off_the_others(database_url: str, pg_conn: psycopg.Connection) -> None:

@@ -174,6 +174,18 @@ def test_delete_and_run(tenant_client: TestClient) -> None:
     assert deploy(tenant_client)["deploymentId"] != bot_id
 
 
+def test_run_while_a_run_is_pending_joins_it(tenant_client: TestClient, pg_conn: psycopg.Connection) -> None:
+    bot_id = deploy(tenant_client)["deploymentId"]
+    first = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    again = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["alreadyPending"] is False and first.json()["requestCount"] == 1
+    assert again.json()["alreadyPending"] is True and again.json()["requestCount"] == 2
+    assert again.json()["runRequestId"] == first.json()["runRequestId"]
+    count = pg_conn.execute("SELECT count(*) FROM run_requests WHERE strategy_id = %s", (bot_id,)).fetchone()
+    assert count == (1,)
+
+
 def test_unknown_ids_are_404(tenant_client: TestClient) -> None:
     for method, path, body in [
         ("GET", "/api/bot/deployments/nope", None),

@@ -133,7 +133,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Request a manual run, optionally waiting for it */
+        /** Request a manual run (or join the one already pending), optionally waiting for it */
         post: operations["execute"];
         delete?: never;
         options?: never;
@@ -287,7 +287,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Run a bot now (also a stopped one) */
+        /** Run a bot now (also a stopped one); a run already waiting to start is joined, not repeated */
         post: operations["run_deployment"];
         delete?: never;
         options?: never;
@@ -548,7 +548,10 @@ export interface components {
              */
             updatedAt: string;
         };
-        /** BotRunRequest */
+        /**
+         * BotRunRequest
+         * @description A run request: the one recorded, or the bot's pending one that this request joined.
+         */
         BotRunRequest: {
             /** Run request id */
             runRequestId: number;
@@ -559,6 +562,16 @@ export interface components {
              * Format: date-time
              */
             requestedAt: string;
+            /**
+             * Already pending
+             * @description The bot already had a run waiting to start: this is that request, not a new one.
+             */
+            alreadyPending: boolean;
+            /**
+             * Request count
+             * @description How many run requests this pending request stands for.
+             */
+            requestCount: number;
         };
         /**
          * BotStartRequest
@@ -1288,7 +1301,10 @@ export interface components {
              */
             currency?: string;
         };
-        /** RunRequest */
+        /**
+         * RunRequest
+         * @description A manual run request: the one recorded, or the strategy's pending one that this request joined.
+         */
         RunRequest: {
             /** Run Request Id */
             run_request_id: number;
@@ -1303,6 +1319,16 @@ export interface components {
             claimed_at: string | null;
             /** Execution Id */
             execution_id: string | null;
+            /**
+             * Already Pending
+             * @description The strategy already had a run request waiting: this is that request (one execution answers it), not a new one.
+             */
+            already_pending: boolean;
+            /**
+             * Request Count
+             * @description How many run requests this pending request stands for.
+             */
+            request_count: number;
             /**
              * @description The execution so far, once a replica has claimed the run.
              * @default null
@@ -2251,7 +2277,7 @@ export interface operations {
                     "application/json": components["schemas"]["Execution"];
                 };
             };
-            /** @description RunRequest */
+            /** @description A manual run request: the one recorded, or the strategy's pending one that this request joined. */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,7 +3010,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description BotRunRequest */
+            /** @description A run request: the one recorded, or the bot's pending one that this request joined. */
             202: {
                 headers: {
                     [name: string]: unknown;

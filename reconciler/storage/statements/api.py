@@ -46,7 +46,7 @@ _ORDER_COLUMNS = """
     order_id, strategy_id, execution_id, exchange, client_order_id, exchange_order_id, market, side,
     order_type, total_quantity, price_per_unit, status, error, request, response, created_at, updated_at"""
 
-_RUN_REQUEST_COLUMNS = "run_request_id, strategy_id, requested_at, claimed_at, execution_id"
+_RUN_REQUEST_COLUMNS = "run_request_id, strategy_id, requested_at, claimed_at, execution_id, request_count"
 
 _WEBHOOK_COLUMNS = "webhook_id, user_id, url, events, created_at"
 
@@ -135,16 +135,25 @@ REQUEST_DELETION = text(
 
 # A manual run of a strategy that exists and is not being deleted (nothing inserted otherwise).
 # FOR KEY SHARE holds off a replica finalizing the deletion between this check and the insert.
-INSERT_RUN_REQUEST = text(
+# A strategy has at most one pending request (uq_run_requests_one_pending, migration 0012): while one
+# is pending, this returns that row, counted once more, instead of inserting another. One execution
+# answers a strategy's pending requests anyway, so the caller gets the request that will really run.
+# The conflict is settled by the index, not by a read before the insert: of concurrent requests one
+# inserts and the others wait for it and update it. A request that meets a pending row a claim is
+# marking waits for the claim; that row is no longer pending then, so this one inserts a new request
+# (the claimed execution may have read the spec before this click). `already_pending`: the row existed
+# (`xmax` is 0 only on a row version no transaction updated or locked, i.e. the one just inserted).
+REQUEST_RUN = text(
     f"""
-    INSERT INTO run_requests (strategy_id)
+    INSERT INTO run_requests AS r (strategy_id)
     SELECT strategy_id FROM strategies
     WHERE strategy_id = :strategy_id AND delete_requested_at IS NULL
     FOR KEY SHARE
-    RETURNING {_RUN_REQUEST_COLUMNS}
+    ON CONFLICT (strategy_id) WHERE claimed_at IS NULL
+    DO UPDATE SET request_count = r.request_count + 1
+    RETURNING {_RUN_REQUEST_COLUMNS}, (r.xmax <> 0) AS already_pending
     """
 )
-
 
 # --- reads ----------------------------------------------------------------------------------------
 

@@ -291,8 +291,9 @@ CLAIM_SCHEDULED = text(
 # transaction asks for PostgreSQL's own choice back, for itself only (LOCAL).
 PLANS_BY_VALUE = text("SET LOCAL plan_cache_mode = auto")
 
-# Claims manual run requests: one execution per strategy with pending requests, which answers all of
-# them (pressing "run" twice while the first is pending runs once). The requests are marked first and
+# Claims manual run requests: one execution per strategy with a pending request. Since migration 0012
+# a strategy has at most one (a click while one is pending joins it: api.REQUEST_RUN); marking every
+# pending row of the strategy stays correct either way. The requests are marked first and
 # the executions created only for strategies whose requests this statement really marked, so a request
 # claimed concurrently elsewhere never yields a second run.
 CLAIM_REQUESTED = text(
