@@ -67,7 +67,10 @@ export class TenantClient extends BaseClient {
     return data;
   }
 
-  /** Run the bot now (also a stopped one); the run request is recorded (202), the run follows. */
+  /**
+   * Run the bot now (also a stopped one); the run request is recorded (202), the run follows. While one
+   * is still waiting to start, the answer is that one (`alreadyPending`).
+   */
   async run(deploymentId: string): Promise<BotRunRequest> {
     const path = `/api/bot/deployments/${deploymentId}/run`;
     const { data } = await this.send("POST", path, (signal) =>

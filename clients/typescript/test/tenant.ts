@@ -61,6 +61,7 @@ describe("tenant API", () => {
 
     const run = await alice.run(id);
     assert.equal(run.deploymentId, id);
+    assert.equal(run.alreadyPending, false);
     const ran = await eventually("the manual run", async () => {
       const bot = await alice.deployment(id);
       return bot.executionCount === 2 && bot.successfulExecutions === 2 ? bot : undefined;
