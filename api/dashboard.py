@@ -31,10 +31,11 @@ from starlette.staticfiles import StaticFiles
 
 from api.charts import duration_bars, outcome_class, value_line
 from api.errors import ApiError, PayloadTooLarge, RequestInvalid
-from api.routes import read_body
+from api.routes import halted_refusal, read_body
 from api.schemas import MAX_BODY_BYTES, STRATEGY_ID_PATTERN
 from api.tenant import TenantApi
 from api.tenant_schemas import BotStartRequest, detail
+from reconciler.storage.api_store import StrategyHalted
 
 log = logging.getLogger("api.dashboard")
 
@@ -254,7 +255,11 @@ class Dashboard:
         if not _valid_id(bot_id):
             return self.problem(request, 404, "No such bot", "You have no bot with this id.")
         if action == "run":
-            done = await self.store.request_run(bot_id, user_id=user_id)
+            try:
+                done = await self.store.request_run(bot_id, user_id=user_id)
+            except StrategyHalted as exc:
+                refusal = halted_refusal(exc, what="bot", resume="Start on this page")
+                return self.problem(request, refusal.status, "Halted", refusal.message)
             notice = "run_pending" if done is not None and done["already_pending"] else "run"
         elif action in ("stop", "start"):
             desired = "stopped" if action == "stop" else "running"

@@ -23,7 +23,8 @@ _ERROR_DESCRIPTIONS = {
     401: "Missing or invalid bearer token",
     404: "Unknown id or route",
     409: "A conflict: the strategy is being deleted or is another user's, the exchange API key is another"
-    " user's, or (balances) the strategy trades live",
+    " user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error"
+    " strategy_halted, the message says since when, why, when it resumes and how to resume it",
     413: "Request body, code or config too large",
     422: "Invalid request",
     500: "Unexpected error (the body carries the request id)",

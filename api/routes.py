@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
@@ -58,6 +59,7 @@ from reconciler.storage.api_store import (
     SealedCredentials,
     Store,
     StrategyConflict,
+    StrategyHalted,
     StrategySpec,
 )
 from reconciler.storage.db import StoreError
@@ -151,6 +153,31 @@ async def _unknown_or_leaving(store: Store, strategy_id: str, what: str) -> ApiE
     if status is not None and status["delete_requested_at"] is not None:
         return Conflict(f"strategy {strategy_id!r} is being deleted; it can no longer {what}")
     return _missing(strategy_id)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def halted_refusal(exc: StrategyHalted, *, what: str, resume: str) -> ApiError:
+    """409 for a run request of a strategy its risk guard halted (`what`: how the audience calls it,
+    `resume`: the request that lifts the halt). Refused rather than recorded: no claim takes a halted
+    strategy's requests, so a 202 would promise a run that comes only after a resume, if ever."""
+    halt = exc.halt
+    why = halt["status_reason"] or (
+        f"{halt['halt_limit']}: measured {halt['halt_value']}, limit {halt['halt_threshold']}"
+    )
+    since = f" since {_when(halt['halted_at'])}" if halt["halted_at"] is not None else ""
+    if halt["resume_at"] is not None:
+        until = f"it resumes by itself at {_when(halt['resume_at'])}, or at once with {resume}"
+    else:
+        until = f"it stays halted until {resume} resumes it"
+    return ApiError(
+        409,
+        "strategy_halted",
+        f"{what} {exc.strategy_id!r} is halted by its risk guard{since} ({why}); {until}. "
+        "No run was requested: run it once it has resumed.",
+    )
 
 
 class ExecutorApi:
@@ -328,7 +355,10 @@ class ExecutorApi:
     async def execute(self, request: Request) -> Response:
         strategy_id = strategy_id_param(request)
         query = parse_query(request, ExecuteQuery)
-        run = await self.store.request_run(strategy_id)
+        try:
+            run = await self.store.request_run(strategy_id)
+        except StrategyHalted as exc:
+            raise halted_refusal(exc, what="strategy", resume=f"POST /strategies/{strategy_id}/start") from None
         if run is None:
             raise await _unknown_or_leaving(self.store, strategy_id, "be run")
         if run["already_pending"]:
@@ -520,7 +550,7 @@ class ExecutorApi:
                 self.execute,
                 "Request a manual run (or join the one already pending), optionally waiting for it",
                 {200: Execution, 202: RunRequest},
-                errors=(409,),  # being deleted
+                errors=(409,),  # being deleted, or halted by its risk guard
                 query=ExecuteQuery,
             ),
             Endpoint(

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from api.errors import ApiError, NotFound, RequestInvalid
 from api.pagination import decode_cursor, encode_cursor
-from api.routes import Endpoint, ExecutorApi, parse_query, read_body
+from api.routes import Endpoint, ExecutorApi, halted_refusal, parse_query, read_body
 from api.schemas import MAX_BODY_BYTES, STRATEGY_ID_PATTERN, DeployRequest, FieldError, field_errors
 from api.tenant_auth import TenantAuth, TenantAuthError
 from api.tenant_schemas import (
@@ -31,7 +31,7 @@ from api.tenant_schemas import (
     DeploymentsQuery,
     detail,
 )
-from reconciler.storage.api_store import Deployed, Record, StrategyConflict
+from reconciler.storage.api_store import Deployed, Record, StrategyConflict, StrategyHalted
 
 log = logging.getLogger("api.tenant")
 
@@ -131,8 +131,12 @@ class TenantApi:
 
     async def request_run(self, user_id: str, deployment_id: str) -> Record:
         """Record a run request, or join the bot's pending one; NotFound for another user's id (or one
-        being deleted)."""
-        run = await self.store.request_run(deployment_id, user_id=user_id)
+        being deleted), a 409 while the bot is halted by its risk limits."""
+        try:
+            run = await self.store.request_run(deployment_id, user_id=user_id)
+        except StrategyHalted as exc:
+            start = f'POST /api/bot/start with {{"deploymentId": "{deployment_id}"}}'
+            raise halted_refusal(exc, what="bot", resume=start) from None
         if run is None:
             raise not_found(deployment_id)
         return run
@@ -257,6 +261,7 @@ class TenantApi:
                 self.run_deployment,
                 "Run a bot now (also a stopped one); a run already waiting to start is joined, not repeated",
                 responses={202: BotRunRequest},
+                errors=(409,),  # halted by its risk limits
             ),
         ]
 

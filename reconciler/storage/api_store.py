@@ -33,6 +33,17 @@ class StrategyConflict(Exception):
     """A deploy that cannot replace the existing strategy; the message says why."""
 
 
+class StrategyHalted(Exception):
+    """A run request for a strategy its risk guard halted: no claim would take it until the halt
+    lifts. `halt` is the status row's account of it (halted_at, halt_limit, halt_value,
+    halt_threshold, resume_at, status_reason); the API words the refusal for its own audience."""
+
+    def __init__(self, strategy_id: str, halt: Record) -> None:
+        super().__init__(f"strategy {strategy_id!r} is halted by its risk guard")
+        self.strategy_id = strategy_id
+        self.halt = halt
+
+
 class KeyHeldByAnotherUser(StrategyConflict):
     """The exchange API key is held by another user's strategy. The message never says whose: one
     tenant must not learn another's key use, nor drain its rate limit by deploying its public key."""
@@ -177,10 +188,17 @@ class Store:
 
     async def request_run(self, strategy_id: str, *, user_id: str | None = None) -> Record | None:
         """Record a manual run request, or join the strategy's pending one (`already_pending` true,
-        the same `run_request_id`); None when the strategy is unknown or being deleted."""
+        the same `run_request_id`); None when the strategy is unknown or being deleted.
+
+        Raises StrategyHalted while the risk guard holds the strategy. A halt written just after this
+        check leaves the request pending until the halt lifts, as for one made before the halt; at
+        most one such request per strategy exists (REQUEST_RUN)."""
         async with self._transaction() as conn:
             if not await _owned(conn, strategy_id, user_id):
                 return None
+            halt = await _one(conn, q.SELECT_HALT, strategy_id=strategy_id)
+            if halt is not None:
+                raise StrategyHalted(strategy_id, halt)
             return await _one(conn, q.REQUEST_RUN, strategy_id=strategy_id)
 
     # --- reads -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from reconciler.settings import Settings
 from reconciler.storage.api_store import Store
 from reconciler.storage.db import create_engine, libpq_url
 from tests.api.conftest import AUTH, TOKEN, deploy_body
-from tests.api.replica import write_execution
+from tests.api.replica import write_execution, write_status
 
 
 @pytest.fixture
@@ -188,6 +188,54 @@ def test_a_wait_on_a_joined_request_that_times_out_says_it_joined(deployed: Test
     assert body["run_request_id"] == first["run_request_id"]
     assert body["already_pending"] is True and body["request_count"] == 2
     assert body["execution"] is None
+
+
+def _halt(pg_conn: psycopg.Connection, *, resume_at: str | None) -> None:
+    write_status(
+        pg_conn,
+        status="halted",
+        halted_at="2026-11-27T10:00:00Z",
+        halt_limit="max_daily_loss",
+        halt_value=61.5,
+        halt_threshold=50,
+        resume_at=resume_at,
+        status_reason="halted by max_daily_loss: the loss today is 61.5 USDT, over the limit of 50 USDT",
+    )
+
+
+def test_execute_of_a_paused_strategy_is_409_saying_since_when_why_and_until_when(
+    deployed: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    _halt(pg_conn, resume_at="2026-11-28T00:00:00Z")
+    for path in ("/strategies/s1/execute", "/strategies/s1/execute?wait=5"):
+        response = deployed.post(path)
+        assert response.status_code == 409
+        assert response.json() == {
+            "error": "strategy_halted",
+            "message": "strategy 's1' is halted by its risk guard since 2026-11-27T10:00:00Z (halted by"
+            " max_daily_loss: the loss today is 61.5 USDT, over the limit of 50 USDT); it resumes by itself at"
+            " 2026-11-28T00:00:00Z, or at once with POST /strategies/s1/start. No run was requested: run it"
+            " once it has resumed.",
+        }
+    # Nothing recorded: no request piles up behind the halt.
+    assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
+
+
+def test_execute_of_a_strategy_halted_until_started_is_409_naming_start(
+    deployed: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    _halt(pg_conn, resume_at=None)
+    response = deployed.post("/strategies/s1/execute")
+    assert response.status_code == 409
+    message = response.json()["message"]
+    assert "since 2026-11-27T10:00:00Z" in message
+    assert "it stays halted until POST /strategies/s1/start resumes it" in message
+    assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
+    # Being deleted outranks the halt: that refusal is the one that will still hold later.
+    assert deployed.delete("/strategies/s1").status_code == 202
+    response = deployed.post("/strategies/s1/execute")
+    assert response.status_code == 409
+    assert response.json()["message"] == "strategy 's1' is being deleted; it can no longer be run"
 
 
 def test_wait_that_times_out_returns_202_with_the_request_so_far(deployed: TestClient, database_url: str) -> None:

@@ -202,7 +202,7 @@ def test_a_halted_bot_shows_why_when_it_resumes_and_a_start_button(anonymous: Te
     assert started_at is not None
 
 
-def test_run_now_joins_a_pending_run(anonymous: TestClient) -> None:
+def test_run_now_joins_a_pending_run_and_a_halted_bot_says_why(anonymous: TestClient, pg_conn: object) -> None:
     bot = deploy_bot(anonymous, "alice")
     csrf = sign_in(anonymous, "alice")
     first = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
@@ -210,3 +210,13 @@ def test_run_now_joins_a_pending_run(anonymous: TestClient) -> None:
     again = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
     assert again.headers["location"] == f"/bots/{bot}?notice=run_pending"
     assert "already waiting" in anonymous.get(again.headers["location"]).text
+    pg_conn.execute(  # type: ignore[attr-defined]
+        "INSERT INTO strategy_status (strategy_id, status, observed_generation, halted_at, halt_limit, halt_value, "
+        "halt_threshold, resume_at, status_reason) VALUES (%s, 'halted', 1, '2026-11-27T10:00:00Z', "
+        "'max_daily_loss', 61.5, 50, '2026-11-28T00:00:00Z', 'halted by max_daily_loss: the loss today is 61.5 USDT')",
+        (bot,),
+    )
+    halted = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
+    assert halted.status_code == 409
+    assert "halted by max_daily_loss: the loss today is 61.5 USDT" in halted.text
+    assert "resumes by itself at 2026-11-28T00:00:00Z, or at once with Start on this page" in halted.text

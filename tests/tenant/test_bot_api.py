@@ -186,6 +186,34 @@ def test_run_while_a_run_is_pending_joins_it(tenant_client: TestClient, pg_conn:
     assert count == (1,)
 
 
+def test_run_of_a_halted_bot_is_409_saying_why_and_how_to_resume(
+    tenant_client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    bot_id = str(deploy(tenant_client)["deploymentId"])
+    write_status(
+        pg_conn,
+        bot_id,
+        status="halted",
+        halted_at="2026-11-27T10:00:00Z",
+        halt_limit="max_consecutive_failures",
+        halt_value=3,
+        halt_threshold=3,
+        status_reason="halted by max_consecutive_failures: 3 executions in a row did not succeed",
+    )
+    response = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": "strategy_halted",
+        "message": f"bot {bot_id!r} is halted by its risk guard since 2026-11-27T10:00:00Z (halted by"
+        " max_consecutive_failures: 3 executions in a row did not succeed); it stays halted until POST"
+        f' /api/bot/start with {{"deploymentId": "{bot_id}"}} resumes it. No run was requested: run it once'
+        " it has resumed.",
+    }
+    assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
+    # Another user still learns nothing: 404, as for an id that does not exist.
+    assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=bearer("bob")).status_code == 404
+
+
 def test_unknown_ids_are_404(tenant_client: TestClient) -> None:
     for method, path, body in [
         ("GET", "/api/bot/deployments/nope", None),

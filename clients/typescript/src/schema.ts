@@ -1791,7 +1791,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2140,7 +2140,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2216,7 +2216,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2304,7 +2304,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2523,7 +2523,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2677,7 +2677,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, or (balances) the strategy trades live */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3030,6 +3030,15 @@ export interface operations {
             };
             /** @description Unknown id or route */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

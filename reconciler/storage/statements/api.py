@@ -155,6 +155,19 @@ REQUEST_RUN = text(
     """
 )
 
+# The strategy's halt while its risk guard holds it (no row otherwise): a run request would never be
+# claimed until the halt lifts, so the API refuses it and says why. A strategy being deleted is not
+# reported halted: that refusal (REQUEST_RUN inserting nothing) is the one that still holds later.
+SELECT_HALT = text(
+    """
+    SELECT st.halted_at, st.halt_limit, st.halt_value, st.halt_threshold, st.resume_at, st.status_reason
+    FROM strategy_status st
+    JOIN strategies s ON s.strategy_id = st.strategy_id
+    WHERE st.strategy_id = :strategy_id AND st.status = 'halted' AND s.delete_requested_at IS NULL
+    """
+)
+
+
 # --- reads ----------------------------------------------------------------------------------------
 
 SELECT_SPEC = text(
