@@ -206,7 +206,7 @@ def _halt(pg_conn: psycopg.Connection, *, resume_at: str | None) -> None:
 def test_execute_of_a_paused_strategy_is_409_saying_since_when_why_and_until_when(
     deployed: TestClient, pg_conn: psycopg.Connection
 ) -> None:
-    _halt(pg_conn, resume_at="2026-11-28T00:00:00Z")
+    _halt(pg_conn, resume_at="2030-01-02T00:00:00Z")
     for path in ("/strategies/s1/execute", "/strategies/s1/execute?wait=5"):
         response = deployed.post(path)
         assert response.status_code == 409
@@ -214,7 +214,7 @@ def test_execute_of_a_paused_strategy_is_409_saying_since_when_why_and_until_whe
             "error": "strategy_halted",
             "message": "strategy 's1' is halted by its risk guard since 2026-11-27T10:00:00Z (halted by"
             " max_daily_loss: the loss today is 61.5 USDT, over the limit of 50 USDT); it resumes by itself at"
-            " 2026-11-28T00:00:00Z, or at once with POST /strategies/s1/start. No run was requested: run it"
+            " 2030-01-02T00:00:00Z, or at once with POST /strategies/s1/start. No run was requested: run it"
             " once it has resumed.",
         }
     # Nothing recorded: no request piles up behind the halt.
@@ -236,6 +236,35 @@ def test_execute_of_a_strategy_halted_until_started_is_409_naming_start(
     response = deployed.post("/strategies/s1/execute")
     assert response.status_code == 409
     assert response.json()["message"] == "strategy 's1' is being deleted; it can no longer be run"
+
+
+@pytest.mark.parametrize(
+    "lifted_by",
+    ["a start after the halt", "a stop", "the end of the pause"],
+)
+def test_execute_once_the_spec_lifts_the_halt_is_recorded_before_a_replica_clears_it(
+    deployed: TestClient, pg_conn: psycopg.Connection, lifted_by: str
+) -> None:
+    """The status row says `halted` until a reconcile pass has seen the change; the pass will lift it,
+    so the request is recorded, and claimed once it has (`start` then `execute` in a script works)."""
+    if lifted_by == "the end of the pause":
+        _halt(pg_conn, resume_at="2026-01-01T00:00:00Z")  # in the past: the next pass resumes it
+    else:
+        _halt(pg_conn, resume_at=None)
+        action = "start" if lifted_by == "a start after the halt" else "stop"
+        pg_conn.execute("UPDATE strategy_status SET halted_at = now() - interval '1 minute'")
+        assert deployed.post(f"/strategies/s1/{action}").status_code == 200
+    assert pg_conn.execute("SELECT status FROM strategy_status").fetchone() == ("halted",)
+    response = deployed.post("/strategies/s1/execute")
+    assert response.status_code == 202, response.text
+    assert pg_conn.execute("SELECT count(*) FROM run_requests WHERE claimed_at IS NULL").fetchone() == (1,)
+
+
+def test_a_start_before_the_halt_does_not_lift_it(deployed: TestClient, pg_conn: psycopg.Connection) -> None:
+    assert deployed.post("/strategies/s1/start").status_code == 200
+    _halt(pg_conn, resume_at=None)
+    pg_conn.execute("UPDATE strategy_status SET halted_at = now() + interval '1 second'")
+    assert deployed.post("/strategies/s1/execute").status_code == 409
 
 
 def test_wait_that_times_out_returns_202_with_the_request_so_far(deployed: TestClient, database_url: str) -> None:

@@ -213,10 +213,10 @@ def test_run_now_joins_a_pending_run_and_a_halted_bot_says_why(anonymous: TestCl
     pg_conn.execute(  # type: ignore[attr-defined]
         "INSERT INTO strategy_status (strategy_id, status, observed_generation, halted_at, halt_limit, halt_value, "
         "halt_threshold, resume_at, status_reason) VALUES (%s, 'halted', 1, '2026-11-27T10:00:00Z', "
-        "'max_daily_loss', 61.5, 50, '2026-11-28T00:00:00Z', 'halted by max_daily_loss: the loss today is 61.5 USDT')",
+        "'max_daily_loss', 61.5, 50, '2030-01-02T00:00:00Z', 'halted by max_daily_loss: the loss today is 61.5 USDT')",
         (bot,),
     )
     halted = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
     assert halted.status_code == 409
     assert "halted by max_daily_loss: the loss today is 61.5 USDT" in halted.text
-    assert "resumes by itself at 2026-11-28T00:00:00Z, or at once with Start on this page" in halted.text
+    assert "resumes by itself at 2030-01-02T00:00:00Z, or at once with Start on this page" in halted.text

@@ -158,12 +158,20 @@ REQUEST_RUN = text(
 # The strategy's halt while its risk guard holds it (no row otherwise): a run request would never be
 # claimed until the halt lifts, so the API refuses it and says why. A strategy being deleted is not
 # reported halted: that refusal (REQUEST_RUN inserting nothing) is the one that still holds later.
+# Nor is a halt the spec already lifts and the next reconcile pass will clear (reconcile.decide): a
+# stop, a start after the halt, or a pause that has ended. Its status says `halted` for a moment
+# more, but a request made now is claimed once the pass has run: `start` then `execute` just works.
 SELECT_HALT = text(
     """
     SELECT st.halted_at, st.halt_limit, st.halt_value, st.halt_threshold, st.resume_at, st.status_reason
     FROM strategy_status st
     JOIN strategies s ON s.strategy_id = st.strategy_id
-    WHERE st.strategy_id = :strategy_id AND st.status = 'halted' AND s.delete_requested_at IS NULL
+    WHERE st.strategy_id = :strategy_id
+      AND st.status = 'halted'
+      AND s.delete_requested_at IS NULL
+      AND s.desired_state = 'running'
+      AND NOT (s.started_at IS NOT NULL AND (st.halted_at IS NULL OR s.started_at > st.halted_at))
+      AND NOT (st.resume_at IS NOT NULL AND st.resume_at <= now())
     """
 )
 
