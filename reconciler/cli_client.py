@@ -450,7 +450,15 @@ def _run(client: Client, args: argparse.Namespace, out: Output) -> int:
         if out.json_mode:
             out.json(run_request)
         else:
-            out.line(f"run requested for {args.strategy_id} (request {run_request['run_request_id']})")
+            request_id = run_request["run_request_id"]
+            if run_request.get("already_pending"):
+                # The API joins a run request to the one still waiting (one pending per strategy).
+                out.line(
+                    f"a run of {args.strategy_id} was already waiting to start: joined it "
+                    f"(request {request_id}, asked {run_request.get('request_count')} times)"
+                )
+            else:
+                out.line(f"run requested for {args.strategy_id} (request {request_id})")
         return EXIT_OK
     if args.timeout <= 0:
         raise CliError(EXIT_USAGE, "--timeout must be positive")

@@ -135,6 +135,13 @@ def test_exit_codes_for_each_kind_of_failure(serve: Running, tmp_path: Path) -> 
     assert cli(base, "deploy", str(slow), "--interval", "3600", "--id", "slow", "--stopped").returncode == 0
     timed_out = cli(base, "run", "slow", "--wait", "--timeout", "1")
     assert timed_out.returncode == cli_client.EXIT_TIMEOUT, timed_out.stdout + timed_out.stderr
+    # The run above is still sleeping, so this request waits (one execution in flight per strategy),
+    # and the next one joins it.
+    requested = cli(base, "run", "slow")
+    assert requested.returncode == 0 and "run requested for slow (request" in requested.stdout, requested.stdout
+    joined = cli(base, "run", "slow")
+    assert joined.returncode == 0, joined.stderr
+    assert "already waiting to start: joined it" in joined.stdout and "asked 2 times" in joined.stdout, joined.stdout
 
 
 def test_the_token_comes_from_the_data_directory_when_unset(serve: Running, tmp_path: Path) -> None:
