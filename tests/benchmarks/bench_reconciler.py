@@ -35,7 +35,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -211,45 +213,62 @@ def cpu():
             continue
     return total + ticks / os.sysconf("SC_CLK_TCK")
 
-async def main(seconds, concurrency, code):
+async def main(seconds, concurrency, code, windows):
     sandbox = Sandbox(SandboxLimits())
     await sandbox.start()
+    measured = []
     try:
         for i in range(20):
             await sandbox.run(ExecutionRequest(f"w{i}", "bench", code))
-        done, ids = 0, iter(range(1 << 60))
-        async def worker():
-            nonlocal done
-            while time.perf_counter() < deadline:
-                outcome = await sandbox.run(ExecutionRequest(f"c{next(ids)}", "bench", code))
-                assert outcome.status == "succeeded", outcome
-                done += 1
-        cpu_before, start = cpu(), time.perf_counter()
-        deadline = start + seconds
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, used = time.perf_counter() - start, cpu() - cpu_before
+        ids = iter(range(1 << 60))
+        for _ in range(windows):
+            done = 0
+            async def worker():
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    outcome = await sandbox.run(ExecutionRequest(f"c{next(ids)}", "bench", code))
+                    assert outcome.status == "succeeded", outcome
+                    done += 1
+            cpu_before, start = cpu(), time.perf_counter()
+            deadline = start + seconds
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed, used = time.perf_counter() - start, cpu() - cpu_before
+            measured.append({"rate": done / elapsed, "executions": done, "cpu_ms": 1000 * used / max(done, 1)})
     finally:
         await sandbox.close()
-    print(json.dumps({"rate": done / elapsed, "executions": done, "cpu_ms": 1000 * used / max(done, 1)}))
+    print(json.dumps(measured))
 
-asyncio.run(main(float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+asyncio.run(main(float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
 """
 
 
-def sandbox_ceiling(tree: Tree, seconds: float) -> dict[str, float]:
+def sandbox_ceiling(tree: Tree, seconds: float, windows: int = 1) -> dict[str, float]:
+    """The sandbox alone over `windows` consecutive windows of `seconds` (one sandbox, warmed up once):
+    the median window's rate and CPU per execution, with the lowest and highest rates beside them.
+
+    One window swings by a third from the next on a shared 2-core machine; a load set from one window
+    may land anywhere from 40% to 70% of what the sandbox really sustains."""
     out = subprocess.run(
-        [sys.executable, "-c", CEILING_SCRIPT, str(seconds), "5", TRIVIAL],
+        [sys.executable, "-c", CEILING_SCRIPT, str(seconds), "5", TRIVIAL, str(windows)],
         cwd=tree.root,
         env=tree_env(tree),
         capture_output=True,
         text=True,
-        timeout=seconds + 300,
+        timeout=seconds * windows + 300,
         check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"[{tree.label}] sandbox ceiling failed:\n{out.stderr[-3000:]}")
-    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return figures
+    measured: list[dict[str, float]] = json.loads(out.stdout.strip().splitlines()[-1])
+    rates = sorted(window["rate"] for window in measured)
+    return {
+        "rate": statistics.median(rates),
+        "cpu_ms": statistics.median(window["cpu_ms"] for window in measured),
+        "low": rates[0],
+        "high": rates[-1],
+        "windows": len(rates),
+        "seconds": seconds,
+    }
 
 
 def _ticks(pid: int) -> int:
@@ -472,28 +491,109 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))]
 
 
+def _gc_collections(serve: Serve) -> dict[str, float]:
+    """The serve process's garbage collections so far, by generation (its /metrics)."""
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{serve.base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("python_gc_collections_total{"):
+            generation = line.split('generation="', 1)[1].split('"', 1)[0]
+            found[generation] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+# Every execution of the run: when its tick fell due, was claimed, started and finished (seconds since
+# the first deploy, by the database's clock), and its lag in ms.
+LAG_ROWS = """
+    SELECT extract(epoch FROM scheduled_for - %(origin)s), extract(epoch FROM claimed_at - %(origin)s),
+           extract(epoch FROM started_at - %(origin)s), extract(epoch FROM finished_at - %(origin)s),
+           1000 * extract(epoch FROM started_at - scheduled_for)
+    FROM executions WHERE status = 'succeeded' AND trigger = 'schedule' ORDER BY scheduled_for
+"""
+
+
+@dataclass(frozen=True)
+class Tick:
+    due: float  # seconds since the first deploy, by the database's clock
+    claimed: float
+    started: float
+    finished: float
+    lag: float  # ms, started - due
+
+
+def _settle(serve: Serve, interval: int) -> float:
+    """Wait until the deploy's backlog is drained: no tick overdue by more than 250 ms at two polls in a
+    row (at most 8 intervals). Returns the seconds waited.
+
+    The burst's first ticks run while the API still answers deploys in the same process; on a busy
+    machine that backlog takes intervals to drain, and a window opened before it has drained measures
+    the deploy, not the steady state."""
+    start = time.monotonic()
+    clear = 0
+    overdue = (
+        "SELECT count(*) FROM strategy_status WHERE status = 'running' AND running_execution_id IS NULL "
+        "AND next_execution_at < now() - interval '250 milliseconds'"
+    )
+    while time.monotonic() - start < 8 * interval:
+        clear = clear + 1 if serve.conn.execute(overdue).fetchone()[0] == 0 else 0
+        if clear >= 2:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def _server_events(log: Path, start: datetime, end: datetime) -> list[str]:
+    """PostgreSQL's checkpoint and autovacuum log lines between two instants (log_checkpoints is on)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not any(what in line for what in ("checkpoint starting", "automatic vacuum", "automatic analyze")):
+            continue
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if start <= at <= end:
+            found.append(line[11:23] + " " + line.split("LOG:", 1)[-1].strip()[:60])
+    return found
+
+
 def serve_lag(
     tree: Tree, root: Path, name: str, rate: float, load: float, seconds: float, *, burst: bool, interval: int = 5
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Schedule lag (start - scheduled tick, from the executions table) at `load` of `rate`.
 
     burst: the strategies deployed through the API as fast as it answers, their ticks anchored when
     they were deployed (many share a phase); else deployed one by one, evenly over one interval.
+    The window opens once the deploy's backlog has drained (`_settle`); every execution of the run is
+    returned too, so the report can say where the late ones lost their time and when they fell due.
     """
     count = max(1, int(rate * load * interval))
     with serving(tree, root, name) as serve:
         took = serve.deploy(count, TRIVIAL, interval, spread=0.0 if burst else float(interval))
         time.sleep(interval + 1)  # the first ticks ran as deployed; measure steady state from here
+        settled = _settle(serve, interval)
+        gc_before = _gc_collections(serve)
+        commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        commits_before = serve.conn.execute(commits).fetchone()[0]
+        own_before = cpu_seconds(serve.process.pid, tree=False)
+        database_before = cpu_seconds(serve.postmaster_pid, tree=True)
         window_start = serve.conn.execute("SELECT now()").fetchone()[0]
         time.sleep(seconds)
         window_end = serve.conn.execute("SELECT now()").fetchone()[0]
-        time.sleep(2)  # the last ticks of the window finish and are recorded
-        rows = serve.conn.execute(
-            "SELECT extract(epoch FROM started_at - scheduled_for) * 1000, "
-            "extract(epoch FROM claimed_at - scheduled_for) * 1000 FROM executions "
-            "WHERE scheduled_for >= %s AND scheduled_for < %s AND status = 'succeeded' AND trigger = 'schedule'",
-            (window_start, window_end),
-        ).fetchall()
+        # What the replica spends per execution at this load (a claim that finds nothing due costs
+        # the same statements as one that does): its own CPU, PostgreSQL's, and transactions.
+        own = cpu_seconds(serve.process.pid, tree=False) - own_before
+        database = cpu_seconds(serve.postmaster_pid, tree=True) - database_before
+        gc_after = _gc_collections(serve)
+        time.sleep(2)  # the last ticks of the window finish and are recorded; statistics flushed
+        transactions = serve.conn.execute(commits).fetchone()[0] - commits_before
+        origin = serve.conn.execute("SELECT min(schedule_anchor_at) FROM strategy_status").fetchone()[0]
+        deployed_until = serve.conn.execute(
+            "SELECT extract(epoch FROM max(schedule_anchor_at) - min(schedule_anchor_at)) FROM strategy_status"
+        ).fetchone()[0]
+        ticks = [
+            Tick(*(float(value) for value in row))
+            for row in serve.conn.execute(LAG_ROWS, {"origin": origin}).fetchall()
+        ]
         missed = serve.conn.execute("SELECT coalesce(sum(missed_executions), 0) FROM strategy_status").fetchone()[0]
         # How the ticks fell: strategies sharing one tick phase (to the millisecond) fall due together.
         phases = [
@@ -503,30 +603,137 @@ def serve_lag(
                 "GROUP BY date_trunc('milliseconds', schedule_anchor_at)"
             ).fetchall()
         ]
-    lags = sorted(row[0] for row in rows)
-    claims = sorted(row[1] for row in rows)
-    if not lags:
+        events = _server_events(serve.data_dir / "postgresql.log", window_start, window_end)
+    opened = (window_start - origin).total_seconds()
+    closed = (window_end - origin).total_seconds()
+    window = [tick for tick in ticks if opened <= tick.due < closed]
+    if not window:
         return {"executions": 0}
     return {
+        "executions": len(window),
         "strategies": count,
         "deploy_seconds": took,
-        "executions": len(lags),
-        "p50": statistics.median(lags),
-        "p99": _pct(lags, 0.99),
-        "max": lags[-1],
-        "claim_p50": statistics.median(claims),
-        "claim_p99": _pct(claims, 0.99),
+        "deployed_until": float(deployed_until),
+        "settled": settled,
+        "opened": opened,
+        "closed": closed,
+        "ticks": ticks,
+        "window": window,
         "missed": missed,
         "largest_phase": max(phases, default=0),
         "phases": len(phases),
+        "gc": {gen: gc_after.get(gen, 0) - gc_before.get(gen, 0) for gen in gc_after},
+        "events": events,
+        "interval": interval,
+        "transactions": transactions / len(window),
+        "serve_cpu_ms": 1000 * own / len(window),
+        "database_cpu_ms": 1000 * database / len(window),
     }
+
+
+def _in_flight_at(ticks: list[Tick], instant: float) -> int:
+    """How many executions were claimed and not finished at `instant` (a slot is taken before the fork
+    that `started_at` dates, so this, not started..finished, says whether the slots were full)."""
+    return sum(1 for tick in ticks if tick.claimed < instant < tick.finished)
+
+
+def lag_report(label: str, figures: dict[str, Any], rate: float, load: float, how: str) -> dict[str, float]:
+    """Print one round: percentiles, the due rate the burst made, where the late ones lost their time
+    and whether they cluster. Returns the round's percentiles."""
+    window: list[Tick] = figures["window"]
+    ticks: list[Tick] = figures["ticks"]
+    interval = figures["interval"]
+    opened, closed = figures["opened"], figures["closed"]
+    lags = sorted(tick.lag for tick in window)
+    p50, p95, p99 = statistics.median(lags), _pct(lags, 0.95), _pct(lags, 0.99)
+    # The burst's phases are uneven: the ticks falling due in the busiest whole second of the window,
+    # against the rate the load was set from (what "half load" is second by second).
+    per_second: dict[int, int] = {}
+    for tick in window:
+        per_second[int(tick.due)] = per_second.get(int(tick.due), 0) + 1
+    peak = max((n for second, n in per_second.items() if opened <= second and second + 1 <= closed), default=0)
+    print(
+        f"[{label}] schedule lag at {load:.0%} of {rate:.0f}/s ({figures['strategies']} strategies every "
+        f"{interval} s, {how} in {figures['deploy_seconds']:.1f} s; {figures['phases']} tick phases, the largest "
+        f"shared by {figures['largest_phase']}; due per second in the window: mean "
+        f"{len(window) / (closed - opened):.0f}, busiest second {peak} = {peak / rate:.0%} of {rate:.0f}/s); "
+        f"window opened {figures['settled']:.1f} s after the first interval (backlog drained); "
+        f"{len(window)} executions in {closed - opened:.1f} s: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {lags[-1]:.1f} ms, missed ticks {figures['missed']}; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    # The run from the first deploy, interval by interval: the deploy's backlog and its drain, then the window.
+    by_interval: dict[int, list[float]] = {}
+    for tick in ticks:
+        by_interval.setdefault(int(tick.due // interval), []).append(tick.lag)
+    print(
+        f"[{label}]   p99 by interval since the first deploy (the deploy took {figures['deployed_until']:.1f} s; "
+        f"window {opened:.1f}-{closed:.1f} s): "
+        + ", ".join(f"{k * interval}s {_pct(sorted(v), 0.99):.0f}" for k, v in sorted(by_interval.items()))
+    )
+    # The late ones (the top 1%, at least 3): due to claimed vs claimed to started, and the executions
+    # in flight when each was claimed (5 or more: it may have waited for a slot; fewer: the claim itself
+    # came late).
+    late = sorted(window, key=lambda tick: tick.lag)[-max(3, len(window) // 100) :]
+    claim_wait = [1000 * (tick.claimed - tick.due) for tick in late]
+    to_start = [1000 * (tick.started - tick.claimed) for tick in late]
+    busy = [_in_flight_at(ticks, tick.claimed) for tick in late]
+    all_claim = sorted(1000 * (tick.claimed - tick.due) for tick in window)
+    all_start = sorted(1000 * (tick.started - tick.claimed) for tick in window)
+    print(
+        f"[{label}]   late {len(late)} (lag >= {late[0].lag:.0f} ms): due to claimed median "
+        f"{statistics.median(claim_wait):.0f} ms (max {max(claim_wait):.0f}), claimed to started median "
+        f"{statistics.median(to_start):.0f} ms (max {max(to_start):.0f}); in flight when each was claimed "
+        f"(5 slots): {', '.join(f'{b} x{busy.count(b)}' for b in sorted(set(busy)))}. All: due to claimed p50 "
+        f"{statistics.median(all_claim):.1f} / p99 {_pct(all_claim, 0.99):.1f} ms, claimed to started p50 "
+        f"{statistics.median(all_start):.1f} / p99 {_pct(all_start, 0.99):.1f} ms. Per execution in the window: "
+        f"{figures['transactions']:.1f} transactions, serve process {figures['serve_cpu_ms']:.2f} ms CPU, "
+        f"PostgreSQL {figures['database_cpu_ms']:.2f} ms"
+    )
+    # Clusters: late ticks less than half a second apart, each with its phase in the interval (seconds
+    # after the first deploy, modulo the interval) and the ticks due in the second before its worst: a
+    # cluster on the busiest phases is the burst's density; one anywhere else, a pause.
+    clusters: list[list[Tick]] = []
+    for tick in sorted(late, key=lambda tick: tick.due):
+        if clusters and tick.due - clusters[-1][-1].due < 0.5:
+            clusters[-1].append(tick)
+        else:
+            clusters.append([tick])
+    parts = []
+    for cluster in clusters:
+        worst = max(cluster, key=lambda tick: tick.lag)
+        due_before = sum(1 for tick in ticks if worst.due - 1.0 < tick.due <= worst.due)
+        parts.append(
+            f"+{cluster[0].due - opened:.2f}s x{len(cluster)} (max {worst.lag:.0f} ms, phase "
+            f"{worst.due % interval:.2f}s, {due_before} due in the second before)"
+        )
+    gc = figures["gc"]
+    print(
+        f"[{label}]   late clusters in the window: {'; '.join(parts)}. In the window: garbage collections "
+        f"gen0/1/2 {gc.get('0', 0):.0f}/{gc.get('1', 0):.0f}/{gc.get('2', 0):.0f}; PostgreSQL checkpoints and "
+        f"autovacuum: {'; '.join(figures['events']) or 'none'}",
+        flush=True,
+    )
+    return {"p50": p50, "p95": p95, "p99": p99, "max": lags[-1]}
+
+
+def lag_ceiling(tree: Tree, windows: int) -> float:
+    """The rate the lag phase is loaded against: the sandbox alone's median over `windows` 5 s windows."""
+    ceiling = sandbox_ceiling(tree, 5.0, windows)
+    print(
+        f"[{tree.label}] sandbox alone over {ceiling['windows']:.0f} windows of {ceiling['seconds']:.0f} s: "
+        f"median {ceiling['rate']:.0f}/s (lowest {ceiling['low']:.0f}/s, highest {ceiling['high']:.0f}/s; "
+        f"{ceiling['cpu_ms']:.2f} ms CPU each); lag loaded against the median; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    return ceiling["rate"]
 
 
 def lag_comparison(
     trees: list[Tree], root: Path, rate: float, load: float, seconds: float, rounds: int, *, burst: bool
 ) -> None:
     how = "deployed in a burst through the API" if burst else "deployed one by one over the interval"
-    p99s: dict[str, list[float]] = {tree.label: [] for tree in trees}
+    rounds_of: dict[str, list[dict[str, float]]] = {tree.label: [] for tree in trees}
     for round_ in range(rounds):
         for tree in trees:
             name = f"lag{int(load * 100)}-{'burst' if burst else 'spread'}-{tree.label}-{round_}"
@@ -534,20 +741,20 @@ def lag_comparison(
             if not figures["executions"]:
                 print(f"[{tree.label}] lag at {load:.0%}: no executions measured")
                 continue
-            p99s[tree.label].append(figures["p99"])
+            rounds_of[tree.label].append(lag_report(tree.label, figures, rate, load, how))
+    for tree in trees:
+        measured = rounds_of[tree.label]
+        if measured:
+            listed = {key: " / ".join(f"{m[key]:.1f}" for m in measured) for key in ("p50", "p99", "max")}
             print(
-                f"[{tree.label}] schedule lag at {load:.0%} of {rate:.0f}/s ({figures['strategies']:.0f} strategies "
-                f"every 5 s, {how} in {figures['deploy_seconds']:.1f} s; {figures['phases']:.0f} tick phases, "
-                f"the largest shared by {figures['largest_phase']:.0f}): {figures['executions']:.0f} executions, "
-                f"p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, max {figures['max']:.1f} ms, "
-                f"missed ticks {figures['missed']:.0f} (claimed after p50 {figures['claim_p50']:.1f} ms, "
-                f"p99 {figures['claim_p99']:.1f} ms); load {os.getloadavg()[0]:.1f}",
-                flush=True,
+                f"[{tree.label}] lag at {load:.0%} over {len(measured)} rounds: p50 {listed['p50']} ms, "
+                f"p99 {listed['p99']} ms, max {listed['max']} ms"
             )
-    if len(trees) > 1 and all(p99s.values()):
-        base = statistics.median(p99s[trees[0].label])
+    if len(trees) > 1 and all(rounds_of.values()):
+        base = statistics.median(m["p99"] for m in rounds_of[trees[0].label])
         for tree in trees[1:]:
-            print(f"[{tree.label}] / [{trees[0].label}] lag p99: {statistics.median(p99s[tree.label]) / base:.3f}x")
+            mine = statistics.median(m["p99"] for m in rounds_of[tree.label])
+            print(f"[{tree.label}] / [{trees[0].label}] median lag p99: {mine / base:.3f}x")
 
 
 def capacity(bench: Bench, seconds: float) -> float:
@@ -659,7 +866,7 @@ def main() -> None:
         if args.only != "capacity":
             # Loaded against one rate for every tree, so their lags compare: given, or the sandbox alone
             # measured first (a replica at >= 95% of it, half of either is within 5%).
-            rate = args.rate or ceilings.get(trees[0].label) or sandbox_ceiling(trees[0], 10.0)["rate"]
+            rate = args.rate or ceilings.get(trees[0].label) or lag_ceiling(trees[0], 4 if args.quick else 8)
             lag_comparison(trees, root, rate, 0.5, window, rounds, burst=True)
             if args.only is None:
                 lag_comparison(trees, root, rate, 0.9, window, 1, burst=False)
