@@ -556,6 +556,53 @@ def _server_events(log: Path, start: datetime, end: datetime) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class SlowStatement:
+    start: float  # seconds since the first deploy (the log stamps its end; less its duration)
+    ms: float
+    what: str
+
+
+# PostgreSQL logs every statement of the serve process's database that took this long, for the lag
+# report: a tick that waited for a claim while a claim, an outcome's commit or a pass took this long
+# waited on the database.
+SLOW_STATEMENT_MS = 50
+
+
+def _kind(statement: str) -> str:
+    """A short name for a logged statement (its first words, or what the replica's statements are)."""
+    names = {
+        "WITH candidates": "claim",
+        "WITH pending": "run-request claim",
+        "SELECT LEAST": "next due",
+        "WITH outcome": "outcomes",
+        "SELECT strategy_id FROM strategy_status": "outcomes' lock",
+    }
+    for prefix, name in names.items():
+        if statement.startswith(prefix):
+            return name
+    return " ".join(statement.split()[:3])
+
+
+def _slow_statements(log: Path, origin: datetime) -> list[SlowStatement]:
+    lines = log.read_text(errors="replace").splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if "LOG:  duration: " not in line:
+            continue
+        try:
+            end = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+            ms = float(line.split("duration: ", 1)[1].split(" ms", 1)[0])
+        except ValueError:
+            continue
+        statement = line.split(": ", 3)[-1].strip() if line.count(": ") >= 3 else ""
+        following = iter(lines[i + 1 :])
+        while not statement:  # a statement that starts on the next line (the replica's SQL texts do)
+            statement = next(following, "-").strip()
+        found.append(SlowStatement((end - origin).total_seconds() - ms / 1000, ms, _kind(statement)))
+    return found
+
+
 def serve_lag(
     tree: Tree, root: Path, name: str, rate: float, load: float, seconds: float, *, burst: bool, interval: int = 5
 ) -> dict[str, Any]:
@@ -568,6 +615,8 @@ def serve_lag(
     """
     count = max(1, int(rate * load * interval))
     with serving(tree, root, name) as serve:
+        serve.conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = {SLOW_STATEMENT_MS}")
+        serve.conn.execute("SELECT pg_reload_conf()")
         took = serve.deploy(count, TRIVIAL, interval, spread=0.0 if burst else float(interval))
         time.sleep(interval + 1)  # the first ticks ran as deployed; measure steady state from here
         settled = _settle(serve, interval)
@@ -604,6 +653,7 @@ def serve_lag(
             ).fetchall()
         ]
         events = _server_events(serve.data_dir / "postgresql.log", window_start, window_end)
+        slow = _slow_statements(serve.data_dir / "postgresql.log", origin)
     opened = (window_start - origin).total_seconds()
     closed = (window_end - origin).total_seconds()
     window = [tick for tick in ticks if opened <= tick.due < closed]
@@ -624,6 +674,7 @@ def serve_lag(
         "phases": len(phases),
         "gc": {gen: gc_after.get(gen, 0) - gc_before.get(gen, 0) for gen in gc_after},
         "events": events,
+        "slow": [statement for statement in slow if opened - 1 <= statement.start < closed],
         "interval": interval,
         "transactions": transactions / len(window),
         "serve_cpu_ms": 1000 * own / len(window),
@@ -703,11 +754,29 @@ def lag_report(label: str, figures: dict[str, Any], rate: float, load: float, ho
     for cluster in clusters:
         worst = max(cluster, key=lambda tick: tick.lag)
         due_before = sum(1 for tick in ticks if worst.due - 1.0 < tick.due <= worst.due)
+        # Statements of 50 ms or more running between its first tick falling due and its worst's claim.
+        during = [
+            statement
+            for statement in figures["slow"]
+            if statement.start < worst.claimed and statement.start + statement.ms / 1000 > cluster[0].due
+        ]
+        slowest = ", ".join(f"{st.what} {st.ms:.0f} ms" for st in sorted(during, key=lambda st: -st.ms)[:4])
         parts.append(
             f"+{cluster[0].due - opened:.2f}s x{len(cluster)} (max {worst.lag:.0f} ms, phase "
-            f"{worst.due % interval:.2f}s, {due_before} due in the second before)"
+            f"{worst.due % interval:.2f}s, {due_before} due in the second before; statements >= "
+            f"{SLOW_STATEMENT_MS} ms meanwhile: {len(during)}{': ' + slowest if slowest else ''})"
         )
     gc = figures["gc"]
+    kinds: dict[str, list[float]] = {}
+    for statement in figures["slow"]:
+        kinds.setdefault(statement.what, []).append(statement.ms)
+    print(
+        f"[{label}]   statements >= {SLOW_STATEMENT_MS} ms in the window: {len(figures['slow'])}"
+        + "".join(
+            f"; {what} x{len(ms)} (max {max(ms):.0f} ms)"
+            for what, ms in sorted(kinds.items(), key=lambda kind: -len(kind[1]))
+        )
+    )
     print(
         f"[{label}]   late clusters in the window: {'; '.join(parts)}. In the window: garbage collections "
         f"gen0/1/2 {gc.get('0', 0):.0f}/{gc.get('1', 0):.0f}/{gc.get('2', 0):.0f}; PostgreSQL checkpoints and "
