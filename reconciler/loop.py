@@ -203,8 +203,11 @@ class Replica:
         # pass says whether it scheduled anything or a request waits (most spec writes, a redeploy or
         # a stop, make nothing due, and with it every replica claimed after every API write).
         self._claim_due = True
-        # When (monotonic) the earliest execution falls due, as the last claim read it: claim then.
+        # When (monotonic) the earliest execution falls due, as the last claim read it, or earlier if a
+        # strategy freed since falls due earlier (`_strategy_freed`): claim then.
         self._next_due_at = 0.0
+        # The earliest next tick of the strategies freed while the current claim runs.
+        self._freed_due_at = float("inf")
         # Desired state changed (a NOTIFY): the next pass reconciles. Without one, a pass reconciles
         # only once per poll interval: reconciling reads every spec, claiming reads only due rows.
         self._desired_changed = asyncio.Event()
@@ -328,6 +331,7 @@ class Replica:
         # Both cleared before the claim, so a wake-up that arrives while it runs sets them again.
         self._claim_due = False
         requests, self._requests_pending = self._requests_pending, False
+        self._freed_due_at = float("inf")
         before = time.monotonic()
         try:
             claimed = await self.store.claim(wanted, requests=requests)
@@ -347,7 +351,9 @@ class Replica:
             self._claim_due = True  # more may be due: the claim did not read when
             return 0.0 if self._wanted() > 0 else idle
         wait = claimed.seconds_until_due
-        self._next_due_at = float("inf") if wait is None else before + wait
+        # The earliest of what the claim read and the ticks of strategies freed while it ran (their
+        # outcomes committed after its NEXT_DUE read, which could not see them).
+        self._next_due_at = min(float("inf") if wait is None else before + wait, self._freed_due_at)
         if wait is None:
             return idle
         if wait <= 0 and not claimed.claims:
@@ -454,8 +460,8 @@ class Replica:
 
     def _release(self, flight: _Flight) -> None:
         """Its sandboxed process is gone: the slot goes to the next execution waiting, at once, and the
-        loop is woken to claim more. The strategy itself stays claimed (running_execution_id) until
-        the outcome is recorded."""
+        loop is woken to fill it if anything is due. The strategy itself stays claimed
+        (running_execution_id) until the outcome is recorded."""
         if not flight.holds_slot:
             return
         flight.holds_slot = False
@@ -468,7 +474,12 @@ class Replica:
         self.health.in_flight = self._running
         self.metrics.busy(self._running)
         self._dispatch()
-        self._wake_to_claim()
+        # Wake the loop to top the free slots up, but do not make it claim: a freed slot makes nothing
+        # due. If the last claim filled every slot it asked for, more may be due and `_claim_due` is
+        # still set; if it took fewer, everything due was taken and the loop claims at `_next_due_at`.
+        # (Forcing a claim here cost a claim and a NEXT_DUE read per execution below the ceiling, each
+        # finding nothing: the CPU a burst of due ticks then lacked.)
+        self._wake.set()
 
     def _fence(self, flight: _Flight, why: str) -> None:
         """Fence an execution off: kill its process (if it still has one); nothing more of it is sent
@@ -484,6 +495,7 @@ class Replica:
 
     async def _execute(self, flight: _Flight) -> None:
         claim = flight.claim
+        completion: Completion | None = None
         # This task's own context: every line logged while this execution runs names it.
         bind_log_context(strategy_id=claim.strategy_id, execution_id=claim.execution_id)
         try:
@@ -522,7 +534,27 @@ class Replica:
             log.error("could not record execution %s: %s", claim.execution_id, exc)
         finally:
             self._flights.pop(claim.execution_id, None)
-            self._wake_to_claim()  # the strategy is free again: its next tick may be due
+            # The strategy is free again: claim when its next tick falls due (at once if it already
+            # has, or if we do not know: the outcome was not recorded, or the task failed).
+            if completion is not None and completion.recorded:
+                self._strategy_freed(completion.next_due_in)
+            else:
+                self._wake_to_claim()
+
+    def _strategy_freed(self, next_due_in: float | None) -> None:
+        """An outcome was recorded: its strategy is claimable again from its next tick on (NEXT_DUE left
+        it out while it ran). Claim now only if that tick is already due (a run that outlasted its
+        interval); otherwise at that tick, as for any strategy the last NEXT_DUE read saw."""
+        if next_due_in is not None and next_due_in <= 0:
+            self._wake_to_claim()
+            return
+        if next_due_in is not None:
+            due_at = time.monotonic() + next_due_in
+            self._next_due_at = min(self._next_due_at, due_at)
+            # A claim in flight read NEXT_DUE before this outcome committed: its answer must not
+            # push this tick back (see `_pass`).
+            self._freed_due_at = min(self._freed_due_at, due_at)
+        self._wake.set()  # the loop recomputes how long to sleep (and fills a slot if anything is due)
 
     async def _record_loop(self) -> None:
         """Record outcomes in batches: whatever finished while the previous batch was being written.

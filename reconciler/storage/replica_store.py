@@ -89,6 +89,9 @@ class Completion:
     # The strategy is waiting to be deleted: its deletion was deferred while this execution ran, and
     # can be finalized now (by a reconcile pass, which nothing else would trigger until the resync).
     deletion_pending: bool = False
+    # Seconds until the strategy's next tick falls due (negative: already due), None: none scheduled.
+    # Read as the outcome was recorded; the strategy was not claimable while the execution ran.
+    next_due_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +394,12 @@ class ReplicaStore:
             await _check_failure_streaks(wire.conn, streaks)
             await wire.commit()
             done = {
-                row["execution_id"]: Completion(True, bool(row["run_requested"]), bool(row["deletion_pending"]))
+                row["execution_id"]: Completion(
+                    True,
+                    bool(row["run_requested"]),
+                    bool(row["deletion_pending"]),
+                    None if row["next_due_in"] is None else float(row["next_due_in"]),
+                )
                 for row in rows
             }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}

@@ -573,22 +573,41 @@ def test_outcomes_carry_their_times_and_wallet_values_under_the_fence(
 def test_claim_reads_when_the_next_execution_falls_due(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1", interval=60)
 
-    async def work(store: ReplicaStore) -> tuple[Any, Any, Any, Any]:
+    async def work(store: ReplicaStore) -> tuple[Any, Any, Any, Any, Any]:
         nothing = await store.claim(5)  # not reconciled yet: nothing scheduled
         await store.reconcile(decide, python_check)
         first = await store.claim(5)
         after = await store.claim(5)  # in flight now: the next tick is not claimable either
-        await store.complete(first.claims[0].fence, ok())
+        completion = await store.complete(first.claims[0].fence, ok())
         done = await store.claim(5)
-        return nothing, first, after, done
+        return nothing, first, after, completion, done
 
-    nothing, first, after, done = run(database_url, work)
+    nothing, first, after, completion, done = run(database_url, work)
     assert (nothing.claims, nothing.seconds_until_due) == ([], None)
     assert len(first.claims) == 1 and first.seconds_until_due is None
     # The only strategy is busy: the replica running it looks again when it records the outcome.
     assert after.claims == [] and after.seconds_until_due is None
-    # Recorded: its next tick, one interval after the first, is when to look again.
+    # Recording it says when its next tick falls due, so the replica claims then rather than at once...
+    assert completion.recorded and 58 < completion.next_due_in <= 60
+    # ...and a claim reads the same: its next tick, one interval after the first.
     assert done.claims == [] and 58 < done.seconds_until_due <= 60
+
+
+def test_completion_of_a_stopped_strategy_says_no_tick_is_due(database_url: str, pg_conn: psycopg.Connection) -> None:
+    deploy(pg_conn, "s1", interval=60)
+
+    async def work(store: ReplicaStore) -> Any:
+        await store.reconcile(decide, python_check)
+        (claim,) = (await store.claim(5)).claims
+        async with store.db.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(text("UPDATE strategies SET desired_state = 'stopped', generation = generation + 1"))
+        await store.reconcile(decide, python_check)  # stopped while its execution runs
+        return await store.complete(claim.fence, ok())
+
+    completion = run(database_url, work)
+    assert completion.recorded and completion.next_due_in is None
 
 
 def test_a_pass_that_schedules_tells_the_other_replicas(database_url: str, pg_conn: psycopg.Connection) -> None:

@@ -395,3 +395,91 @@ def test_a_replica_ignores_the_schedule_notification_its_own_pass_sent() -> None
     made, store = notified_replica(["!schedule another-replica"], every=0.1)
     asyncio.run(run_for(made, 1.0))
     assert (store.passes, len(store.claims)) == (2, 3)  # another replica's: a claim, no pass
+
+
+def a_claim(strategy_id: str) -> Claim:
+    execution_id, now = uuid.uuid4(), datetime.now(UTC)
+    return Claim(
+        execution_id=execution_id,
+        strategy_id=strategy_id,
+        trigger="schedule",
+        scheduled_for=now,
+        claimed_at=now,
+        generation=1,
+        code="RESULT = 1\n",
+        config={},
+        exchange="paper",
+        state={},
+        fence=Fence(execution_id, strategy_id, "r", 1, now),
+    )
+
+
+class TimedStore(FakeStore):
+    """`due` strategies due at once; each next due `next_due_in` seconds after its outcome is recorded,
+    as COMPLETE_EXECUTIONS reports it. NEXT_DUE leaves out strategies in flight, as the real one does."""
+
+    def __init__(self, due: int, next_due_in: float) -> None:
+        super().__init__(due=due)
+        self.next_due_in = next_due_in
+        self.started = time.monotonic()
+        self.claimed_at: list[float] = []  # seconds since the start, one per claim
+        self.recorded_at: list[float] = []
+        self.due_at: dict[str, float] = {f"s{i}": 0.0 for i in range(due)}
+
+    async def claim(self, slots: int, *, requests: bool = True) -> Claimed:
+        now = time.monotonic() - self.started
+        self.claims.append(slots)
+        self.claimed_at.append(now)
+        await asyncio.sleep(0.002)  # a round trip
+        ready = sorted(s for s, at in self.due_at.items() if at <= now and s not in self.in_flight)[:slots]
+        claims = [a_claim(strategy_id) for strategy_id in ready]
+        for claim in claims:
+            self.in_flight.add(claim.strategy_id)
+            self.strategies[claim.execution_id] = claim.strategy_id
+        if len(claims) == slots:
+            return Claimed(claims, None)
+        later = [at - now for s, at in self.due_at.items() if s not in self.in_flight]
+        return Claimed(claims, min(later) if later else None)
+
+    async def complete_many(
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], **_: Any
+    ) -> dict[UUID, Completion]:
+        await asyncio.sleep(0.002)
+        now = time.monotonic() - self.started
+        for fence, outcome in outcomes:
+            self.outcomes[fence.execution_id] = outcome
+            self.in_flight.discard(fence.strategy_id)
+            self.due_at[fence.strategy_id] = now + self.next_due_in
+            self.recorded_at.append(now)
+        return {fence.execution_id: Completion(True, False, False, self.next_due_in) for fence, _ in outcomes}
+
+
+def test_a_freed_slot_or_a_recorded_outcome_makes_no_claim_when_nothing_is_due() -> None:
+    # Two strategies, three slots, their next ticks a minute after each run: the first claim takes both,
+    # and nothing else is due for a minute. Slots freeing and outcomes recorded change nothing that a
+    # claim could take: no claim follows them (each used to cost a claim and a NEXT_DUE read).
+    store = TimedStore(due=2, next_due_in=60.0)
+    asyncio.run(run_for(replica(store, FakeSandbox(0.01)), 1.0))
+    assert len(store.outcomes) == 2 and len(store.recorded_at) == 2
+    assert store.claims == [SLOTS], store.claimed_at
+
+
+def test_a_strategy_freed_by_its_outcome_is_claimed_when_its_next_tick_falls_due() -> None:
+    # Its next tick 0.4 s after its outcome: claimed then, not at once and not at the resync.
+    store = TimedStore(due=1, next_due_in=0.4)
+    asyncio.run(run_for(replica(store, FakeSandbox(0.01), resync_interval_seconds=60), 1.5))
+    first = store.recorded_at[0]
+    after = [at - first for at in store.claimed_at if at > first]
+    assert after, store.claimed_at
+    # Timers never fire early; the upper bound only allows for a slow host.
+    assert 0.39 <= after[0] <= 0.4 + 0.5, after
+    assert len(store.outcomes) >= 2
+
+
+def test_a_strategy_whose_next_tick_is_already_due_when_its_outcome_is_recorded_is_claimed_at_once() -> None:
+    store = TimedStore(due=1, next_due_in=-1.0)  # a run that outlasted its interval
+    asyncio.run(run_for(replica(store, FakeSandbox(0.01)), 0.5))
+    first = store.recorded_at[0]
+    after = [at - first for at in store.claimed_at if at > first]
+    assert after and after[0] < 0.25, after
+    assert len(store.outcomes) > 5  # back to back, each claimed as soon as the last was recorded

@@ -482,7 +482,10 @@ COMPLETE_EXECUTIONS = text(
               EXISTS (SELECT 1 FROM run_requests r
                       WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested,
               -- A deletion deferred while this execution ran can be finalized now.
-              st.status = 'deleting' AS deletion_pending
+              st.status = 'deleting' AS deletion_pending,
+              -- When its next tick falls due (NULL: none scheduled). NEXT_DUE left the strategy out
+              -- while this execution ran; the replica claims at this time rather than at once.
+              CASE WHEN st.status = 'running' THEN extract(epoch FROM st.next_execution_at - now()) END AS next_due_in
     """
 )
 
