@@ -216,7 +216,7 @@ def strategy_traceback(exc: BaseException, message: str | None = None) -> str:
     return text
 
 
-def _limit_traceback(exc: CpuTimeExceeded | WallTimeExceeded) -> str:
+def _limit_traceback(exc: BaseException) -> str:
     """The traceback of a limit exception, built once the limits are off: from its frames and our own
     text only. The strategy may have caught the exception and changed it (its args, its notes), or
     raised a subclass of its own, so nothing of the exception's may be called.
@@ -226,6 +226,32 @@ def _limit_traceback(exc: CpuTimeExceeded | WallTimeExceeded) -> str:
     if type(exc) is WallTimeExceeded:
         return strategy_traceback(exc, "WallTimeExceeded: wall-clock time limit exceeded\n")
     return "the strategy raised a subclass of its own of a time-limit exception\n"
+
+
+def _described(exc: BaseException) -> tuple[bool, str]:
+    """Whether `exc` comes from running out of memory, and its traceback, under the run's limits.
+
+    Both read the strategy's exception, which may run its code (the properties a `SyntaxError`
+    subclass defines, the `str()` of an argument): whatever that raises is the strategy's, kept, and
+    replaced by a message made of our own text; a limit exception goes on to `run`.
+    """
+    try:
+        return _out_of_memory(exc), strategy_traceback(exc)
+    except (CpuTimeExceeded, WallTimeExceeded):
+        raise
+    except BaseException as failure:
+        _kept.append(failure)
+        return False, (
+            f"{_type_name(exc)} was raised, and showing it raised {_type_name(failure)} "
+            "(its message or one of its attributes is code of the strategy's that failed)\n"
+        )
+
+
+def _type_name(exc: BaseException) -> str:
+    # The qualified name as the type object stores it: a metaclass of the strategy's could make the
+    # `__qualname__` attribute run code.
+    name = type.__dict__["__qualname__"].__get__(type(exc))
+    return name if type(name) is str else "an exception"
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -260,6 +286,7 @@ class Execution:
         self.output = Output(self.channel, int(header["output_bytes"]))
         self.deadline = 0.0
         self.armed = False  # whether the limit handlers may raise into the strategy
+        self.expired: CpuTimeExceeded | WallTimeExceeded | None = None  # the first limit that fired
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         self.output.flush()  # keep output in order with the broker's own records
@@ -303,24 +330,37 @@ class Execution:
         _kept.append(namespace)
         stamp("namespace built")
         try:
-            return self._execute(namespace)
-        except (CpuTimeExceeded, WallTimeExceeded) as exc:
-            # The strategy's run ended by a limit, or a limit signal landed while its report was being
-            # finished, before the handlers were disarmed: either way, this run's timeout.
+            report = self._execute(namespace)
+        except BaseException as exc:
+            # The limits are off here (`_execute` disarmed them on its way out): nothing of `exc` may be
+            # called, and it is kept, so that freeing it (its frames, a generator suspended in them)
+            # runs nothing of the strategy's either.
             _kept.append(exc)
-            return _report("timed_out", _limit_traceback(exc))
+            if issubclass(type(exc), (CpuTimeExceeded, WallTimeExceeded)):
+                # The run ended by a limit, or a limit signal landed while its report was being
+                # finished, before the handlers were disarmed: either way, this run's timeout.
+                return _report("timed_out", _limit_traceback(exc))
+            # Only the strategy's own code raises through the guards of `_run_and_store`.
+            return _report("failed", "the strategy's objects raised while its report was being built")
         finally:
             self._disarm()
+        if self.expired is not None and report["status"] != "timed_out":
+            # A limit fired but its exception was swallowed on the way (a bare `except:`, the
+            # strategy's or a library's, such as `traceback` formatting a `str()` that loops): the
+            # run still went over its limit.
+            return _report("timed_out", _limit_traceback(self.expired))
+        return report
 
     def _execute(self, namespace: dict[str, Any]) -> dict[str, Any]:
         """Run the strategy and turn what it left into its report, all under its limits.
 
         RESULT and STATE are the strategy's own objects, and turning them into JSON may run its code
-        (a dict subclass's `items`, a `__str__`, a pandas subclass's `to_json`), as may formatting
-        its exception. So that is part of its run: timed, limited, and its errors are its own. Once
-        the handlers are disarmed, nothing of the strategy's may run again: the report holds only
-        plain JSON values, the collector is off, and its objects stay referenced in `_kept` until
-        `os._exit`, so no finaliser of theirs runs either.
+        (a dict subclass's `items`, a pandas subclass's `to_json`), as may formatting its exception
+        (a `SyntaxError` subclass's `text` property, a `str()` of its argument). So that is part of
+        its run: timed, limited, and its errors are its own. Once the handlers are disarmed, nothing
+        of the strategy's may run again: the report holds only plain JSON values, and every object
+        of the strategy's, the exceptions it raised included, stays referenced in `_kept` until
+        `os._exit`, so that no finaliser of theirs runs either.
         """
         # Address space held back from the strategy and released on MemoryError so the report fits
         # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
@@ -341,7 +381,8 @@ class Execution:
 
     def _run_and_store(self, namespace: dict[str, Any], ballast: mmap.mmap) -> dict[str, Any]:
         # A limit exception raised anywhere here (CpuTimeExceeded, WallTimeExceeded) propagates to
-        # `run`, which records the timeout.
+        # `run`, which records the timeout; so does anything the strategy's code raises where no
+        # guard below catches it.
         error: str | None
         try:
             exec(self.code, namespace)
@@ -349,10 +390,11 @@ class Execution:
             raise
         except BaseException as exc:  # the strategy's own failure, reported with its traceback
             _kept.append(exc)
-            if _out_of_memory(exc):  # raised by the limit, or caught and re-raised as another error
+            out_of_memory, error = _described(exc)
+            if out_of_memory:  # raised by the limit, or caught and re-raised as another error
                 ballast.close()
-                return _report("memory_exceeded", strategy_traceback(exc))
-            status, error = "failed", strategy_traceback(exc)
+                return _report("memory_exceeded", error)
+            status = "failed"
         else:
             status, error = "succeeded", None
         stamp("strategy ran")
@@ -367,7 +409,8 @@ class Execution:
             raise
         except BaseException as exc:  # raised by the strategy's own objects while they were converted
             _kept.append(exc)
-            if _out_of_memory(exc):  # serialising needs memory of its own
+            out_of_memory, described = _described(exc)
+            if out_of_memory:  # serialising needs memory of its own
                 ballast.close()
                 return _report(
                     "memory_exceeded",
@@ -377,27 +420,34 @@ class Execution:
             return _report(
                 "failed",
                 "storing RESULT and STATE as JSON ran the strategy's own code (a method of an object it left in "
-                "them), which raised; the previous STATE is kept\n" + strategy_traceback(exc),
+                "them), which raised; the previous STATE is kept\n" + described,
             )
         return {"t": "done", "status": status, "error": error, "result": result, "state": state}
 
     def _disarm(self) -> None:
+        # First, while the limits still hold: the cyclic collector would run the finalisers of the
+        # strategy's unreachable objects at the next allocation (the timer call below makes one),
+        # outside its limits. The process exits within milliseconds: nothing needs freeing.
+        gc.disable()
         self.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit (SIGKILL) still applies
-        # The cyclic collector would run the finalisers of the strategy's unreachable objects at the
-        # next allocation, outside its limits. The process exits within milliseconds: nothing to free.
-        gc.disable()
 
     def _on_cpu_limit(self, signum: int, frame: Any) -> None:
         if self.armed:
-            self.channel.interrupt(CpuTimeExceeded("CPU time limit exceeded"))
+            self._expire(CpuTimeExceeded("CPU time limit exceeded"))
+
+    def _expire(self, exc: CpuTimeExceeded | WallTimeExceeded) -> None:
+        # Remembered before it is raised: the strategy (or a library's bare `except:`) may swallow it.
+        if self.expired is None:
+            self.expired = exc
+        self.channel.interrupt(exc)
 
     def _on_tick(self, signum: int, frame: Any) -> None:
         if not self.armed:
             return
         if time.monotonic() >= self.deadline - 0.01:  # timer granularity
-            self.channel.interrupt(WallTimeExceeded("wall-clock time limit exceeded"))
+            self._expire(WallTimeExceeded("wall-clock time limit exceeded"))
         elif not self.channel.busy:
             self.output.flush()
 
@@ -516,10 +566,10 @@ def _serve_confined(sock: socket.socket) -> int:
             report["phases"] = _phases
         execution.channel.send(report)
         return 0
-    except MemoryError:
-        return protocol.EXIT_OUT_OF_MEMORY
-    except BaseException:
-        return protocol.EXIT_REPORT_FAILED
+    except BaseException as exc:
+        # Kept, as everything of the run is (`_kept`): freeing an exception can run code.
+        _kept.append(exc)
+        return protocol.EXIT_OUT_OF_MEMORY if type(exc) is MemoryError else protocol.EXIT_REPORT_FAILED
 
 
 _REHEARSAL = """

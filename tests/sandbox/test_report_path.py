@@ -142,3 +142,70 @@ def test_unrestricted_code_reports_normally(loop_runner: LoopRunner, plain: Sand
     outcome = _run_plain(loop_runner, plain, "RESULT = (1).__class__.__name__\n")
     assert outcome.status == "succeeded", outcome.error
     assert outcome.result == "int"
+
+
+# Found by a hostile-tenant session against the first version of this path: formatting the strategy's
+# exception runs its code too (`traceback` reads a SyntaxError's `text`, `lineno`... directly).
+_SYNTAX_ERROR_WITH_A_TRAP = (
+    "class Trap(SyntaxError):\n"
+    "    @property\n"
+    "    def text(self):\n"
+    "        raise ValueError('from the text property')\n"
+)
+
+
+def test_an_exception_whose_formatting_raises_is_the_strategys_failure(harness: Harness) -> None:
+    """Before: the run was recorded as a fault of the service, and its output was lost."""
+    outcome = harness.run("print('printed before')\n" + _SYNTAX_ERROR_WITH_A_TRAP + "raise Trap('x')\n")
+    assert outcome.status == "failed", (outcome.status, outcome.error)
+    error = outcome.error or ""
+    assert "Trap was raised, and showing it raised ValueError" in error, error
+    assert "fault of the service" not in error
+    assert outcome.output == "printed before\n"
+
+
+def test_a_generator_freed_with_a_failed_format_runs_nothing_after_the_report(harness: Harness) -> None:
+    """The exception that formatting raised holds a frame holding a suspended generator: freeing it
+    would run the generator's `finally` with the limits off. Before, that ran until the hard CPU kill;
+    now it is never freed, and the run ends as soon as its report is sent (well under the 1 s CPU
+    limit that a spin would need at least)."""
+    code = (
+        "def spin_on_close():\n"
+        "    try:\n"
+        "        yield 1\n"
+        "    finally:\n"
+        "        while True:\n"
+        "            pass\n"
+        "class Trap(SyntaxError):\n"
+        "    @property\n"
+        "    def text(self):\n"
+        "        held = spin_on_close()\n"
+        "        next(held)\n"
+        "        raise ValueError('from the text property')\n"
+        "raise Trap('x')\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "failed", (outcome.status, outcome.error)
+    assert "Trap was raised, and showing it raised ValueError" in (outcome.error or ""), outcome.error
+    assert outcome.duration < TEST_LIMITS.cpu_seconds, outcome.duration
+
+
+def test_a_limit_swallowed_while_the_error_is_formatted_still_times_the_run_out(harness: Harness) -> None:
+    """`traceback` shows a `str()` that raises as "<exception str() failed>" with a bare `except:`,
+    which would swallow the limit's exception raised inside a `str()` that loops."""
+    code = (
+        "import collections\n"
+        "class Endless(collections.UserString):\n"
+        "    @property\n"
+        "    def data(self):\n"
+        "        while True:\n"
+        "            pass\n"
+        "    @data.setter\n"
+        "    def data(self, value):\n"
+        "        pass\n"
+        "raise ValueError(Endless('x'))\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "timed_out", (outcome.status, outcome.error)
+    error = outcome.error or ""
+    assert "CpuTimeExceeded: CPU time limit exceeded" in error or "WallTimeExceeded: wall-clock" in error, error
