@@ -363,31 +363,12 @@ class ReplicaStore:
         whether run requests waited for it. `ended_ago`: per outcome, the seconds since its process
         ended (its times are then those of the run, not of this statement); none: just now. `wallets`:
         per outcome, a paper wallet's closing value and currency, or None."""
-        measures = list(wallets) if wallets is not None else [None] * len(outcomes)
-        params = {
-            "replica_id": self.replica_id,
-            "execution_ids": [fence.execution_id for fence, _ in outcomes],
-            "scheduled_fors": [fence.scheduled_for for fence, _ in outcomes],
-            **_key_range([fence.scheduled_for for fence, _ in outcomes]),
-            "tokens": [fence.token for fence, _ in outcomes],
-            "statuses": [o.status for _, o in outcomes],
-            "durations": [o.duration for _, o in outcomes],
-            "ended_ago": [max(0.0, ago) for ago in ended_ago] if ended_ago is not None else [0.0] * len(outcomes),
-            "wallet_values": [None if w is None else w[0] for w in measures],
-            "wallet_currencies": [None if w is None else w[1] for w in measures],
-            "outputs": [_no_nul(o.output) for _, o in outcomes],
-            "truncated": [o.output_truncated for _, o in outcomes],
-            "errors": [None if o.error is None else _no_nul(o.error) for _, o in outcomes],
-            "results": [None if o.result is None else jsonb.dumps(o.result) for _, o in outcomes],
-            "states": [None if o.state is None else jsonb.dumps(o.state) for _, o in outcomes],
-        }
+        params = outcome_params(self.replica_id, outcomes, ended_ago=ended_ago, wallets=wallets)
 
         async def work(wire: Wire) -> dict[UUID, Completion]:
-            strategy_ids = [fence.strategy_id for fence, _ in outcomes]
-            _, rows = await wire.send(
-                (queries.LOCK_STATUS_FOR_OUTCOMES, {"strategy_ids": strategy_ids}),
-                (queries.COMPLETE_EXECUTIONS, params),
-            )
+            # One statement locks the status rows, records the outcomes and updates the statistics
+            # (see statements.replica.COMPLETE_EXECUTIONS for its lock order and fencing check).
+            [rows] = await wire.send((queries.COMPLETE_EXECUTIONS, params))
             # Only a failed outcome can grow a streak: then the check, which may halt or alert, in
             # this transaction (through SQLAlchemy: it is rare).
             streaks = [(row["strategy_id"], row["consecutive_failures"]) for row in rows]
@@ -552,6 +533,45 @@ class _Verdicts:
         self._known.move_to_end(key)
         while len(self._known) > self._size:
             self._known.popitem(last=False)
+
+
+def outcome_params(
+    replica_id: str,
+    outcomes: Sequence[tuple[Fence, ExecutionOutcome]],
+    *,
+    ended_ago: Sequence[float] | None = None,
+    wallets: Sequence[tuple[Decimal, str] | None] | None = None,
+) -> dict[str, Any]:
+    """The parameters of statements.replica.COMPLETE_EXECUTIONS: the batch as one JSON document (one
+    object per outcome, keyed by the statement's column names), its partition key range, the replica.
+
+    Values JSON has no type for go as text the statement's column types read back exactly: a UUID,
+    a timestamp in ISO 8601 with its offset and microseconds (the partition key, compared for
+    equality), a Decimal as its digits. RESULT and STATE are nested as they are (jsonb.dumps keeps
+    a float a float); None is JSON null, which the statement reads as SQL NULL."""
+    document = []
+    for i, (fence, outcome) in enumerate(outcomes):
+        wallet = wallets[i] if wallets is not None else None
+        document.append(
+            {
+                "execution_id": str(fence.execution_id),
+                "strategy_id": fence.strategy_id,
+                "scheduled_for": fence.scheduled_for.isoformat(),
+                "fencing_token": fence.token,
+                "status": outcome.status,
+                "duration": outcome.duration,
+                "ended_ago": max(0.0, ended_ago[i]) if ended_ago is not None else 0.0,
+                "output": _no_nul(outcome.output),
+                "output_truncated": outcome.output_truncated,
+                "error": None if outcome.error is None else _no_nul(outcome.error),
+                "result": outcome.result,
+                "state": outcome.state,
+                "wallet_value": None if wallet is None else str(wallet[0]),
+                "wallet_currency": None if wallet is None else wallet[1],
+            }
+        )
+    keys = [fence.scheduled_for for fence, _ in outcomes]
+    return {"replica_id": replica_id, "outcomes": jsonb.dumps(document), **_key_range(keys)}
 
 
 def _key_range(keys: list[datetime]) -> dict[str, datetime | None]:

@@ -15,10 +15,11 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from reconciler.outcome import ExecutionOutcome
 from reconciler.storage.db import Database, create_engine
 from reconciler.storage.exchange_store import _fence_params
 from reconciler.storage.fence import Fence
-from reconciler.storage.replica_store import Partitions, ReplicaStore
+from reconciler.storage.replica_store import Partitions, ReplicaStore, outcome_params
 from reconciler.storage.statements import exchange as exchange_queries
 from reconciler.storage.statements import partitions
 from reconciler.storage.statements import replica as queries
@@ -355,25 +356,12 @@ def test_hot_statements_touch_one_partition(pg_conn: psycopg.Connection, spread:
         "latest": spread["scheduled_for"],
         "tokens": [0],
     }
-    outcome = {
-        **ids,
-        "replica_id": "r1",
-        "statuses": ["succeeded"],
-        "durations": [0.1],
-        "ended_ago": [0.0],
-        "wallet_values": [None],
-        "wallet_currencies": [None],
-        "outputs": [""],
-        "truncated": [False],
-        "errors": [None],
-        "results": [None],
-        "states": [None],
-    }
+    fence = Fence(spread["execution_id"], "s1", "r1", 0, spread["scheduled_for"])
+    outcome = outcome_params("r1", [(fence, ExecutionOutcome(status="succeeded", duration=0.1))])
     plans = {
         "COMPLETE_EXECUTIONS": _explain(pg_conn, queries.COMPLETE_EXECUTIONS, outcome),
         "RENEW_LEASES": _explain(pg_conn, queries.RENEW_LEASES, {**ids, "replica_id": "r1", "lease_seconds": 30}),
     }
-    fence = Fence(spread["execution_id"], "s1", "r1", 0, spread["scheduled_for"])
     plans["fence check (orders)"] = _explain(pg_conn, exchange_queries.SELECT_FENCE_HOLDS, _fence_params(fence))
     plans["RECORD_WALLET_VALUE"] = _explain(
         pg_conn,
@@ -386,6 +374,8 @@ def test_hot_statements_touch_one_partition(pg_conn: psycopg.Connection, spread:
         },
     )
     for name, plan in plans.items():
+        if name == "COMPLETE_EXECUTIONS":
+            print(plan)
         scanned = _executed_scans(plan)
         assert scanned and set(scanned) == set(one), f"{name} scanned {scanned}:\n{plan}"
 

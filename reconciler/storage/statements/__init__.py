@@ -13,7 +13,8 @@ waits for a lock of an earlier level while it holds one of a later level:
    holds the strategy's status row with nothing in flight.
 2. a `strategy_status` row: the strategy's lock among replicas. Statements that wait for several
    take them in `strategy_id` order; claims and lost-marking take them with SKIP LOCKED.
-3. `executions` rows (completions lock the status rows first, LOCK_STATUS_FOR_OUTCOMES).
+3. `executions` rows (an outcome batch locks their status rows first, in the statement that records it:
+   COMPLETE_EXECUTIONS).
 4. one strategy's exchange rows. A paper call locks its `paper_orders` (in book order), then its
    `paper_balances` (in currency order), then updates the `orders` records of the orders it filled
    or cancelled. The broker's own writes of `orders` (a request, an answer) touch no paper row; a

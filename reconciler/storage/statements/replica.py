@@ -401,19 +401,6 @@ NEXT_DUE = text(
 
 # --- outcomes -------------------------------------------------------------------------------------
 
-# Locks, in strategy_id order (the lock order), the status rows of the strategies whose executions a
-# batch of outcomes is about to finish, before COMPLETE_EXECUTIONS touches the executions: without it
-# that statement would lock an execution first and its status row second, against the lock order.
-LOCK_STATUS_FOR_OUTCOMES = text(
-    """
-    SELECT strategy_id
-    FROM strategy_status
-    WHERE strategy_id = ANY(:strategy_ids)
-    ORDER BY strategy_id
-    FOR UPDATE
-    """
-)
-
 # Records a batch of outcomes and folds them into their strategies' statistics and STATE, in one
 # statement, under the fencing check (FENCED): only an execution still `running`, still this
 # replica's, under the token it was claimed with and within its lease is finished; for any other the
@@ -421,17 +408,37 @@ LOCK_STATUS_FOR_OUTCOMES = text(
 # whichever replica records it first, and a replica that lost its lease never writes STATE. A batch
 # holds at most one execution per strategy (a strategy never has two in flight), so each status row
 # joins one outcome.
+#
+# The batch is one JSON document (:outcomes, an array of objects whose keys are the columns of
+# `outcome` below), not an array per column: psycopg dumps an array element by element in Python,
+# and fifteen arrays a batch were a tenth of the replica's own calls per execution.
+#
+# Lock order: the status rows first, in strategy_id order (`locked`), then the executions
+# (`finished`), then the status rows again (the final UPDATE, which already holds them). Without
+# `locked` the statement would lock an execution first and its status row second, against the lock
+# order. `finished` reads `locked` in full before it touches an execution: the count is an
+# uncorrelated subquery, so the planner evaluates it once as a gate (a one-time filter) before the
+# update's scan starts, and the count needs every row of `locked`, each locked as it is read.
+# (Before, the lock was a statement of its own: one round trip more per batch.) Whatever changed a
+# row while this statement waited for its lock is seen by the update's recheck of that row (READ
+# COMMITTED's), so the fencing check holds against the row as it is when the update takes it: an
+# execution another replica marked lost meanwhile is not `running` any more, and is left alone.
 COMPLETE_EXECUTIONS = text(
     """
     WITH outcome AS (
-        SELECT * FROM unnest(
-            CAST(:execution_ids AS uuid[]), CAST(:scheduled_fors AS timestamptz[]), CAST(:tokens AS bigint[]),
-            CAST(:statuses AS text[]), CAST(:durations AS float8[]), CAST(:ended_ago AS float8[]),
-            CAST(:outputs AS text[]), CAST(:truncated AS boolean[]), CAST(:errors AS text[]),
-            CAST(:results AS jsonb[]), CAST(:states AS jsonb[]), CAST(:wallet_values AS numeric[]),
-            CAST(:wallet_currencies AS text[])
-        ) AS o(execution_id, scheduled_for, fencing_token, status, duration, ended_ago, output, output_truncated,
-               error, result, state, wallet_value, wallet_currency)
+        SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS o(
+            execution_id uuid, strategy_id text, scheduled_for timestamptz, fencing_token bigint, status text,
+            duration float8, ended_ago float8, output text, output_truncated boolean, error text, result jsonb,
+            state jsonb, wallet_value numeric, wallet_currency text)
+    ),
+    locked AS (
+        SELECT st.strategy_id
+        FROM strategy_status st
+        -- An array, so that the status rows are found by their key's index (a semi-join with the
+        -- document read every status row instead, the planner not knowing the batch is small).
+        WHERE st.strategy_id = ANY(ARRAY(SELECT strategy_id FROM outcome))
+        ORDER BY st.strategy_id
+        FOR UPDATE
     ),
     finished AS (
         UPDATE executions e
@@ -453,6 +460,8 @@ COMPLETE_EXECUTIONS = text(
         WHERE e.execution_id = o.execution_id
           AND e.scheduled_for = o.scheduled_for  -- the partition key: one partition per outcome
           AND e.scheduled_for BETWEEN :earliest AND :latest  -- pruned before the join
+          -- The status rows are locked before any execution is (see above).
+          AND (SELECT count(*) FROM locked) >= 0
           -- FENCED: still running, still ours, same token, lease not expired.
           AND e.status = 'running'
           AND e.replica_id = :replica_id
