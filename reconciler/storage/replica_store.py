@@ -365,15 +365,7 @@ class ReplicaStore:
         per outcome, a paper wallet's closing value and currency, or None."""
         params = outcome_params(self.replica_id, outcomes, ended_ago=ended_ago, wallets=wallets)
 
-        async def work(wire: Wire) -> dict[UUID, Completion]:
-            # One statement locks the status rows, records the outcomes and updates the statistics
-            # (see statements.replica.COMPLETE_EXECUTIONS for its lock order and fencing check).
-            [rows] = await wire.send((queries.COMPLETE_EXECUTIONS, params))
-            # Only a failed outcome can grow a streak: then the check, which may halt or alert, in
-            # this transaction (through SQLAlchemy: it is rare).
-            streaks = [(row["strategy_id"], row["consecutive_failures"]) for row in rows]
-            await _check_failure_streaks(wire.conn, streaks)
-            await wire.commit()
+        def completions(rows: list[DictRow]) -> dict[UUID, Completion]:
             done = {
                 row["execution_id"]: Completion(
                     True,
@@ -385,7 +377,30 @@ class ReplicaStore:
             }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
-        return await self.db.run_wire(work, lane="outcomes")
+        if all(outcome.status == "succeeded" for _, outcome in outcomes):
+            # No failure, so no streak to check: the statement is the whole transaction (autocommit),
+            # one round trip where BEGIN, the statement and COMMIT were three. The statement takes
+            # its locks, checks the fence and writes in one go, and commits before the server
+            # answers: a replica frozen anywhere in it holds no lock once it is done.
+            async def alone(wire: Wire) -> dict[UUID, Completion]:
+                [rows] = await wire.send((queries.COMPLETE_EXECUTIONS, params))
+                return completions(rows)
+
+            return await self.db.run_wire(alone, autocommit=True, lane="outcomes")
+
+        async def work(wire: Wire) -> dict[UUID, Completion]:
+            # One statement locks the status rows, records the outcomes and updates the statistics
+            # (see statements.replica.COMPLETE_EXECUTIONS for its lock order and fencing check).
+            [rows] = await wire.send((queries.COMPLETE_EXECUTIONS, params))
+            # A failed outcome grew its strategy's streak: the check, which may halt or alert, runs
+            # in this transaction, so the count, the halt and the alert agree (through SQLAlchemy:
+            # it is rare). A lane of its own: the all-succeeded batches' connection is autocommit.
+            streaks = [(row["strategy_id"], row["consecutive_failures"]) for row in rows]
+            await _check_failure_streaks(wire.conn, streaks)
+            await wire.commit()
+            return completions(rows)
+
+        return await self.db.run_wire(work, lane="failed outcomes")
 
     def _claim(self, row: Any) -> Claim:
         return Claim(

@@ -41,6 +41,7 @@ RESULT = "traded"
 """
 SLEEPY = "import time\ntime.sleep(2)\nRESULT = 1\n"
 TRIVIAL = "RESULT = 1\n"
+FAILING = "raise RuntimeError('fails on purpose')\n"
 
 
 @pytest.fixture
@@ -318,14 +319,17 @@ def test_replica_frozen_inside_a_transaction_releases_its_locks(
 ) -> None:
     lease = 6.0  # idle_in_transaction_session_timeout = max(1 s, lease / 6) = 1 s
     victim, survivor = start_workers(services, database_url, tmp_path, 2, lease_seconds=lease)
+    # Half the strategies fail: a batch of outcomes with a failure among them is a transaction (the
+    # failure streak is checked before its COMMIT), while a batch of successes and a claim are each one
+    # statement committed by itself (autocommit), so a replica frozen anywhere in them holds no lock
+    # once the statement is done.
     for i in range(60):
-        deploy_sql(pg_conn, f"s{i:02d}", TRIVIAL, interval=1)
+        deploy_sql(pg_conn, f"s{i:02d}", FAILING if i % 2 else TRIVIAL, interval=1)
     wait_for(lambda: scalar(pg_conn, "SELECT count(*) FROM executions") > 100, 60, "load")
     application = f"strategy-executor replica {victim.pid}"
     # SIGSTOP lands at a random point; keep trying until it lands inside a transaction of the hot path:
-    # an outcome batch's (its status rows locked, or its outcomes written, its COMMIT not sent: the
-    # backend waits, idle in transaction, holding those rows). A claim is one statement committed by
-    # itself (autocommit), so a replica frozen anywhere in it holds no lock once the statement is done.
+    # a batch of outcomes with a failure (its status rows locked and its outcomes written, its COMMIT
+    # not sent: the backend waits, idle in transaction, holding those rows).
     caught: list[int] = []
     deadline = time.monotonic() + 60
     rng = random.Random(1)
@@ -336,8 +340,9 @@ def test_replica_frozen_inside_a_transaction_releases_its_locks(
             r[0]
             for r in pg_conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'idle in transaction'"
-                " AND (query LIKE %s OR query LIKE %s)",  # the outcome statements (the text is cut at 1 kB)
-                (application, "%FROM strategy_status%FOR UPDATE%", "%WITH outcome AS%"),
+                # The outcome statement, or the streak check's read after it (the text is cut at 1 kB).
+                " AND (query LIKE %s OR query LIKE %s)",
+                (application, "%WITH outcome AS%", "%SELECT strategy_id, risk, user_id FROM strategies%"),
             ).fetchall()
         ]
         if not caught:
@@ -384,7 +389,7 @@ def test_replica_frozen_inside_a_transaction_releases_its_locks(
         60,
         "the resumed replica to claim again",
     )
-    stop_everything_and_check(pg_conn, services, allowed={"succeeded", "lost"})
+    stop_everything_and_check(pg_conn, services, allowed={"succeeded", "failed", "lost"})
 
 
 def test_a_spec_row_held_by_a_frozen_pass_is_reconciled_seconds_after_it_is_released(
