@@ -147,10 +147,7 @@ def test_unrestricted_code_reports_normally(loop_runner: LoopRunner, plain: Sand
 # Found by a hostile-tenant session against the first version of this path: formatting the strategy's
 # exception runs its code too (`traceback` reads a SyntaxError's `text`, `lineno`... directly).
 _SYNTAX_ERROR_WITH_A_TRAP = (
-    "class Trap(SyntaxError):\n"
-    "    @property\n"
-    "    def text(self):\n"
-    "        raise ValueError('from the text property')\n"
+    "class Trap(SyntaxError):\n    @property\n    def text(self):\n        raise ValueError('from the text property')\n"
 )
 
 
