@@ -289,6 +289,11 @@ class Execution:
         self.expired: CpuTimeExceeded | WallTimeExceeded | None = None  # the first limit that fired
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
+        if self.expired is not None:
+            # Over a limit, the run is timed out whatever it does next; a strategy that caught the
+            # limit's exception must not trade on until the kill (orders placed after it, found by
+            # a hostile-tenant session).
+            raise ExchangeError(refusals.LIMIT_REFUSED, f"{method}: this run is over its time limit")
         self.output.flush()  # keep output in order with the broker's own records
         self.channel.send({"t": "call", "method": method, "params": params})
         reply = protocol.decode(protocol.recv_frame(self.sock, MAX_REPLY_BYTES))

@@ -206,3 +206,29 @@ def test_a_limit_swallowed_while_the_error_is_formatted_still_times_the_run_out(
     assert outcome.status == "timed_out", (outcome.status, outcome.error)
     error = outcome.error or ""
     assert "CpuTimeExceeded: CPU time limit exceeded" in error or "WallTimeExceeded: wall-clock" in error, error
+
+
+def test_no_client_call_goes_out_once_a_limit_fired(harness: Harness) -> None:
+    """A strategy that catches its timeout cannot go on trading until the kill."""
+    calls: list[str] = []
+
+    async def broker(method: str, params: dict[str, Any]) -> Any:
+        calls.append(method)
+        return []
+
+    code = (
+        "client.get_balances()\n"
+        "try:\n"
+        "    while True:\n"
+        "        pass\n"
+        "except BaseException:\n"
+        "    pass\n"
+        "try:\n"
+        "    client.get_balances()\n"
+        "except ExchangeError as exc:\n"
+        "    print('refused:', exc.kind)\n"
+    )
+    outcome = harness.run(code, broker=broker)
+    assert calls == ["get_balances"]
+    assert outcome.status == "timed_out", (outcome.status, outcome.error)
+    assert "refused: limit_refused" in outcome.output, outcome.output
