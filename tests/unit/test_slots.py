@@ -71,24 +71,9 @@ class FakeStore:
             if strategy_id in self.in_flight:
                 continue
             self.in_flight.add(strategy_id)
-            execution_id = uuid.uuid4()
-            self.strategies[execution_id] = strategy_id
-            now = datetime.now(UTC)
-            claims.append(
-                Claim(
-                    execution_id=execution_id,
-                    strategy_id=strategy_id,
-                    trigger="schedule",
-                    scheduled_for=now,
-                    claimed_at=now,
-                    generation=1,
-                    code="RESULT = 1\n",
-                    config={},
-                    exchange="paper",
-                    state={},
-                    fence=Fence(execution_id, strategy_id, "r", 1, now),
-                )
-            )
+            claim = a_claim(strategy_id)
+            self.strategies[claim.execution_id] = strategy_id
+            claims.append(claim)
         return Claimed(claims, None if len(claims) == slots else 0.05)
 
     async def complete_many(
