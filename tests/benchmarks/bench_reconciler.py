@@ -156,6 +156,18 @@ class Tree:
     root: Path
 
 
+def scratch_root(prefix: str) -> Path:
+    """A scratch directory for a benchmark's servers and logs, announced with the machine's load."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o711)
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; PostgreSQL durable (fsync on); "
+        f"logs in {root}",
+        flush=True,
+    )
+    return root
+
+
 def compared_trees(compare: list[str]) -> list[Tree]:
     """`--compare [LABEL=]DIR` arguments as trees, then this one last."""
     trees = []
@@ -923,13 +935,7 @@ def main() -> None:
     window = 5.0 if args.quick else 15.0
     rounds = args.rounds or (1 if args.quick else 3)
     trees = compared_trees(args.compare)
-    root = Path(tempfile.mkdtemp(prefix="se-bench-"))
-    root.chmod(0o711)
-    print(
-        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; PostgreSQL durable (fsync on); "
-        f"logs in {root}",
-        flush=True,
-    )
+    root = scratch_root("se-bench-")
     if args.only in (None, "capacity", "lag"):
         ceilings = capacity_vs_ceiling(trees, root, rounds, window) if args.only != "lag" else {}
         if args.only != "capacity":

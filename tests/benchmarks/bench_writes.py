@@ -28,7 +28,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +48,7 @@ from tests.benchmarks.bench_reconciler import (  # noqa: E402
     _descendants,
     compared_trees,
     cpu_seconds,
+    scratch_root,
     stop_processes,
     tree_env,
 )
@@ -363,13 +363,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     trees = compared_trees(args.compare)
-    root = Path(tempfile.mkdtemp(prefix="se-bench-writes-"))
-    root.chmod(0o711)
-    print(
-        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; PostgreSQL durable (fsync on);"
-        f" logs in {root}",
-        flush=True,
-    )
+    root = scratch_root("se-bench-writes-")
     server = EmbeddedPostgres(
         data_dir=root / "cluster", server_options=("shared_preload_libraries=pg_stat_statements",)
     )
