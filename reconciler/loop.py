@@ -534,6 +534,14 @@ class Replica:
             log.error("could not record execution %s: %s", claim.execution_id, exc)
         finally:
             self._flights.pop(claim.execution_id, None)
+            # Out of `_tasks` before the wake-up below, not only by the done callback `_launch` added:
+            # that callback runs a loop iteration after this task ends, and the main loop, woken here,
+            # may run first. `_wanted` counts `_tasks`, so it would find nothing wanted, and the loop
+            # would sleep until its idle interval with this execution's room free: a lost wake-up,
+            # which left a replica of instant executions claiming nothing at all.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
             # The strategy is free again: claim when its next tick falls due (at once if it already
             # has, or if we do not know: the outcome was not recorded, or the task failed).
             if completion is not None and completion.recorded:

@@ -468,3 +468,41 @@ def test_a_strategy_whose_next_tick_is_already_due_when_its_outcome_is_recorded_
     after = [at - first for at in store.claimed_at if at > first]
     assert after and after[0] < 0.25, after
     assert len(store.outcomes) > 5  # back to back, each claimed as soon as the last was recorded
+
+
+class SlowRecordStore(FakeStore):
+    """Records take longer than claims, as a batch's commit does: finished executions wait for
+    their outcomes to be recorded, and it is their number that bounds the next claim."""
+
+    async def complete_many(
+        self, outcomes: Sequence[tuple[Fence, ExecutionOutcome]], **options: Any
+    ) -> dict[UUID, Completion]:
+        await asyncio.sleep(0.02)
+        return await super().complete_many(outcomes, **options)
+
+
+class InstantSandbox(FakeSandbox):
+    """Returns without awaiting anything, as the benchmarks' null runner does: the execution's task
+    ends within the loop iteration that started it."""
+
+    async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
+        self.ran[request.execution_id] += 1
+        return ExecutionOutcome(status="succeeded", duration=0.0)
+
+
+def test_executions_that_end_at_once_never_leave_the_loop_asleep_with_every_slot_free() -> None:
+    # An execution's task wakes the loop as it ends. If the loop ran before the task left the set
+    # `_wanted` counts, it found nothing to claim and slept until its idle interval (60 s here)
+    # with every slot free. 200 executions take well under a second; the deadline only bounds a stall.
+    store, sandbox = SlowRecordStore(due=50), InstantSandbox(0.0)
+    made = replica(store, sandbox, resync_interval_seconds=60, poll_interval_seconds=60)
+    made._listening = True  # no polling either: only the loop's own wake-ups make it claim
+
+    async def until_enough() -> None:
+        deadline = time.monotonic() + 20
+        while len(store.outcomes) < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    asyncio.run(run_for(made, 0.0, until_enough))
+    assert len(store.outcomes) >= 200, f"the loop stalled after {len(store.outcomes)} executions"
+    assert store.recorded_twice == [] and set(sandbox.ran.values()) == {1}
