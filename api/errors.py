@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -25,12 +26,24 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+    """`body`: a documented error body with more than `error` and `message` (whose two it carries
+    too), sent as it is instead of the plain ErrorResponse."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: BaseModel | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.headers = dict(headers or {})
+        self.body = body
 
 
 class NotFound(ApiError):
@@ -77,6 +90,15 @@ async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     if isinstance(exc, RequestInvalid):
         return json_body(ValidationErrorResponse(detail=exc.detail), exc.status, exc.headers)
+    if exc.body is not None:
+        # By alias: the tenant API's bodies are camelCase. Nulls kept: they are part of the documented
+        # shape there (a halt's resume_at null says "until started").
+        return Response(
+            exc.body.model_dump_json(by_alias=True),
+            status_code=exc.status,
+            media_type="application/json",
+            headers=exc.headers,
+        )
     return json_body(ErrorResponse(error=exc.error, message=exc.message), exc.status, exc.headers)
 
 

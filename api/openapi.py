@@ -24,7 +24,8 @@ _ERROR_DESCRIPTIONS = {
     404: "Unknown id or route",
     409: "A conflict: the strategy is being deleted or is another user's, the exchange API key is another"
     " user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error"
-    " strategy_halted, the message says since when, why, when it resumes and how to resume it",
+    " strategy_halted, the message says since when, why, when it resumes and how to resume it, and"
+    " `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes)",
     413: "Request body, code or config too large",
     422: "Invalid request",
     500: "Unexpected error (the body carries the request id)",
@@ -41,6 +42,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         if endpoint.body is not None:
             wanted.append((endpoint.body, "validation"))
         wanted.extend((model, "serialization") for model in endpoint.responses.values() if model is not None)
+        wanted.extend((model, "serialization") for model in endpoint.error_bodies.values())
     unique = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(unique, ref_template=_REF)
 
@@ -82,10 +84,11 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             errors.add(404)
         for code in sorted(errors - set(endpoint.responses)):
             model = ValidationErrorResponse if code == 422 else ErrorResponse
-            operation["responses"][str(code)] = {
-                "description": _ERROR_DESCRIPTIONS[code],
-                "content": _json(ref(model, "serialization")),
-            }
+            schema = ref(model, "serialization")
+            if code in endpoint.error_bodies:
+                # The status also answers other refusals (a 409: being deleted) with the plain body.
+                schema = {"anyOf": [ref(endpoint.error_bodies[code], "serialization"), schema]}
+            operation["responses"][str(code)] = {"description": _ERROR_DESCRIPTIONS[code], "content": _json(schema)}
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
 
     _add_links(paths)

@@ -46,6 +46,7 @@ from api.schemas import (
     PaperWallet,
     RunRequest,
     Strategy,
+    StrategyHaltedResponse,
     StrategyList,
     StrategyStatus,
     StrategySummary,
@@ -103,6 +104,8 @@ class Endpoint:
     query: type[BaseModel] | None = None
     public: bool = False
     errors: tuple[int, ...] = field(default=())
+    # An error status whose answer may carry more than ErrorResponse: that model, documented beside it.
+    error_bodies: dict[int, type[BaseModel]] = field(default_factory=dict)
     # Authenticated with a tenant JWT (the tenant API) instead of the executor API's token.
     tenant: bool = False
 
@@ -159,10 +162,17 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def halted_refusal(exc: StrategyHalted, *, what: str, resume: str) -> ApiError:
+def halted_refusal(
+    exc: StrategyHalted,
+    *,
+    what: str,
+    resume: str,
+    body: type[StrategyHaltedResponse] = StrategyHaltedResponse,
+) -> ApiError:
     """409 for a run request of a strategy its risk guard halted (`what`: how the audience calls it,
-    `resume`: the request that lifts the halt). Refused rather than recorded: no claim takes a halted
-    strategy's requests, so a 202 would promise a run that comes only after a resume, if ever."""
+    `resume`: the request that lifts the halt, `body`: the audience's shape of the answer, whose `halt`
+    is the status's). Refused rather than recorded: no claim takes a halted strategy's requests, so a
+    202 would promise a run that comes only after a resume, if ever."""
     halt = exc.halt
     why = halt["status_reason"] or (
         f"{halt['halt_limit']}: measured {halt['halt_value']}, limit {halt['halt_threshold']}"
@@ -172,12 +182,11 @@ def halted_refusal(exc: StrategyHalted, *, what: str, resume: str) -> ApiError:
         until = f"it resumes by itself at {_when(halt['resume_at'])}, or at once with {resume}"
     else:
         until = f"it stays halted until {resume} resumes it"
-    return ApiError(
-        409,
-        "strategy_halted",
+    message = (
         f"{what} {exc.strategy_id!r} is halted by its risk guard{since} ({why}); {until}. "
-        "No run was requested: run it once it has resumed.",
+        "No run was requested: run it once it has resumed."
     )
+    return ApiError(409, "strategy_halted", message, body=body.refusing(message, halt))
 
 
 class ExecutorApi:
@@ -551,6 +560,7 @@ class ExecutorApi:
                 "Request a manual run (or join the one already pending), optionally waiting for it",
                 {200: Execution, 202: RunRequest},
                 errors=(409,),  # being deleted, or halted by its risk guard
+                error_bodies={409: StrategyHaltedResponse},
                 query=ExecuteQuery,
             ),
             Endpoint(

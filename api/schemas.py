@@ -11,7 +11,7 @@ import math
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -349,6 +349,33 @@ class Halt(_Response):
     halted_at: datetime
     resume_at: datetime | None = Field(description="When a pause ends by itself; null: until a person starts it.")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Self:
+        """From the status row's columns (`halt_limit`, ...), as the status and a refused run both read them."""
+        return cls.model_validate(
+            {
+                "limit": record["halt_limit"],
+                "value": record["halt_value"],
+                "threshold": record["halt_threshold"],
+                "halted_at": record["halted_at"],
+                "resume_at": record["resume_at"],
+            }
+        )
+
+
+class StrategyHaltedResponse(_Response):
+    """409 for a run of a strategy its risk guard halted: the message in words, `halt` as the status has it."""
+
+    error: Literal["strategy_halted"]
+    message: str = Field(description="Since when, why, when it resumes and how to resume it.")
+    halt: Halt
+
+    @classmethod
+    def refusing(cls, message: str, record: dict[str, Any]) -> Self:
+        # Through a dict: a subclass names `halt` in its own convention (the tenant API's camelCase).
+        halt = Halt.from_record(record).model_dump()
+        return cls.model_validate({"error": "strategy_halted", "message": message, "halt": halt})
+
 
 class StrategyStatus(_Response):
     strategy_id: str
@@ -377,13 +404,7 @@ class StrategyStatus(_Response):
         )
         halt = None
         if record.get("status") == "halted" and record.get("halted_at") is not None:
-            halt = Halt(
-                limit=record["halt_limit"],
-                value=record["halt_value"],
-                threshold=record["halt_threshold"],
-                halted_at=record["halted_at"],
-                resume_at=record["resume_at"],
-            )
+            halt = Halt.from_record(record)
         return cls.model_validate({**record, "stats": stats, "halt": halt})
 
 

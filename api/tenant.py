@@ -22,6 +22,7 @@ from api.routes import Endpoint, ExecutorApi, halted_refusal, parse_query, read_
 from api.schemas import MAX_BODY_BYTES, STRATEGY_ID_PATTERN, DeployRequest, FieldError, field_errors
 from api.tenant_auth import TenantAuth, TenantAuthError
 from api.tenant_schemas import (
+    BotHaltedResponse,
     BotRunRequest,
     BotStartRequest,
     BotStopRequest,
@@ -136,7 +137,7 @@ class TenantApi:
             run = await self.store.request_run(deployment_id, user_id=user_id)
         except StrategyHalted as exc:
             start = f'POST /api/bot/start with {{"deploymentId": "{deployment_id}"}}'
-            raise halted_refusal(exc, what="bot", resume=start) from None
+            raise halted_refusal(exc, what="bot", resume=start, body=BotHaltedResponse) from None
         if run is None:
             raise not_found(deployment_id)
         return run
@@ -262,6 +263,7 @@ class TenantApi:
                 "Run a bot now (also a stopped one); a run already waiting to start is joined, not repeated",
                 responses={202: BotRunRequest},
                 errors=(409,),  # halted by its risk limits
+                error_bodies={409: BotHaltedResponse},
             ),
         ]
 

@@ -23,6 +23,8 @@ from api.schemas import (
     DesiredState,
     Exchange,
     ExecutionStatus,
+    Halt,
+    StrategyHaltedResponse,
     StrategyStatusName,
     Trigger,
     _storable,
@@ -235,6 +237,20 @@ class BotRunRequest(_Camel):
         description="The bot already had a run waiting to start: this is that request, not a new one."
     )
     request_count: int = Field(description="How many run requests this pending request stands for.")
+
+
+class BotHalt(Halt):
+    """Why the risk limits halted the bot: the executor API's `halt`, in camelCase."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, field_title_generator=_title
+    )
+
+
+class BotHaltedResponse(StrategyHaltedResponse):
+    """409 for a run of a bot its risk limits halted: the message in words, `halt` as figures."""
+
+    halt: BotHalt
 
 
 def _deployment_fields(record: dict[str, Any]) -> dict[str, Any]:

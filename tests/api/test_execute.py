@@ -216,7 +216,16 @@ def test_execute_of_a_paused_strategy_is_409_saying_since_when_why_and_until_whe
             " max_daily_loss: the loss today is 61.5 USDT, over the limit of 50 USDT); it resumes by itself at"
             " 2030-01-02T00:00:00Z, or at once with POST /strategies/s1/start. No run was requested: run it"
             " once it has resumed.",
+            # What the status's `halt` says, for a client to act on without parsing the message.
+            "halt": {
+                "limit": "max_daily_loss",
+                "value": "61.5",
+                "threshold": "50",
+                "halted_at": "2026-11-27T10:00:00Z",
+                "resume_at": "2030-01-02T00:00:00Z",
+            },
         }
+        assert response.json()["halt"] == deployed.get("/strategies/s1/status").json()["halt"]
     # Nothing recorded: no request piles up behind the halt.
     assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
 
@@ -230,6 +239,9 @@ def test_execute_of_a_strategy_halted_until_started_is_409_naming_start(
     message = response.json()["message"]
     assert "since 2026-11-27T10:00:00Z" in message
     assert "it stays halted until POST /strategies/s1/start resumes it" in message
+    # resume_at stays in the object, null: no pause ends by itself, as the status says.
+    assert response.json()["halt"] == deployed.get("/strategies/s1/status").json()["halt"]
+    assert response.json()["halt"]["resume_at"] is None
     assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
     # Being deleted outranks the halt: that refusal is the one that will still hold later.
     assert deployed.delete("/strategies/s1").status_code == 202

@@ -89,3 +89,23 @@ def test_the_interval_bounds_are_this_servers_settings(build_client: BuildClient
     schema = client.get("/openapi.json").json()["components"]["schemas"]["DeployRequest"]
     assert schema["properties"]["execution_interval"]["minimum"] == 10
     assert schema["properties"]["execution_interval"]["maximum"] == 100
+
+
+def test_a_run_refused_for_a_halt_is_documented_with_the_status_halt_object(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, model, halt in (
+        ("/strategies/{strategy_id}/execute", "StrategyHaltedResponse", "Halt"),
+        ("/api/bot/deployments/{deployment_id}/run", "BotHaltedResponse", "BotHalt"),
+    ):
+        schema = doc["paths"][path]["post"]["responses"]["409"]["content"]["application/json"]["schema"]
+        # Either body: a halt's, or the plain one of a strategy being deleted.
+        plain = {"$ref": "#/components/schemas/ErrorResponse"}
+        assert schema == {"anyOf": [{"$ref": f"#/components/schemas/{model}"}, plain]}
+        assert schemas[model]["properties"]["error"]["const"] == "strategy_halted"
+        assert schemas[model]["properties"]["halt"] == {"$ref": f"#/components/schemas/{halt}"}
+        assert set(schemas[model]["required"]) == {"error", "message", "halt"}
+    # The status's own object (the executor API's), and the same in the tenant API's camelCase.
+    assert schemas["StrategyStatus"]["properties"]["halt"]["anyOf"][0] == {"$ref": "#/components/schemas/Halt"}
+    assert list(schemas["Halt"]["properties"]) == ["limit", "value", "threshold", "halted_at", "resume_at"]
+    assert list(schemas["BotHalt"]["properties"]) == ["limit", "value", "threshold", "haltedAt", "resumeAt"]

@@ -208,7 +208,17 @@ def test_run_of_a_halted_bot_is_409_saying_why_and_how_to_resume(
         " max_consecutive_failures: 3 executions in a row did not succeed); it stays halted until POST"
         f' /api/bot/start with {{"deploymentId": "{bot_id}"}} resumes it. No run was requested: run it once'
         " it has resumed.",
+        # The executor API's `halt` object, in this API's camelCase (haltedAt and resumeAt as the bot has them).
+        "halt": {
+            "limit": "max_consecutive_failures",
+            "value": "3",
+            "threshold": "3",
+            "haltedAt": "2026-11-27T10:00:00Z",
+            "resumeAt": None,
+        },
     }
+    bot = tenant_client.get(f"/api/bot/deployments/{bot_id}", headers=ALICE).json()
+    assert (bot["haltedAt"], bot["resumeAt"]) == (response.json()["halt"]["haltedAt"], None)
     assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
     # Another user still learns nothing: 404, as for an id that does not exist.
     assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=bearer("bob")).status_code == 404

@@ -3,6 +3,12 @@ import type { components } from "./schema.js";
 export type ErrorBody = components["schemas"]["ErrorResponse"];
 export type ValidationErrorBody = components["schemas"]["ValidationErrorResponse"];
 export type FieldError = components["schemas"]["FieldError"];
+/** 409 `strategy_halted` of `execute`: `halt` is the status's halt object. */
+export type StrategyHaltedBody = components["schemas"]["StrategyHaltedResponse"];
+/** 409 `strategy_halted` of a bot's run: `halt` is the same object in the tenant API's camelCase. */
+export type BotHaltedBody = components["schemas"]["BotHaltedResponse"];
+/** Every error body the service documents; `"halt" in body` tells a refusal for a halt apart. */
+export type AnyErrorBody = ErrorBody | ValidationErrorBody | StrategyHaltedBody | BotHaltedBody;
 
 /** The service answered with an error status; `body` is its JSON error as documented in /openapi.json. */
 export class ExecutorApiError extends Error {
@@ -11,13 +17,13 @@ export class ExecutorApiError extends Error {
   readonly status: number;
   /** The service's stable machine-readable code (`not_found`, `unauthorized`, `validation_error`, ...). */
   readonly code: string;
-  readonly body: ErrorBody | ValidationErrorBody;
+  readonly body: AnyErrorBody;
   /** The service's X-Request-ID, to find the request in its logs. */
   readonly requestId: string | undefined;
   readonly method: string;
   readonly path: string;
 
-  constructor(method: string, path: string, response: Response, body: ErrorBody | ValidationErrorBody) {
+  constructor(method: string, path: string, response: Response, body: AnyErrorBody) {
     const code = body.error ?? "error";
     super(`${method} ${path}: ${response.status} ${code}: ${body.message ?? ""}`);
     this.status = response.status;

@@ -106,7 +106,8 @@ export class ExecutorClient extends BaseClient {
    * Requests a manual run. While the strategy already has one pending, the service answers with that
    * one (`request.already_pending`) instead of recording another. With `wait` (seconds, at most 60) the
    * service answers once the run ends, if it ends in time; the client's timeout is extended by the wait.
-   * A strategy halted by its risk guard is refused: `ExecutorApiError` with status 409, code `strategy_halted`.
+   * A strategy halted by its risk guard is refused: `ExecutorApiError` with status 409, code `strategy_halted`,
+   * and the status's halt object as `body.halt` (`StrategyHaltedBody`).
    */
   async execute(strategyId: string, options: { wait?: number } = {}): Promise<ExecuteResult> {
     const path = `/strategies/${strategyId}/execute`;

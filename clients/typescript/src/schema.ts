@@ -502,6 +502,51 @@ export interface components {
              */
             walletCurrency?: string | null;
         };
+        /**
+         * BotHalt
+         * @description Why the risk limits halted the bot: the executor API's `halt`, in camelCase.
+         */
+        BotHalt: {
+            /** Limit */
+            limit: string;
+            /**
+             * Value
+             * @description The measured value, as a string.
+             */
+            value: string;
+            /**
+             * Threshold
+             * @description The limit's value, as a string.
+             */
+            threshold: string;
+            /**
+             * Halted at
+             * Format: date-time
+             */
+            haltedAt: string;
+            /**
+             * Resume at
+             * @description When a pause ends by itself; null: until a person starts it.
+             */
+            resumeAt: string | null;
+        };
+        /**
+         * BotHaltedResponse
+         * @description 409 for a run of a bot its risk limits halted: the message in words, `halt` as figures.
+         */
+        BotHaltedResponse: {
+            /**
+             * Error
+             * @constant
+             */
+            error: "strategy_halted";
+            /**
+             * Message
+             * @description Since when, why, when it resumes and how to resume it.
+             */
+            message: string;
+            halt: components["schemas"]["BotHalt"];
+        };
         /** BotOrder */
         BotOrder: {
             /**
@@ -1390,6 +1435,23 @@ export interface components {
              */
             updated_at: string;
         };
+        /**
+         * StrategyHaltedResponse
+         * @description 409 for a run of a strategy its risk guard halted: the message in words, `halt` as the status has it.
+         */
+        StrategyHaltedResponse: {
+            /**
+             * Error
+             * @constant
+             */
+            error: "strategy_halted";
+            /**
+             * Message
+             * @description Since when, why, when it resumes and how to resume it.
+             */
+            message: string;
+            halt: components["schemas"]["Halt"];
+        };
         /** StrategyList */
         StrategyList: {
             /** Items */
@@ -1791,7 +1853,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2140,7 +2202,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2216,7 +2278,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2304,13 +2366,13 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["StrategyHaltedResponse"] | components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Invalid request */
@@ -2523,7 +2585,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2677,7 +2739,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3037,13 +3099,13 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it */
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["BotHaltedResponse"] | components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Invalid request */

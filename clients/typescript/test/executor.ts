@@ -159,6 +159,32 @@ describe("executor API", () => {
     assert.ok(missing instanceof ExecutorApiError && missing.status === 404);
   });
 
+  test("a run of a strategy its risk guard halted is a 409 whose body holds the status's halt", async () => {
+    // One failure in a row is the limit: the first scheduled tick (at once) fails and halts it.
+    await client.deploy({
+      strategy_id: "ts-halted",
+      user_id: "backend-user-1",
+      code: 'raise RuntimeError("boom")',
+      execution_interval: 3600,
+      risk: { max_consecutive_failures: 1 },
+    });
+    const status = await eventually("the halt", async () => {
+      const now = await client.status("ts-halted");
+      return now.status === "halted" ? now : undefined;
+    });
+    const refused = await client.execute("ts-halted").catch((error: unknown) => error);
+    assert.ok(refused instanceof ExecutorApiError, String(refused));
+    assert.equal(refused.status, 409);
+    assert.equal(refused.code, "strategy_halted");
+    assert.ok("halt" in refused.body, JSON.stringify(refused.body));
+    assert.deepEqual(refused.body.halt, status.halt);
+    assert.equal(refused.body.halt.limit, "max_consecutive_failures");
+    assert.equal(refused.body.halt.resume_at, null); // on_breach "stop": until a person starts it
+    assert.match(refused.body.message, /POST \/strategies\/ts-halted\/start/);
+    await client.stop("ts-halted");
+    await client.delete("ts-halted");
+  });
+
   test("a query value out of range is a 422 naming the parameter", async () => {
     const refused = await client.execute("anything", { wait: 600 }).catch((error: unknown) => error);
     assert.ok(refused instanceof ExecutorValidationError, String(refused));

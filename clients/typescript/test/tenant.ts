@@ -97,6 +97,33 @@ describe("tenant API", () => {
     assert.equal(gone.status, 404);
   });
 
+  test("a run of a bot its risk limits halted is a 409 whose body holds the halt in camelCase", async () => {
+    const { deployment } = await alice.start({
+      name: "ts-halted-bot",
+      code: 'raise RuntimeError("boom")',
+      executionInterval: 3600,
+      risk: { max_consecutive_failures: 1 },
+    });
+    const id = deployment.deploymentId;
+    const bot = await eventually("the halt", async () => {
+      const now = await alice.deployment(id);
+      return now.status === "halted" ? now : undefined;
+    });
+    const refused = await alice.run(id).catch((error: unknown) => error);
+    assert.ok(refused instanceof ExecutorApiError, String(refused));
+    assert.equal(refused.status, 409);
+    assert.equal(refused.code, "strategy_halted");
+    assert.ok("halt" in refused.body, JSON.stringify(refused.body));
+    const halt = refused.body.halt;
+    assert.ok("haltedAt" in halt, JSON.stringify(halt));
+    assert.equal(halt.limit, "max_consecutive_failures");
+    assert.equal(halt.value, "1");
+    assert.equal(halt.threshold, "1");
+    assert.equal(halt.haltedAt, bot.haltedAt);
+    assert.equal(halt.resumeAt, null);
+    await alice.delete(id);
+  });
+
   test("code that does not compile is a 422 ExecutorValidationError at its line", async () => {
     const refused = await alice
       .start({ name: "broken", code: "x = 1\nimport os\n", executionInterval: 60 })
