@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.errors import ApiError, NotFound, RequestInvalid
+from api.errors import ApiError, Conflict, NotFound, RequestInvalid
 from api.pagination import decode_cursor, encode_cursor
 from api.routes import Endpoint, ExecutorApi, halted_refusal, parse_query, read_body
 from api.schemas import MAX_BODY_BYTES, STRATEGY_ID_PATTERN, DeployRequest, FieldError, field_errors
@@ -131,16 +131,25 @@ class TenantApi:
             raise ApiError(409, "conflict", str(exc).replace("strategy_id", "deploymentId")) from None
 
     async def request_run(self, user_id: str, deployment_id: str) -> Record:
-        """Record a run request, or join the bot's pending one; NotFound for another user's id (or one
-        being deleted), a 409 while the bot is halted by its risk limits."""
+        """Record a run request, or join the bot's pending one; NotFound for another user's id, a 409
+        while the bot is being deleted or halted by its risk limits."""
         try:
             run = await self.store.request_run(deployment_id, user_id=user_id)
         except StrategyHalted as exc:
             start = f'POST /api/bot/start with {{"deploymentId": "{deployment_id}"}}'
             raise halted_refusal(exc, what="bot", resume=start, body=BotHaltedResponse) from None
         if run is None:
-            raise not_found(deployment_id)
+            raise await self._unknown_or_leaving(user_id, deployment_id, "be run")
         return run
+
+    async def _unknown_or_leaving(self, user_id: str, deployment_id: str, what: str) -> ApiError:
+        """Why a write found no bot to act on: none of this user's by that id (404), or one being
+        deleted (409, as the executor API answers), which the user's list still shows as `deleting`
+        until a replica finalizes the deletion: a 404 would contradict it."""
+        status = await self.store.get_status(deployment_id, user_id=user_id)
+        if status is not None and status["delete_requested_at"] is not None:
+            return Conflict(f"bot {deployment_id!r} is being deleted; it can no longer {what}")
+        return not_found(deployment_id)
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -262,7 +271,7 @@ class TenantApi:
                 self.run_deployment,
                 "Run a bot now (also a stopped one); a run already waiting to start is joined, not repeated",
                 responses={202: BotRunRequest},
-                errors=(409,),  # halted by its risk limits
+                errors=(409,),  # being deleted, or halted by its risk limits
                 error_bodies={409: BotHaltedResponse},
             ),
         ]

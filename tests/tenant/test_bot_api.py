@@ -169,7 +169,16 @@ def test_delete_and_run(tenant_client: TestClient) -> None:
     assert run.status_code == 202 and run.json()["deploymentId"] == bot_id
     deleted = tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE)
     assert deleted.status_code == 202 and deleted.json()["status"] == "deleting"
-    assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE).status_code == 404
+    # The bot is still listed (deleting), so "not found" would contradict what its user sees: a
+    # conflict, as the executor API answers a run of a strategy being deleted.
+    refused = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "conflict",
+        "message": f"bot {bot_id!r} is being deleted; it can no longer be run",
+    }
+    # Another user still learns nothing about it.
+    assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=bearer("bob")).status_code == 404
     # Deploying the same name now makes a new bot: the old one is on its way out.
     assert deploy(tenant_client)["deploymentId"] != bot_id
 

@@ -69,8 +69,8 @@ export class TenantClient extends BaseClient {
 
   /**
    * Run the bot now (also a stopped one); the run request is recorded (202), the run follows. While one
-   * is still waiting to start, the answer is that one (`alreadyPending`). A halted bot is refused (409
-   * `strategy_halted`, with `body.halt`: `BotHaltedBody`).
+   * is still waiting to start, the answer is that one (`alreadyPending`). A bot being deleted is refused
+   * (409 `conflict`), and so is a halted one (409 `strategy_halted`, with `body.halt`: `BotHaltedBody`).
    */
   async run(deploymentId: string): Promise<BotRunRequest> {
     const path = `/api/bot/deployments/${deploymentId}/run`;
