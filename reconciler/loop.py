@@ -663,7 +663,7 @@ class Replica:
         self, flight: _Flight, request: ExecutionRequest, broker: BrokerCall | None
     ) -> ExecutionOutcome | None:
         """Run in the sandbox as a task of its own, so fencing can cancel it (which kills the process)."""
-        flight.run = asyncio.create_task(self.sandbox.run(request, broker), name=f"sandbox-{request.execution_id}")
+        flight.run = asyncio.create_task(self._sandbox_call(request, broker), name=f"sandbox-{request.execution_id}")
         if flight.fenced is not None:
             flight.run.cancel()
         try:
@@ -676,6 +676,18 @@ class Replica:
         finally:
             # The process is gone: free the slot now, not after the broker's closing measure.
             self._release(flight)
+
+    async def _sandbox_call(self, request: ExecutionRequest, broker: BrokerCall | None) -> ExecutionOutcome:
+        if self._interrupting:
+            # The drain interrupted the sandbox while this execution was on its way there (its broker
+            # session opening, its task not yet begun): started now, it would run behind the drain's
+            # back and its outcome be lost when the replica stops. Checked in the task's first step,
+            # which enters `sandbox.run` without suspending, so an interrupt either came before this
+            # check or finds the run in the sandbox.
+            return ExecutionOutcome(
+                status="interrupted", duration=0.0, error="the replica stopped before this execution started"
+            )
+        return await self.sandbox.run(request, broker)
 
     def _fenced_broker(self, flight: _Flight, broker: BrokerCall) -> BrokerCall:
         """The broker as the sandbox sees it: a call the fencing check refused fences the execution off."""

@@ -67,6 +67,9 @@ class Sandbox:
         self._layers: dict[str, bool] = {}
         self._ids = itertools.count(1)
         self._runs: dict[int, _Run] = {}
+        # Runs not in `_runs` yet (compiling, waiting for the zygote): `interrupt_all` must reach them
+        # too, or one interrupted there would start its process afterwards and run in full.
+        self._starting: dict[int, Observed] = {}
         self._uids: host.UidBlock | None = None
         self._cgroups: list[host.MemoryCgroup] = []  # of the current zygote (last) and dead ones
         self._max_frame = 8 * (limits.output_bytes + limits.result_bytes + limits.state_bytes) + 65536
@@ -146,6 +149,9 @@ class Sandbox:
         return await zygote.status()
 
     async def interrupt_all(self) -> None:
+        """End every run in progress, `interrupted`: those not started yet never start their process."""
+        for observed in self._starting.values():
+            observed.interrupted = True
         for run in list(self._runs.values()):
             run.observed.interrupted = True
             with contextlib.suppress(ZygoteDied):
@@ -169,6 +175,17 @@ class Sandbox:
 
     async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
         started = time.monotonic()
+        # Registered before the first await, so an `interrupt_all` from now on reaches this run.
+        run_id, observed = next(self._ids), Observed()
+        self._starting[run_id] = observed
+        try:
+            return await self._run(request, broker, run_id, observed, started)
+        finally:
+            self._starting.pop(run_id, None)
+
+    async def _run(
+        self, request: ExecutionRequest, broker: BrokerCall | None, run_id: int, observed: Observed, started: float
+    ) -> ExecutionOutcome:
         try:
             code = await self.compiler.compile(request.code)
         except PolicyError as exc:
@@ -193,7 +210,14 @@ class Sandbox:
             logger.error("sandbox unavailable: %s", exc)
             return self._failed_before_start(f"the sandbox is unavailable: {exc}")
         assert self._zygote is not None
-        run = _Run(next(self._ids), self._zygote, Observed())
+        if observed.interrupted:
+            # Interrupted before its process started: none is started now.
+            return classify(observed, None, self.limits, time.monotonic() - started)
+        run = _Run(run_id, self._zygote, observed)
+        # Nothing suspends from here until the spawn request is sent (but for a full control socket,
+        # a moment): an interrupt_all from now on finds the run in `_runs` and asks the zygote to
+        # kill its child after asking for the child.
+        del self._starting[run_id]
         self._runs[run.id] = run
         try:
             exit_info = await self._execute(run, header, code, broker)

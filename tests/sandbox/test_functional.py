@@ -250,6 +250,38 @@ def test_interrupt_all_ends_running_executions(loop_runner: LoopRunner) -> None:
     assert after.status == "succeeded" and after.result == "fine"
 
 
+def test_interrupt_all_ends_a_run_whose_process_had_not_started_yet(loop_runner: LoopRunner) -> None:
+    """A run still compiling (or waiting for the zygote) when the replica interrupts everything never
+    starts its process: it ends interrupted at once, not after running in full behind the drain."""
+    box = Sandbox(dataclasses.replace(TEST_LIMITS, wall_seconds=60.0, cpu_seconds=30))
+
+    async def scenario() -> tuple[ExecutionOutcome, float, list[Any]]:
+        await box.start()
+        compiling, go_on = asyncio.Event(), asyncio.Event()
+        compile_code = box.compiler.compile
+
+        async def held_compile(code: str) -> bytes:
+            compiling.set()
+            await go_on.wait()
+            return await compile_code(code)
+
+        box.compiler.compile = held_compile  # type: ignore[method-assign]
+        run = asyncio.create_task(box.run(ExecutionRequest("e1", "s", "import time\ntime.sleep(20)\n")))
+        await compiling.wait()
+        interrupting = time.monotonic()
+        await box.interrupt_all()
+        go_on.set()
+        outcome = await run
+        took = time.monotonic() - interrupting
+        running = (await box.zygote_status())["running"]
+        await box.close()
+        return outcome, took, running
+
+    outcome, took, running = loop_runner.run(scenario(), timeout=120)
+    assert outcome.status == "interrupted", outcome
+    assert took < 10 and running == []
+
+
 def test_zygote_death_fails_the_run_and_restarts_transparently(loop_runner: LoopRunner) -> None:
     box = Sandbox(dataclasses.replace(TEST_LIMITS, wall_seconds=60.0, cpu_seconds=30))
 

@@ -9,11 +9,12 @@ outcome, and those the drain gives up on before they start are recorded `interru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -201,6 +202,75 @@ def test_the_drain_records_executions_claimed_ahead_interrupted_without_running_
     assert set(store.strategies) == set(store.outcomes)
     assert store.recorded_twice == []
     assert sandbox.peak <= SLOTS
+
+
+class InterruptibleSandbox(FakeSandbox):
+    """Like the real sandbox: `interrupt_all` ends the runs in progress, and no run that starts later."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.live: set[asyncio.Event] = set()
+
+    async def run(self, request: ExecutionRequest, broker: BrokerCall | None = None) -> ExecutionOutcome:
+        self.ran[request.execution_id] += 1
+        interrupted = asyncio.Event()
+        self.live.add(interrupted)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), self.seconds)
+        finally:
+            self.live.discard(interrupted)
+        status = "interrupted" if interrupted.is_set() else "succeeded"
+        return ExecutionOutcome(status=status, duration=0.1)
+
+    async def interrupt_all(self) -> None:
+        for run in self.live:
+            run.set()
+
+
+class HeldBrokers:
+    """A broker session that opens only when the test says so (a slow exchange or database)."""
+
+    def __init__(self) -> None:
+        self.opening = asyncio.Event()
+        self.open = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def session(self, **_: Any) -> AsyncIterator[BrokerCall]:
+        self.opening.set()
+        await self.open.wait()
+
+        async def call(method: str, params: dict[str, Any]) -> Any:
+            raise AssertionError("the strategy never runs")
+
+        yield call
+
+
+def test_a_second_ctrl_c_while_an_execution_is_still_starting_records_it_interrupted() -> None:
+    """The drain interrupts the sandbox while an execution is on its way there (its broker session
+    opening): that execution must not start afterwards and run behind the drain's back, its outcome
+    lost when the replica stops; it ends `interrupted` without running, like one claimed ahead."""
+    store, sandbox, brokers = FakeStore(due=1), InterruptibleSandbox(20.0), HeldBrokers()
+    made = replica(store, sandbox, lease_seconds=4)
+    made.brokers = brokers
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(made.run(stop))
+        await asyncio.wait_for(brokers.opening.wait(), 10)
+        stop.set()
+        made.force_stop.set()  # the second Ctrl-C
+        while not made._interrupting:  # the drain has interrupted what the sandbox was running
+            await asyncio.sleep(0.01)
+        began = time.monotonic()
+        brokers.open.set()
+        await asyncio.wait_for(task, 60)
+        return time.monotonic() - began
+
+    took = asyncio.run(scenario())
+    assert [outcome.status for outcome in store.outcomes.values()] == ["interrupted"]
+    assert not sandbox.ran
+    assert took < 5
 
 
 class RacingStore(FakeStore):
