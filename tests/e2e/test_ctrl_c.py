@@ -6,10 +6,11 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
-from tests.e2e.harness import Service, deploy_sql, wait_for
+from tests.e2e.harness import Service, deploy_sql, free_port, wait_for
 from tests.e2e.test_replicas import services, start_workers  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -21,13 +22,30 @@ def test_a_second_ctrl_c_stops_the_drain_and_records_interrupted(
     services: list[Service],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    start_workers(services, database_url, tmp_path, 1, shutdown_grace_seconds=120, max_wall_time_seconds=300)
-    deploy_sql(pg_conn, "long", "import time\ntime.sleep(240)\n", interval=3600)
-    wait_for(
-        lambda: pg_conn.execute("SELECT count(*) FROM executions WHERE status = 'running'").fetchone()[0] == 1,
-        30,
-        "the execution to start",
+    port = free_port()
+    start_workers(
+        services,
+        database_url,
+        tmp_path,
+        1,
+        shutdown_grace_seconds=120,
+        max_wall_time_seconds=300,
+        worker_health_port=port,
     )
+    deploy_sql(pg_conn, "long", "import time\ntime.sleep(240)\n", interval=3600)
+
+    def in_flight() -> int:
+        try:
+            return int(httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["in_flight"])
+        except httpx.HTTPError:
+            return 0  # its health server not listening yet
+
+    # The notice counts what the replica itself holds (its /health's in_flight). The database shows
+    # the execution running a round trip earlier (the claim commits, then reads when the next one is
+    # due): a Ctrl-C in between is told of 0 running executions, rightly, and the drain still waits
+    # for this one. So wait for the replica's count, not the row.
+    wait_for(lambda: in_flight() == 1, 30, "the replica to count the execution running")
+    assert pg_conn.execute("SELECT count(*) FROM executions WHERE status = 'running'").fetchone() == (1,)
     worker = services[0]
     worker.process.send_signal(signal.SIGINT)
     line = wait_for(
