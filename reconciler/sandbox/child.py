@@ -228,20 +228,22 @@ def _limit_traceback(exc: BaseException) -> str:
     return "the strategy raised a subclass of its own of a time-limit exception\n"
 
 
-def _described(exc: BaseException) -> tuple[bool, str]:
-    """Whether `exc` comes from running out of memory, and its traceback, under the run's limits.
+def _described(exc: BaseException) -> str:
+    """The traceback of `exc`, under the run's limits.
 
-    Both read the strategy's exception, which may run its code (the properties a `SyntaxError`
+    It reads the strategy's exception, which may run its code (the properties a `SyntaxError`
     subclass defines, the `str()` of an argument): whatever that raises is the strategy's, kept, and
     replaced by a message made of our own text; a limit exception goes on to `run`.
     """
     try:
-        return _out_of_memory(exc), strategy_traceback(exc)
+        return strategy_traceback(exc)
     except (CpuTimeExceeded, WallTimeExceeded):
         raise
     except BaseException as failure:
         _kept.append(failure)
-        return False, (
+        if _out_of_memory(failure):  # a traceback is built in memory too
+            return f"{_type_name(exc)} was raised, and there was no memory left to show its traceback\n"
+        return (
             f"{_type_name(exc)} was raised, and showing it raised {_type_name(failure)} "
             "(its message or one of its attributes is code of the strategy's that failed)\n"
         )
@@ -254,15 +256,36 @@ def _type_name(exc: BaseException) -> str:
     return name if type(name) is str else "an exception"
 
 
+# The exception's own stored fields, read through the descriptors of the built-in classes: a subclass
+# of the strategy's may define properties of the same names, and nothing of its code may run here
+# (this is also read once the limits are off).
+_CAUSE = BaseException.__dict__["__cause__"].__get__
+_CONTEXT = BaseException.__dict__["__context__"].__get__
+_GROUPED = BaseExceptionGroup.__dict__["exceptions"].__get__
+_CHAIN_NODES = 100  # exceptions looked at, at most: chains can loop, groups can be wide and deep
+
+
 def _out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is a MemoryError or was raised while handling one (`except MemoryError: raise X`)."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 20:
-        if isinstance(current, MemoryError):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
+    """Whether a MemoryError is anywhere in `exc`: itself, its chain (`except MemoryError: raise X`),
+    or inside an exception group, at any depth. Runs no code of the strategy's.
+    """
+    try:
+        stack = [exc]
+        budget = _CHAIN_NODES
+        while stack and budget > 0:
+            current = stack.pop()
+            budget -= 1
+            kind = type(current)  # not `isinstance`, which reads a `__class__` the strategy may define
+            if issubclass(kind, MemoryError):
+                return True
+            if issubclass(kind, BaseExceptionGroup):
+                grouped = _GROUPED(current)
+                stack.extend(grouped[index] for index in range(min(len(grouped), budget)))
+            for linked in (_CAUSE(current), _CONTEXT(current)):
+                if linked is not None:
+                    stack.append(linked)
+    except MemoryError:  # too little memory left to walk it: that is the answer
+        return True
     return False
 
 
@@ -395,11 +418,10 @@ class Execution:
             raise
         except BaseException as exc:  # the strategy's own failure, reported with its traceback
             _kept.append(exc)
-            out_of_memory, error = _described(exc)
-            if out_of_memory:  # raised by the limit, or caught and re-raised as another error
-                ballast.close()
-                return _report("memory_exceeded", error)
-            status = "failed"
+            if _out_of_memory(exc):  # raised by the limit, or caught and re-raised as another error
+                ballast.close()  # first: showing the traceback needs memory of its own
+                return _report("memory_exceeded", _described(exc))
+            status, error = "failed", _described(exc)
         else:
             status, error = "succeeded", None
         stamp("strategy ran")
@@ -414,8 +436,7 @@ class Execution:
             raise
         except BaseException as exc:  # raised by the strategy's own objects while they were converted
             _kept.append(exc)
-            out_of_memory, described = _described(exc)
-            if out_of_memory:  # serialising needs memory of its own
+            if _out_of_memory(exc):  # serialising needs memory of its own
                 ballast.close()
                 return _report(
                     "memory_exceeded",
@@ -425,7 +446,7 @@ class Execution:
             return _report(
                 "failed",
                 "storing RESULT and STATE as JSON ran the strategy's own code (a method of an object it left in "
-                "them), which raised; the previous STATE is kept\n" + described,
+                "them), which raised; the previous STATE is kept\n" + _described(exc),
             )
         return {"t": "done", "status": status, "error": error, "result": result, "state": state}
 

@@ -232,3 +232,82 @@ def test_no_client_call_goes_out_once_a_limit_fired(harness: Harness) -> None:
     assert calls == ["get_balances"]
     assert outcome.status == "timed_out", (outcome.status, outcome.error)
     assert "refused: limit_refused" in outcome.output, outcome.output
+
+
+# -- which exceptions mean "out of memory" ------------------------------------------------------------
+
+# A MemoryError that only an exception group holds: raised by a real allocation past the limit, or
+# raised as it is, beside another error, nested one group deeper.
+_GROUPED_MEMORY_ERRORS = {
+    "allocation": (
+        "try:\n    hoard = 'a' * (1 << 30)\nexcept MemoryError as exc:\n    caught = exc\n"
+        "raise ExceptionGroup('batch', [caught])\n"
+    ),
+    "beside-another": "raise ExceptionGroup('batch', [ValueError('bad row'), MemoryError()])\n",
+    "nested": "raise ExceptionGroup('outer', [ExceptionGroup('inner', [KeyError('k'), MemoryError()])])\n",
+}
+
+
+@pytest.mark.parametrize("name", list(_GROUPED_MEMORY_ERRORS))
+def test_a_memory_error_in_an_exception_group_is_memory_exceeded(harness: Harness, name: str) -> None:
+    """Before: only `__cause__` and `__context__` were followed, so these were recorded `failed`."""
+    outcome = harness.run(_GROUPED_MEMORY_ERRORS[name])
+    assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
+    assert "ExceptionGroup" in (outcome.error or ""), outcome.error
+
+
+@pytest.mark.parametrize("name", list(_GROUPED_MEMORY_ERRORS))
+def test_a_memory_error_in_an_exception_group_is_memory_exceeded_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox, name: str
+) -> None:
+    outcome = _run_plain(loop_runner, plain, _GROUPED_MEMORY_ERRORS[name])
+    assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
+
+
+def test_a_group_without_a_memory_error_still_fails(harness: Harness) -> None:
+    outcome = harness.run("raise ExceptionGroup('batch', [ValueError('bad row'), KeyError('k')])\n")
+    assert outcome.status == "failed", (outcome.status, outcome.error)
+    assert "ExceptionGroup: batch (2 sub-exceptions)" in (outcome.error or ""), outcome.error
+
+
+# Groups and chains that lie about what they hold: a subclass's `exceptions` or `__cause__` property
+# is not what decides (only the group's and the exception's own stored fields are read), and a chain
+# that loops back on itself through a group ends the walk. Showing the exception still calls them,
+# under the run's limits, as it did: here that raises, and is described as such.
+_LYING_CHAINS = {
+    "exceptions-property-raises": (
+        "class Lying(ExceptionGroup):\n"
+        "    @property\n"
+        "    def exceptions(self):\n"
+        "        raise SystemExit('from exceptions')\n"
+        "raise Lying('batch', [MemoryError()])\n",
+        "memory_exceeded",
+    ),
+    "cause-property-raises": (
+        "class Lying(ValueError):\n"
+        "    @property\n"
+        "    def __cause__(self):\n"
+        "        raise SystemExit('from __cause__')\n"
+        "try:\n"
+        "    raise MemoryError()\n"
+        "except MemoryError:\n"
+        "    raise Lying('no memory')\n",
+        "memory_exceeded",
+    ),
+    "chain-loops-through-a-group": (
+        "inner = ValueError('inner')\n"
+        "group = ExceptionGroup('batch', [inner])\n"
+        "inner.__context__ = group\n"
+        "raise group\n",
+        "failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_LYING_CHAINS))
+def test_a_lying_group_or_chain_is_judged_by_what_it_holds(loop_runner: LoopRunner, plain: Sandbox, name: str) -> None:
+    """Before: a property that raised decided the run `failed` though it held a MemoryError."""
+    code, status = _LYING_CHAINS[name]
+    outcome = _run_plain(loop_runner, plain, code)
+    assert outcome.status == status, (outcome.status, outcome.error)
+    assert outcome.duration < TEST_LIMITS.cpu_seconds, outcome.duration
