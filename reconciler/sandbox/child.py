@@ -41,6 +41,12 @@ from reconciler.sandbox.jsonable import strict_default, to_jsonable
 MAX_REQUEST_BYTES = 64 << 20  # from the trusted supervisor: code, CONFIG and STATE
 MAX_REPLY_BYTES = 16 << 20  # broker replies (market data can be large)
 _FLUSH_BYTES = 8192
+_PIECE_CHARS = 1024  # output frames of the last resort, when the strategy left too little memory
+# Address space held back from the strategy and released once its run is over (or on MemoryError), so
+# that its report can be built and sent when the strategy has used everything else: glibc grows the
+# heap in 2 MiB steps here (the hugetlb tunable aligns its top to a huge page), and the report needs a
+# few copies of the output and of RESULT and STATE on top of that.
+_RESERVE_BYTES = 4 << 20
 _TICK = 0.25  # seconds between output flushes and wall-clock checks
 # Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
 # strategy can reach it to modify it (`__builtins__` starts with `_`).
@@ -97,10 +103,31 @@ class Channel:
         try:
             protocol.send(self.sock, message)
         finally:
-            self.busy = False
+            self.release()
+
+    def send_frame(self, frame: bytes) -> None:
+        """An already encoded frame: sending it allocates nothing (the last resort of `send_report`)."""
+        self.busy = True
+        try:
+            self.sock.sendall(frame)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """End a send (or an `Output.flush`), and raise the limit exception deferred during it.
+
+        Raised even when the send itself failed (it then replaces that error): left pending, it would
+        be raised by the next send, which may be the final report's, once nothing would catch it as
+        the run's timeout (the run was then recorded as a fault of the service).
+        """
+        self.busy = False
         if self._deferred is not None:
             deferred, self._deferred = self._deferred, None
             raise deferred
+
+    def forget_deferred(self) -> None:
+        """Once the limits are off: the run's `expired` has recorded any limit that fired."""
+        self._deferred = None
 
     def interrupt(self, exc: BaseException) -> None:
         """Called from a signal handler: raise now, or as soon as the current frame is sent."""
@@ -134,18 +161,41 @@ class Output:
             data = data[: max(room, 0)]
         if not data:
             return
+        self._pending.append(data.decode("utf-8", "ignore"))  # first: a MemoryError here keeps nothing
         self._kept += len(data)
-        self._pending.append(data.decode("utf-8", "ignore"))
         self._pending_bytes += len(data)
         if self._pending_bytes >= _FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        # Swap first: the periodic tick may call flush between any two bytecodes of this one.
-        pending, self._pending = self._pending, []
+        """Send what is pending, in one frame.
+
+        The chunks leave `_pending` only once their frame is sent: a send that fails (with memory full,
+        encoding the frame raises MemoryError) keeps them, in order, for the next flush or the final
+        report. The whole of it counts as a send (`Channel.busy`), so neither the periodic tick's own
+        flush nor a limit exception can come between sending the chunks and taking them out (which
+        would send them twice).
+        """
+        channel = self._channel
+        if channel.busy or not self._pending:
+            return
+        channel.busy = True
+        try:
+            protocol.send(channel.sock, {"t": "out", "data": "".join(self._pending)})
+            self._pending.clear()  # in place: a new list is an allocation, which may fail here
+            self._pending_bytes = 0
+        finally:
+            channel.release()
+
+    def flush_in_pieces(self) -> None:
+        """What is pending, in frames small enough to build in what little memory is left; each is sent
+        before the next is built. The last resort, just before the final report: a failure part way
+        leaves the pieces already sent pending, and nothing flushes again after it."""
+        for chunk in self._pending:
+            for start in range(0, len(chunk), _PIECE_CHARS):
+                self._channel.send({"t": "out", "data": chunk[start : start + _PIECE_CHARS]})
+        self._pending.clear()
         self._pending_bytes = 0
-        if pending:
-            self._channel.send({"t": "out", "data": "".join(pending)})
 
 
 class _PrintCollector:
@@ -294,6 +344,25 @@ def _report(status: str, error: str) -> dict[str, Any]:
     return {"t": "done", "status": status, "error": error, "result": None, "state": None}
 
 
+_NO_ROOM_FOR_REPORT = (
+    "the strategy used all of its memory, and its report (RESULT and STATE) did not fit in what it left: "
+    "use less memory; the previous STATE is kept"
+)
+# The report of last resort, encoded once in the zygote: sending it needs no memory at all.
+_NO_ROOM_FRAME = protocol.encode(_report("memory_exceeded", _NO_ROOM_FOR_REPORT) | {"dropped": 0})
+
+
+def _short_report(report: dict[str, Any], dropped: int) -> dict[str, Any]:
+    """`report` without RESULT and STATE, for a run whose full report did not fit in its memory: a run
+    that timed out or ran out of memory stays so, any other is out of memory now."""
+    status, error = report.get("status"), report.get("error")
+    kept = status if status in ("timed_out", "memory_exceeded") else "memory_exceeded"
+    text = _NO_ROOM_FOR_REPORT
+    if isinstance(error, str):  # the run's own error first (a traceback ends with its newline)
+        text = error + ("" if error.endswith("\n") else "\n") + text
+    return _report(kept, text) | {"dropped": dropped}
+
+
 # Everything of the strategy's (its namespace, the exceptions it raised) stays referenced here until
 # `os._exit`: freeing it would run its finalisers (`__del__`, weakref callbacks) after its limits are
 # off. Only the zygote's rehearsal empties it.
@@ -368,6 +437,8 @@ class Execution:
                 # The run ended by a limit, or a limit signal landed while its report was being
                 # finished, before the handlers were disarmed: either way, this run's timeout.
                 return _report("timed_out", _limit_traceback(exc))
+            if _out_of_memory(exc):  # our own code, building the report in what memory the run left
+                return _report("memory_exceeded", _NO_ROOM_FOR_REPORT)
             # Only the strategy's own code raises through the guards of `_run_and_store`.
             return _report("failed", "the strategy's objects raised while its report was being built")
         finally:
@@ -390,9 +461,9 @@ class Execution:
         of the strategy's, the exceptions it raised included, stays referenced in `_kept` until
         `os._exit`, so that no finaliser of theirs runs either.
         """
-        # Address space held back from the strategy and released on MemoryError so the report fits
-        # under RLIMIT_AS. An untouched anonymous mapping: it costs no page faults, only the limit.
-        ballast = mmap.mmap(-1, 1 << 20)
+        # Address space held back from the strategy (see _RESERVE_BYTES). An untouched anonymous
+        # mapping: it costs no page faults, only the limit.
+        ballast = mmap.mmap(-1, _RESERVE_BYTES)
         wall = float(self.header["wall_seconds"])
         self.deadline = time.monotonic() + wall
         self.armed = True
@@ -404,8 +475,10 @@ class Execution:
         try:
             return self._run_and_store(namespace, ballast)
         finally:
-            self._disarm()
-            ballast.close()
+            try:
+                self._disarm()
+            finally:  # even if disarming could not allocate: the report needs the room
+                ballast.close()
 
     def _run_and_store(self, namespace: dict[str, Any], ballast: mmap.mmap) -> dict[str, Any]:
         # A limit exception raised anywhere here (CpuTimeExceeded, WallTimeExceeded) propagates to
@@ -450,14 +523,52 @@ class Execution:
             )
         return {"t": "done", "status": status, "error": error, "result": result, "state": state}
 
+    def send_report(self, report: dict[str, Any]) -> int:
+        """Send the output still pending and the report, after the run; the exit code.
+
+        The strategy's objects are never freed (see `_kept`), so when it used all of its memory, the
+        report must be sent in what the released reserve gives back: when the whole of it does not fit,
+        the output goes in small pieces and the report without RESULT and STATE, and as a last
+        resort a report encoded in advance, which needs no memory. Never an error of the service.
+        """
+        try:
+            self.output.flush()
+            report["dropped"] = self.output.dropped
+            stamp("report built")
+            if _phases is not None:
+                report["phases"] = _phases
+            self.channel.send(report)
+            return 0
+        except MemoryError:
+            pass
+        # Not `contextlib.suppress`: building its context manager is an allocation, which may fail.
+        try:  # noqa: SIM105
+            self.output.flush_in_pieces()
+        except MemoryError:
+            pass  # what could not be sent is lost; the report goes all the same
+        try:
+            self.channel.send(_short_report(report, self.output.dropped))
+        except MemoryError:
+            self.channel.send_frame(_NO_ROOM_FRAME)
+        return 0
+
     def _disarm(self) -> None:
         # First, while the limits still hold: the cyclic collector would run the finalisers of the
         # strategy's unreachable objects at the next allocation (the timer call below makes one),
         # outside its limits. The process exits within milliseconds: nothing needs freeing.
         gc.disable()
         self.armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit (SIGKILL) still applies
+        self.channel.forget_deferred()
+        # Each call takes effect before it builds the value it returns, which is what can fail with the
+        # strategy's memory full: then it has done its work all the same.
+        try:  # noqa: SIM105 (suppress() allocates)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except MemoryError:
+            pass
+        try:  # noqa: SIM105
+            signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the hard limit (SIGKILL) still applies
+        except MemoryError:
+            pass
 
     def _on_cpu_limit(self, signum: int, frame: Any) -> None:
         if self.armed:
@@ -475,7 +586,12 @@ class Execution:
         if time.monotonic() >= self.deadline - 0.01:  # timer granularity
             self._expire(WallTimeExceeded("wall-clock time limit exceeded"))
         elif not self.channel.busy:
-            self.output.flush()
+            try:  # noqa: SIM105 (as in `send_report`: suppress() allocates)
+                self.output.flush()
+            except MemoryError:
+                # The output stays pending for the next flush. Raised here, it would fail whichever
+                # line of the strategy's the tick happened to interrupt.
+                pass
 
     def _result(self, value: Any) -> Any:
         try:
@@ -584,18 +700,12 @@ def _serve_confined(sock: socket.socket) -> int:
         stamp("request loaded")
         fresh_random_state()
         execution = Execution(sock, header, strategy)
-        report = execution.run()
-        execution.output.flush()
-        report["dropped"] = execution.output.dropped
-        stamp("report built")
-        if _phases is not None:
-            report["phases"] = _phases
-        execution.channel.send(report)
-        return 0
+        return execution.send_report(execution.run())
     except BaseException as exc:
         # Kept, as everything of the run is (`_kept`): freeing an exception can run code.
         _kept.append(exc)
-        return protocol.EXIT_OUT_OF_MEMORY if type(exc) is MemoryError else protocol.EXIT_REPORT_FAILED
+        # Read through the built-in descriptors only (`_out_of_memory`): nothing of the strategy's runs.
+        return protocol.EXIT_OUT_OF_MEMORY if _out_of_memory(exc) else protocol.EXIT_REPORT_FAILED
 
 
 _REHEARSAL = """

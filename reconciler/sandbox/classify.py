@@ -179,8 +179,8 @@ def _exited(code: int, limits: SandboxLimits) -> tuple[str, str]:
     """A child that exited without a report: its exit code says at which step (protocol.EXIT_*)."""
     if code == protocol.EXIT_OUT_OF_MEMORY:
         return "memory_exceeded", (
-            f"the strategy's code finished, but its report (output, RESULT, STATE) did not fit in the memory "
-            f"limit of {limits.memory_mb} MB: keep RESULT and STATE small"
+            f"the strategy used all of its memory, and its report (output, RESULT, STATE) did not fit in the "
+            f"memory limit of {limits.memory_mb} MB: use less memory, and keep RESULT and STATE small"
         )
     if code == protocol.EXIT_REPORT_FAILED:
         return "failed", f"the strategy's code finished, but its report could not be sent; {_NOT_YOURS}"

@@ -311,3 +311,61 @@ def test_a_lying_group_or_chain_is_judged_by_what_it_holds(loop_runner: LoopRunn
     outcome = _run_plain(loop_runner, plain, code)
     assert outcome.status == status, (outcome.status, outcome.error)
     assert outcome.duration < TEST_LIMITS.cpu_seconds, outcome.duration
+
+
+# -- output and reports when the strategy has used all of its memory -----------------------------------
+
+# Fills the address space to the last few bytes and keeps it all: then prints while nothing is left
+# (each print may fail; the strategy carries on), and ends either by failing one more allocation or
+# normally, leaving its report to be built and sent in what memory it left.
+_FILL = (
+    "log('before the fill')\n"
+    "hoard = []\n"
+    "size = 1 << 20\n"
+    "while size >= 1:\n"
+    "    try:\n"
+    "        hoard.append('a' * size)\n"
+    "    except MemoryError:\n"
+    "        size //= 2\n"
+    "for i in range(100):\n"
+    "    try:\n"
+    "        log('line', i, 'y' * 100)\n"
+    "    except MemoryError:\n"
+    "        pass\n"
+)
+_FULL_MEMORY = {
+    "ends-by-a-failed-allocation": _FILL + "hoard.append('z' * (1 << 30))\n",
+    "ends-normally": _FILL + "RESULT = {'lines': 100}\n",
+}
+
+
+def _assert_output_kept(outcome: Any) -> None:
+    error = outcome.error or ""
+    assert "fault of the service" not in error, error
+    assert outcome.output.startswith("[info] before the fill\n"), outcome.output[:200]
+    # Each line that was printed is there once, in order: none lost to a failed send, none sent twice.
+    numbers = [int(line.split()[2]) for line in outcome.output.splitlines()[1:] if line.startswith("[info] line ")]
+    assert numbers == sorted(set(numbers)), numbers
+
+
+@pytest.mark.parametrize("name", list(_FULL_MEMORY))
+def test_output_printed_with_memory_full_is_kept(harness: Harness, name: str) -> None:
+    """Before: a send that failed for lack of memory had already taken its chunks out, so everything
+    pending (here even the line printed before the fill) was lost; a report that then did not fit was
+    recorded without any output."""
+    outcome = harness.run(_FULL_MEMORY[name])
+    _assert_output_kept(outcome)
+    if name == "ends-by-a-failed-allocation":
+        assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
+        assert "MemoryError" in (outcome.error or ""), outcome.error
+    else:  # its RESULT and STATE may or may not fit in what it left
+        assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)
+
+
+@pytest.mark.parametrize("name", list(_FULL_MEMORY))
+def test_output_printed_with_memory_full_is_kept_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox, name: str
+) -> None:
+    outcome = _run_plain(loop_runner, plain, _FULL_MEMORY[name])
+    _assert_output_kept(outcome)
+    assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)

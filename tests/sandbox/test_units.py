@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import types
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -277,3 +281,123 @@ def test_the_replicas_compile_cache_is_the_sandboxs_even_while_empty() -> None:
     cache = CompiledCache(CompilePool(), max_bytes=1 << 20)
     assert len(cache) == 0 and not cache
     assert Sandbox(SandboxLimits.from_settings(load_settings()), cache).compiler is cache
+
+
+# -- the child's channel and output, in-process over a socketpair ---------------------------------------
+
+
+def _frames(sock: socket.socket) -> list[Any]:
+    """Every frame sent so far to the other end of `sock`'s pair, decoded."""
+    sock.setblocking(False)
+    buffer = bytearray()
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(1 << 16):
+            buffer += chunk
+    return [protocol.decode(frame) for frame in protocol.take_frames(buffer, 1 << 20)]
+
+
+_REAL_SEND = protocol.send
+
+
+class _FailingSends:
+    """`protocol.send` as it behaves with memory full: the next `failures` sends raise MemoryError
+    before writing anything (encoding the frame is what allocates); `during` runs inside the send."""
+
+    def __init__(self, failures: int, during: Callable[[], None] = lambda: None) -> None:
+        self.failures = failures
+        self.during = during
+
+    def __call__(self, sock: socket.socket, message: Any) -> None:
+        self.during()
+        if self.failures > 0:
+            self.failures -= 1
+            raise MemoryError
+        _REAL_SEND(sock, message)
+
+
+def test_output_whose_send_fails_is_kept_and_sent_once_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: `flush` took the chunks out before sending, so a MemoryError in the send lost them."""
+    from reconciler.sandbox.child import Channel, Output
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        output = Output(Channel(theirs), cap=1 << 16)
+        output.write("first\n")
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=2))
+        for _ in range(2):
+            with pytest.raises(MemoryError):
+                output.flush()
+        output.write("second\n")
+        output.flush()
+        output.flush()  # nothing pending: nothing sent
+        assert _frames(mine) == [{"t": "out", "data": "first\nsecond\n"}]
+
+
+def test_output_in_pieces_sends_everything_pending_in_small_frames() -> None:
+    from reconciler.sandbox.child import _PIECE_CHARS, Channel, Output
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        output = Output(Channel(theirs), cap=1 << 16)
+        text = "".join(f"line {n}\n" for n in range(800))
+        output.write(text[:10])
+        output.write(text[10:])  # over _FLUSH_BYTES: sent as one frame already
+        output.write("tail\n")
+        output.flush_in_pieces()
+        frames = _frames(mine)
+        assert "".join(frame["data"] for frame in frames) == text + "tail\n"
+        assert max(len(frame["data"]) for frame in frames[1:]) <= _PIECE_CHARS
+
+
+def test_a_limit_that_fires_during_a_failed_send_is_raised_by_it_not_by_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit signal during a send is deferred until the frame is out. Before, when that send failed
+    (MemoryError), the limit stayed deferred and the next send raised it: the final report's, outside
+    the run, which then ended as a fault of the service with no report."""
+    from reconciler.sandbox.child import Channel, WallTimeExceeded
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        channel = Channel(theirs)
+        limit = WallTimeExceeded("wall-clock time limit exceeded")
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=1, during=lambda: channel.interrupt(limit)))
+        with pytest.raises(WallTimeExceeded):
+            channel.send({"t": "out", "data": "lost to the failed send"})
+        monkeypatch.setattr(protocol, "send", _REAL_SEND)
+        channel.send({"t": "done", "status": "timed_out"})  # raises nothing now
+        assert _frames(mine) == [{"t": "done", "status": "timed_out"}]
+
+
+def _execution(sock: socket.socket) -> Any:
+    from reconciler.sandbox.child import Execution
+
+    return Execution(sock, {"output_bytes": 1 << 16}, compile("", "<strategy>", "exec"))
+
+
+def test_a_report_that_does_not_fit_keeps_the_output_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With memory full after the run, the output goes in small pieces and the report without RESULT
+    and STATE, the run's own error first: `memory_exceeded`, never an exit without a report."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        execution.output.write("printed\n")
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=1))  # the whole output, in one frame
+        report = {"t": "done", "status": "failed", "error": "ValueError: bad row\n", "result": [1], "state": None}
+        assert execution.send_report(report) == 0
+        out, done = _frames(mine)
+        assert out == {"t": "out", "data": "printed\n"}
+        assert done["status"] == "memory_exceeded" and done["result"] is None and done["state"] is None
+        assert done["error"].startswith("ValueError: bad row\nthe strategy used all of its memory"), done["error"]
+
+
+def test_with_no_memory_at_all_the_report_encoded_in_advance_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        execution.output.write("printed\n")
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=1 << 30))
+        report = {"t": "done", "status": "succeeded", "error": None, "result": [1], "state": {"a": 1}}
+        assert execution.send_report(report) == 0
+        (done,) = _frames(mine)
+        assert done["status"] == "memory_exceeded" and done["state"] is None, done
