@@ -51,6 +51,11 @@ def not_found(deployment_id: str) -> NotFound:
     return NotFound(f"no deployment {deployment_id!r}")
 
 
+def _leaving(deployment_id: str, what: str) -> Conflict:
+    """The refusal of a write to the user's bot whose deletion was requested (`what`: "be run", ...)."""
+    return Conflict(f"bot {deployment_id!r} is being deleted; it can no longer {what}")
+
+
 class TenantUnauthorized(ApiError):
     def __init__(self, message: str) -> None:
         super().__init__(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="tenant"'})
@@ -88,18 +93,24 @@ class TenantApi:
     # --- operations shared with the dashboard ------------------------------------------------------
 
     async def start(self, user_id: str, start: BotStartRequest) -> tuple[Deployed | None, dict[str, object] | None]:
-        """Deploy/redeploy (Deployed) or restart (the status record); NotFound for another user's id."""
+        """Deploy/redeploy (Deployed) or restart (the status record); NotFound for another user's id, a
+        409 for a bot being deleted."""
         if start.code is None:
             assert start.deployment_id is not None
             record = await self.store.set_desired_state(start.deployment_id, "running", user_id=user_id)
             if record is None:
-                raise not_found(start.deployment_id)
+                raise await self._unknown_or_leaving(user_id, start.deployment_id, "be started")
             return None, record
         assert start.name is not None and start.execution_interval is not None
         deployment_id = start.deployment_id
         if deployment_id is not None:
-            if await self.store.get_status(deployment_id, user_id=user_id) is None:
+            status = await self.store.get_status(deployment_id, user_id=user_id)
+            if status is None:
                 raise not_found(deployment_id)
+            if status["delete_requested_at"] is not None:
+                # Said here in the tenant API's words; the store's own refusal below still covers a
+                # deletion requested between this read and the deploy.
+                raise _leaving(deployment_id, "be redeployed")
         else:
             deployment_id = await self.store.find_live_by_name(user_id, start.name)
         bounds = (self.settings.min_execution_interval, self.settings.max_execution_interval)
@@ -148,7 +159,7 @@ class TenantApi:
         until a replica finalizes the deletion: a 404 would contradict it."""
         status = await self.store.get_status(deployment_id, user_id=user_id)
         if status is not None and status["delete_requested_at"] is not None:
-            return Conflict(f"bot {deployment_id!r} is being deleted; it can no longer {what}")
+            return _leaving(deployment_id, what)
         return not_found(deployment_id)
 
     # --- handlers --------------------------------------------------------------------------------
@@ -170,7 +181,7 @@ class TenantApi:
         stop = _parse_body(BotStopRequest, await read_body(request, MAX_BODY_BYTES))
         record = await self.store.set_desired_state(stop.deployment_id, "stopped", user_id=user_id)
         if record is None:
-            raise not_found(stop.deployment_id)
+            raise await self._unknown_or_leaving(user_id, stop.deployment_id, "be stopped")
         return respond_camel(Deployment.from_record(record))
 
     async def list_deployments(self, request: Request) -> Response:
@@ -232,7 +243,7 @@ class TenantApi:
                 "Deploy (or redeploy) and start a bot, or start a stopped one",
                 responses={200: Deployment, 201: Deployment},
                 body=BotStartRequest,
-                errors=(404, 409, 413, 422),
+                errors=(404, 409, 413, 422),  # 409: being deleted, or an API key another user's bot holds
             ),
             tenant(
                 "POST",
@@ -241,7 +252,7 @@ class TenantApi:
                 "Stop a bot (a run in progress finishes)",
                 responses={200: Deployment},
                 body=BotStopRequest,
-                errors=(404, 413, 422),
+                errors=(404, 409, 413, 422),  # 409: being deleted
             ),
             tenant(
                 "GET",

@@ -183,6 +183,47 @@ def test_delete_and_run(tenant_client: TestClient) -> None:
     assert deploy(tenant_client)["deploymentId"] != bot_id
 
 
+def test_every_write_to_a_bot_being_deleted_is_a_409_saying_so(
+    tenant_client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    """The executor API's answers for a strategy being deleted, in the tenant API's words: its list
+    still shows the bot (`deleting`), so a 404 would contradict it. Nothing changes."""
+    bot_id = deploy(tenant_client)["deploymentId"]
+    assert tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE).status_code == 202
+    before = pg_conn.execute(
+        "SELECT desired_state, generation, name, code FROM strategies WHERE strategy_id = %s", (bot_id,)
+    ).fetchone()
+    writes = {
+        "be stopped": ("/api/bot/stop", {"deploymentId": bot_id}),
+        "be started": ("/api/bot/start", {"deploymentId": bot_id}),
+        "be redeployed": ("/api/bot/start", start_body(deploymentId=bot_id, code="print(2)\n")),
+        "be run": (f"/api/bot/deployments/{bot_id}/run", None),
+    }
+    for what, (path, body) in writes.items():
+        response = tenant_client.post(path, headers=ALICE, json=body)
+        assert response.status_code == 409, (what, response.text)
+        assert response.json() == {
+            "error": "conflict",
+            "message": f"bot {bot_id!r} is being deleted; it can no longer {what}",
+        }, what
+        # Another user's request learns nothing about it: the answer to an unknown id.
+        assert tenant_client.post(path, headers=bearer("bob"), json=body).status_code == 404, what
+    # Deleting again is accepted and changes nothing, as the executor API's repeated DELETE.
+    again = tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE)
+    assert again.status_code == 202 and again.json()["status"] == "deleting"
+    assert tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=bearer("bob")).status_code == 404
+    after = pg_conn.execute(
+        "SELECT desired_state, generation, name, code FROM strategies WHERE strategy_id = %s", (bot_id,)
+    ).fetchone()
+    assert after == before
+    assert pg_conn.execute("SELECT count(*) FROM run_requests WHERE strategy_id = %s", (bot_id,)).fetchone() == (0,)
+    # Once a replica has removed its rows, the bot is unknown again.
+    pg_conn.execute("DELETE FROM strategies WHERE strategy_id = %s", (bot_id,))
+    for what, (path, body) in writes.items():
+        assert tenant_client.post(path, headers=ALICE, json=body).status_code == 404, what
+    assert tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE).status_code == 404
+
+
 def test_run_while_a_run_is_pending_joins_it(tenant_client: TestClient, pg_conn: psycopg.Connection) -> None:
     bot_id = deploy(tenant_client)["deploymentId"]
     first = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)

@@ -2826,6 +2826,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description A conflict: the strategy is being deleted or is another user's, the exchange API key is another user's, (balances) the strategy trades live, or (a run) its risk guard halted it: error strategy_halted, the message says since when, why, when it resumes and how to resume it, and `halt` holds the status's halt object (limit, value, threshold, when halted, when it resumes) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Request body, code or config too large */
             413: {
                 headers: {

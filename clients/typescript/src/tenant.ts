@@ -20,7 +20,10 @@ export interface Started {
  * signTenantToken). Another user's bot answers 404, as an unknown one does.
  */
 export class TenantClient extends BaseClient {
-  /** Deploy and start a bot (`{name, code, executionInterval, ...}`), redeploy one, or restart one (`{deploymentId}`). */
+  /**
+   * Deploy and start a bot (`{name, code, executionInterval, ...}`), redeploy one, or restart one
+   * (`{deploymentId}`). A `deploymentId` of a bot being deleted is refused (409 `conflict`).
+   */
   async start(request: BotStartRequest): Promise<Started> {
     const { data, response } = await this.send("POST", "/api/bot/start", (signal) =>
       this.api.POST("/api/bot/start", { body: request, signal }),
@@ -28,6 +31,7 @@ export class TenantClient extends BaseClient {
     return { deployment: data, created: response.status === 201 };
   }
 
+  /** Stop the bot (a run in progress finishes); a bot being deleted is refused (409 `conflict`). */
   async stop(deploymentId: string): Promise<Deployment> {
     const { data } = await this.send("POST", "/api/bot/stop", (signal) =>
       this.api.POST("/api/bot/stop", { body: { deploymentId }, signal }),
