@@ -254,6 +254,8 @@ class Dashboard:
         bot_id, action = request.path_params["bot_id"], request.path_params["action"]
         if not _valid_id(bot_id):
             return self.problem(request, 404, "No such bot", "You have no bot with this id.")
+        if action not in ("run", "stop", "start", "delete"):
+            return self.problem(request, 404, "Not found", f"There is no action {action!r}.")
         if action == "run":
             try:
                 done = await self.store.request_run(bot_id, user_id=user_id)
@@ -265,16 +267,24 @@ class Dashboard:
             desired = "stopped" if action == "stop" else "running"
             done = await self.store.set_desired_state(bot_id, desired, user_id=user_id)
             notice = "stopped" if action == "stop" else "started"
-        elif action == "delete":
-            done = await self.store.request_deletion(bot_id, user_id=user_id)
-            if done is not None:
-                return RedirectResponse("/?notice=deleted", status_code=303)
-            notice = ""
-        else:
-            return self.problem(request, 404, "Not found", f"There is no action {action!r}.")
+        else:  # delete
+            # Idempotent, as in the APIs: a bot already being deleted is accepted again (it is on the
+            # list, `deleting`); None only when this user has no such bot.
+            if await self.store.request_deletion(bot_id, user_id=user_id) is None:
+                return self.problem(request, 404, "No such bot", "You have no bot with this id.")
+            return RedirectResponse("/?notice=deleted", status_code=303)
         if done is None:
-            return self.problem(request, 404, "No such bot", "You have no bot with this id (or it is being deleted).")
+            return await self._no_bot_to_act_on(request, user_id, bot_id, _CAN_NO_LONGER[action])
         return RedirectResponse(f"/bots/{quote(bot_id)}?notice={notice}", status_code=303)
+
+    async def _no_bot_to_act_on(self, request: Request, user_id: str, bot_id: str, what: str) -> HTMLResponse:
+        """The page for an action that found no bot of this user's to act on: a bot being deleted
+        (409, as the APIs answer) is still on the user's list as `deleting`, so "no such bot" would
+        contradict it; only an unknown id, another user's or one whose rows are gone, is a 404."""
+        status = await self.store.get_status(bot_id, user_id=user_id)
+        if status is not None and status["delete_requested_at"] is not None:
+            return self.problem(request, 409, "Being deleted", _leaving_message(status["name"], what))
+        return self.problem(request, 404, "No such bot", "You have no bot with this id.")
 
     async def deploy_page(self, request: Request) -> Response:
         if (page := self._not_configured(request)) is not None:
@@ -288,6 +298,9 @@ class Dashboard:
             spec = await self.store.get_spec(bot_id, user_id=session[0]) if _valid_id(bot_id) else None
             if spec is None:
                 return self.problem(request, 404, "No such bot", "You have no bot with this id.")
+            if spec["delete_requested_at"] is not None:
+                # Its form could only be refused when sent: say so now, before anything is typed.
+                return await self._no_bot_to_act_on(request, session[0], bot_id, _CAN_NO_LONGER["deploy"])
             form |= {
                 "name": spec["name"],
                 "code": spec["code"],
@@ -329,6 +342,7 @@ class Dashboard:
         if form["bot"] and not _valid_id(form["bot"]):
             errors["bot"] = "not a bot id"
         code_error = None
+        status = 422
         if not errors:
             body: dict[str, Any] = {
                 "name": form["name"].strip(),
@@ -358,13 +372,17 @@ class Dashboard:
                     errors[field] = error.reason
             except ApiError as exc:
                 errors["form"] = exc.message
+                if exc.status == 409:
+                    # Nothing wrong with what was typed: the bot is being deleted (or the API key is
+                    # another user's). The form stays, what was typed kept, under the API's status.
+                    status = 409
             except ValueError as exc:  # the request model's own checks
                 errors["form"] = str(exc)
         lines = form["code"].replace("\r\n", "\n").split("\n") if code_error else []
         return self.render(
             request,
             "deploy.html",
-            422,
+            status,
             session=session,
             form=form,
             errors=errors,
@@ -402,8 +420,19 @@ _FORM_FIELDS = {
 }
 
 
+# What a bot being deleted can no longer be, per action the dashboard offers ("deploy": Deploy new
+# code). Delete is not here: a second one is accepted, as the APIs accept it.
+_CAN_NO_LONGER = {"run": "run", "stop": "stopped", "start": "started", "deploy": "redeployed"}
+
 _BOT_ID = re.compile(STRATEGY_ID_PATTERN)
 _WHERE = re.compile(r" \(line \d+, column \d+\)$")
+
+
+def _leaving_message(name: str, what: str) -> str:
+    return (
+        f"{name} is being deleted, so it can no longer be {what}. It shows as deleting in your list "
+        "until its rows are gone; deploy a new bot to run its code again."
+    )
 
 
 def is_dashboard_path(path: str) -> bool:

@@ -220,3 +220,43 @@ def test_run_now_joins_a_pending_run_and_a_halted_bot_says_why(anonymous: TestCl
     assert halted.status_code == 409
     assert "halted by max_daily_loss: the loss today is 61.5 USDT" in halted.text
     assert "resumes by itself at 2030-01-02T00:00:00Z, or at once with Start on this page" in halted.text
+
+
+def test_every_action_on_a_bot_being_deleted_says_so(anonymous: TestClient, pg_conn: object) -> None:
+    """A page left open while the bot is deleted (another tab, the API) still offers its buttons:
+    pressing one says what is true, a 409 as the APIs answer, not "no such bot"."""
+    bot = deploy_bot(anonymous, "alice", name="leaving")
+    csrf = sign_in(anonymous, "alice")
+    deleting = anonymous.delete(f"/api/bot/deployments/{bot}", headers=bearer("alice")).json()
+    for action, what in (("run", "run"), ("stop", "stopped"), ("start", "started")):
+        page = anonymous.post(f"/bots/{bot}/{action}", data={"csrf": csrf}, follow_redirects=False)
+        assert page.status_code == 409, action
+        assert "text/html" in page.headers["content-type"]
+        assert "Being deleted" in page.text and "No such bot" not in page.text, action
+        assert f"leaving is being deleted, so it can no longer be {what}" in page.text, action
+    # Delete again: accepted, as the APIs accept it, and nothing else changes.
+    again = anonymous.post(f"/bots/{bot}/delete", data={"csrf": csrf}, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/?notice=deleted"
+    # Its page says it is going and offers nothing it would refuse.
+    page = anonymous.get(f"/bots/{bot}").text
+    assert 'id="bot-status">deleting' in page
+    assert "data-action=" not in page and f"/deploy?bot={bot}" not in page
+    # Deploy new code: the form for it, and a form sent for it, say the same (what was typed kept).
+    form_page = anonymous.get(f"/deploy?bot={bot}")
+    assert form_page.status_code == 409 and "leaving is being deleted, so it can no longer be redeployed" in (
+        form_page.text
+    )
+    form = {"csrf": csrf, "name": "leaving", "code": "print(42)\n", "interval": "5", "config": "{}"}
+    sent = anonymous.post("/deploy", data={**form, "exchange": "paper", "bot": bot})
+    assert sent.status_code == 409
+    assert f"bot &#39;{bot}&#39; is being deleted; it can no longer be redeployed" in sent.text
+    assert "print(42)" in sent.text
+    detail = anonymous.get(f"/api/bot/deployments/{bot}", headers=bearer("alice")).json()
+    assert detail["status"] == "deleting" and detail["generation"] == deleting["generation"]
+    assert detail["desiredState"] == "running" and detail["code"] != "print(42)\n"
+    # Once its rows are gone it is no bot at all.
+    pg_conn.execute("DELETE FROM strategies WHERE strategy_id = %s", (bot,))  # type: ignore[attr-defined]
+    for action in ("run", "stop", "start", "delete"):
+        gone = anonymous.post(f"/bots/{bot}/{action}", data={"csrf": csrf})
+        assert gone.status_code == 404 and "No such bot" in gone.text, action
+    assert anonymous.get(f"/deploy?bot={bot}").status_code == 404
