@@ -707,6 +707,12 @@ class Replica:
 
         return call
 
+    def drain_counts(self) -> tuple[int, int]:
+        """What a drain waits for, as (running, waiting): executions started and not yet recorded
+        (nearly all hold a slot; the rest are writing their outcome), and executions claimed ahead,
+        waiting for a slot, which start if one frees within the grace period."""
+        return len(self._tasks), len(self._ready)
+
     async def _drain(self) -> None:
         """Let claimed executions finish within the grace period (those claimed ahead start as slots
         free), then interrupt the rest: the running ones killed, the waiting ones recorded
@@ -714,7 +720,7 @@ class Replica:
         if not self._tasks and not self._ready:
             return
         grace = self.settings.shutdown_grace_seconds
-        log.info("draining %d executions (grace %.0fs)", len(self._tasks) + len(self._ready), grace)
+        log.info("draining %d running, %d claimed and waiting for a slot (grace %.0fs)", *self.drain_counts(), grace)
         deadline = time.monotonic() + grace
         forced = asyncio.ensure_future(self.force_stop.wait())
         try:

@@ -270,10 +270,14 @@ def _on_stop_signal(stop: asyncio.Event, replica: Replica, grace: float) -> None
     """The first Ctrl-C (or SIGTERM) drains and says for how long; the second stops the executions now."""
     if not stop.is_set():
         stop.set()
+        # Counted as the drain counts, not by the slots (/health's in_flight): executions claimed ahead
+        # and waiting for a slot are waited for too, and may run within the grace period.
+        running, waiting = replica.drain_counts()
         log.warning(
-            "stopping: %d running executions may take up to %.0f s to finish (SHUTDOWN_GRACE_SECONDS);"
-            " press Ctrl-C again to stop them now (they are recorded interrupted)",
-            replica.health.in_flight,
+            "stopping: %d running, %d claimed and waiting for a slot; they may take up to %.0f s to finish"
+            " (SHUTDOWN_GRACE_SECONDS); press Ctrl-C again to stop them now (they are recorded interrupted)",
+            running,
+            waiting,
             grace,
         )
     elif not replica.force_stop.is_set():

@@ -40,7 +40,7 @@ def test_a_second_ctrl_c_stops_the_drain_and_records_interrupted(
         except httpx.HTTPError:
             return 0  # its health server not listening yet
 
-    # The notice counts what the replica itself holds (its /health's in_flight). The database shows
+    # The notice counts what the replica itself holds (here its /health's in_flight). The database shows
     # the execution running a round trip earlier (the claim commits, then reads when the next one is
     # due): a Ctrl-C in between is told of 0 running executions, rightly, and the drain still waits
     # for this one. So wait for the replica's count, not the row.
@@ -51,7 +51,7 @@ def test_a_second_ctrl_c_stops_the_drain_and_records_interrupted(
     line = wait_for(
         lambda: next((x for x in worker.log().splitlines() if "may take up to" in x), None), 10, "the drain notice"
     )
-    assert "1 running executions may take up to 120 s" in line and "Ctrl-C again" in line
+    assert "1 running, 0 claimed and waiting for a slot; they may take up to 120 s" in line and "Ctrl-C again" in line
     time.sleep(1)
     assert worker.alive()  # draining: the first Ctrl-C alone waits for the grace period
     started = time.monotonic()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ import pytest
 from reconciler import loop as loop_module
 from reconciler.loop import Replica
 from reconciler.outcome import BrokerCall, ExecutionOutcome, ExecutionRequest
+from reconciler.service import _on_stop_signal
 from reconciler.settings import Settings
 from reconciler.storage.db import Database, DatabaseTimeout
 from reconciler.storage.fence import Fence
@@ -202,6 +204,42 @@ def test_the_drain_records_executions_claimed_ahead_interrupted_without_running_
     assert set(store.strategies) == set(store.outcomes)
     assert store.recorded_twice == []
     assert sandbox.peak <= SLOTS
+
+
+def test_the_first_ctrl_c_counts_the_executions_claimed_ahead_the_drain_waits_for(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The notice says what the drain will wait for: the executions holding a slot, and those
+    claimed ahead, waiting for one (each runs if a slot frees within the grace period)."""
+    monkeypatch.setattr(loop_module, "CLAIM_AHEAD_SECONDS", 3600.0)
+    store, sandbox = FakeStore(due=50), FakeSandbox(0.005)
+    made = replica(store, sandbox, shutdown_grace_seconds=7)
+
+    async def scenario() -> tuple[int, int]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(made.run(stop))
+        await asyncio.sleep(0.3)  # slots freeing fast: executions are claimed ahead
+        sandbox.block = True
+        for _ in range(200):
+            if sandbox.blocked == SLOTS and made._ready and len(made._tasks) == SLOTS:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("no execution waited for a slot")
+        counted = (len(made._tasks), len(made._ready))
+        with caplog.at_level(logging.WARNING, logger="reconciler.service"):
+            _on_stop_signal(stop, made, 7.0)  # the first Ctrl-C
+        made.force_stop.set()
+        await asyncio.wait_for(task, 30)
+        return counted
+
+    running, waiting = asyncio.run(scenario())
+    assert running == SLOTS and waiting > 0
+    (notice,) = [r.getMessage() for r in caplog.records if "may take up to" in r.getMessage()]
+    assert notice.startswith(
+        f"stopping: {running} running, {waiting} claimed and waiting for a slot; they may take up to 7 s to finish"
+    ), notice
+    assert "Ctrl-C again" in notice
 
 
 class InterruptibleSandbox(FakeSandbox):
