@@ -512,9 +512,7 @@ class Replica:
             try:
                 if self._interrupting:
                     # Claimed ahead, and the drain gave up before a slot freed for it: it never ran.
-                    outcome: ExecutionOutcome | None = ExecutionOutcome(
-                        status="interrupted", duration=0.0, error="the replica stopped before this execution started"
-                    )
+                    outcome: ExecutionOutcome | None = _never_started()
                     flight.ended = time.monotonic()
                 else:
                     outcome = await self._run_sandboxed(flight)
@@ -688,9 +686,7 @@ class Replica:
             # back and its outcome be lost when the replica stops. Checked in the task's first step,
             # which enters `sandbox.run` without suspending, so an interrupt either came before this
             # check or finds the run in the sandbox.
-            return ExecutionOutcome(
-                status="interrupted", duration=0.0, error="the replica stopped before this execution started"
-            )
+            return _never_started()
         return await self.sandbox.run(request, broker)
 
     def _fenced_broker(self, flight: _Flight, broker: BrokerCall) -> BrokerCall:
@@ -923,7 +919,8 @@ class Replica:
                 self._db_down(exc)
                 if stop.is_set():
                     raise
-                await _wait_any(stop, stop, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
 
 
@@ -971,10 +968,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+def _never_started() -> ExecutionOutcome:
+    """The outcome of an execution the drain gave up on before it reached the sandbox."""
+    return ExecutionOutcome(
+        status="interrupted", duration=0.0, error="the replica stopped before this execution started"
+    )
