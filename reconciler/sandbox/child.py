@@ -45,7 +45,7 @@ _PIECE_CHARS = 1024  # output frames of the last resort, when the strategy left 
 # Address space held back from the strategy and released once its run is over (or on MemoryError), so
 # that its report can be built and sent when the strategy has used everything else: glibc grows the
 # heap in 2 MiB steps here (the hugetlb tunable aligns its top to a huge page), and the report needs a
-# few copies of the output and of RESULT and STATE on top of that.
+# few copies of the output and of RESULT and STATE on top of that. Held twice (see `Execution.run`).
 _RESERVE_BYTES = 4 << 20
 _TICK = 0.25  # seconds between output flushes and wall-clock checks
 # Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
@@ -462,8 +462,13 @@ class Execution:
         `os._exit`, so that no finaliser of theirs runs either.
         """
         # Address space held back from the strategy (see _RESERVE_BYTES). An untouched anonymous
-        # mapping: it costs no page faults, only the limit.
+        # mapping: it costs no page faults, only the limit. Two: `ballast` is released while the run's
+        # limits still hold, to describe its failure or store RESULT and STATE with memory full, and
+        # that can run the strategy's code (an exception group's `exceptions`, a `text` property),
+        # which may take the room back; `reserve` is released only once nothing of the strategy's can
+        # run, so the report always has its room.
         ballast = mmap.mmap(-1, _RESERVE_BYTES)
+        reserve = mmap.mmap(-1, _RESERVE_BYTES)
         wall = float(self.header["wall_seconds"])
         self.deadline = time.monotonic() + wall
         self.armed = True
@@ -479,6 +484,7 @@ class Execution:
                 self._disarm()
             finally:  # even if disarming could not allocate: the report needs the room
                 ballast.close()
+                reserve.close()
 
     def _run_and_store(self, namespace: dict[str, Any], ballast: mmap.mmap) -> dict[str, Any]:
         # A limit exception raised anywhere here (CpuTimeExceeded, WallTimeExceeded) propagates to

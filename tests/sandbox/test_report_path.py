@@ -333,9 +333,31 @@ _FILL = (
     "    except MemoryError:\n"
     "        pass\n"
 )
+# Fills memory, then raises a group whose `exceptions` property (read when its traceback is shown,
+# after the reserve for the report was released) fills it again: found by a hostile-tenant session,
+# which lost every line printed before the fill this way.
+_GREEDY_GROUP = (
+    "log('before the fill')\n"
+    "hoard = []\n"
+    "def fill():\n"
+    "    size = 1 << 20\n"
+    "    while size >= 1:\n"
+    "        try:\n"
+    "            hoard.append('a' * size)\n"
+    "        except MemoryError:\n"
+    "            size //= 2\n"
+    "class Greedy(ExceptionGroup):\n"
+    "    @property\n"
+    "    def exceptions(self):\n"
+    "        fill()\n"
+    "        return ()\n"
+    "fill()\n"
+    "raise Greedy('boom', [MemoryError()])\n"
+)
 _FULL_MEMORY = {
     "ends-by-a-failed-allocation": _FILL + "hoard.append('z' * (1 << 30))\n",
     "ends-normally": _FILL + "RESULT = {'lines': 100}\n",
+    "showing-its-error-fills-the-reserve": _GREEDY_GROUP,
 }
 
 
@@ -358,6 +380,8 @@ def test_output_printed_with_memory_full_is_kept(harness: Harness, name: str) ->
     if name == "ends-by-a-failed-allocation":
         assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
         assert "MemoryError" in (outcome.error or ""), outcome.error
+    elif name == "showing-its-error-fills-the-reserve":
+        assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
     else:  # its RESULT and STATE may or may not fit in what it left
         assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)
 
