@@ -168,6 +168,69 @@ def tree_cpu(root: int) -> float:
     return total / CLK_TCK
 
 
+def _role(pid: int) -> str:
+    """What a PostgreSQL process is, from the title it sets: backends by their database, the rest by role."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+    title = title.removeprefix("postgres: ").strip()
+    for role in ("autovacuum", "walwriter", "checkpointer", "background writer", "logical replication"):
+        if title.startswith(role):
+            return role
+    return "backend" if " " in title and not title.startswith(("startup", "archiver", "io ")) else title
+
+
+class RoleSampler:
+    """PostgreSQL's CPU in a window split by process role (backends, autovacuum, WAL writer, ...).
+
+    Sampled every 0.2 s from /proc: a process that starts and ends between two samples (a short
+    autovacuum worker) is missed here but counted in the tree's total, so `unattributed` is reported."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = False
+        self._thread: Any = None
+
+    def _sample(self, initial: bool) -> None:
+        pending = _children(self.root)
+        while pending:
+            pid = pending.pop()
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            cpu = (stat[0] + stat[1]) / CLK_TCK
+            if initial:
+                self.first[pid] = cpu
+            role = self.last[pid][0] if pid in self.last else _role(pid)
+            self.last[pid] = (role, cpu)
+            pending.extend(_children(pid))
+
+    def start(self) -> None:
+        import threading
+
+        self._sample(initial=True)
+
+        def run() -> None:
+            while not self._stop:
+                time.sleep(0.2)
+                self._sample(initial=False)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop = True
+        self._thread.join()
+        self._sample(initial=False)
+        by_role: dict[str, float] = {}
+        for pid, (role, cpu) in self.last.items():
+            by_role[role] = by_role.get(role, 0.0) + cpu - self.first.get(pid, 0.0)
+        return by_role
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, all) CPU seconds of the machine since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -388,12 +451,15 @@ def run_window(
             time.sleep(max(0.0, remaining) + warmup)
             admin.execute("SELECT pg_stat_statements_reset()")
             pg_before, rep_before, machine_before = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
+            roles = RoleSampler(server_pid(server))
+            roles.start()
             lsn_before, db_start, sessions_before = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             wall_start = time.time()
             time.sleep(seconds)
             wall_end = time.time()
             lsn_after, db_end, sessions_after = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             pg_after, rep_after, machine_after = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
+            pg_roles = roles.stop()
             server_side = server_statements(admin, database)
             backlog = conn.execute(
                 "SELECT count(*) FROM strategy_status WHERE status = 'running' AND running_execution_id IS NULL "
@@ -406,10 +472,15 @@ def run_window(
         explained = explain_claims(conn, slots)
         rows = conn.execute(
             "SELECT extract(epoch FROM started_at - scheduled_for), extract(epoch FROM claimed_at - scheduled_for), "
-            "       status "
+            "       status, extract(epoch FROM finished_at - %s::timestamptz) "
             "FROM executions WHERE finished_at >= %s AND finished_at < %s AND trigger = 'schedule'",
-            (db_start, db_end),
+            (db_start, db_start, db_end),
         ).fetchall()
+        # Lag by 10 s of the window (when the execution ended): a start-up catch-up, a periodic stall
+        # (a checkpoint, a vacuum) and a steady backlog look alike in one p99 and unlike here.
+        buckets: dict[int, list[float]] = {}
+        for r in rows:
+            buckets.setdefault(int(float(r[3]) // 10), []).append(float(r[0]))
         wal = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (lsn_after, lsn_before)).fetchone()[0]  # type: ignore[index]
         window = (db_end - db_start).total_seconds()
         executed = len(rows)
@@ -437,6 +508,7 @@ def run_window(
             "executions_per_s": round(executed / window, 1),
             "backlog_due_unclaimed_at_end": backlog,
             "lag_ms": {"p50": ms(lags, 0.5), "p99": ms(lags, 0.99), "max": ms(lags, 1.0)},
+            "lag_ms_p99_by_10s": [ms(buckets[k], 0.99) for k in sorted(buckets)],
             "claim_lag_ms": {"p50": ms(claim_lags, 0.5), "p99": ms(claim_lags, 0.99)},
             "replica_side_ms": {
                 name: {"n": len(values), "p50": ms(values, 0.5), "p99": ms(values, 0.99)}
@@ -453,6 +525,16 @@ def run_window(
                 "replicas_share_of_machine": round(rep_cpu / all_cpu, 3) if all_cpu else None,
                 "postgres_ms_per_execution": round(pg_cpu * per_execution, 3) if per_execution else None,
                 "replicas_ms_per_execution": round(rep_cpu * per_execution, 3) if per_execution else None,
+                # PostgreSQL's ms per execution by process role; `unattributed`: processes that came
+                # and went between two samples (short autovacuum workers, mostly).
+                "postgres_ms_per_execution_by_role": (
+                    {
+                        **{role: round(cpu * per_execution, 3) for role, cpu in sorted(pg_roles.items())},
+                        "unattributed": round((pg_cpu - sum(pg_roles.values())) * per_execution, 3),
+                    }
+                    if per_execution
+                    else None
+                ),
             },
             "wal_bytes_per_execution": round(float(wal) / executed) if executed else None,
             # How much of PostgreSQL's CPU per execution its statements account for (executing and
@@ -563,6 +645,11 @@ def print_table(flat: list[dict[str, Any]], compare: list[dict[str, Any]], scali
                 f"{_fmt(cpu['replicas_ms_per_execution']):>9} {_fmt(r['transactions_per_execution']):>5} "
                 f"{_fmt(r['wal_bytes_per_execution']):>8}"
             )
+        for r in scaling:
+            roles = r["cpu"].get("postgres_ms_per_execution_by_role") or {}
+            by_10s = " ".join(_fmt(v) for v in r["lag_ms_p99_by_10s"])
+            print(f"{r['replicas']:>2} lag p99 by 10 s of the window: {by_10s}")
+            print(f"{r['replicas']:>2} PostgreSQL ms/ex by process: " + ", ".join(f"{k} {v}" for k, v in roles.items()))
 
 
 def save(path: Path, figures: dict[str, Any]) -> None:
