@@ -57,6 +57,7 @@ from reconciler.policy import PolicyError
 from reconciler.settings import Settings
 from reconciler.storage.api_store import (
     Deployed,
+    Record,
     SealedCredentials,
     Store,
     StrategyConflict,
@@ -162,6 +163,18 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _halt_figures(halt: Record) -> str:
+    """The halt in figures, from what its status row holds: a halt written by hand may lack any of them."""
+    if halt["halt_limit"] is None:
+        return "no limit is on record"
+    figures = [
+        f"{label} {halt[column]}"
+        for label, column in (("measured", "halt_value"), ("limit", "halt_threshold"))
+        if halt[column] is not None
+    ]
+    return f"{halt['halt_limit']}: {', '.join(figures)}" if figures else halt["halt_limit"]
+
+
 def halted_refusal(
     exc: StrategyHalted,
     *,
@@ -174,9 +187,7 @@ def halted_refusal(
     is the status's). Refused rather than recorded: no claim takes a halted strategy's requests, so a
     202 would promise a run that comes only after a resume, if ever."""
     halt = exc.halt
-    why = halt["status_reason"] or (
-        f"{halt['halt_limit']}: measured {halt['halt_value']}, limit {halt['halt_threshold']}"
-    )
+    why = halt["status_reason"] or _halt_figures(halt)
     since = f" since {_when(halt['halted_at'])}" if halt["halted_at"] is not None else ""
     if halt["resume_at"] is not None:
         until = f"it resumes by itself at {_when(halt['resume_at'])}, or at once with {resume}"

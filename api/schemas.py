@@ -343,9 +343,13 @@ class StrategyStats(_Response):
 class Halt(_Response):
     """Why the risk guard halted the strategy: the limit, what it measured, and when."""
 
-    limit: str
-    value: Decimal = Field(description="The measured value, as a string.")
-    threshold: Decimal = Field(description="The limit's value, as a string.")
+    # The guard records all three with every halt; a halt written otherwise (an operator's UPDATE, a
+    # status upsert that proposes `halted` for a new row) may lack them: null, never a refusal to answer.
+    limit: str | None = Field(
+        description="The limit that tripped (e.g. max_daily_loss); null when the halt does not record it."
+    )
+    value: Decimal | None = Field(description="The measured value, as a string; null when not recorded.")
+    threshold: Decimal | None = Field(description="The limit's value, as a string; null when not recorded.")
     halted_at: datetime
     resume_at: datetime | None = Field(description="When a pause ends by itself; null: until a person starts it.")
 

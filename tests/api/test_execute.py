@@ -250,6 +250,38 @@ def test_execute_of_a_strategy_halted_until_started_is_409_naming_start(
     assert response.json()["message"] == "strategy 's1' is being deleted; it can no longer be run"
 
 
+def test_a_halt_whose_limit_was_not_recorded_is_still_a_clear_answer(
+    deployed: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    """A `halted` row without its limit, value and threshold (the schema allows it; an operator's
+    UPDATE can write it): the 409 and the status say what is known and null for the rest, never a 500."""
+    write_status(pg_conn, status="halted", halted_at="2026-11-27T10:00:00Z")
+    expected_halt = {
+        "limit": None,
+        "value": None,
+        "threshold": None,
+        "halted_at": "2026-11-27T10:00:00Z",
+        "resume_at": None,
+    }
+    response = deployed.post("/strategies/s1/execute")
+    assert response.status_code == 409, response.text
+    assert response.json() == {
+        "error": "strategy_halted",
+        "message": "strategy 's1' is halted by its risk guard since 2026-11-27T10:00:00Z (no limit is on"
+        " record); it stays halted until POST /strategies/s1/start resumes it. No run was requested: run it"
+        " once it has resumed.",
+        "halt": expected_halt,
+    }
+    status = deployed.get("/strategies/s1/status")
+    assert status.status_code == 200, status.text
+    assert status.json()["halt"] == expected_halt
+    # Start, the way out of a halt, answers with the status too (still `halted` until a pass runs).
+    started = deployed.post("/strategies/s1/start")
+    assert started.status_code == 200, started.text
+    assert started.json()["halt"] == expected_halt
+    assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
+
+
 @pytest.mark.parametrize(
     "lifted_by",
     ["a start after the halt", "a stop", "the end of the pause"],

@@ -222,6 +222,20 @@ def test_run_now_joins_a_pending_run_and_a_halted_bot_says_why(anonymous: TestCl
     assert "resumes by itself at 2030-01-02T00:00:00Z, or at once with Start on this page" in halted.text
 
 
+def test_run_now_of_a_bot_halted_without_its_figures_says_so(anonymous: TestClient, pg_conn: object) -> None:
+    bot = deploy_bot(anonymous, "alice")
+    csrf = sign_in(anonymous, "alice")
+    pg_conn.execute(  # type: ignore[attr-defined]
+        "INSERT INTO strategy_status (strategy_id, status, observed_generation, halted_at)"
+        " VALUES (%s, 'halted', 1, '2026-11-27T10:00:00Z')",
+        (bot,),
+    )
+    halted = anonymous.post(f"/bots/{bot}/run", data={"csrf": csrf}, follow_redirects=False)
+    assert halted.status_code == 409
+    assert "no limit is on record" in halted.text and "until Start on this page resumes it" in halted.text
+    assert anonymous.get(f"/bots/{bot}").status_code == 200
+
+
 def test_every_action_on_a_bot_being_deleted_says_so(anonymous: TestClient, pg_conn: object) -> None:
     """A page left open while the bot is deleted (another tab, the API) still offers its buttons:
     pressing one says what is true, a 409 as the APIs answer, not "no such bot"."""

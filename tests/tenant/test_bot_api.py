@@ -274,6 +274,24 @@ def test_run_of_a_halted_bot_is_409_saying_why_and_how_to_resume(
     assert tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=bearer("bob")).status_code == 404
 
 
+def test_run_of_a_bot_halted_without_its_figures_is_still_a_409_with_nulls(
+    tenant_client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    """A halt written by hand, with no limit, value or threshold: the same 409, null where unknown."""
+    bot_id = str(deploy(tenant_client)["deploymentId"])
+    write_status(pg_conn, bot_id, status="halted", halted_at="2026-11-27T10:00:00Z")
+    response = tenant_client.post(f"/api/bot/deployments/{bot_id}/run", headers=ALICE)
+    assert response.status_code == 409, response.text
+    assert "(no limit is on record)" in response.json()["message"]
+    assert response.json()["halt"] == {
+        "limit": None,
+        "value": None,
+        "threshold": None,
+        "haltedAt": "2026-11-27T10:00:00Z",
+        "resumeAt": None,
+    }
+
+
 def test_unknown_ids_are_404(tenant_client: TestClient) -> None:
     for method, path, body in [
         ("GET", "/api/bot/deployments/nope", None),

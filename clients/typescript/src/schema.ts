@@ -507,18 +507,21 @@ export interface components {
          * @description Why the risk limits halted the bot: the executor API's `halt`, in camelCase.
          */
         BotHalt: {
-            /** Limit */
-            limit: string;
+            /**
+             * Limit
+             * @description The limit that tripped (e.g. max_daily_loss); null when the halt does not record it.
+             */
+            limit: string | null;
             /**
              * Value
-             * @description The measured value, as a string.
+             * @description The measured value, as a string; null when not recorded.
              */
-            value: string;
+            value: string | null;
             /**
              * Threshold
-             * @description The limit's value, as a string.
+             * @description The limit's value, as a string; null when not recorded.
              */
-            threshold: string;
+            threshold: string | null;
             /**
              * Halted at
              * Format: date-time
@@ -1110,18 +1113,21 @@ export interface components {
          * @description Why the risk guard halted the strategy: the limit, what it measured, and when.
          */
         Halt: {
-            /** Limit */
-            limit: string;
+            /**
+             * Limit
+             * @description The limit that tripped (e.g. max_daily_loss); null when the halt does not record it.
+             */
+            limit: string | null;
             /**
              * Value
-             * @description The measured value, as a string.
+             * @description The measured value, as a string; null when not recorded.
              */
-            value: string;
+            value: string | null;
             /**
              * Threshold
-             * @description The limit's value, as a string.
+             * @description The limit's value, as a string; null when not recorded.
              */
-            threshold: string;
+            threshold: string | null;
             /**
              * Halted At
              * Format: date-time
