@@ -371,11 +371,16 @@ class Dashboard:
                         code_error = {"line": error.line, "column": error.column, "message": message}
                     errors[field] = error.reason
             except ApiError as exc:
-                errors["form"] = exc.message
-                if exc.status == 409:
-                    # Nothing wrong with what was typed: the bot is being deleted (or the API key is
-                    # another user's). The form stays, what was typed kept, under the API's status.
-                    status = 409
+                if exc.status == 404:
+                    # No bot of this user's by that id (unknown, another user's, or its rows gone):
+                    # a 404 as the bot's pages and the APIs answer, not a fault in what was typed.
+                    errors["bot"] = "you have no bot with this id"
+                else:
+                    errors["form"] = exc.message
+                if exc.status in (404, 409):
+                    # Nothing wrong with what was typed: no such bot, or it is being deleted (or the API
+                    # key is another user's). The form stays, what was typed kept, under the API's status.
+                    status = exc.status
             except ValueError as exc:  # the request model's own checks
                 errors["form"] = str(exc)
         lines = form["code"].replace("\r\n", "\n").split("\n") if code_error else []

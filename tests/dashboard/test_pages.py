@@ -117,12 +117,27 @@ def test_bad_form_input_gets_messages_on_the_page(anonymous: TestClient) -> None
         ({"exchange": "coindcx"}, "required with exchange"),
         ({"exchange": "mars"}, "choose paper or coindcx"),
         ({"bot": "not an id!"}, "not a bot id"),
-        ({"bot": "unknown-bot"}, "no deployment"),
     ]:
         body = {**form, "interval": "5", "config": "{}", **fields}
         page = anonymous.post("/deploy", data=body)
         assert page.status_code == 422, fields
         assert message in page.text, (fields, page.text[-2000:])
+
+
+def test_deploying_to_a_bot_that_is_not_yours_is_404_with_the_form_kept(anonymous: TestClient) -> None:
+    """An unknown bot id, or another user's, is a 404 as everywhere else, not a 422 for the input:
+    the form comes back with what was typed, to keep it for a new bot."""
+    bobs = deploy_bot(anonymous, "bob")
+    csrf = sign_in(anonymous, "alice")
+    form = {"csrf": csrf, "name": "x", "code": "print(2)\n", "interval": "5", "config": "{}", "exchange": "paper"}
+    for bot in ("unknown-bot", bobs):
+        page = anonymous.post("/deploy", data={**form, "bot": bot})
+        assert page.status_code == 404, (bot, page.text[-2000:])
+        assert "text/html" in page.headers["content-type"]
+        assert "you have no bot with this id" in page.text and "print(2)" in page.text
+        # As the form's own page and the APIs answer for either id.
+        assert anonymous.get("/deploy", params={"bot": bot}).status_code == 404
+    assert anonymous.get(f"/api/bot/deployments/{bobs}", headers=bearer("bob")).json()["code"] != "print(2)\n"
 
 
 def test_a_compile_error_is_shown_at_its_line(anonymous: TestClient) -> None:
@@ -156,7 +171,7 @@ def test_another_users_bot_is_nowhere(anonymous: TestClient) -> None:
     for action in ("run", "stop", "start", "delete"):
         assert anonymous.post(f"/bots/{alices}/{action}", data={"csrf": csrf}).status_code == 404, action
     form = {"csrf": csrf, "name": "x", "code": "print(1)\n", "interval": "5", "config": "{}", "exchange": "paper"}
-    assert anonymous.post("/deploy", data={**form, "bot": alices}).status_code == 422
+    assert anonymous.post("/deploy", data={**form, "bot": alices}).status_code == 404
     detail = anonymous.get(f"/api/bot/deployments/{alices}", headers=bearer("alice")).json()
     assert detail["desiredState"] == "running" and detail["generation"] == 1
 
