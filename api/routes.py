@@ -88,6 +88,7 @@ class LocalReplica(Protocol):
     database_ok: bool
     running: bool
     in_flight: int
+    claimed_waiting: int
     executed: int
     last_error: str | None
     layers: dict[str, bool]
@@ -247,6 +248,7 @@ class ExecutorApi:
             database_ok=r.database_ok,
             running=r.running,
             in_flight=r.in_flight,
+            claimed_waiting=r.claimed_waiting,
             executed=r.executed,
             last_error=r.last_error,
             layers=dict(r.layers),

@@ -309,7 +309,10 @@ class LocalReplicaHealth(_Response):
     replica_id: str
     database_ok: bool
     running: bool
-    in_flight: int
+    in_flight: int = Field(description="Executions running, each in one of its slots.")
+    claimed_waiting: int = Field(
+        description="Executions it claimed ahead, waiting for a slot to free (they start the moment one does)."
+    )
     executed: int
     last_error: str | None
     layers: dict[str, bool]

@@ -151,7 +151,11 @@ class ReplicaHealth:
     replica_id: str
     database_ok: bool = False
     running: bool = False
+    # Executions holding a slot (a sandboxed process), and those claimed ahead and waiting for one:
+    # what a drain waits for, as the Ctrl-C notice counts it (`Replica.drain_counts`, whose running
+    # count also holds the executions whose process has ended and whose outcome is being written).
     in_flight: int = 0
+    claimed_waiting: int = 0
     executed: int = 0
     last_error: str | None = None
     layers: dict[str, bool] = field(default_factory=dict)
@@ -446,6 +450,7 @@ class Replica:
         flight = _Flight(claim, lease_until)
         self._flights[claim.execution_id] = flight
         self._ready.append(flight)
+        self._report_load()
 
     def _dispatch(self) -> None:
         """Start executions that wait for a slot on the free slots, oldest claim first."""
@@ -457,6 +462,12 @@ class Replica:
                 self._flights.pop(flight.claim.execution_id, None)
                 continue
             self._launch(flight, slot=True)
+        self._report_load()
+
+    def _report_load(self) -> None:
+        """/health's count of the slots taken and of the executions waiting for one, after every change."""
+        self.health.in_flight = self._running
+        self.health.claimed_waiting = len(self._ready)
 
     def _launch(self, flight: _Flight, *, slot: bool) -> None:
         task = asyncio.create_task(self._execute(flight), name=f"execution-{flight.claim.execution_id}")
@@ -465,7 +476,7 @@ class Replica:
         if slot:
             flight.holds_slot = True
             self._running += 1
-            self.health.in_flight = self._running
+            self._report_load()
             self.metrics.busy(self._running)
 
     def _release(self, flight: _Flight) -> None:
@@ -481,7 +492,7 @@ class Replica:
             self._release_gap = gap if self._release_gap == float("inf") else 0.8 * self._release_gap + 0.2 * gap
         self._last_release = now
         self._running -= 1
-        self.health.in_flight = self._running
+        self._report_load()
         self.metrics.busy(self._running)
         self._dispatch()
         # Wake the loop to top the free slots up, but do not make it claim: a freed slot makes nothing
@@ -738,6 +749,7 @@ class Replica:
                     self._launch(flight, slot=False)
                 else:
                     self._flights.pop(flight.claim.execution_id, None)
+            self._report_load()
             await self.sandbox.interrupt_all()
             pending = {task for task in self._tasks if not task.done()}
             if pending:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from reconciler.health import health_app
+from reconciler.loop import ReplicaHealth
 from reconciler.storage.db import libpq_url
 from tests.api.conftest import BuildClient, deploy_body
 from tests.api.replica import write_replica
@@ -125,6 +127,7 @@ class FakeReplicaHealth:
     database_ok: bool = True
     running: bool = True
     in_flight: int = 2
+    claimed_waiting: int = 3
     executed: int = 40
     last_error: str | None = None
     layers: dict[str, bool] = field(default_factory=lambda: {"seccomp": True, "netns": False})
@@ -139,12 +142,21 @@ def test_the_local_replica_is_reported(build_client: BuildClient) -> None:
         "database_ok": True,
         "running": True,
         "in_flight": 2,
+        "claimed_waiting": 3,
         "executed": 40,
         "last_error": None,
         "layers": {"seccomp": True, "netns": False},
     }
-    replica.in_flight = 0  # read live, not copied at start-up
+    replica.in_flight = replica.claimed_waiting = 0  # read live, not copied at start-up
     assert client.get("/health").json()["replica"]["in_flight"] == 0
+    assert client.get("/health").json()["replica"]["claimed_waiting"] == 0
+
+
+def test_a_worker_reports_the_same_figures_at_the_top_of_its_own_health() -> None:
+    assert [f.name for f in fields(FakeReplicaHealth)] == [f.name for f in fields(ReplicaHealth)]
+    health = ReplicaHealth(**asdict(FakeReplicaHealth()))
+    body = TestClient(health_app(health)).get("/health").json()
+    assert (body["status"], body["in_flight"], body["claimed_waiting"]) == ("healthy", 2, 3)
 
 
 def test_the_local_replica_is_reported_while_the_database_is_away(build_client: BuildClient) -> None:

@@ -242,6 +242,40 @@ def test_the_first_ctrl_c_counts_the_executions_claimed_ahead_the_drain_waits_fo
     assert "Ctrl-C again" in notice
 
 
+def test_health_counts_the_slots_taken_and_the_executions_claimed_ahead_as_the_drain_notice_does(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/health's `in_flight` (executions in slots) and `claimed_waiting` (claimed ahead, waiting for a
+    slot) are the two figures the Ctrl-C notice gives, and both are back to 0 once the drain is done."""
+    monkeypatch.setattr(loop_module, "CLAIM_AHEAD_SECONDS", 3600.0)
+    store, sandbox = FakeStore(due=50), FakeSandbox(0.005)
+    made = replica(store, sandbox, shutdown_grace_seconds=7)
+
+    async def scenario() -> tuple[int, int]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(made.run(stop))
+        await asyncio.sleep(0.3)  # slots freeing fast: executions are claimed ahead
+        sandbox.block = True
+        for _ in range(200):
+            if sandbox.blocked == SLOTS and made._ready and len(made._tasks) == SLOTS:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("no execution waited for a slot")
+        reported = (made.health.in_flight, made.health.claimed_waiting)
+        with caplog.at_level(logging.WARNING, logger="reconciler.service"):
+            _on_stop_signal(stop, made, 7.0)
+        made.force_stop.set()
+        await asyncio.wait_for(task, 30)
+        return reported
+
+    in_flight, claimed_waiting = asyncio.run(scenario())
+    assert in_flight == SLOTS and claimed_waiting > 0
+    (notice,) = [r.getMessage() for r in caplog.records if "may take up to" in r.getMessage()]
+    assert notice.startswith(f"stopping: {in_flight} running, {claimed_waiting} claimed and waiting for a slot"), notice
+    assert (made.health.in_flight, made.health.claimed_waiting) == (0, 0)
+
+
 class InterruptibleSandbox(FakeSandbox):
     """Like the real sandbox: `interrupt_all` ends the runs in progress, and no run that starts later."""
 

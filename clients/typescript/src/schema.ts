@@ -1197,8 +1197,16 @@ export interface components {
             database_ok: boolean;
             /** Running */
             running: boolean;
-            /** In Flight */
+            /**
+             * In Flight
+             * @description Executions running, each in one of its slots.
+             */
             in_flight: number;
+            /**
+             * Claimed Waiting
+             * @description Executions it claimed ahead, waiting for a slot to free (they start the moment one does).
+             */
+            claimed_waiting: number;
             /** Executed */
             executed: number;
             /** Last Error */
