@@ -379,6 +379,11 @@ class Execution:
         self.deadline = 0.0
         self.armed = False  # whether the limit handlers may raise into the strategy
         self.expired: CpuTimeExceeded | WallTimeExceeded | None = None  # the first limit that fired
+        # The client call whose exchange with the broker failed part way, and what it raised (see
+        # `call`): from then on the socket is never read or written for a client call again. Two
+        # attributes set in place, not a tuple: marking must not allocate (memory may be full).
+        self.broken_call: str | None = None
+        self.broken_by: BaseException | None = None
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         if self.expired is not None:
@@ -386,9 +391,29 @@ class Execution:
             # limit's exception must not trade on until the kill (orders placed after it, found by
             # a hostile-tenant session).
             raise ExchangeError(refusals.LIMIT_REFUSED, f"{method}: this run is over its time limit")
+        if self.broken_by is not None:
+            raise ExchangeError(
+                refusals.UNAVAILABLE,
+                f"{method}: refused: the reply to an earlier client call ({self.broken_call}) could not be "
+                "read in full, so this run can make no more client calls (the next reply read would "
+                "not have been this call's); the earlier call may have taken effect at the exchange",
+            )
         self.output.flush()  # keep output in order with the broker's own records
-        self.channel.send({"t": "call", "method": method, "params": params})
-        reply = protocol.decode(protocol.recv_frame(self.sock, MAX_REPLY_BYTES))
+        frame = protocol.encode({"t": "call", "method": method, "params": params})  # nothing sent yet
+        try:
+            self.channel.send_frame(frame)
+            body = protocol.recv_frame(self.sock, MAX_REPLY_BYTES)
+        except BaseException as exc:
+            # The request was sent (or partly), and its reply not read whole: what is left of it in
+            # the socket would be read as the next call's reply. A MemoryError part way through a
+            # large reply, a limit's exception raised by its signal handler, a reply over the cap, or
+            # anything a signal handler raised before the reply came: the socket is never used for a
+            # call again. (Reading into a buffer allocated in advance would cover memory alone, and
+            # hold MAX_REPLY_BYTES of every run's memory.)
+            self.broken_call = method if type(method) is str else "a client call"
+            self.broken_by = exc
+            raise
+        reply = protocol.decode(body)
         if reply.get("ok"):
             return reply.get("value")
         kind, message = reply.get("kind"), reply.get("message")
@@ -448,7 +473,30 @@ class Execution:
             # strategy's or a library's, such as `traceback` formatting a `str()` that loops): the
             # run still went over its limit.
             return _report("timed_out", _limit_traceback(self.expired))
+        if self.broken_by is not None and report["status"] not in ("timed_out", "memory_exceeded"):
+            # The strategy caught what broke a client call, and ran on with its later calls refused:
+            # its RESULT and STATE were made without them.
+            return self._broken_report(report, self.broken_by)
         return report
+
+    def _broken_report(self, report: dict[str, Any], broken_by: BaseException) -> dict[str, Any]:
+        """The report of a run that went on after a client call broke off part way (see `call`):
+        `memory_exceeded` if a MemoryError broke it, `failed` otherwise, with the strategy's own error
+        first. Runs once the limits are off: nothing of the exception's is called (`_type_name` and
+        `_out_of_memory` read only what the built-in types store)."""
+        out_of_memory = _out_of_memory(broken_by)
+        text = (
+            f"the reply to the client call {self.broken_call} could not be read in full "
+            f"({_type_name(broken_by)} was raised while it was being read"
+            f"{': the run ran out of memory' if out_of_memory else ''}), and the strategy went on: every "
+            "client call after it was refused, since what was left of that reply would have been read "
+            f"as the next call's; {self.broken_call} may have taken effect at the exchange; the previous "
+            "STATE is kept"
+        )
+        error = report.get("error")
+        if isinstance(error, str):
+            text = error + ("" if error.endswith("\n") else "\n") + text
+        return _report("memory_exceeded" if out_of_memory else "failed", text)
 
     def _execute(self, namespace: dict[str, Any]) -> dict[str, Any]:
         """Run the strategy and turn what it left into its report, all under its limits.

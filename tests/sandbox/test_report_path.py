@@ -9,13 +9,14 @@ real confinement (`plain`), since the policy is not the boundary.
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from reconciler.outcome import ExecutionRequest
+from reconciler.outcome import BrokerError, ExecutionRequest
 from reconciler.policy import STRATEGY_FILENAME
 from reconciler.policy.cache import CompiledCache
 from reconciler.policy.pool import CompilePool
@@ -393,3 +394,115 @@ def test_output_printed_with_memory_full_is_kept_unrestricted(
     outcome = _run_plain(loop_runner, plain, _FULL_MEMORY[name])
     _assert_output_kept(outcome)
     assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)
+
+
+# -- the broker channel after a client call that failed part way ----------------------------------------
+
+_BIG_REPLY_CHARS = 6 << 20  # a reply bigger than what the strategy below leaves free
+
+
+def _two_call_broker(delay: float = 0.0) -> Any:
+    """get_ticker answers a large value (after `delay`), get_balances a small one: a reply read for the
+    wrong call is easy to tell."""
+
+    async def broker(method: str, params: dict[str, Any]) -> Any:
+        if method == "get_ticker":
+            if delay:
+                await asyncio.sleep(delay)
+            return [{"market": "BIG", "blob": "b" * _BIG_REPLY_CHARS}]
+        if method == "get_balances":
+            return [{"currency": "INR", "balance": "2"}]
+        raise BrokerError("unsupported", method)
+
+    return broker
+
+
+# Fills memory in 1 MiB steps, gives back 3 MiB (enough for small allocations, not for the 6 MiB reply),
+# makes a call whose reply cannot be read in that room, catches the MemoryError, frees everything and
+# makes another call.
+_CALL_WITH_MEMORY_FULL = (
+    "hoard = []\n"
+    "try:\n"
+    "    while True:\n"
+    "        hoard.append('a' * (1 << 20))\n"
+    "except MemoryError:\n"
+    "    pass\n"
+    "hoard.pop()\n"
+    "hoard.pop()\n"
+    "hoard.pop()\n"
+    "try:\n"
+    "    big = client.get_ticker()\n"
+    "    log('first call answered', len(big[0]['blob']))\n"
+    "except MemoryError:\n"
+    "    log('first call: MemoryError')\n"
+    "hoard = None\n"
+    "try:\n"
+    "    second = client.get_balances()\n"
+    "    log('second call answered', second[0]['market'] if 'market' in second[0] else second)\n"
+    "except ExchangeError as exc:\n"
+    "    log('second call refused:', exc.kind)\n"
+    "except Exception as exc:\n"
+    "    log('second call raised:', exc)\n"
+)
+
+
+def _assert_refused_after_broken_call(outcome: Any) -> None:
+    output = outcome.output
+    assert "second call answered" not in output and "second call raised" not in output, output
+    assert "second call refused: unavailable" in output, output
+    assert outcome.status == "memory_exceeded", (outcome.status, outcome.error)
+    error = outcome.error or ""
+    assert "get_ticker" in error and "MemoryError" in error and "refused" in error, error
+    assert "fault of the service" not in error, error
+
+
+def test_a_reply_that_ran_out_of_memory_part_way_is_never_taken_for_the_next(harness: Harness) -> None:
+    """Before: the MemoryError left the rest of the reply in the socket, and the next call read it as
+    its own reply (here a frame header made of JSON text, which raised ProtocolError)."""
+    outcome = harness.run(_CALL_WITH_MEMORY_FULL, broker=_two_call_broker())
+    assert "first call: MemoryError" in outcome.output, outcome.output
+    _assert_refused_after_broken_call(outcome)
+
+
+def test_a_reply_that_ran_out_of_memory_part_way_is_never_taken_for_the_next_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox
+) -> None:
+    request = ExecutionRequest("plain", "tenant-a", _CALL_WITH_MEMORY_FULL, {}, {"kept": True})
+    outcome = loop_runner.run(plain.run(request, _two_call_broker()))
+    assert loop_runner.run(leftover_processes(plain)) == []
+    assert "first call: MemoryError" in outcome.output, outcome.output
+    _assert_refused_after_broken_call(outcome)
+
+
+def test_a_reply_not_read_at_all_is_never_taken_for_the_next_calls(loop_runner: LoopRunner, plain: Sandbox) -> None:
+    """A MemoryError raised before a single byte of the reply is read (here by a signal handler, as
+    the child's own periodic one can with memory full) leaves the whole reply in the socket.
+    Before: the next call got that reply as its own answer (the ticker for get_balances)."""
+    code = (
+        # The builtins' `__import__` is the policy's even here: the modules come from the runtime's globals.
+        "cells = [cell.cell_contents for cell in type(client).get_ticker.__closure__]\n"
+        "runtime = [f for f in cells if callable(f) and f.__name__ == '_forward_call'][0].__globals__\n"
+        "signal, time = runtime['signal'], runtime['time']\n"
+        "def no_memory(signum, frame):\n"
+        "    raise MemoryError()\n"
+        "signal.signal(signal.SIGALRM, no_memory)\n"
+        "try:\n"
+        "    client.get_ticker()\n"
+        "    log('first call answered')\n"
+        "except MemoryError:\n"
+        "    log('first call: MemoryError')\n"
+        "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "time.sleep(0.6)\n"  # the broker's reply to the first call is in the socket by now
+        "try:\n"
+        "    second = client.get_balances()\n"
+        "    log('second call answered', second[0].get('market', second))\n"
+        "except ExchangeError as exc:\n"
+        "    log('second call refused:', exc.kind)\n"
+        "except Exception as exc:\n"
+        "    log('second call raised:', exc)\n"
+    )
+    request = ExecutionRequest("plain", "tenant-a", code, {}, {"kept": True})
+    outcome = loop_runner.run(plain.run(request, _two_call_broker(delay=0.4)))
+    assert loop_runner.run(leftover_processes(plain)) == []
+    assert "first call: MemoryError" in outcome.output, outcome.output
+    _assert_refused_after_broken_call(outcome)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import types
 from collections.abc import Callable
 from typing import Any
@@ -401,3 +402,74 @@ def test_with_no_memory_at_all_the_report_encoded_in_advance_goes(monkeypatch: p
         assert execution.send_report(report) == 0
         (done,) = _frames(mine)
         assert done["status"] == "memory_exceeded" and done["state"] is None, done
+
+
+def test_a_call_whose_request_could_not_be_encoded_leaves_the_channel_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing was sent, so nothing is left to read: the next call goes out and gets its own reply."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        real_encode = protocol.encode
+        failures = [MemoryError()]
+
+        def encode(message: Any) -> bytes:
+            if failures:
+                raise failures.pop()
+            return real_encode(message)
+
+        monkeypatch.setattr(protocol, "encode", encode)
+        with pytest.raises(MemoryError):
+            execution.call("get_ticker", {})
+        mine.sendall(protocol.encode({"ok": True, "value": "balances"}))
+        assert execution.call("get_balances", {}) == "balances"
+        assert [frame["method"] for frame in _frames(mine)] == ["get_balances"]
+
+
+def test_a_call_whose_reply_failed_part_way_refuses_every_later_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the next call read the rest of the broken reply as its own."""
+    from reconciler.sandbox.client_proxy import ExchangeError
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        frame = protocol.encode({"ok": True, "value": "x" * 1000})
+        mine.sendall(frame)
+        real_recv_exactly = protocol._recv_exactly
+
+        def recv_exactly(sock: socket.socket, size: int) -> bytes:
+            if size > protocol.HEADER_SIZE:  # the body: half of it read, then out of memory
+                real_recv_exactly(sock, size // 2)
+                raise MemoryError
+            return real_recv_exactly(sock, size)
+
+        monkeypatch.setattr(protocol, "_recv_exactly", recv_exactly)
+        with pytest.raises(MemoryError):
+            execution.call("get_ticker", {})
+        monkeypatch.setattr(protocol, "_recv_exactly", real_recv_exactly)
+        mine.sendall(protocol.encode({"ok": True, "value": "balances"}))
+        for method in ("get_balances", "get_ticker"):
+            with pytest.raises(ExchangeError) as refused:
+                execution.call(method, {})
+            assert refused.value.kind == "unavailable" and "(get_ticker)" in refused.value.message
+        assert [frame["method"] for frame in _frames(mine)] == ["get_ticker"]  # nothing sent after it
+        report = execution._broken_report({"status": "succeeded", "error": None}, execution.broken_by)
+        assert report["status"] == "memory_exceeded" and report["result"] is None, report
+        assert "client call get_ticker could not be read in full (MemoryError" in report["error"], report
+
+
+def test_a_reply_over_the_cap_refuses_every_later_call() -> None:
+    """The cap is checked after the header: the body stays in the socket, unread."""
+    from reconciler.sandbox.child import MAX_REPLY_BYTES
+    from reconciler.sandbox.client_proxy import ExchangeError
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        mine.sendall(struct.pack(">I", MAX_REPLY_BYTES + 1) + b'{"ok":true,"value":"')
+        with pytest.raises(protocol.ProtocolError):
+            execution.call("get_ticker", {})
+        with pytest.raises(ExchangeError) as refused:
+            execution.call("get_balances", {})
+        assert refused.value.kind == "unavailable", refused.value
+        report = execution._broken_report({"status": "succeeded", "error": None}, execution.broken_by)
+        assert report["status"] == "failed" and "ProtocolError was raised" in report["error"], report
