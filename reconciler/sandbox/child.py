@@ -48,6 +48,11 @@ _PIECE_CHARS = 1024  # output frames of the last resort, when the strategy left 
 # few copies of the output and of RESULT and STATE on top of that. Held twice (see `Execution.run`).
 _RESERVE_BYTES = 4 << 20
 _TICK = 0.25  # seconds between output flushes and wall-clock checks
+# What a send raises when the strategy's memory is full, everywhere a failed send is tolerated (the
+# output stays pending, a smaller report goes): SystemError too, since with the strategy's memory full
+# a run of the memory tests ended the final report's send with a SystemError in place of a MemoryError
+# (2 runs in 80; which call raised it was not found).
+_OUT_OF_MEMORY_IN_SEND = (MemoryError, SystemError)
 # Built once in the zygote; each child gets its own copy-on-write copy through the fork, and no
 # strategy can reach it to modify it (`__builtins__` starts with `_`).
 _BUILTINS = guards.make_builtins()
@@ -593,19 +598,16 @@ class Execution:
                 report["phases"] = _phases
             self.channel.send(report)
             return 0
-        except (MemoryError, SystemError):
-            # SystemError too: with the strategy's memory full, a run of the memory tests on the code
-            # before this one ended here with a SystemError in place of a MemoryError (2 runs in 80;
-            # which call raised it was not found).
+        except _OUT_OF_MEMORY_IN_SEND:
             pass
         # Not `contextlib.suppress`: building its context manager is an allocation, which may fail.
         try:  # noqa: SIM105
             self.output.flush_in_pieces()
-        except MemoryError:
+        except _OUT_OF_MEMORY_IN_SEND:
             pass  # what could not be sent is lost; the report goes all the same
         try:
             self.channel.send(_short_report(report, self.output.dropped))
-        except MemoryError:
+        except _OUT_OF_MEMORY_IN_SEND:
             self.channel.send_frame(_NO_ROOM_FRAME)
         return 0
 
@@ -645,7 +647,7 @@ class Execution:
         elif not self.channel.busy:
             try:  # noqa: SIM105 (as in `send_report`: suppress() allocates)
                 self.output.flush()
-            except MemoryError:
+            except _OUT_OF_MEMORY_IN_SEND:
                 # The output stays pending for the next flush. Raised here, it would fail whichever
                 # line of the strategy's the tick happened to interrupt.
                 pass

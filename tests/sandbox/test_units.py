@@ -302,17 +302,21 @@ _REAL_SEND = protocol.send
 
 class _FailingSends:
     """`protocol.send` as it behaves with memory full: the next `failures` sends raise MemoryError
-    before writing anything (encoding the frame is what allocates); `during` runs inside the send."""
+    (or `raised`) before writing anything (encoding the frame is what allocates); `during` runs
+    inside the send."""
 
-    def __init__(self, failures: int, during: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, failures: int, during: Callable[[], None] = lambda: None, raised: type[BaseException] = MemoryError
+    ) -> None:
         self.failures = failures
         self.during = during
+        self.raised = raised
 
     def __call__(self, sock: socket.socket, message: Any) -> None:
         self.during()
         if self.failures > 0:
             self.failures -= 1
-            raise MemoryError
+            raise self.raised
         _REAL_SEND(sock, message)
 
 
@@ -390,6 +394,24 @@ def test_a_report_that_does_not_fit_keeps_the_output_and_says_so(monkeypatch: py
         assert out == {"t": "out", "data": "printed\n"}
         assert done["status"] == "memory_exceeded" and done["result"] is None and done["state"] is None
         assert done["error"].startswith("ValueError: bad row\nthe strategy used all of its memory"), done["error"]
+
+
+@pytest.mark.parametrize("failures", [2, 3])
+def test_a_system_error_in_place_of_a_memory_error_is_tolerated_by_every_send_of_the_report(
+    monkeypatch: pytest.MonkeyPatch, failures: int
+) -> None:
+    """The full report's send fails (1), then the first piece of the output (2), then the short report
+    (3). Before: only the first send's SystemError was caught; the others ended the run without a
+    report, as a fault of the service."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        execution.output.write("printed\n")
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=failures, raised=SystemError))
+        report = {"t": "done", "status": "succeeded", "error": None, "result": [1], "state": {"a": 1}}
+        assert execution.send_report(report) == 0
+        *_, done = _frames(mine)
+        assert done["status"] == "memory_exceeded" and done["state"] is None, done
 
 
 def test_with_no_memory_at_all_the_report_encoded_in_advance_goes(monkeypatch: pytest.MonkeyPatch) -> None:
