@@ -157,20 +157,31 @@ class Output:
         self.dropped = 0
 
     def write(self, text: str) -> None:
+        """Keep `text` (up to the cap), or raise and keep nothing of it: a strategy that writes again
+        after a MemoryError (print and log raise it with memory full) must not get its text twice.
+        """
         if not isinstance(text, str):
             text = str(text)
         data = text.encode("utf-8", "replace")
         room = self._cap - self._kept
+        dropped = self.dropped
         if len(data) > room:
-            self.dropped += len(data) - max(room, 0)
+            dropped += len(data) - max(room, 0)
             data = data[: max(room, 0)]
-        if not data:
-            return
-        self._pending.append(data.decode("utf-8", "ignore"))  # first: a MemoryError here keeps nothing
-        self._kept += len(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= _FLUSH_BYTES:
-            self.flush()
+        if data:
+            chunk = data.decode("utf-8", "ignore")
+            kept, pending_bytes = self._kept + len(data), self._pending_bytes + len(data)
+            self._pending.append(chunk)  # the last step that allocates: until here, nothing is kept
+            self._kept, self._pending_bytes = kept, pending_bytes
+        self.dropped = dropped
+        if data and self._pending_bytes >= _FLUSH_BYTES:
+            try:  # noqa: SIM105 (as in `send_report`: suppress() allocates)
+                self.flush()
+            except _OUT_OF_MEMORY_IN_SEND:
+                # The text is kept, pending, for the next flush or the report. Raised, it told the
+                # strategy that its text was not kept: one that wrote it again after the MemoryError
+                # had it sent twice (a line at the 8192-byte boundary, 57 times until the cap).
+                pass
 
     def flush(self) -> None:
         """Send what is pending, in one frame.

@@ -506,3 +506,55 @@ def test_a_reply_not_read_at_all_is_never_taken_for_the_next_calls(loop_runner: 
     assert loop_runner.run(leftover_processes(plain)) == []
     assert "first call: MemoryError" in outcome.output, outcome.output
     _assert_refused_after_broken_call(outcome)
+
+
+# -- the output's flush boundary (8192 bytes pending) reached with memory full ---------------------------
+
+_BOUNDARY_LINES = 24
+# Fills memory to the last bytes, then writes lines of exactly 1024 bytes ("[info] ", 1016 characters
+# and the newline), so that every eighth one takes the pending output to exactly 8192 bytes, where
+# `write` flushes; each line is retried, after freeing a little of the hoard, until `log` returns.
+# Every line must then be in the output exactly once, in order.
+_LINES_AT_THE_FLUSH_BOUNDARY = (
+    "hoard = []\n"
+    "size = 1 << 20\n"
+    "while size >= 1:\n"
+    "    try:\n"
+    "        hoard.append('a' * size)\n"
+    "    except MemoryError:\n"
+    "        size //= 2\n"
+    "def emit(number):\n"
+    "    while True:\n"
+    "        try:\n"
+    "            log(str(number).zfill(4) + ' ' + 'y' * 1011)\n"
+    "            return\n"
+    "        except MemoryError:\n"
+    "            if hoard:\n"
+    "                hoard.pop()\n"
+    f"for number in range({_BOUNDARY_LINES}):\n"
+    "    emit(number)\n"
+    f"RESULT = {{'lines': {_BOUNDARY_LINES}}}\n"
+)
+
+
+def _assert_each_line_once(outcome: Any) -> None:
+    error = outcome.error or ""
+    assert "fault of the service" not in error, error
+    lines = outcome.output.splitlines()
+    assert all(len(line) == 1023 for line in lines), [line[:20] for line in lines if len(line) != 1023]
+    numbers = [int(line.split()[1]) for line in lines]
+    assert numbers == list(range(_BOUNDARY_LINES)), numbers
+
+
+def test_lines_that_reach_the_flush_boundary_with_memory_full_are_each_sent_once(harness: Harness) -> None:
+    outcome = harness.run(_LINES_AT_THE_FLUSH_BOUNDARY)
+    _assert_each_line_once(outcome)
+    assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)
+
+
+def test_lines_that_reach_the_flush_boundary_with_memory_full_are_each_sent_once_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox
+) -> None:
+    outcome = _run_plain(loop_runner, plain, _LINES_AT_THE_FLUSH_BOUNDARY)
+    _assert_each_line_once(outcome)
+    assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)

@@ -338,6 +338,26 @@ def test_output_whose_send_fails_is_kept_and_sent_once_in_order(monkeypatch: pyt
         assert _frames(mine) == [{"t": "out", "data": "first\nsecond\n"}]
 
 
+@pytest.mark.parametrize("raised", [MemoryError, SystemError])
+def test_a_write_that_reaches_the_flush_boundary_keeps_its_text_once_when_the_flush_fails(
+    monkeypatch: pytest.MonkeyPatch, raised: type[BaseException]
+) -> None:
+    """Before: the write kept its text and then raised the flush's MemoryError, so a strategy that
+    wrote it again (as after any MemoryError from print) had it sent twice."""
+    from reconciler.sandbox.child import _FLUSH_BYTES, Channel, Output
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        output = Output(Channel(theirs), cap=1 << 16)
+        line = "x" * 1023 + "\n"
+        monkeypatch.setattr(protocol, "send", _FailingSends(failures=1, raised=raised))
+        for _ in range(_FLUSH_BYTES // len(line)):  # the last one reaches the boundary exactly
+            output.write(line)
+        assert _frames(mine) == []  # the flush at the boundary failed, and the write returned
+        output.write("tail\n")  # still over the boundary: flushed now
+        assert _frames(mine) == [{"t": "out", "data": line * (_FLUSH_BYTES // len(line)) + "tail\n"}]
+
+
 def test_output_in_pieces_sends_everything_pending_in_small_frames() -> None:
     from reconciler.sandbox.child import _PIECE_CHARS, Channel, Output
 
