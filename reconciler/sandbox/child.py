@@ -395,6 +395,11 @@ class Execution:
         self.deadline = 0.0
         self.armed = False  # whether the limit handlers may raise into the strategy
         self.expired: CpuTimeExceeded | WallTimeExceeded | None = None  # the first limit that fired
+        # The limits' exceptions, built before the strategy runs: a signal handler that built its
+        # own, with the strategy's memory full, raised a MemoryError instead and recorded no limit, so
+        # a strategy that caught it (and freed its memory) traded on until the hard kill.
+        self._cpu_exceeded = CpuTimeExceeded("CPU time limit exceeded")
+        self._wall_exceeded = WallTimeExceeded("wall-clock time limit exceeded")
         # The client call whose exchange with the broker failed part way, and what it raised (see
         # `call`): from then on the socket is never read or written for a client call again. Two
         # attributes set in place, not a tuple: marking must not allocate (memory may be full).
@@ -642,7 +647,7 @@ class Execution:
 
     def _on_cpu_limit(self, signum: int, frame: Any) -> None:
         if self.armed:
-            self._expire(CpuTimeExceeded("CPU time limit exceeded"))
+            self._expire(self._cpu_exceeded)
 
     def _expire(self, exc: CpuTimeExceeded | WallTimeExceeded) -> None:
         # Remembered before it is raised: the strategy (or a library's bare `except:`) may swallow it.
@@ -654,7 +659,7 @@ class Execution:
         if not self.armed:
             return
         if time.monotonic() >= self.deadline - 0.01:  # timer granularity
-            self._expire(WallTimeExceeded("wall-clock time limit exceeded"))
+            self._expire(self._wall_exceeded)
         elif not self.channel.busy:
             try:  # noqa: SIM105 (as in `send_report`: suppress() allocates)
                 self.output.flush()

@@ -558,3 +558,65 @@ def test_lines_that_reach_the_flush_boundary_with_memory_full_are_each_sent_once
     outcome = _run_plain(loop_runner, plain, _LINES_AT_THE_FLUSH_BOUNDARY)
     _assert_each_line_once(outcome)
     assert outcome.status in ("succeeded", "memory_exceeded"), (outcome.status, outcome.error)
+
+
+# Fills memory to the last small block (every size class of the small-object allocator), then spins
+# into the CPU limit with nothing left to allocate. The list, its indexes and the sizes are made
+# first, so the fill allocates nothing but its strings (a chain of tuples filled the tuples' size
+# class first and then stopped every smaller string, leaving room for an exception object).
+_SPIN_WITH_MEMORY_FULL = (
+    "client.get_balances()\n"
+    "hoard = [None] * 200000\n"
+    "places = iter(list(range(200000)))\n"
+    "sizes = [1 << k for k in range(20, 8, -1)] + list(range(256, 1, -1))\n"
+    "for size in sizes:\n"
+    "    for place in places:\n"
+    "        try:\n"
+    "            hoard[place] = 'a' * size\n"
+    "        except MemoryError:\n"
+    "            break\n"
+    "caught = None\n"
+    "try:\n"
+    "    while True:\n"
+    "        pass\n"
+    "except BaseException as exc:\n"
+    "    caught = exc\n"
+    "hoard = None\n"
+    "log('caught a MemoryError' if isinstance(caught, MemoryError) else 'caught the limit')\n"
+    "try:\n"
+    "    client.get_balances()\n"
+    "    log('second call answered')\n"
+    "except ExchangeError as exc:\n"
+    "    log('second call refused:', exc.kind)\n"
+)
+
+
+def _counting_broker(calls: list[str]) -> Any:
+    async def broker(method: str, params: dict[str, Any]) -> Any:
+        calls.append(method)
+        return []
+
+    return broker
+
+
+def _assert_limit_recorded_with_memory_full(outcome: Any, calls: list[str]) -> None:
+    assert calls == ["get_balances"], (calls, outcome.output)
+    assert "second call refused: limit_refused" in outcome.output, outcome.output
+    assert outcome.status == "timed_out", (outcome.status, outcome.error)
+    assert "CpuTimeExceeded: CPU time limit exceeded" in (outcome.error or ""), outcome.error
+
+
+def test_the_cpu_limit_is_recorded_with_memory_full(harness: Harness) -> None:
+    """Before: the SIGXCPU handler built its exception with memory full, raised a MemoryError
+    instead, and recorded no limit: the strategy caught it, freed its memory and traded on."""
+    calls: list[str] = []
+    outcome = harness.run(_SPIN_WITH_MEMORY_FULL, broker=_counting_broker(calls))
+    _assert_limit_recorded_with_memory_full(outcome, calls)
+
+
+def test_the_cpu_limit_is_recorded_with_memory_full_unrestricted(loop_runner: LoopRunner, plain: Sandbox) -> None:
+    calls: list[str] = []
+    request = ExecutionRequest("plain", "tenant-a", _SPIN_WITH_MEMORY_FULL, {}, {"kept": True})
+    outcome = loop_runner.run(plain.run(request, _counting_broker(calls)))
+    assert loop_runner.run(leftover_processes(plain)) == []
+    _assert_limit_recorded_with_memory_full(outcome, calls)
