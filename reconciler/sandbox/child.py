@@ -539,7 +539,7 @@ class Execution:
         ballast = mmap.mmap(-1, _RESERVE_BYTES)
         reserve = mmap.mmap(-1, _RESERVE_BYTES)
         wall = float(self.header["wall_seconds"])
-        self.deadline = time.monotonic() + wall
+        self.deadline = time.monotonic() + wall - 0.01  # timer granularity: the tick may come early
         self.armed = True
         signal.signal(signal.SIGXCPU, self._on_cpu_limit)
         signal.signal(signal.SIGALRM, self._on_tick)
@@ -658,7 +658,15 @@ class Execution:
     def _on_tick(self, signum: int, frame: Any) -> None:
         if not self.armed:
             return
-        if time.monotonic() >= self.deadline - 0.01:  # timer granularity
+        try:
+            now = time.monotonic()
+        except MemoryError:
+            # With the strategy's memory full, even the clock's float may not be made. Raised from
+            # here, the MemoryError would land in whatever the strategy was doing, a send to the
+            # supervisor included (a frame cut part way garbles every frame after it). The next tick
+            # reads the clock again, and the supervisor's wall-clock kill does not depend on this one.
+            return
+        if now >= self.deadline:
             self._expire(self._wall_exceeded)
         elif not self.channel.busy:
             try:  # noqa: SIM105 (as in `send_report`: suppress() allocates)
