@@ -13,6 +13,7 @@ Messages to the supervisor (length-prefixed JSON, see `protocol`):
 from __future__ import annotations
 
 import gc
+import io
 import json
 import linecache
 import marshal
@@ -231,9 +232,15 @@ class _PrintCollector:
 
     def _call_print(self, *objects: Any, **kwargs: Any) -> None:
         if kwargs.get("file") is None:
-            kwargs["file"] = self
-        else:
-            guards.guarded_getattr(kwargs["file"], "write")
+            # Built whole, then written once: print writes each object and separator as it goes, so a
+            # MemoryError (or the strategy's own __str__ raising) part way kept the pieces before it,
+            # and a strategy that printed again after catching it had them twice.
+            buffer = io.StringIO()
+            kwargs["file"] = buffer
+            print(*objects, **kwargs)
+            self._output.write(buffer.getvalue())
+            return
+        guards.guarded_getattr(kwargs["file"], "write")
         print(*objects, **kwargs)
 
 

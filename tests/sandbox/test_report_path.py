@@ -620,3 +620,23 @@ def test_the_cpu_limit_is_recorded_with_memory_full_unrestricted(loop_runner: Lo
     outcome = loop_runner.run(plain.run(request, _counting_broker(calls)))
     assert loop_runner.run(leftover_processes(plain)) == []
     _assert_limit_recorded_with_memory_full(outcome, calls)
+
+
+def test_a_print_that_fails_part_way_writes_nothing(harness: Harness) -> None:
+    """Before: print wrote each object and separator as it went, so 'first ' was kept from the failed
+    print, and a strategy that printed again after catching the error had it twice."""
+    # Showing a million strings of 100 characters takes over 100 MB, past the run's limit: the print
+    # fails at its second object, after the first and a separator were written.
+    code = (
+        "rows = ['x' * 100] * 1000000\n"
+        "for attempt in range(2):\n"
+        "    try:\n"
+        "        print('first', rows, 'last')\n"
+        "    except MemoryError:\n"
+        "        pass\n"
+        "rows = None\n"
+        "print('first', 'retried', sep='-', end='!\\n')\n"
+    )
+    outcome = harness.run(code)
+    assert outcome.status == "succeeded", (outcome.status, outcome.error)
+    assert outcome.output == "first-retried!\n", outcome.output
