@@ -440,6 +440,13 @@ class Execution:
             # hold MAX_REPLY_BYTES of every run's memory.)
             self.broken_call = method if type(method) is str else "a client call"
             self.broken_by = exc
+            if isinstance(exc, protocol.ProtocolError):
+                # The strategy is told in the client's own terms, not with our internal exception.
+                raise ExchangeError(
+                    refusals.UNAVAILABLE,
+                    f"{self.broken_call}: its reply could not be taken ({exc}); this run can make no more "
+                    "client calls, and the call may have taken effect at the exchange",
+                ) from None
             raise
         reply = protocol.decode(body)
         if reply.get("ok"):

@@ -508,8 +508,11 @@ def test_a_reply_over_the_cap_refuses_every_later_call() -> None:
     with mine, theirs:
         execution = _execution(theirs)
         mine.sendall(struct.pack(">I", MAX_REPLY_BYTES + 1) + b'{"ok":true,"value":"')
-        with pytest.raises(protocol.ProtocolError):
+        with pytest.raises(ExchangeError) as first:
             execution.call("get_ticker", {})
+        # In the client's terms (it was the internal ProtocolError), saying why and what follows.
+        assert first.value.kind == "unavailable", first.value
+        assert "exceeds the cap" in first.value.message and "no more client calls" in first.value.message
         with pytest.raises(ExchangeError) as refused:
             execution.call("get_balances", {})
         assert refused.value.kind == "unavailable", refused.value
