@@ -197,11 +197,20 @@ class Output:
         if channel.busy or not self._pending:
             return
         channel.busy = True
+        # No cyclic collection while the frame is built and sent: a collection started by one of its
+        # allocations runs the strategy's finalisers (a generator's `finally` in a cycle), and one
+        # that printed added a chunk after the join and before the clear, counted and never sent (a
+        # hostile-tenant session lost a line so). Checking and switching the collector allocates
+        # nothing; the strategy's own setting is restored.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             protocol.send(channel.sock, {"t": "out", "data": "".join(self._pending)})
             self._pending.clear()  # in place: a new list is an allocation, which may fail here
             self._pending_bytes = 0
         finally:
+            if collecting:
+                gc.enable()
             channel.release()
 
     def flush_in_pieces(self) -> None:

@@ -640,3 +640,41 @@ def test_a_print_that_fails_part_way_writes_nothing(harness: Harness) -> None:
     outcome = harness.run(code)
     assert outcome.status == "succeeded", (outcome.status, outcome.error)
     assert outcome.output == "first-retried!\n", outcome.output
+
+
+# A generator suspended in its `try`, left in a reference cycle: its `finally` prints when a cyclic
+# collection frees it. With the threshold at 1, the first container the output's flush allocates
+# (its frame) starts that collection: inside the flush, between joining the pending text and
+# clearing it. Plain Python, since the policy has no `gc` and no attributes starting with `_`; the
+# sandbox's import guard stands, so `gc` and `sys` are taken from the child's own module, as escaped
+# code could.
+_PRINT_FROM_A_COLLECTION_IN_THE_FLUSH = (
+    "child = [c for c in object.__subclasses__() if c.__name__ == '_PrintCollector'][0]\n"
+    "gc, sys = child._call_print.__globals__['gc'], child._call_print.__globals__['sys']\n"
+    "class Box:\n"
+    "    pass\n"
+    "def trap():\n"
+    "    try:\n"
+    "        yield 1\n"
+    "    finally:\n"
+    "        sys.stdout.write('TRAP ran\\n')\n"
+    "box = Box()\n"
+    "box.g = trap()\n"
+    "next(box.g)\n"
+    "box.me = box\n"
+    "del box\n"
+    "gc.set_threshold(1)\n"
+    "sys.stdout.write('x' * 9000 + '\\n')\n"
+    "gc.set_threshold(700)\n"
+    "gc.collect()  # where the cycle goes if the flush did not collect it\n"
+    "sys.stdout.write('after\\n')\n"
+)
+
+
+def test_output_printed_by_a_finaliser_during_a_flush_is_sent(loop_runner: LoopRunner, plain: Sandbox) -> None:
+    """Before: the finaliser's line was counted as kept but cleared with the chunks just sent."""
+    outcome = _run_plain(loop_runner, plain, _PRINT_FROM_A_COLLECTION_IN_THE_FLUSH)
+    assert outcome.status == "succeeded", (outcome.status, outcome.error)
+    assert outcome.output.endswith("after\n"), outcome.output[-200:]
+    assert "TRAP ran\n" in outcome.output, outcome.output[-200:]
+    assert outcome.output.count("x" * 9000) == 1 and not outcome.output_truncated
