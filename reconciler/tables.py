@@ -156,6 +156,34 @@ run_requests = Table(
 
 # --- actual state: written by replicas only -----------------------------------------------------
 
+# strategy_status's times and measures, each held to a finite value (see its CHECKs).
+STATUS_TIMES = (
+    "schedule_anchor_at",
+    "next_execution_at",
+    "last_execution_at",
+    "halted_at",
+    "resume_at",
+    "created_at",
+    "updated_at",
+)
+STATUS_MEASURES = (
+    "avg_execution_time",
+    "last_execution_duration",
+    "day_start_equity",
+    "equity_peak",
+    "halt_value",
+    "halt_threshold",
+)
+
+
+def _finite(times: tuple[str, ...], measures: tuple[str, ...]) -> list[CheckConstraint]:
+    """One named CHECK per column, so a refused write names it. NaN sorts above every number in
+    PostgreSQL, so `abs(x) < 'Infinity'` refuses NaN and both infinities in one comparison; NULL passes."""
+    return [CheckConstraint(f"isfinite({column})", name=f"{column}_finite") for column in times] + [
+        CheckConstraint(f"abs({column}) < 'Infinity'", name=f"{column}_finite") for column in measures
+    ]
+
+
 strategy_status = Table(
     "strategy_status",
     metadata,
@@ -206,6 +234,11 @@ strategy_status = Table(
     CheckConstraint(_one_of("status", STRATEGY_STATUSES), name="status_known"),
     CheckConstraint("(status = 'halted') = (halted_at IS NOT NULL)", name="halted_iff_halted_at"),
     CheckConstraint("schedule_interval > 0", name="schedule_interval_positive"),
+    # Every time and measure here is a finite value (migration 0013): PostgreSQL takes 'infinity' for a
+    # timestamp and 'NaN' or 'Infinity' for a number, which the API cannot show (a hand-edited
+    # resume_at = 'infinity' made the status, the bot list and the dashboard answer 500). Refused
+    # where it is written, with the column's name, instead.
+    *_finite(STATUS_TIMES, STATUS_MEASURES),
     # The target of `fk_executions_in_flight` (a foreign key needs a unique key to point at); unique
     # already, since strategy_id is the primary key.
     UniqueConstraint("strategy_id", "running_execution_id"),
