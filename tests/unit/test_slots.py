@@ -206,6 +206,18 @@ def test_the_drain_records_executions_claimed_ahead_interrupted_without_running_
     assert sandbox.peak <= SLOTS
 
 
+async def _until_executions_wait_for_a_slot(made: Any, sandbox: Any) -> None:
+    """Let slots free fast (so executions are claimed ahead), then block every slot, until all are
+    taken and some claimed executions wait for one."""
+    await asyncio.sleep(0.3)
+    sandbox.block = True
+    for _ in range(200):
+        if sandbox.blocked == SLOTS and made._ready and len(made._tasks) == SLOTS:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no execution waited for a slot")
+
+
 def test_the_first_ctrl_c_counts_the_executions_claimed_ahead_the_drain_waits_for(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -218,14 +230,7 @@ def test_the_first_ctrl_c_counts_the_executions_claimed_ahead_the_drain_waits_fo
     async def scenario() -> tuple[int, int]:
         stop = asyncio.Event()
         task = asyncio.create_task(made.run(stop))
-        await asyncio.sleep(0.3)  # slots freeing fast: executions are claimed ahead
-        sandbox.block = True
-        for _ in range(200):
-            if sandbox.blocked == SLOTS and made._ready and len(made._tasks) == SLOTS:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("no execution waited for a slot")
+        await _until_executions_wait_for_a_slot(made, sandbox)
         counted = (len(made._tasks), len(made._ready))
         with caplog.at_level(logging.WARNING, logger="reconciler.service"):
             _on_stop_signal(stop, made, 7.0)  # the first Ctrl-C
@@ -254,14 +259,7 @@ def test_health_counts_the_slots_taken_and_the_executions_claimed_ahead_as_the_d
     async def scenario() -> tuple[int, int]:
         stop = asyncio.Event()
         task = asyncio.create_task(made.run(stop))
-        await asyncio.sleep(0.3)  # slots freeing fast: executions are claimed ahead
-        sandbox.block = True
-        for _ in range(200):
-            if sandbox.blocked == SLOTS and made._ready and len(made._tasks) == SLOTS:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("no execution waited for a slot")
+        await _until_executions_wait_for_a_slot(made, sandbox)
         reported = (made.health.in_flight, made.health.claimed_waiting)
         with caplog.at_level(logging.WARNING, logger="reconciler.service"):
             _on_stop_signal(stop, made, 7.0)
