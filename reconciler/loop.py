@@ -465,7 +465,8 @@ class Replica:
         self._report_load()
 
     def _report_load(self) -> None:
-        """/health's count of the slots taken and of the executions waiting for one, after every change."""
+        """/health's count of the slots taken and of the executions waiting for one: after a claim is
+        taken in, and at the end of every dispatch (which every freed slot and every start goes through)."""
         self.health.in_flight = self._running
         self.health.claimed_waiting = len(self._ready)
 
@@ -476,7 +477,6 @@ class Replica:
         if slot:
             flight.holds_slot = True
             self._running += 1
-            self._report_load()
             self.metrics.busy(self._running)
 
     def _release(self, flight: _Flight) -> None:
@@ -492,9 +492,8 @@ class Replica:
             self._release_gap = gap if self._release_gap == float("inf") else 0.8 * self._release_gap + 0.2 * gap
         self._last_release = now
         self._running -= 1
-        self._report_load()
         self.metrics.busy(self._running)
-        self._dispatch()
+        self._dispatch()  # reports the load, with what it started
         # Wake the loop to top the free slots up, but do not make it claim: a freed slot makes nothing
         # due. If the last claim filled every slot it asked for, more may be due and `_claim_due` is
         # still set; if it took fewer, everything due was taken and the loop claims at `_next_due_at`.
