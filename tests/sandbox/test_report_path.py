@@ -316,11 +316,8 @@ def test_a_lying_group_or_chain_is_judged_by_what_it_holds(loop_runner: LoopRunn
 
 # -- output and reports when the strategy has used all of its memory -----------------------------------
 
-# Fills the address space to the last few bytes and keeps it all: then prints while nothing is left
-# (each print may fail; the strategy carries on), and ends either by failing one more allocation or
-# normally, leaving its report to be built and sent in what memory it left.
-_FILL = (
-    "log('before the fill')\n"
+# Fills the address space in ever smaller strings, down to a single character, all kept in `hoard`.
+_FILL_TO_THE_LAST_BYTES = (
     "hoard = []\n"
     "size = 1 << 20\n"
     "while size >= 1:\n"
@@ -328,11 +325,14 @@ _FILL = (
     "        hoard.append('a' * size)\n"
     "    except MemoryError:\n"
     "        size //= 2\n"
-    "for i in range(100):\n"
-    "    try:\n"
-    "        log('line', i, 'y' * 100)\n"
-    "    except MemoryError:\n"
-    "        pass\n"
+)
+# Fills the address space to the last few bytes and keeps it all: then prints while nothing is left
+# (each print may fail; the strategy carries on), and ends either by failing one more allocation or
+# normally, leaving its report to be built and sent in what memory it left.
+_FILL = (
+    "log('before the fill')\n"
+    + _FILL_TO_THE_LAST_BYTES
+    + ("for i in range(100):\n    try:\n        log('line', i, 'y' * 100)\n    except MemoryError:\n        pass\n")
 )
 # Fills memory, then raises a group whose `exceptions` property (read when its traceback is shown,
 # after the reserve for the report was released) fills it again: found by a hostile-tenant session,
@@ -516,14 +516,7 @@ _BOUNDARY_LINES = 24
 # `write` flushes; each line is retried, after freeing a little of the hoard, until `log` returns.
 # Every line must then be in the output exactly once, in order.
 _LINES_AT_THE_FLUSH_BOUNDARY = (
-    "hoard = []\n"
-    "size = 1 << 20\n"
-    "while size >= 1:\n"
-    "    try:\n"
-    "        hoard.append('a' * size)\n"
-    "    except MemoryError:\n"
-    "        size //= 2\n"
-    "def emit(number):\n"
+    _FILL_TO_THE_LAST_BYTES + "def emit(number):\n"
     "    while True:\n"
     "        try:\n"
     "            log(str(number).zfill(4) + ' ' + 'y' * 1011)\n"
