@@ -417,9 +417,13 @@ def explain_claims(conn: psycopg.Connection, slots: int) -> dict[str, Any]:
     return found
 
 
-# The WAL position, the database's clock, and how many sessions the database has had (each new one
-# is a backend process forked and warmed up: a pool that opens and closes connections shows here).
-SNAPSHOT = "SELECT pg_current_wal_lsn(), now(), (SELECT sessions FROM pg_stat_database WHERE datname = %s)"
+# The WAL position, the database's clock, how many sessions the database has had (each new one is a
+# backend process forked and warmed up: a pool that opens and closes connections shows here), and
+# how many transactions ended. Counted by the server, not from pg_stat_statements' COMMITs: the hot
+# path's claims and outcome records are autocommit statements, each a transaction with no COMMIT.
+SNAPSHOT = (
+    "SELECT pg_current_wal_lsn(), now(), sessions, xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s"
+)
 
 
 def run_window(
@@ -453,11 +457,11 @@ def run_window(
             pg_before, rep_before, machine_before = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
             roles = RoleSampler(server_pid(server))
             roles.start()
-            lsn_before, db_start, sessions_before = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
+            lsn_before, db_start, sessions_before, xacts_before = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             wall_start = time.time()
             time.sleep(seconds)
             wall_end = time.time()
-            lsn_after, db_end, sessions_after = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
+            lsn_after, db_end, sessions_after, xacts_after = conn.execute(SNAPSHOT, (database,)).fetchone()  # type: ignore[misc]
             pg_after, rep_after, machine_after = tree_cpu(server_pid(server)), replicas.cpu(), machine_cpu()
             pg_roles = roles.stop()
             server_side = server_statements(admin, database)
@@ -545,7 +549,8 @@ def run_window(
             if executed
             else None,
             "new_sessions_per_s": round((sessions_after - sessions_before) / window, 1),
-            "transactions_per_execution": round(server_side["commits"] / executed, 2) if executed else None,
+            "transactions_per_execution": round((xacts_after - xacts_before) / executed, 2) if executed else None,
+            "explicit_commits_per_execution": round(server_side["commits"] / executed, 2) if executed else None,
             "explain": explained,
             "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }
