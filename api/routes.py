@@ -275,6 +275,18 @@ class ExecutorApi:
         Shared with the tenant API and the dashboard: refusals are ApiErrors naming the executor
         API's (snake_case) fields; a strategy of another user or being deleted is StrategyConflict.
         """
+        spec, sealed = await self._prepare(deploy)
+        return self._logged(await self.store.deploy(spec, sealed))
+
+    async def apply_redeploy(self, deploy: DeployRequest) -> Deployed | None:
+        """`apply_deploy` of a strategy that must already exist as the user's (deploy.strategy_id):
+        None when it does not, or no longer does; it is never created."""
+        assert deploy.strategy_id is not None
+        spec, sealed = await self._prepare(deploy)
+        deployed = await self.store.redeploy(spec, sealed)
+        return self._logged(deployed) if deployed is not None else None
+
+    async def _prepare(self, deploy: DeployRequest) -> tuple[StrategySpec, SealedCredentials | None]:
         code_bytes = len(deploy.code.encode())
         if code_bytes > MAX_CODE_BYTES:
             raise PayloadTooLarge(f"code is {code_bytes} bytes; the limit is {MAX_CODE_BYTES} bytes")
@@ -296,12 +308,16 @@ class ExecutorApi:
             desired_state="running" if deploy.auto_start else "stopped",
             risk=deploy.risk.model_dump(exclude_none=True) if deploy.risk is not None else {},
         )
-        deployed = await self.store.deploy(spec, sealed)
+        return spec, sealed
+
+    @staticmethod
+    def _logged(deployed: Deployed) -> Deployed:
+        strategy = deployed.strategy
         log.info(
             "deployed strategy %s (user %s, generation %s)",
-            strategy_id,
-            spec.user_id,
-            deployed.strategy["generation"],
+            strategy["strategy_id"],
+            strategy["user_id"],
+            strategy["generation"],
         )
         return deployed
 

@@ -108,8 +108,8 @@ class TenantApi:
             if status is None:
                 raise not_found(deployment_id)
             if status["delete_requested_at"] is not None:
-                # Said here in the tenant API's words; the store's own refusal below still covers a
-                # deletion requested between this read and the deploy.
+                # Said here in the tenant API's words, before the code is compiled; the redeploy below
+                # checks again in its own transaction, for a deletion requested or finished meanwhile.
                 raise _leaving(deployment_id, "be redeployed")
         else:
             deployment_id = await self.store.find_live_by_name(user_id, start.name)
@@ -131,14 +131,21 @@ class TenantApi:
                 },
                 context={"interval_bounds": bounds},
             )
-            return await self.executor.apply_deploy(deploy), None
+            if start.deployment_id is None:
+                return await self.executor.apply_deploy(deploy), None
+            # By id: only the bot checked above, in the deploy's own transaction. Its deletion may have
+            # finished since; a plain deploy would then create a new bot under the old id.
+            deployed = await self.executor.apply_redeploy(deploy)
+            if deployed is None:
+                raise not_found(start.deployment_id)
+            return deployed, None
         except ValidationError as exc:
             raise RequestInvalid(_camel(field_errors(exc))) from None
         except RequestInvalid as exc:
             raise RequestInvalid(_camel(exc.detail)) from None
         except StrategyConflict as exc:
             # Being deleted (a redeploy by id), or an API key another user's bot holds. Never "another
-            # user's bot": ownership of the id was checked above, and a name only finds the user's own.
+            # user's bot": a redeploy by id acts only on the user's own, and a name only finds theirs.
             raise ApiError(409, "conflict", str(exc).replace("strategy_id", "deploymentId")) from None
 
     async def request_run(self, user_id: str, deployment_id: str) -> Record:

@@ -130,39 +130,26 @@ class Store:
         strategy moved to the paper exchange keeps no secret.
         """
         async with self._transaction() as conn:
-            values = asdict(spec) | {"config": jsonb.dumps(spec.config), "risk": jsonb.dumps(spec.risk)}
-            row = (await conn.execute(q.UPSERT_STRATEGY, values)).first()
+            row = (await conn.execute(q.UPSERT_STRATEGY, _spec_values(spec))).first()
             if row is None:
                 owner = (await conn.execute(q.SELECT_OWNER, {"strategy_id": spec.strategy_id})).one()
                 if owner.delete_requested_at is not None:
-                    raise StrategyConflict(
-                        f"strategy {spec.strategy_id!r} is being deleted; deploy it again once the deletion "
-                        "has finished, or choose another strategy_id"
-                    )
+                    raise _being_deleted(spec.strategy_id)
                 raise StrategyConflict(f"strategy {spec.strategy_id!r} belongs to another user")
-            if credentials is None:
-                await conn.execute(q.DELETE_CREDENTIALS, {"strategy_id": spec.strategy_id})
-            else:
-                digest = credentials.api_key_digest
-                if digest is not None:
-                    await conn.execute(q.LOCK_API_KEY, {"api_key_digest": digest})
-                    held = {"api_key_digest": digest, "user_id": spec.user_id}
-                    if (await conn.execute(q.API_KEY_HELD_BY_ANOTHER_USER, held)).scalar_one():
-                        raise KeyHeldByAnotherUser(
-                            "this exchange API key is already used by another user's strategy; an API key"
-                            " belongs to one user"
-                        )
-                await conn.execute(
-                    q.UPSERT_CREDENTIALS,
-                    {
-                        "strategy_id": spec.strategy_id,
-                        "key_id": credentials.key_id,
-                        "credentials": credentials.ciphertext,
-                        "api_key_digest": digest,
-                    },
-                )
-            strategy = (await conn.execute(q.SELECT_SPEC, {"strategy_id": spec.strategy_id})).mappings().one()
-        return Deployed(strategy=dict(strategy), created=bool(row.created))
+            strategy = await _finish_deploy(conn, spec, credentials)
+        return Deployed(strategy=strategy, created=bool(row.created))
+
+    async def redeploy(self, spec: StrategySpec, credentials: SealedCredentials | None) -> Deployed | None:
+        """Replace the spec of `spec.user_id`'s existing strategy, as `deploy` does, but never create
+        one: None when that user has no strategy of that id (never had, or its deletion has finished
+        since the caller looked), StrategyConflict while it is being deleted."""
+        async with self._transaction() as conn:
+            if (await conn.execute(q.REPLACE_STRATEGY, _spec_values(spec))).first() is None:
+                if await _one(conn, q.SELECT_OWNED, strategy_id=spec.strategy_id, user_id=spec.user_id) is None:
+                    return None
+                raise _being_deleted(spec.strategy_id)
+            strategy = await _finish_deploy(conn, spec, credentials)
+        return Deployed(strategy=strategy, created=False)
 
     # `user_id` (the tenant API): act only on that user's strategy; another user's reads as unknown.
 
@@ -398,6 +385,42 @@ class Store:
         names = sorted(set().union(*reports))
         layers = {name: all(bool(report.get(name)) for report in reports) for name in names}
         return Health(active_strategies=int(active), live_replicas=len(live), sandbox_layers=layers)
+
+
+def _spec_values(spec: StrategySpec) -> dict[str, Any]:
+    return asdict(spec) | {"config": jsonb.dumps(spec.config), "risk": jsonb.dumps(spec.risk)}
+
+
+def _being_deleted(strategy_id: str) -> StrategyConflict:
+    return StrategyConflict(
+        f"strategy {strategy_id!r} is being deleted; deploy it again once the deletion has finished, "
+        "or choose another strategy_id"
+    )
+
+
+async def _finish_deploy(conn: AsyncConnection, spec: StrategySpec, credentials: SealedCredentials | None) -> Record:
+    """Replace the credentials of a spec just written (in its transaction); the strategy's spec record."""
+    if credentials is None:
+        await conn.execute(q.DELETE_CREDENTIALS, {"strategy_id": spec.strategy_id})
+    else:
+        digest = credentials.api_key_digest
+        if digest is not None:
+            await conn.execute(q.LOCK_API_KEY, {"api_key_digest": digest})
+            held = {"api_key_digest": digest, "user_id": spec.user_id}
+            if (await conn.execute(q.API_KEY_HELD_BY_ANOTHER_USER, held)).scalar_one():
+                raise KeyHeldByAnotherUser(
+                    "this exchange API key is already used by another user's strategy; an API key belongs to one user"
+                )
+        await conn.execute(
+            q.UPSERT_CREDENTIALS,
+            {
+                "strategy_id": spec.strategy_id,
+                "key_id": credentials.key_id,
+                "credentials": credentials.ciphertext,
+                "api_key_digest": digest,
+            },
+        )
+    return dict((await conn.execute(q.SELECT_SPEC, {"strategy_id": spec.strategy_id})).mappings().one())
 
 
 async def _owned(conn: AsyncConnection, strategy_id: str, user_id: str | None) -> bool:

@@ -65,6 +65,28 @@ def test_deploy_conflicts(database_url: str, pg_conn: psycopg.Connection) -> Non
     assert pg_conn.execute("SELECT count(*) FROM strategy_credentials").fetchone() == (1,)
 
 
+def test_a_redeploy_replaces_only_the_users_existing_strategy(database_url: str, pg_conn: psycopg.Connection) -> None:
+    """A redeploy never creates: not for another user's id, not for one whose deletion has finished
+    (a plain deploy of that id would create it again, as the executor API's PUT may)."""
+
+    async def use(store: Store) -> None:
+        await store.deploy(spec(), None)
+        replaced = await store.redeploy(spec(code="x = 2"), None)
+        assert replaced is not None and not replaced.created
+        assert (replaced.strategy["code"], replaced.strategy["generation"]) == ("x = 2", 2)
+        assert await store.redeploy(spec(user_id="u2"), None) is None
+        assert await store.request_deletion("s1") is not None
+        with pytest.raises(StrategyConflict, match="being deleted"):
+            await store.redeploy(spec(), None)
+        pg_conn.execute("DELETE FROM strategies")  # a replica finalized the deletion
+        assert await store.redeploy(spec(), SealedCredentials("k", b"sealed")) is None
+        assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
+        assert (await store.deploy(spec(), None)).created
+
+    with_store(database_url, use)
+    assert pg_conn.execute("SELECT count(*) FROM strategy_credentials").fetchone() == (0,)
+
+
 def test_run_request_for_a_finalized_strategy_is_none(database_url: str, pg_conn: psycopg.Connection) -> None:
     async def use(store: Store) -> object:
         await store.deploy(spec(), None)

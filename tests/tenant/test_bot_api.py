@@ -5,8 +5,10 @@ from __future__ import annotations
 import psycopg
 from starlette.testclient import TestClient
 
+from reconciler.storage.db import libpq_url
+from tests.api.conftest import BuildClient
 from tests.api.replica import write_execution, write_order, write_status
-from tests.tenant.conftest import CODE, bearer, start_body
+from tests.tenant.conftest import CODE, JWT_SECRET, bearer, start_body
 
 ALICE = bearer("alice")
 
@@ -222,6 +224,35 @@ def test_every_write_to_a_bot_being_deleted_is_a_409_saying_so(
     for what, (path, body) in writes.items():
         assert tenant_client.post(path, headers=ALICE, json=body).status_code == 404, what
     assert tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE).status_code == 404
+
+
+def test_a_redeploy_by_id_of_a_bot_whose_deletion_finishes_meanwhile_is_404_not_the_bot_again(
+    build_client: BuildClient, database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """The race: the start has checked that the id is the user's bot, and while the code compiles a
+    replica finalizes the bot's deletion. The redeploy finds nothing to replace and answers as for an
+    unknown id, instead of bringing the deleted bot back under its id."""
+    finalize: list[str] = []  # the bots whose deletion finishes during the next compile
+
+    def compile_while_a_replica_finalizes(code: str) -> None:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            for bot_id in finalize:
+                conn.execute("UPDATE strategies SET delete_requested_at = now() WHERE strategy_id = %s", (bot_id,))
+                # What a replica's finalize runs (FINALIZE_DELETION) once nothing is in flight.
+                conn.execute(
+                    "DELETE FROM strategies WHERE strategy_id = %s AND delete_requested_at IS NOT NULL", (bot_id,)
+                )
+        finalize.clear()
+
+    client = build_client(jwt_secret=JWT_SECRET, check_code=compile_while_a_replica_finalizes)
+    bot_id = deploy(client)["deploymentId"]
+    finalize.append(bot_id)
+    response = client.post("/api/bot/start", headers=ALICE, json=start_body(deploymentId=bot_id, code="print(2)\n"))
+    assert response.status_code == 404, response.text
+    assert response.json() == {"error": "not_found", "message": f"no deployment {bot_id!r}"}
+    assert pg_conn.execute("SELECT count(*) FROM strategies").fetchone() == (0,)
+    # A start without an id still deploys a new bot, under a new id.
+    assert deploy(client)["deploymentId"] != bot_id
 
 
 def test_run_while_a_run_is_pending_joins_it(tenant_client: TestClient, pg_conn: psycopg.Connection) -> None:

@@ -78,6 +78,27 @@ UPSERT_STRATEGY = text(
     """
 )
 
+# Replace the spec of :user_id's strategy of that id and bump its generation, never insert: a redeploy
+# of a strategy by its id (the tenant API) acts only on one that still exists. Checked by the update
+# itself, so a deletion finalized after the API's ownership check leaves nothing to update, rather
+# than an upsert bringing the strategy back. The same assignments as UPSERT_STRATEGY's update.
+REPLACE_STRATEGY = text(
+    """
+    UPDATE strategies
+    SET name = :name,
+        code = :code,
+        config = CAST(:config AS jsonb),
+        risk = CAST(:risk AS jsonb),
+        execution_interval = :execution_interval,
+        exchange = :exchange,
+        desired_state = :desired_state,
+        generation = generation + 1,
+        updated_at = now()
+    WHERE strategy_id = :strategy_id AND user_id = :user_id AND delete_requested_at IS NULL
+    RETURNING strategy_id
+    """
+)
+
 SELECT_OWNER = text("SELECT user_id, delete_requested_at FROM strategies WHERE strategy_id = :strategy_id")
 
 UPSERT_CREDENTIALS = text(
