@@ -13,9 +13,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from reconciler.reconcile import decide
 from reconciler.settings import Settings
 from reconciler.storage.api_store import Store
-from reconciler.storage.db import create_engine, libpq_url
+from reconciler.storage.db import Database, create_engine, libpq_url
+from reconciler.storage.replica_store import ReplicaStore
 from tests.api.conftest import AUTH, TOKEN, deploy_body
 from tests.api.replica import write_execution, write_status
 
@@ -302,6 +304,51 @@ def test_execute_once_the_spec_lifts_the_halt_is_recorded_before_a_replica_clear
     response = deployed.post("/strategies/s1/execute")
     assert response.status_code == 202, response.text
     assert pg_conn.execute("SELECT count(*) FROM run_requests WHERE claimed_at IS NULL").fetchone() == (1,)
+
+
+def _pass_then_claim(database_url: str) -> list[str]:
+    """A real replica's reconcile pass, then its claim: the strategies it claimed a run of."""
+
+    async def compiles(code: str) -> str | None:
+        return None
+
+    async def main() -> list[str]:
+        engine = create_engine(database_url, pool_size=2)
+        store = ReplicaStore(Database(engine), replica_id="r1", lease_seconds=30)
+        try:
+            await store.register(hostname="h", pid=1, slots=5, version="t", layers={})
+            await store.reconcile(decide, compiles)
+            return [c.strategy_id for c in (await store.claim(5)).claims]
+        finally:
+            await store.db.close_lanes()
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def test_a_halt_no_pass_will_lift_is_refused_not_left_waiting(
+    deployed: TestClient, pg_conn: psycopg.Connection, database_url: str
+) -> None:
+    """A halt written by hand on a strategy whose stop a replica has already reconciled: no pass looks
+    at it again and no claim takes a halted strategy's requests, so a 202 would wait forever. Refused
+    with the halt; a stop made now lifts it (an ordinary stop), and the run is claimed."""
+    assert deployed.post("/strategies/s1/stop").status_code == 200
+    assert _pass_then_claim(database_url) == []
+    pg_conn.execute(
+        "UPDATE strategy_status SET status = 'halted', halted_at = now() - interval '1 hour',"
+        " schedule_anchor_at = NULL, schedule_interval = NULL, next_execution_at = NULL"
+    )
+    refused = deployed.post("/strategies/s1/execute")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "strategy_halted"
+    assert pg_conn.execute("SELECT count(*) FROM run_requests").fetchone() == (0,)
+    # What the refusal agrees with: a pass and a claim leave the halt and take nothing.
+    assert _pass_then_claim(database_url) == []
+    assert pg_conn.execute("SELECT status FROM strategy_status").fetchone() == ("halted",)
+
+    assert deployed.post("/strategies/s1/stop").status_code == 200
+    assert deployed.post("/strategies/s1/execute").status_code == 202
+    assert _pass_then_claim(database_url) == ["s1"]
 
 
 def test_a_start_before_the_halt_does_not_lift_it(deployed: TestClient, pg_conn: psycopg.Connection) -> None:

@@ -182,6 +182,10 @@ REQUEST_RUN = text(
 # Nor is a halt the spec already lifts and the next reconcile pass will clear (reconcile.decide): a
 # stop, a start after the halt, or a pause that has ended. Its status says `halted` for a moment
 # more, but a request made now is claimed once the pass has run: `start` then `execute` just works.
+# Only while a pass will come: a stop or start still unreconciled (the pass's mark,
+# `reconciled_generation`, differs), or a pause past its end (a pass looks at those too). A halt
+# written by hand on an already reconciled stopped strategy is never looked at by a pass, and no
+# claim takes a halted strategy's requests (CLAIM_REQUESTED): it is refused like any other halt.
 SELECT_HALT = text(
     """
     SELECT st.halted_at, st.halt_limit, st.halt_value, st.halt_threshold, st.resume_at, st.status_reason
@@ -190,8 +194,9 @@ SELECT_HALT = text(
     WHERE st.strategy_id = :strategy_id
       AND st.status = 'halted'
       AND s.delete_requested_at IS NULL
-      AND s.desired_state = 'running'
-      AND NOT (s.started_at IS NOT NULL AND (st.halted_at IS NULL OR s.started_at > st.halted_at))
+      AND NOT (s.reconciled_generation IS DISTINCT FROM s.generation
+               AND (s.desired_state = 'stopped'
+                    OR (s.started_at IS NOT NULL AND (st.halted_at IS NULL OR s.started_at > st.halted_at))))
       AND NOT (st.resume_at IS NOT NULL AND st.resume_at <= now())
     """
 )
