@@ -6,9 +6,11 @@ The names and defaults are the ones users of the earlier executor already know (
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
+import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -99,6 +101,18 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except pydantic_settings.SettingsError as exc:
+        # A JSON-valued setting (PAPER_INITIAL_BALANCES) that does not parse is refused by the
+        # environment source itself, before validation, as 'error parsing value for field "x" ...'.
+        raise SettingsError(_describe_source_error(exc)) from None
+
+
+def _describe_source_error(exc: pydantic_settings.SettingsError) -> str:
+    match = re.search(r'field "([a-z0-9_]+)"', str(exc))
+    name = match.group(1).upper() if match else "settings"
+    cause = exc.__cause__
+    reason = f"not valid JSON: {cause}" if cause is not None else str(exc)
+    return f"invalid setting {name}: {reason}"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

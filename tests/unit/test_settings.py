@@ -39,6 +39,8 @@ def test_empty_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> N
         ("MAX_MEMORY_MB", "-1", "MAX_MEMORY_MB: Input should be greater than or equal to 16"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be"),
         ("MAX_CONCURRENT_STRATEGIES", "0", "MAX_CONCURRENT_STRATEGIES"),
+        # A JSON-valued setting that is not JSON at all: refused by the settings source, before validation.
+        ("PAPER_INITIAL_BALANCES", "{bad", "PAPER_INITIAL_BALANCES: not valid JSON"),
     ],
 )
 def test_bad_values_name_the_variable_in_one_line(
