@@ -205,9 +205,14 @@ def _run(command: str, settings: object) -> int:
 
         # Held until this process ends: a second serve or worker on the same data directory refuses.
         held = claim_data_dir(settings.data_dir or default_data_dir(), f"strategy-executor {command}")  # noqa: F841
+    listening = None
+    if with_api:
+        listening = service.listen(settings.host, settings.port, "PORT")
+    elif settings.worker_health_port is not None:
+        listening = service.listen(settings.host, settings.worker_health_port, "WORKER_HEALTH_PORT")
     runtime = service.prepare(settings, with_api=with_api)
     try:
-        asyncio.run(service.run(runtime, with_api=with_api))
+        asyncio.run(service.run(runtime, with_api=with_api, listening=listening))
     finally:
         service.stop_embedded(runtime.embedded)
     return 0

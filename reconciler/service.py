@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import shlex
 import signal
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -189,7 +191,13 @@ def real_sandbox(settings: Settings, compiled: CompiledCache) -> Sandbox:
     return Sandbox(SandboxLimits.from_settings(settings), compiled)
 
 
-async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFactory = real_sandbox) -> None:
+async def run(
+    runtime: Runtime,
+    *,
+    with_api: bool,
+    sandbox_factory: SandboxFactory = real_sandbox,
+    listening: socket.socket | None = None,
+) -> None:
     """Run a replica (and the API) until SIGTERM/SIGINT.
 
     `sandbox_factory` is a seam for the database benchmark alone, which passes a runner that returns
@@ -249,7 +257,9 @@ async def run(runtime: Runtime, *, with_api: bool, sandbox_factory: SandboxFacto
             )
         )
     if server is not None:
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
+        # On the socket bound before start-up (`listen`) when there is one; else uvicorn binds.
+        sockets = [listening] if listening is not None else None
+        tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
     try:
         await stop.wait()
         log.info("stopping: draining executions")
@@ -285,6 +295,35 @@ def _on_stop_signal(stop: asyncio.Event, replica: Replica, grace: float) -> None
         replica.force_stop.set()
 
 
+def listen(host: str, port: int, setting: str) -> socket.socket:
+    """Bind the address the HTTP server will listen on, before the database or the replica start.
+
+    A port another service holds, or a HOST that is no address of this machine, then stops start-up
+    at once with one line naming the setting to change, instead of uvicorn's bare error after the
+    embedded PostgreSQL, the migrations and the replica's registration. The socket is handed to
+    uvicorn as it is, so nothing can take the port in between."""
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {where}: HOST {host!r} is not an address here ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen on {where}: the address is in use (another service running there?);"
+                f" set {setting} to a free port"
+            ) from None
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}; check HOST and {setting}") from None
+    return sock
+
+
 def _api_server(settings: Settings, store: Store, cipher: CredentialCipher, replica: Replica) -> uvicorn.Server:
     from api.app import create_app
 
@@ -309,3 +348,9 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if sockets and self.started:  # uvicorn says where it listens only when it binds the socket itself
+            host, port = sockets[0].getsockname()[:2]
+            log.info("listening on http://%s:%s (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)

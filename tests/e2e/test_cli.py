@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 
@@ -66,3 +68,28 @@ def test_a_malformed_encryption_key_stops_with_one_clear_line(database_url: str)
     assert result.returncode == 1
     assert "ENCRYPTION_KEY" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_stops_serve_before_anything_starts(tmp_path: Path) -> None:
+    # Another service holds the port: one line naming PORT, before the embedded PostgreSQL, the
+    # migrations or the replica start (uvicorn alone would fail only after all of them, and say
+    # nothing about which setting to change).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = service_env(None, data_dir=tmp_path / "data", port=port, host="127.0.0.1")
+        result = cli("serve", env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr and "PORT" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / "pgdata").exists()  # no database was started for a service that cannot listen
+
+
+def test_a_host_that_is_no_address_stops_serve_with_one_line(tmp_path: Path) -> None:
+    env = service_env(None, data_dir=tmp_path / "data", host="no-such-host.invalid")
+    result = cli("serve", env=env)
+    assert result.returncode == 1, result.stderr
+    assert "HOST 'no-such-host.invalid'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / "pgdata").exists()

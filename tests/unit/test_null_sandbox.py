@@ -79,7 +79,14 @@ def test_the_cli_never_passes_another_sandbox(command: str, monkeypatch: pytest.
     async def run(runtime: service.Runtime, **kwargs: Any) -> None:
         calls.append(kwargs)
 
+    bind = service.listen
+    monkeypatch.setattr(service, "listen", lambda host, port, setting: bind(host, 0, setting))  # any free port
     monkeypatch.setattr(service, "prepare", prepare)
     monkeypatch.setattr(service, "run", run)
     assert cli.main([command]) == 0
-    assert calls == [{"with_api": command == "serve"}]
+    (kwargs,) = calls
+    listening = kwargs.pop("listening")
+    if listening is not None:
+        listening.close()
+    assert (listening is not None) == (command == "serve")  # worker without WORKER_HEALTH_PORT listens nowhere
+    assert kwargs == {"with_api": command == "serve"}  # no sandbox_factory: the real sandbox
