@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +17,17 @@ log = logging.getLogger("strategy-executor")
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`strategy-executor logs --follow | head`): stop quietly, as a tool
+        # killed by SIGPIPE does, rather than with a traceback. Output still buffered for the closed
+        # pipe would fail again when Python flushes it at exit, so stdout is pointed at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="strategy-executor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (summary, description, reads) in _SERVICE_COMMANDS.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -93,3 +95,23 @@ def test_a_host_that_is_no_address_stops_serve_with_one_line(tmp_path: Path) -> 
     assert "HOST 'no-such-host.invalid'" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "data" / "pgdata").exists()
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly() -> None:
+    # `strategy-executor openapi | head -c 1`, with the reader gone before the first write: the
+    # status a tool killed by SIGPIPE has, and no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "openapi"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=PROJECT_ROOT,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE
+    assert result.stderr == ""
