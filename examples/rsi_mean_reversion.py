@@ -47,10 +47,14 @@ closes = candles["close"].astype(float)
 value = float(rsi(closes, period).iloc[-1])
 price = float(closes.iloc[-1])
 
-holding = 0.0
-for balance in client.get_balances():
-    if balance["currency"] == coin:
-        holding = floor_to(float(balance["balance"]), quantity_digits)
+def held():
+    for balance in client.get_balances():
+        if balance["currency"] == coin:
+            return floor_to(float(balance["balance"]), quantity_digits)
+    return 0.0
+
+
+holding = held()
 
 action = "wait"
 if value < oversold and holding == 0:
@@ -67,5 +71,7 @@ elif value > overbought and holding > 0:
     STATE["entry_price"] = None
     action = "sell"
 
+if action != "wait":
+    holding = held()  # RESULT reports the position this run leaves, not the one it found
 log(market, "RSI", round(value, 1), "price", price, action)
 RESULT = {"rsi": round(value, 2), "price": price, "action": action, "holding": holding}

@@ -140,6 +140,8 @@ def test_rsi_mean_reversion_buys_low_and_sells_high(database_url: str) -> None:
     sells = [r for r in results if r["action"] == "sell"]
     assert buys and sells
     assert all(r["rsi"] < 35 for r in buys) and all(r["rsi"] > 65 for r in sells)
+    # RESULT's holding is the position the run leaves: bought after a buy, nothing after a sell.
+    assert all(r["holding"] > 0 for r in buys) and all(r["holding"] == 0 for r in sells)
     # Runs alternate buy, sell, buy, ...: one position at a time, every order on record and filled.
     traded = [r["action"] for r in results if r["action"] != "wait"]
     assert traded == ["buy", "sell"] * (len(traded) // 2) + ["buy"] * (len(traded) % 2)
