@@ -179,9 +179,9 @@ class TenantApi:
             status = await self.store.get_status(deployed.strategy["strategy_id"], user_id=user_id)
             if status is None:  # deleted by a concurrent request of the same user
                 raise not_found(deployed.strategy["strategy_id"])
-            return respond_camel(Deployment.from_record(status), 201 if deployed.created else 200)
+            return respond_camel(await self._deployment(status), 201 if deployed.created else 200)
         assert record is not None
-        return respond_camel(Deployment.from_record(record))
+        return respond_camel(await self._deployment(record))
 
     async def bot_stop(self, request: Request) -> Response:
         user_id = self._user(request)
@@ -189,7 +189,12 @@ class TenantApi:
         record = await self.store.set_desired_state(stop.deployment_id, "stopped", user_id=user_id)
         if record is None:
             raise await self._unknown_or_leaving(user_id, stop.deployment_id, "be stopped")
-        return respond_camel(Deployment.from_record(record))
+        return respond_camel(await self._deployment(record))
+
+    async def _deployment(self, record: Record) -> Deployment:
+        """A bot as the list shows it, its recent outcomes included: an answer to start or stop is the
+        same object as the bot's entry in the list, not one with an empty history."""
+        return Deployment.from_record(record, await self.store.recent_outcomes(record["strategy_id"]))
 
     async def list_deployments(self, request: Request) -> Response:
         user_id = self._user(request)
@@ -219,7 +224,7 @@ class TenantApi:
         if record is None:
             raise not_found(deployment_id)
         log.info("deployment %s: deletion requested by its user", deployment_id)
-        return respond_camel(Deployment.from_record(record), 202)
+        return respond_camel(await self._deployment(record), 202)
 
     async def run_deployment(self, request: Request) -> Response:
         user_id = self._user(request)

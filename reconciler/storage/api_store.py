@@ -347,6 +347,12 @@ class Store:
                     outcomes[row["strategy_id"]].append(row)
         return rows, outcomes
 
+    async def recent_outcomes(self, strategy_id: str, *, recent: int = 20) -> list[Record]:
+        """One strategy's last `recent` outcomes, as `list_user_deployments` gives each (the caller
+        has checked whose it is)."""
+        async with self._transaction() as conn:
+            return await _all(conn, q.SELECT_RECENT_OUTCOMES, strategy_ids=[strategy_id], per_strategy=recent)
+
     async def deployment_detail(
         self, strategy_id: str, user_id: str, *, executions: int = 20, orders: int = 20, wallet_points: int = 200
     ) -> Record | None:

@@ -110,6 +110,24 @@ def test_list_shows_statistics_and_recent_outcomes(tenant_client: TestClient, pg
     assert [e["status"] for e in item["recentExecutions"]] == ["failed", "succeeded"]
 
 
+def test_answers_to_start_stop_and_delete_carry_the_recent_outcomes_as_the_list_does(
+    tenant_client: TestClient, pg_conn: psycopg.Connection
+) -> None:
+    bot = deploy(tenant_client)
+    write_execution(pg_conn, str(bot["deploymentId"]), scheduled_for="2026-01-01T00:00:00Z")
+    write_execution(pg_conn, str(bot["deploymentId"]), status="failed", scheduled_for="2026-01-01T00:00:05Z", error="x")
+    (listed,) = tenant_client.get("/api/bot/deployments", headers=ALICE).json()["items"]
+    bot_id = bot["deploymentId"]
+    redeployed = tenant_client.post("/api/bot/start", headers=ALICE, json=start_body(deploymentId=bot_id))
+    stopped = tenant_client.post("/api/bot/stop", headers=ALICE, json={"deploymentId": bot_id})
+    restarted = tenant_client.post("/api/bot/start", headers=ALICE, json={"deploymentId": bot_id})
+    deleted = tenant_client.delete(f"/api/bot/deployments/{bot_id}", headers=ALICE)
+    assert [e["status"] for e in listed["recentExecutions"]] == ["failed", "succeeded"]
+    for answer in (redeployed, stopped, restarted, deleted):
+        assert answer.status_code < 300, answer.text
+        assert answer.json()["recentExecutions"] == listed["recentExecutions"]
+
+
 def test_list_pages_with_a_cursor(tenant_client: TestClient) -> None:
     ids = {deploy(tenant_client, name=f"bot-{n}")["deploymentId"] for n in range(5)}
     seen: list[str] = []
