@@ -12,6 +12,7 @@ Messages to the supervisor (length-prefixed JSON, see `protocol`):
 
 from __future__ import annotations
 
+import builtins
 import gc
 import io
 import json
@@ -27,7 +28,7 @@ import sys
 import time
 import traceback
 import types
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy
 import pandas
@@ -225,7 +226,8 @@ class Output:
 
 
 class _PrintCollector:
-    """RestrictedPython's `print` target: `print(x)` becomes `_print._call_print(x)`."""
+    """RestrictedPython's `print` target: `print(x)` becomes `_print._call_print(x)`. Also the strategy's
+    `sys.stdout` and `sys.stderr`, where unrestricted code and the libraries print."""
 
     def __init__(self, output: Output) -> None:
         self._output = output
@@ -240,17 +242,54 @@ class _PrintCollector:
         return ""
 
     def _call_print(self, *objects: Any, **kwargs: Any) -> None:
-        if kwargs.get("file") is None:
-            # Built whole, then written once: print writes each object and separator as it goes, so a
-            # MemoryError (or the strategy's own __str__ raising) part way kept the pieces before it,
-            # and a strategy that printed again after catching it had them twice.
-            buffer = io.StringIO()
-            kwargs["file"] = buffer
-            print(*objects, **kwargs)
-            self._output.write(buffer.getvalue())
+        file = kwargs.get("file")
+        output = self._output if file is None else _recorder(file)
+        if output is None:  # a file of the strategy's own: how print writes to it is its business
+            guards.guarded_getattr(file, "write")
+            _BUILTIN_PRINT(*objects, **kwargs)
             return
-        guards.guarded_getattr(kwargs["file"], "write")
-        print(*objects, **kwargs)
+        _print_whole(output, objects, kwargs)
+
+
+# The interpreter's own `print`, kept before `Execution.run` puts `_recorded_print` in its place.
+_BUILTIN_PRINT = builtins.print
+
+
+def _recorder(file: object) -> Output | None:
+    """The output behind `file` if it is one of the sandbox's own recorders, else None.
+
+    `type`, not `isinstance`: an object of the strategy's may answer any `__class__`. (Unrestricted code
+    can still set its own object's `__class__` to `_PrintCollector`: its `_output` is then the strategy's
+    own, and so is whatever it does with what it is given.)
+    """
+    kind = type(file)
+    if kind is _PrintCollector:
+        return cast(_PrintCollector, file)._output
+    if kind is Output:
+        return cast(Output, file)
+    return None
+
+
+def _print_whole(output: Output, objects: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Built whole, then written once: print writes each object and separator as it goes, so a
+    MemoryError (or the strategy's own __str__ raising) part way kept the pieces before it, and a
+    strategy that printed again after catching it had them twice. `kwargs` is the caller's own copy."""
+    buffer = io.StringIO()
+    kwargs["file"] = buffer
+    _BUILTIN_PRINT(*objects, **kwargs)
+    output.write(buffer.getvalue())
+
+
+def _recorded_print(*objects: Any, **kwargs: Any) -> None:
+    """`print` itself in the child (`builtins.print`): whole when it writes to one of the sandbox's
+    recorders, as the strategy's own print is. Unrestricted code calls it, and so do the libraries
+    (`np.info`), by default to `sys.stdout`, which is a recorder."""
+    file = kwargs.get("file")
+    output = _recorder(sys.stdout if file is None else file)
+    if output is None:
+        _BUILTIN_PRINT(*objects, **kwargs)
+        return
+    _print_whole(output, objects, kwargs)
 
 
 class StrategyLog:
@@ -490,6 +529,7 @@ class Execution:
         # What libraries print for the strategy (df.info(), warnings) joins its output: descriptors
         # 1 and 2 are closed in the child.
         sys.stdout = sys.stderr = _PrintCollector(self.output)  # type: ignore[assignment]
+        builtins.print = _recorded_print
         source = str(self.header.get("source", ""))
         linecache.cache[STRATEGY_FILENAME] = (len(source), None, source.splitlines(True), STRATEGY_FILENAME)
         namespace = self.namespace()
@@ -850,6 +890,7 @@ def rehearse() -> None:
         "wall_seconds": 10.0,
     }
     saved = sys.stdout, sys.stderr, signal.getsignal(signal.SIGXCPU), signal.getsignal(signal.SIGALRM)
+    saved_print = builtins.print
     collecting = gc.isenabled()
     mine, theirs = socket.socketpair()
     try:
@@ -862,6 +903,7 @@ def rehearse() -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.stdout, sys.stderr = saved[0], saved[1]
+        builtins.print = saved_print
         signal.signal(signal.SIGXCPU, saved[2])
         signal.signal(signal.SIGALRM, saved[3])
         linecache.cache.pop(STRATEGY_FILENAME, None)

@@ -671,3 +671,48 @@ def test_output_printed_by_a_finaliser_during_a_flush_is_sent(loop_runner: LoopR
     assert outcome.output.endswith("after\n"), outcome.output[-200:]
     assert "TRAP ran\n" in outcome.output, outcome.output[-200:]
     assert outcome.output.count("x" * 9000) == 1 and not outcome.output_truncated
+
+
+# Prints to the strategy's stdout and stderr that fail at their second object (its `__str__` raises),
+# through the interpreter's own `print` (as unrestricted code and the libraries call it) and through
+# the strategy's `print` with `file=`; then one to an object of the strategy's own with a `write`,
+# which gets the pieces as print writes them (that is the strategy's business, and stays so).
+_PRINTS_THAT_FAIL_PART_WAY = (
+    "collector = [c for c in object.__subclasses__() if c.__name__ == '_PrintCollector'][0]\n"
+    "runtime = collector._call_print.__globals__\n"
+    "sys, found = runtime['sys'], runtime['__builtins__']\n"
+    "real_print = found['print'] if type(found) is dict else found.print\n"
+    "class Bad:\n"
+    "    def __str__(self):\n"
+    "        raise ValueError('no text')\n"
+    "class Sink:\n"
+    "    def __init__(self):\n"
+    "        self.parts = []\n"
+    "    def write(self, text):\n"
+    "        self.parts.append(text)\n"
+    "for target in (None, sys.stdout, sys.stderr):\n"
+    "    for how in (real_print, sys.stdout._call_print):\n"
+    "        try:\n"
+    "            how('first', Bad(), 'last', file=target)\n"
+    "        except ValueError:\n"
+    "            pass\n"
+    "sink = Sink()\n"
+    "try:\n"
+    "    real_print('first', Bad(), file=sink)\n"
+    "except ValueError:\n"
+    "    pass\n"
+    "real_print('to', 'stderr', sep='-', file=sys.stderr)\n"
+    "real_print('to stdout', end='!\\n')\n"
+    "RESULT = sink.parts\n"
+)
+
+
+def test_a_print_to_stdout_or_stderr_that_fails_part_way_writes_nothing_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox
+) -> None:
+    """Before: only the policy's print to its default file was built whole; the interpreter's print,
+    and the policy's with `file=sys.stderr` (or `sys.stdout`), kept 'first ' from each failed print."""
+    outcome = _run_plain(loop_runner, plain, _PRINTS_THAT_FAIL_PART_WAY)
+    assert outcome.status == "succeeded", (outcome.status, outcome.error)
+    assert outcome.output == "to-stderr\nto stdout!\n", outcome.output
+    assert outcome.result == ["first", " "]  # the strategy's own file: written as print writes it
