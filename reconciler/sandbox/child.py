@@ -460,6 +460,17 @@ class Execution:
         # attributes set in place, not a tuple: marking must not allocate (memory may be full).
         self.broken_call: str | None = None
         self.broken_by: BaseException | None = None
+        # The client call whose request is being sent or whose reply is awaited. Code of the strategy's
+        # can run in the middle of that exchange (a `__del__` or a weakref callback run by the cyclic
+        # collector at one of its allocations): a call made from there must not use the socket, where
+        # its request would come in the middle of this one's exchange and its reply could be this one's.
+        # It is refused, and names itself in `nested_call`; what marks the run broken then is made here,
+        # in advance, since marking must not allocate.
+        self.calling: str | None = None
+        self.nested_call: str | None = None
+        self._nested_error = ExchangeError(
+            refusals.UNAVAILABLE, "a client call was made while another was waiting for its reply"
+        )
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         if self.expired is not None:
@@ -467,16 +478,14 @@ class Execution:
             # limit's exception must not trade on until the kill (orders placed after it, found by
             # a hostile-tenant session).
             raise ExchangeError(refusals.LIMIT_REFUSED, f"{method}: this run is over its time limit")
+        if self.calling is not None:
+            self._refuse_nested(method, self.calling)
         if self.broken_by is not None:
-            raise ExchangeError(
-                refusals.UNAVAILABLE,
-                f"{method}: refused: the reply to an earlier client call ({self.broken_call}) could not be "
-                "read in full, so this run can make no more client calls (the next reply read would "
-                "not have been this call's); the earlier call may have taken effect at the exchange",
-            )
+            raise ExchangeError(refusals.UNAVAILABLE, f"{method}: refused: {self._broken_reason()}")
         self.output.flush()  # keep output in order with the broker's own records
         frame = protocol.encode({"t": "call", "method": method, "params": params})  # nothing sent yet
         try:
+            self.calling = method if type(method) is str else "a client call"
             self.channel.send_frame(frame)
             body = protocol.recv_frame(self.sock, MAX_REPLY_BYTES)
         except BaseException as exc:
@@ -485,17 +494,21 @@ class Execution:
             # large reply, a limit's exception raised by its signal handler, a reply over the cap, or
             # anything a signal handler raised before the reply came: the socket is never used for a
             # call again. (Reading into a buffer allocated in advance would cover memory alone, and
-            # hold MAX_REPLY_BYTES of every run's memory.)
-            self.broken_call = method if type(method) is str else "a client call"
-            self.broken_by = exc
+            # hold MAX_REPLY_BYTES of every run's memory.) A nested call that broke the run first
+            # (see `_refuse_nested`) stays its cause.
+            if self.broken_by is None:
+                self.broken_call = self.calling
+                self.broken_by = exc
             if isinstance(exc, protocol.ProtocolError):
                 # The strategy is told in the client's own terms, not with our internal exception.
                 raise ExchangeError(
                     refusals.UNAVAILABLE,
-                    f"{self.broken_call}: its reply could not be taken ({exc}); this run can make no more "
+                    f"{self.calling}: its reply could not be taken ({exc}); this run can make no more "
                     "client calls, and the call may have taken effect at the exchange",
                 ) from None
             raise
+        finally:
+            self.calling = None
         reply = protocol.decode(body)
         if reply.get("ok"):
             return reply.get("value")
@@ -503,6 +516,36 @@ class Execution:
         raise ExchangeError(
             kind if isinstance(kind, str) else refusals.INTERNAL,
             message if isinstance(message, str) else f"{method}: the call failed",
+        )
+
+    def _refuse_nested(self, method: str, waiting: str) -> NoReturn:
+        """Refuse a client call made while `waiting` was in its exchange with the broker, sending
+        nothing; the run is broken from here on, like one whose reply could not be read: it has done
+        something it cannot be trusted with (a finaliser that trades), so it trades no more, and its
+        report fails it naming `waiting`, whose request had gone out."""
+        if self.broken_by is None:  # marked before the refusal is built, which allocates
+            self.broken_call = waiting
+            self.nested_call = method if type(method) is str else "a client call"
+            self.broken_by = self._nested_error
+        raise ExchangeError(
+            refusals.UNAVAILABLE,
+            f"{method}: refused: it was made while the client call {waiting} was waiting for its reply (by a "
+            "finaliser, a __del__ or a weakref callback, that ran then); this run can make no more client "
+            f"calls, and {waiting} may have taken effect at the exchange",
+        )
+
+    def _broken_reason(self) -> str:
+        """Why every client call is refused once the run is broken (see `call`)."""
+        if self.nested_call is not None:
+            return (
+                f"a client call ({self.nested_call}) was made while an earlier one ({self.broken_call}) was "
+                "waiting for its reply, so this run can make no more client calls; the earlier call may "
+                "have taken effect at the exchange"
+            )
+        return (
+            f"the reply to an earlier client call ({self.broken_call}) could not be read in full, so this "
+            "run can make no more client calls (the next reply read would not have been this call's); the "
+            "earlier call may have taken effect at the exchange"
         )
 
     def namespace(self) -> dict[str, Any]:
@@ -569,6 +612,8 @@ class Execution:
         first. Runs once the limits are off: nothing of the exception's is called (`_type_name` and
         `_out_of_memory` read only what the built-in types store)."""
         out_of_memory = _out_of_memory(broken_by)
+        if self.nested_call is not None:
+            return self._with_error(report, self._nested_report(), "failed")
         text = (
             f"the reply to the client call {self.broken_call} could not be read in full "
             f"({_type_name(broken_by)} was raised while it was being read"
@@ -577,10 +622,25 @@ class Execution:
             f"as the next call's; {self.broken_call} may have taken effect at the exchange; the previous "
             "STATE is kept"
         )
+        return self._with_error(report, text, "memory_exceeded" if out_of_memory else "failed")
+
+    @staticmethod
+    def _with_error(report: dict[str, Any], text: str, status: str) -> dict[str, Any]:
+        """A report of `status` saying `text`, after the strategy's own error if it had one."""
         error = report.get("error")
         if isinstance(error, str):
             text = error + ("" if error.endswith("\n") else "\n") + text
-        return _report("memory_exceeded" if out_of_memory else "failed", text)
+        return _report(status, text)
+
+    def _nested_report(self) -> str:
+        """The end of `_broken_report` for a client call made in the middle of another's exchange."""
+        return (
+            f"the client call {self.nested_call} was made while the client call {self.broken_call} was "
+            "waiting for its reply (by code of the strategy's that ran in the middle of it: a finaliser, "
+            "a __del__ or a weakref callback, run by the garbage collector), and the strategy went on: "
+            f"{self.nested_call} and every client call after it were refused; {self.broken_call} may have "
+            "taken effect at the exchange; the previous STATE is kept"
+        )
 
     def _execute(self, namespace: dict[str, Any]) -> dict[str, Any]:
         """Run the strategy and turn what it left into its report, all under its limits.

@@ -716,3 +716,79 @@ def test_a_print_to_stdout_or_stderr_that_fails_part_way_writes_nothing_unrestri
     assert outcome.status == "succeeded", (outcome.status, outcome.error)
     assert outcome.output == "to-stderr\nto stdout!\n", outcome.output
     assert outcome.result == ["first", " "]  # the strategy's own file: written as print writes it
+
+
+# A finaliser in a reference cycle, run by the collector while get_ticker waits for its reply, which
+# the broker delays past two of the child's ticks: the strategy's own handler of the tick runs a
+# collection (as any allocation can) before the child's. Run earlier, the finaliser sets a new one in
+# its place; run during the wait (`recv_frame` is on the stack), it calls the client. Plain Python,
+# since the policy has no `gc`, `signal`, frames or `__del__`; they are taken from the child's module.
+_CALL_FROM_A_FINALISER_WHILE_ANOTHER_WAITS = (
+    "collector = [c for c in object.__subclasses__() if c.__name__ == '_PrintCollector'][0]\n"
+    "runtime = collector._call_print.__globals__\n"
+    "gc, sys, signal = runtime['gc'], runtime['sys'], runtime['signal']\n"
+    "def waiting():\n"
+    "    frame = sys._getframe(1)\n"
+    "    while frame is not None and frame.f_code.co_name != 'recv_frame':\n"
+    "        frame = frame.f_back\n"
+    "    return frame is not None\n"
+    "class Trap:\n"
+    "    def __del__(self):\n"
+    "        if not waiting():\n"
+    "            arm()\n"
+    "            return\n"
+    "        try:\n"
+    "            client.get_balances()\n"
+    "            log('nested call answered')\n"
+    "        except ExchangeError as exc:\n"
+    "            log('nested call refused:', exc.kind)\n"
+    "def arm():\n"
+    "    trap = Trap()\n"
+    "    trap.me = trap\n"
+    "child_tick = signal.getsignal(signal.SIGALRM)\n"
+    "def tick(signum, frame):\n"
+    "    gc.collect(0)\n"
+    "    child_tick(signum, frame)\n"
+    "gc.disable()  # the trap stays young until a tick collects it\n"
+    "arm()\n"
+    "signal.signal(signal.SIGALRM, tick)\n"
+    "ticker = client.get_ticker()\n"
+    "signal.signal(signal.SIGALRM, child_tick)\n"
+    "gc.enable()\n"
+    "log('first call answered:', ticker[0]['market'])\n"
+    "try:\n"
+    "    client.get_balances()\n"
+    "    log('later call answered')\n"
+    "except ExchangeError as exc:\n"
+    "    log('later call refused:', exc.kind)\n"
+    "RESULT = 'not kept'\n"
+)
+
+
+async def _slow_ticker_broker(method: str, params: dict[str, Any]) -> Any:
+    if method == "get_ticker":
+        await asyncio.sleep(0.6)  # the child ticks every 0.25 s
+        return [{"market": "BTCUSDT", "last_price": "64000.5"}]
+    if method == "get_balances":
+        return [{"currency": "INR", "balance": "2"}]
+    raise BrokerError("unsupported", method)
+
+
+def test_a_call_from_a_finaliser_while_another_waits_names_that_call_unrestricted(
+    loop_runner: LoopRunner, plain: Sandbox
+) -> None:
+    """Before: the finaliser's call sent its request while get_ticker was still with the broker, and
+    the run ended "sent the service something it cannot read", saying nothing of get_ticker."""
+    request = ExecutionRequest("plain", "tenant-a", _CALL_FROM_A_FINALISER_WHILE_ANOTHER_WAITS, {}, {"kept": True})
+    outcome = loop_runner.run(plain.run(request, _slow_ticker_broker))
+    assert loop_runner.run(leftover_processes(plain)) == []
+    assert outcome.output == (
+        "[info] nested call refused: unavailable\n"
+        "[info] first call answered: BTCUSDT\n"
+        "[info] later call refused: unavailable\n"
+    ), outcome.output
+    assert outcome.status == "failed" and outcome.result is None and outcome.state is None, outcome
+    error = outcome.error or ""
+    assert "get_balances was made while the client call get_ticker was waiting for its reply" in error, error
+    assert "get_ticker may have taken effect at the exchange" in error, error
+    assert "fault of the service" not in error and "cannot read" not in error, error

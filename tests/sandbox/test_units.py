@@ -518,3 +518,69 @@ def test_a_reply_over_the_cap_refuses_every_later_call() -> None:
         assert refused.value.kind == "unavailable", refused.value
         report = execution._broken_report({"status": "succeeded", "error": None}, execution.broken_by)
         assert report["status"] == "failed" and "ProtocolError was raised" in report["error"], report
+
+
+def test_a_call_made_while_another_waits_for_its_reply_sends_nothing_and_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finaliser (a `__del__`, a weakref callback) run by the collector as the first call starts to
+    read its reply makes a call of its own. Before: that call sent its request in the middle of the
+    first one's exchange and read the first one's reply as its own (the service, had it still been
+    answering the first, would have killed the run as "something it cannot read", naming no call)."""
+    from reconciler.sandbox.client_proxy import ExchangeError
+
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        theirs.settimeout(10)  # before the fix, the first call waits for a reply taken by the nested one
+        execution = _execution(theirs)
+        mine.sendall(protocol.encode({"ok": True, "value": "ticker"}))
+        real_recv_exactly = protocol._recv_exactly
+        nested: list[BaseException | str] = []
+        started: list[bool] = []
+
+        def recv_exactly(sock: socket.socket, size: int) -> bytes:
+            if not started:  # once, as a finaliser would run at an allocation of the reading
+                started.append(True)
+                try:
+                    nested.append(execution.call("get_balances", {}))
+                except BaseException as exc:
+                    nested.append(exc)
+            return real_recv_exactly(sock, size)
+
+        monkeypatch.setattr(protocol, "_recv_exactly", recv_exactly)
+        assert execution.call("get_ticker", {}) == "ticker"  # its own reply, read whole
+        (refused,) = nested
+        assert isinstance(refused, ExchangeError) and refused.kind == "unavailable", refused
+        assert "get_ticker was waiting" in refused.message and "may have taken effect" in refused.message
+        with pytest.raises(ExchangeError) as later:
+            execution.call("get_balances", {})
+        assert later.value.kind == "unavailable" and "(get_ticker)" in later.value.message, later.value
+        assert [frame["method"] for frame in _frames(mine)] == ["get_ticker"]  # nothing sent after it
+        report = execution._broken_report({"status": "succeeded", "error": None}, execution.broken_by)
+        assert report["status"] == "failed" and report["result"] is None, report
+        error = report["error"]
+        assert "get_balances was made while the client call get_ticker was waiting" in error, error
+        assert "get_ticker may have taken effect at the exchange" in error, error
+
+
+def test_a_call_made_once_the_reply_is_read_whole_goes_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finaliser that runs while the reply is decoded finds the exchange over: its call is a call."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execution = _execution(theirs)
+        mine.sendall(protocol.encode({"ok": True, "value": "ticker"}))
+        mine.sendall(protocol.encode({"ok": True, "value": "balances"}))
+        real_decode = protocol.decode
+        nested: list[Any] = []
+
+        def decode(body: bytes) -> Any:
+            if not nested:
+                nested.append(None)
+                nested.append(execution.call("get_balances", {}))
+            return real_decode(body)
+
+        monkeypatch.setattr(protocol, "decode", decode)
+        assert execution.call("get_ticker", {}) == "ticker"
+        assert nested == [None, "balances"] and execution.broken_by is None
+        monkeypatch.setattr(protocol, "decode", real_decode)
+        assert [frame["method"] for frame in _frames(mine)] == ["get_ticker", "get_balances"]
