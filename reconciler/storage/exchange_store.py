@@ -147,7 +147,15 @@ class ExchangeStore:
         strategy already used. Raises `Fenced` when `fence` no longer holds: nothing is recorded, and
         the caller must send nothing. `fence` is None only outside an execution (the broker's own
         tests). `alert(order_id)`: an alert enqueued in the same transaction, so it agrees with the record."""
-        params = {name: values.get(name) for name in _ORDER_FIELDS} | {"request": _json(values.get("request"))}
+        # The id is drawn here, once, not by the database in each attempt: when a commit's reply is lost,
+        # `Database.run` runs `work` again, and its insert then meets the row the first attempt committed.
+        # By this id that row is known for ours (the order recorded, its alert enqueued), not mistaken
+        # for an earlier order under the same client_order_id.
+        drawn = uuid.uuid4()
+        params = {name: values.get(name) for name in _ORDER_FIELDS} | {
+            "order_id": drawn,
+            "request": _json(values.get("request")),
+        }
 
         async def work(conn: AsyncConnection) -> uuid.UUID | None:
             if fence is None:
@@ -155,14 +163,18 @@ class ExchangeStore:
             else:
                 fenced = params | _fence_params(fence)
                 order_id = (await conn.execute(queries.INSERT_FENCED_ORDER, fenced)).scalar_one_or_none()
+            if order_id is None:
+                if (await conn.execute(queries.SELECT_OWN_ORDER, {"order_id": drawn})).scalar_one_or_none():
+                    return drawn  # an earlier attempt committed it (and its alert): nothing more to write
                 if (
-                    order_id is None
+                    fence is not None
                     and not (await conn.execute(queries.SELECT_FENCE_HOLDS, _fence_params(fence))).scalar_one()
                 ):
                     raise Fenced(fence, "order")
-            if order_id is not None and alert is not None:
-                await _enqueue(conn, values["strategy_id"], alert(order_id))
-            return order_id
+                return None
+            if alert is not None:
+                await _enqueue(conn, values["strategy_id"], alert(drawn))
+            return drawn
 
         return await self._db.run(work)
 
@@ -177,7 +189,9 @@ class ExchangeStore:
         response: Any = None,
         alert: Alert | None = None,
     ) -> None:
-        """Record the exchange's answer to an order (and `alert`, in the same transaction)."""
+        """Record the exchange's answer to an order (and `alert`, in the same transaction, only when the
+        answer changes the order's status: applied again after a commit whose reply was lost, it enqueues
+        nothing a second time)."""
         params = {
             "order_id": order_id,
             "status": status,
@@ -187,8 +201,8 @@ class ExchangeStore:
         }
 
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(queries.UPDATE_ORDER, params)
-            await _enqueue(conn, strategy_id, alert)
+            if (await conn.execute(queries.UPDATE_ORDER, params)).scalar_one_or_none():
+                await _enqueue(conn, strategy_id, alert)
 
         await self._db.run(work)
 

@@ -26,9 +26,11 @@ from tests.integration.test_fencing import claim, deploy_s1, no_check, order
 
 __all__ = ["claim"]  # the fixture, shared with the fencing tests
 
-# Each test reproduces a harm of today's code (seen failing for the reason its docstring gives); strict,
-# so the fix of each one must remove its mark.
-pytestmark = pytest.mark.xfail(strict=True, reason="a commit in doubt is applied twice or misreported: not fixed yet")
+# Each test reproduces a harm of the code before its fix (seen failing for the reason its docstring
+# gives). Those not fixed yet are marked one by one, strict, so the fix of each one must remove its mark.
+not_fixed_yet = pytest.mark.xfail(
+    strict=True, reason="the replica store applies a commit in doubt twice or misreports it: not fixed yet"
+)
 
 T = TypeVar("T")
 
@@ -107,6 +109,7 @@ def recorded_order(url: str, claim: Claim) -> Any:
     return asyncio.run(main())
 
 
+@not_fixed_yet
 def test_an_outcome_whose_reply_is_lost_is_recorded_once_and_reported_recorded(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
@@ -124,6 +127,7 @@ def test_an_outcome_whose_reply_is_lost_is_recorded_once_and_reported_recorded(
     assert pg_conn.execute("SELECT execution_count, state FROM strategy_status").fetchone() == (1, {"n": 1})
 
 
+@not_fixed_yet
 def test_a_failed_outcome_whose_commit_reply_is_lost_is_counted_once(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
@@ -137,6 +141,7 @@ def test_a_failed_outcome_whose_commit_reply_is_lost_is_counted_once(
     assert row.fetchone() == (1, 1, 1)
 
 
+@not_fixed_yet
 def test_a_claim_whose_reply_is_lost_returns_its_executions(database_url: str, pg_conn: psycopg.Connection) -> None:
     """Before: the retry found the strategy already running (the first claim's) and claimed nothing;
     the execution the first claim committed ran nowhere, and was marked lost when its lease ran out
@@ -154,6 +159,7 @@ def test_a_claim_whose_reply_is_lost_returns_its_executions(database_url: str, p
     assert len(rows) == 1
 
 
+@not_fixed_yet
 def test_a_manual_claim_whose_reply_is_lost_returns_its_execution(
     database_url: str, pg_conn: psycopg.Connection
 ) -> None:

@@ -64,17 +64,18 @@ SELECT_FENCE_HOLDS = text(f"SELECT {_FENCE_HOLDS}")
 # The order's columns as the broker records them; every parameter cast, since an INSERT ... SELECT
 # would otherwise read an untyped NULL as text.
 _ORDER_VALUES = """
-    CAST(:strategy_id AS text), CAST(:execution_id AS uuid), CAST(:exchange AS text),
+    CAST(:order_id AS uuid), CAST(:strategy_id AS text), CAST(:execution_id AS uuid), CAST(:exchange AS text),
     CAST(:client_order_id AS text), CAST(:market AS text), CAST(:side AS text), CAST(:order_type AS text),
     CAST(:total_quantity AS numeric), CAST(:price_per_unit AS numeric), CAST(:status AS text),
     CAST(:error AS text), CAST(:request AS jsonb)"""
 
 _ORDER_INSERT = """
-    INSERT INTO orders (strategy_id, execution_id, exchange, client_order_id, market, side, order_type,
+    INSERT INTO orders (order_id, strategy_id, execution_id, exchange, client_order_id, market, side, order_type,
                         total_quantity, price_per_unit, status, error, request)"""
 
-# One order request, written before it is sent (so a crash mid-call still leaves a record); nothing
-# returned for a client_order_id the strategy already used. Outside an execution only (the broker's
+# One order request, written before it is sent (so a crash mid-call still leaves a record), under the
+# order_id the store drew for it; nothing returned for a client_order_id the strategy already used, or
+# for that order_id already stored (see SELECT_OWN_ORDER). Outside an execution only (the broker's
 # own tests): an execution's orders go through INSERT_FENCED_ORDER.
 INSERT_ORDER = text(
     f"""
@@ -97,17 +98,28 @@ INSERT_FENCED_ORDER = text(
     """
 )
 
+# The order a retried insert met: the transaction that drew :order_id may have committed with its reply
+# lost, and a row under that id is that earlier attempt's, never another order's. A statement of its
+# own, so it sees a row committed while the insert waited on it.
+SELECT_OWN_ORDER = text("SELECT order_id FROM orders WHERE order_id = :order_id")
+
 # The exchange's answer to an order: what it said replaces the record's status; the error, the
-# exchange's id and its answer are set when given (an answer is never unsaid).
+# exchange's id and its answer are set when given (an answer is never unsaid). `changed`: whether the
+# status was another before, so the answer's alert goes with the first application only (a commit
+# whose reply was lost is applied again by the retry). The old row is read locked (FOR UPDATE), so two
+# answers at once cannot both see the old status.
 UPDATE_ORDER = text(
     """
-    UPDATE orders
+    WITH before AS (SELECT order_id, status AS old_status FROM orders WHERE order_id = :order_id FOR UPDATE)
+    UPDATE orders o
     SET status = :status,
-        error = coalesce(CAST(:error AS text), error),
-        exchange_order_id = coalesce(CAST(:exchange_order_id AS text), exchange_order_id),
-        response = coalesce(CAST(:response AS jsonb), response),
+        error = coalesce(CAST(:error AS text), o.error),
+        exchange_order_id = coalesce(CAST(:exchange_order_id AS text), o.exchange_order_id),
+        response = coalesce(CAST(:response AS jsonb), o.response),
         updated_at = now()
-    WHERE order_id = :order_id
+    FROM before
+    WHERE o.order_id = before.order_id
+    RETURNING before.old_status IS DISTINCT FROM CAST(:status AS text) AS changed
     """
 )
 
