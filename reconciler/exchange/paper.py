@@ -152,8 +152,19 @@ class PaperExchange:
             )
         now = self._now()
         paper_order_id = uuid.uuid4()
+        attempts = 0
 
         async def work(book: PaperBook) -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # Run again (a deadlock, or a commit whose reply was lost): an order under this id is this
+                # call's own, committed by an earlier attempt with its fill or lock. Answer with it rather
+                # than fill twice, or call our own client_order_id a duplicate. (The first attempt skips
+                # the read: nothing can be stored under an id just drawn.)
+                earlier = await book.lock_order(paper_order_id, None)
+                if earlier is not None:
+                    return self._order(earlier)
             balances = await book.lock_balances({target, base})
             marketable = limit is None or (side == "buy" and price <= limit) or (side == "sell" and price >= limit)
             row: dict[str, Any] = {

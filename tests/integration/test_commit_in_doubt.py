@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
 
+from reconciler.exchange.feed import SimulatedFeed
+from reconciler.exchange.paper import PaperExchange
 from reconciler.outcome import ExecutionOutcome
 from reconciler.reconcile import decide
 from reconciler.storage.db import Database, create_engine
@@ -33,6 +36,7 @@ not_fixed_yet = pytest.mark.xfail(
 )
 
 T = TypeVar("T")
+T0 = 1_790_000_000.0  # the simulated feed's clock (a fixed price)
 
 
 def through_proxy(url: str, work: Callable[[ReplicaStore, ExchangeStore, LostReply], Awaitable[T]]) -> T:
@@ -96,6 +100,27 @@ def test_an_order_answer_whose_commit_reply_is_lost_enqueues_its_alert_once(
     through_proxy(database_url, work)
     assert pg_conn.execute("SELECT status FROM orders").fetchall() == [("error",)]
     assert pg_conn.execute("SELECT event FROM alert_deliveries").fetchall() == [("order_refused",)]
+
+
+def test_a_paper_order_whose_commit_reply_is_lost_fills_once_and_is_answered(
+    database_url: str, pg_conn: psycopg.Connection, claim: Claim
+) -> None:
+    """Before: the retry filled the order again (its balances moved twice), then its insert met the
+    first attempt's row and the call raised "Duplicate client order id" for an order that had filled:
+    the broker recorded it refused."""
+
+    async def work(_: ReplicaStore, exchange: ExchangeStore, proxy: LostReply) -> Any:
+        feed = SimulatedFeed(clock=lambda: T0)
+        paper = PaperExchange(exchange, feed, strategy_id="s1", initial_balances={"USDT": 10_000.0}, fence=claim.fence)
+        proxy.arm(after=b"in-doubt-paper", cut=b"COMMIT")
+        return await paper.create_order("buy", "market_order", "BTCUSDT", 0.01, client_order_id="in-doubt-paper")
+
+    answer = through_proxy(database_url, work)
+    assert answer["status"] == "filled" and answer["client_order_id"] == "in-doubt-paper"
+    rows = pg_conn.execute("SELECT paper_order_id::text, status FROM paper_orders").fetchall()
+    assert rows == [(answer["id"], "filled")]
+    bought = pg_conn.execute("SELECT balance FROM paper_balances WHERE currency = 'BTC'").fetchall()
+    assert bought == [(Decimal("0.01"),)]
 
 
 def recorded_order(url: str, claim: Claim) -> Any:
