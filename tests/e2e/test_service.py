@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -90,7 +92,13 @@ def test_embedded_default_starts_migrates_and_restarts_on_the_same_data(data_dir
     try:
         token = (data_dir / "api-token").read_text().strip()
         assert f"API token (generated in {data_dir / 'api-token'}): {token}" in service.log()
-        assert "psql -h" in service.log()
+        # The printed command works as printed, with the embedded server's own psql (no client installed).
+        lines = service.log().splitlines()
+        (printed,) = [line.split("connect with: ", 1)[1] for line in lines if "connect with: " in line]
+        argv = shlex.split(printed)
+        assert Path(argv[0]).is_absolute() and argv[1] == "-h"
+        inspected = subprocess.run([*argv, "-Atc", "SELECT count(*) FROM strategies"], capture_output=True, text=True)
+        assert (inspected.returncode, inspected.stdout.strip()) == (0, "0"), inspected.stderr
         headers = {"Authorization": f"Bearer {token}"}
         response = httpx.post(
             f"{base}/strategies/deploy",
