@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic_settings
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +90,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("max_execution_interval")
+    @classmethod
+    def _interval_bounds_in_order(cls, value: int, info: ValidationInfo) -> int:
+        # Bounds the wrong way round would refuse every deploy with a message about the interval the
+        # user sent, not about the setting; refused here, at start-up, naming both settings.
+        low = info.data.get("min_execution_interval")
+        if low is not None and value < low:
+            message = "is below MIN_EXECUTION_INTERVAL ({low}): no interval could be deployed"
+            raise PydanticCustomError("interval_bounds", message, {"low": low})
+        return value
 
     @property
     def embedded_database(self) -> bool:

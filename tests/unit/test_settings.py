@@ -41,6 +41,8 @@ def test_empty_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> N
         ("MAX_CONCURRENT_STRATEGIES", "0", "MAX_CONCURRENT_STRATEGIES"),
         # A JSON-valued setting that is not JSON at all: refused by the settings source, before validation.
         ("PAPER_INITIAL_BALANCES", "{bad", "PAPER_INITIAL_BALANCES: not valid JSON"),
+        # Above the default maximum (7 days): every deploy would be refused.
+        ("MIN_EXECUTION_INTERVAL", "100000000", "MAX_EXECUTION_INTERVAL: is below MIN_EXECUTION_INTERVAL (100000000)"),
     ],
 )
 def test_bad_values_name_the_variable_in_one_line(
