@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from reconciler.embedded import EmbeddedPostgres, wheel_bindir
-from tests.e2e.harness import PROJECT_ROOT, service_env
+from tests.e2e.harness import PROJECT_ROOT, free_port, service_env
 from tests.e2e.test_service import start_serve
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,8 @@ def _server_running(data_dir: Path) -> bool:
 def test_a_command_that_started_the_embedded_server_stops_it(data_dir: Path) -> None:
     """`migrate` ends with the server it started, and a `serve` whose start-up fails after starting it
     (here a malformed ENCRYPTION_KEY) stops it too: nothing outlives the command holding the data."""
-    env = service_env(None, data_dir=data_dir)
+    # A port of its own: serve binds it before anything else, and 8003 may be another service's.
+    env = service_env(None, data_dir=data_dir, port=free_port())
     env.pop("EXECUTOR_API_TOKEN")
     env.pop("ENCRYPTION_KEY")
     run = [sys.executable, "-m", "reconciler.cli"]
